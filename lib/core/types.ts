@@ -1,0 +1,132 @@
+/**
+ * Types shared by the protocol core, its drivers (daemon, simulator) and the wire
+ * codec. The core treats a client operation as opaque bytes; only the state
+ * machine decodes it, once, when it applies it.
+ */
+
+/** One client command: (client id, sequence) makes retries idempotent. */
+export interface Cmd {
+  cid: number;
+  seq: number;
+  op: Uint8Array;
+}
+
+/** A slot's value: a batch of commands. An empty batch is a no-op (fills holes). */
+export type Value = Cmd[];
+
+/** Sentinel ballot in promise entries: the acceptor knows the slot is chosen. */
+export const CHOSEN_BALLOT = -1;
+
+/** [slot, ballot, value]: what an acceptor reports in a promise. */
+export type PromiseEntry = [number, number, Value];
+
+/** Peer messages. Every one is safe to receive twice or out of order. */
+export type Msg =
+  /** Phase 1a for every slot >= from. */
+  | { t: 'prepare'; ballot: number; from: number }
+  /**
+   * Phase 1b, possibly in several chunks; each chunk covers slots [lo, hi)
+   * (hi = 0 means "to infinity"). base: slots <= base are chosen and compacted.
+   */
+  | {
+      t: 'promise';
+      ballot: number;
+      from: number;
+      lo: number;
+      hi: number;
+      base: number;
+      entries: PromiseEntry[];
+    }
+  /** Phase 2a for several slots, with the leader's contiguous chosen prefix. */
+  | { t: 'accept'; ballot: number; entries: [number, Value][]; commit: number }
+  /** Phase 2b for several slots. */
+  | { t: 'accepted'; ballot: number; slots: number[] }
+  /** Refusal: the sender has promised `promised`, higher than `ballot`. */
+  | { t: 'nack'; ballot: number; promised: number }
+  /** Slots <= through are chosen; those accepted at `ballot` are chosen with that value. */
+  | { t: 'commit'; ballot: number; through: number }
+  /** Liveness and progress gossip from every node. */
+  | {
+      t: 'heartbeat';
+      promised: number;
+      leading: boolean;
+      chosen: number;
+      next: number;
+      eligible: boolean;
+      voter: boolean;
+    }
+  | { t: 'catchupReq'; from: number; to: number }
+  /** Chosen values from `from` on; snapshot > 0 means "below that, ask for the snapshot". */
+  | { t: 'catchupResp'; from: number; entries: Value[]; snapshot: number; snapshotBytes: number }
+  | { t: 'snapshotReq'; slot: number; offset: number }
+  | { t: 'snapshotResp'; slot: number; offset: number; total: number; data: Uint8Array };
+
+export type MsgType = Msg['t'];
+
+/** What must be on disk before any message that depends on it leaves the node. */
+export type DurableRecord =
+  | { t: 'promise'; ballot: number }
+  | { t: 'accept'; slot: number; ballot: number; value: Value }
+  /** The value accepted at `ballot` for `slot` is chosen. */
+  | { t: 'chosen'; slot: number; ballot: number }
+  /** Chosen value learned without accepting it (catch-up). */
+  | { t: 'learn'; slot: number; value: Value }
+  /** This node may vote (bootstrap, or the Paxos Made Live rejoin rule passed). */
+  | { t: 'voter' }
+  /** Checkpoint head: the snapshot file for `slot` is durable. */
+  | { t: 'snapshot'; slot: number };
+
+export interface Outbound {
+  to: number;
+  msg: Msg;
+}
+
+/** Result of applying one command, as returned to the client. */
+export interface CmdResult {
+  ok: boolean;
+  value?: string | null;
+  err?: string;
+}
+
+export interface AppliedEntry {
+  slot: number;
+  cmds: Value;
+  results: CmdResult[];
+  /** One order-log line per command, identical on every node. */
+  lines: string[];
+}
+
+/** The deterministic replicated state machine. */
+export interface StateMachine {
+  /** Apply one chosen batch; results[i] answers cmds[i]. */
+  apply(slot: number, cmds: Value): { results: CmdResult[]; lines: string[] };
+  /** The cached answer for a retried request, if the session table still has it. */
+  cached(cid: number, seq: number): CmdResult | undefined;
+  snapshot(): Uint8Array;
+  restore(data: Uint8Array): void;
+}
+
+export interface SnapshotOut {
+  slot: number;
+  data: Uint8Array;
+  /** Records that rebuild the live state above the snapshot (the WAL head after rotation). */
+  checkpoint: DurableRecord[];
+  /** True when received from a peer (catch-up), false when taken locally. */
+  installed: boolean;
+}
+
+/** Everything the driver must do, in this order: persist, snapshot, send, reply. */
+export interface Ready {
+  persist: DurableRecord[];
+  snapshot: SnapshotOut | null;
+  messages: Outbound[];
+  applied: AppliedEntry[];
+  /** Human-readable progress lines (snapshot transfer, elections). */
+  events: string[];
+}
+
+export type SubmitResult =
+  | { kind: 'queued' }
+  | { kind: 'cached'; result: CmdResult }
+  | { kind: 'redirect'; leader: number | null }
+  | { kind: 'busy' };

@@ -1,0 +1,687 @@
+/**
+ * Durable write-ahead record log for paxosd.
+ *
+ * The log stores opaque, non-empty payload Buffers (the caller CBOR-encodes
+ * them). A log directory holds segment files named
+ * `wal-<16-digit zero-padded number>.log`; records are replayed segment by
+ * segment in numeric order. Each record is framed as
+ *
+ *     [u32le payloadLength][u32le crc32c(payload)][payload]
+ *
+ * Payload lengths are 1..RECORD_BYTES_MAX. A length of 0 is never written, so a
+ * run of zero bytes (e.g. a preallocated / partially written tail) can never
+ * parse as a valid record.
+ *
+ * All I/O is synchronous: the caller runs it inline so that one append() of a
+ * batch of records costs one write + one fdatasync (group commit).
+ *
+ * Failure policy: after ANY I/O error (write, fsync, ...) the RecordLog marks
+ * itself failed and every later call throws. A failed fsync is never retried:
+ * after a failed fsync the kernel may have dropped the dirty pages and a retry
+ * can "succeed" without the data being durable (the PostgreSQL fsync lesson).
+ * The only safe reaction is to crash and recover from what is on disk.
+ */
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { crc32c } from './crc32c';
+
+/** Maximum payload size of a single record (bytes). */
+export const RECORD_BYTES_MAX = 8 * 1024 * 1024;
+
+/** Size of a record frame header: u32le length + u32le crc32c. */
+export const RECORD_HEADER_BYTES = 8;
+
+const SEGMENT_RE = /^wal-(\d{16})\.log$/;
+const SEGMENT_DIGITS = 16;
+
+/**
+ * Error raised by the storage layer. `code` is one of:
+ * - 'ECORRUPT': bad checksum / impossible length / truncated record where a
+ *   torn tail is not an acceptable explanation (see RecordLog.open), or a
+ *   corrupt checked file (readFileChecked);
+ * - 'ESYNC': a failed fsync/fdatasync (the errno is in `sysCode`);
+ * - 'ECLOSED': the log was closed;
+ * - otherwise the underlying errno code of the failed fs call ('EIO',
+ *   'ENOSPC', 'EBADF', 'ENOENT', ...).
+ */
+export class StorageError extends Error {
+  code: string;
+  file?: string;
+  offset?: number;
+  /** errno code of the underlying fs error, if any (e.g. 'EIO' for an 'ESYNC'). */
+  sysCode?: string;
+
+  constructor(
+    code: string,
+    message: string,
+    opts: { file?: string; offset?: number; sysCode?: string; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'StorageError';
+    this.code = code;
+    if (opts.file !== undefined) this.file = opts.file;
+    if (opts.offset !== undefined) this.offset = opts.offset;
+    if (opts.sysCode !== undefined) this.sysCode = opts.sysCode;
+  }
+}
+
+function errnoOf(err: unknown): string {
+  const c = (err as { code?: unknown } | null)?.code;
+  return typeof c === 'string' && c.length > 0 ? c : 'EIO';
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Wrap an fs error into a StorageError. StorageErrors pass through unchanged.
+ * `code` overrides the errno-derived code (used for 'ESYNC').
+ */
+function wrapFsError(err: unknown, op: string, file: string, code?: string): StorageError {
+  if (err instanceof StorageError) return err;
+  const sysCode = errnoOf(err);
+  return new StorageError(code ?? sysCode, `${file}: ${op} failed: ${messageOf(err)}`, {
+    file,
+    sysCode,
+    cause: err,
+  });
+}
+
+function corrupt(file: string, offset: number, what: string, extra = ''): StorageError {
+  return new StorageError(
+    'ECORRUPT',
+    `${file}: ${what} in record at offset ${offset} (the log is corrupt; refusing to start)${extra}`,
+    { file, offset },
+  );
+}
+
+/** Write all of `buf` at `position`, looping over partial writes. */
+function writeFully(fd: number, buf: Uint8Array, position: number): void {
+  let off = 0;
+  while (off < buf.length) {
+    const n = fs.writeSync(fd, buf, off, buf.length - off, position + off);
+    if (n <= 0) {
+      throw Object.assign(new Error(`write returned ${n} at offset ${position + off}`), {
+        code: 'EIO',
+      });
+    }
+    off += n;
+  }
+}
+
+/**
+ * fsync a directory so that creations / renames / unlinks in it are durable.
+ * EINVAL / ENOTSUP mean the filesystem cannot sync directories at all (a
+ * capability answer, not an I/O failure) and are ignored; every other error
+ * is reported as 'ESYNC'.
+ */
+function fsyncDir(dir: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(dir, 'r');
+  } catch (err) {
+    throw wrapFsError(err, 'open directory for fsync', dir);
+  }
+  try {
+    fs.fsyncSync(fd);
+  } catch (err) {
+    const c = errnoOf(err);
+    if (c !== 'EINVAL' && c !== 'ENOTSUP') throw wrapFsError(err, 'fsync directory', dir, 'ESYNC');
+  } finally {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // read-only descriptor; nothing to lose
+    }
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // already failing; the original error is the one to report
+  }
+}
+
+function checkPayload(p: Uint8Array, i: number): void {
+  if (!(p instanceof Uint8Array)) throw new TypeError(`record ${i} is not a Buffer`);
+  if (p.length === 0) throw new RangeError(`record ${i} is empty (empty payloads are not allowed)`);
+  if (p.length > RECORD_BYTES_MAX) {
+    throw new RangeError(
+      `record ${i} is ${p.length} bytes; the maximum is RECORD_BYTES_MAX = ${RECORD_BYTES_MAX}`,
+    );
+  }
+}
+
+/**
+ * Frame payloads into one contiguous buffer of
+ * `[u32le len][u32le crc32c][payload]` records. Throws RangeError for an empty
+ * or over-long payload.
+ */
+export function encodeFrames(payloads: readonly Uint8Array[]): Buffer {
+  let total = 0;
+  for (let i = 0; i < payloads.length; i++) {
+    checkPayload(payloads[i], i);
+    total += RECORD_HEADER_BYTES + payloads[i].length;
+  }
+  const out = Buffer.allocUnsafe(total);
+  let pos = 0;
+  for (const p of payloads) {
+    out.writeUInt32LE(p.length, pos);
+    out.writeUInt32LE(crc32c(p), pos + 4);
+    out.set(p, pos + RECORD_HEADER_BYTES);
+    pos += RECORD_HEADER_BYTES + p.length;
+  }
+  return out;
+}
+
+/**
+ * Check the frame at `pos`. `bad` is '' for a valid record (then `len` is its
+ * payload length), otherwise a description of the defect.
+ */
+function checkFrame(buf: Buffer, pos: number): { bad: string; len: number } {
+  const size = buf.length;
+  if (size - pos < RECORD_HEADER_BYTES) {
+    return { bad: `truncated header (${size - pos} of ${RECORD_HEADER_BYTES} bytes)`, len: -1 };
+  }
+  const len = buf.readUInt32LE(pos);
+  if (len === 0 || len > RECORD_BYTES_MAX) return { bad: `impossible length ${len}`, len };
+  if (pos + RECORD_HEADER_BYTES + len > size) {
+    return {
+      bad: `truncated payload (length ${len}, only ${size - pos - RECORD_HEADER_BYTES} bytes left)`,
+      len,
+    };
+  }
+  const start = pos + RECORD_HEADER_BYTES;
+  if (crc32c(buf, start, start + len) !== buf.readUInt32LE(pos + 4)) {
+    return { bad: 'bad checksum', len };
+  }
+  return { bad: '', len };
+}
+
+/** Offset of the first well-formed frame with a valid checksum at or after `from`, or -1. */
+function findValidFrame(buf: Buffer, from: number): number {
+  const size = buf.length;
+  for (let q = from; q + RECORD_HEADER_BYTES < size; q++) {
+    const len = buf.readUInt32LE(q);
+    if (len === 0 || len > RECORD_BYTES_MAX) continue;
+    const start = q + RECORD_HEADER_BYTES;
+    if (start + len > size) continue;
+    if (crc32c(buf, start, start + len) === buf.readUInt32LE(q + 4)) return q;
+  }
+  return -1;
+}
+
+interface Segment {
+  num: bigint;
+  name: string;
+  file: string;
+  size: number;
+}
+
+function segmentName(num: bigint): string {
+  return `wal-${num.toString().padStart(SEGMENT_DIGITS, '0')}.log`;
+}
+
+export interface RecordLogOptions {
+  /** fdatasync/fsync for durability. false = no syncs at all (tests, simulations). */
+  sync: boolean;
+}
+
+export interface RecordLogOpenResult {
+  log: RecordLog;
+  /** All payloads of all segments, in order. */
+  records: Buffer[];
+  /** Bytes cut off the end of the last segment as a torn tail (0 if none). */
+  tornBytes: number;
+}
+
+export class RecordLog {
+  readonly dir: string;
+  readonly sync: boolean;
+
+  private fd: number;
+  /** Live segments, oldest first; the last one is the one appended to. */
+  private segments: Segment[];
+  private failure: StorageError | null = null;
+  private closed = false;
+
+  private _appendCalls = 0;
+  private _recordsWritten = 0;
+  private _bytesWritten = 0;
+  private _syncs = 0;
+  private _rotations = 0;
+
+  /** Number of append() calls that wrote something (one write + at most one sync each). */
+  get appendCalls(): number {
+    return this._appendCalls;
+  }
+  /** Records written by append() (recordsWritten / appendCalls = mean group-commit batch). */
+  get recordsWritten(): number {
+    return this._recordsWritten;
+  }
+  /** Bytes (frames included) written by append(). */
+  get bytesWritten(): number {
+    return this._bytesWritten;
+  }
+  /** fdatasync calls issued by append(). */
+  get syncs(): number {
+    return this._syncs;
+  }
+  /** Successful rotate() calls. */
+  get rotations(): number {
+    return this._rotations;
+  }
+  /** The error that failed the log, or null. Once set, every write throws. */
+  get failed(): StorageError | null {
+    return this.failure;
+  }
+
+  private constructor(dir: string, sync: boolean, fd: number, segments: Segment[]) {
+    this.dir = dir;
+    this.sync = sync;
+    this.fd = fd;
+    this.segments = segments;
+  }
+
+  /**
+   * Open (creating `dir` if missing) and replay the log.
+   *
+   * Replay / torn-tail rule:
+   * - Segments are read in numeric order; every record of every segment must
+   *   be intact, except possibly a torn tail at the end of the LAST segment.
+   * - When a frame at offset P of the last segment is invalid (truncated
+   *   header, truncated payload, impossible length 0 or > RECORD_BYTES_MAX, or
+   *   bad checksum), the bytes after P are scanned at every byte offset for a
+   *   well-formed frame (sane length, fits in the file, matching crc32c).
+   *   - If one is found, the damage is NOT at the tail: valid data follows it,
+   *     so dropping it would silently lose acknowledged records. open() throws
+   *     StorageError 'ECORRUPT' naming the file and offset P.
+   *   - Otherwise everything from P to EOF (partial frame, zero fill, garbage)
+   *     is a torn tail from an interrupted write: the file is truncated to P
+   *     (ftruncate, then fsync when opts.sync) and `tornBytes` reports the
+   *     number of bytes cut.
+   *   Consequence (deliberate): a corrupted FINAL record with nothing valid
+   *   after it is indistinguishable from a torn write of that record and is
+   *   cut off as a torn tail. A record is only acknowledged after its
+   *   fdatasync returns, and a crash during that append can legitimately
+   *   leave exactly this state, so refusing to start here would turn every
+   *   crash during a write into an outage.
+   * - Any invalid frame in a non-last segment is 'ECORRUPT' (a segment is
+   *   complete and synced before the next one is created).
+   *
+   * Segments are read whole into memory; rotate() keeps them small.
+   */
+  static open(dir: string, opts: RecordLogOptions): RecordLogOpenResult {
+    const sync = opts.sync;
+    let created: string | undefined;
+    try {
+      created = fs.mkdirSync(dir, { recursive: true });
+    } catch (err) {
+      throw wrapFsError(err, 'mkdir', dir);
+    }
+    if (created !== undefined && sync) {
+      // Make the new directories' entries durable, innermost first.
+      const top = path.resolve(created);
+      for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+        fsyncDir(path.dirname(d));
+        if (d === top || path.dirname(d) === d) break;
+      }
+    }
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch (err) {
+      throw wrapFsError(err, 'readdir', dir);
+    }
+    // Fixed-width zero-padded names: lexical order == numeric order.
+    names = names.filter((n) => SEGMENT_RE.test(n)).sort();
+
+    const segments: Segment[] = [];
+    const records: Buffer[] = [];
+    let tornBytes = 0;
+    let tornAt = -1;
+
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i];
+      const file = path.join(dir, name);
+      const isLast = i === names.length - 1;
+      let buf: Buffer;
+      try {
+        buf = fs.readFileSync(file);
+      } catch (err) {
+        throw wrapFsError(err, 'read', file);
+      }
+      let pos = 0;
+      while (pos < buf.length) {
+        const { bad, len } = checkFrame(buf, pos);
+        if (bad === '') {
+          const start = pos + RECORD_HEADER_BYTES;
+          records.push(Buffer.from(buf.subarray(start, start + len)));
+          pos = start + len;
+          continue;
+        }
+        if (!isLast) {
+          throw corrupt(
+            file,
+            pos,
+            bad,
+            '. This is not the last segment, so it cannot be a torn tail.',
+          );
+        }
+        const next = findValidFrame(buf, pos + 1);
+        if (next >= 0) {
+          throw corrupt(file, pos, bad, `. A valid record follows at offset ${next}.`);
+        }
+        tornAt = pos;
+        tornBytes = buf.length - pos;
+        break;
+      }
+      const m = SEGMENT_RE.exec(name) as RegExpExecArray;
+      segments.push({ num: BigInt(m[1]), name, file, size: tornAt >= 0 ? tornAt : buf.length });
+    }
+
+    let fd: number;
+    if (segments.length === 0) {
+      const name = segmentName(1n);
+      const file = path.join(dir, name);
+      try {
+        fd = fs.openSync(file, 'wx+');
+      } catch (err) {
+        throw wrapFsError(err, 'create', file);
+      }
+      segments.push({ num: 1n, name, file, size: 0 });
+      if (sync) {
+        try {
+          fsyncDir(dir);
+        } catch (err) {
+          closeQuietly(fd);
+          throw err;
+        }
+      }
+    } else {
+      const last = segments[segments.length - 1];
+      try {
+        fd = fs.openSync(last.file, 'r+');
+      } catch (err) {
+        throw wrapFsError(err, 'open', last.file);
+      }
+      if (tornAt >= 0) {
+        try {
+          fs.ftruncateSync(fd, tornAt);
+        } catch (err) {
+          closeQuietly(fd);
+          throw wrapFsError(err, 'ftruncate (cutting torn tail)', last.file);
+        }
+        if (sync) {
+          try {
+            fs.fsyncSync(fd);
+          } catch (err) {
+            closeQuietly(fd);
+            throw wrapFsError(err, 'fsync (after cutting torn tail)', last.file, 'ESYNC');
+          }
+        }
+      }
+    }
+    return { log: new RecordLog(dir, sync, fd, segments), records, tornBytes };
+  }
+
+  private get current(): Segment {
+    return this.segments[this.segments.length - 1];
+  }
+
+  private checkWritable(): void {
+    if (this.failure) {
+      const f = this.failure;
+      throw new StorageError(
+        f.code,
+        `${this.dir}: the record log failed earlier and refuses further writes: ${f.message}`,
+        { file: f.file, offset: f.offset, sysCode: f.sysCode, cause: f },
+      );
+    }
+    if (this.closed) throw new StorageError('ECLOSED', `${this.dir}: the record log is closed`);
+  }
+
+  /** Record a failure (the log is unusable from now on) and return it for throwing. */
+  private fail(err: StorageError): StorageError {
+    if (!this.failure) this.failure = err;
+    return err;
+  }
+
+  /**
+   * Append a batch of payloads durably (group commit): all frames go into one
+   * buffer, one write loop, then one fdatasync (if opts.sync). When this
+   * returns, every payload in the batch is on stable storage.
+   *
+   * Throws RangeError/TypeError (log stays usable) for an empty or over-long
+   * payload, before any I/O. Any I/O error throws a StorageError and fails the
+   * log permanently.
+   */
+  append(payloads: readonly Uint8Array[]): void {
+    this.checkWritable();
+    if (payloads.length === 0) return;
+    const frames = encodeFrames(payloads);
+    const seg = this.current;
+    try {
+      writeFully(this.fd, frames, seg.size);
+    } catch (err) {
+      const e = wrapFsError(err, `write of ${frames.length} bytes at offset ${seg.size}`, seg.file);
+      e.offset = seg.size;
+      throw this.fail(e);
+    }
+    seg.size += frames.length;
+    if (this.sync) {
+      try {
+        fs.fdatasyncSync(this.fd);
+      } catch (err) {
+        throw this.fail(wrapFsError(err, 'fdatasync', seg.file, 'ESYNC'));
+      }
+      this._syncs++;
+    }
+    this._appendCalls++;
+    this._recordsWritten += payloads.length;
+    this._bytesWritten += frames.length;
+  }
+
+  /**
+   * Compaction. Create the next segment, write `headPayloads` (the caller's
+   * checkpoint of live state) into it, fdatasync it, fsync the directory,
+   * then delete all older segments and fsync the directory again. Subsequent
+   * appends go to the new segment.
+   *
+   * A crash part-way leaves old segments followed by the new one; replay
+   * returns both, so the caller's records must be idempotent. Any error fails
+   * the log permanently.
+   */
+  rotate(headPayloads: readonly Uint8Array[]): void {
+    this.checkWritable();
+    const frames = encodeFrames(headPayloads);
+    const num = this.current.num + 1n;
+    const name = segmentName(num);
+    const file = path.join(this.dir, name);
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'wx+');
+    } catch (err) {
+      throw this.fail(wrapFsError(err, 'create', file));
+    }
+    try {
+      writeFully(fd, frames, 0);
+    } catch (err) {
+      closeQuietly(fd);
+      throw this.fail(wrapFsError(err, `write of ${frames.length} bytes`, file));
+    }
+    if (this.sync) {
+      try {
+        fs.fdatasyncSync(fd);
+      } catch (err) {
+        closeQuietly(fd);
+        throw this.fail(wrapFsError(err, 'fdatasync', file, 'ESYNC'));
+      }
+      try {
+        fsyncDir(this.dir);
+      } catch (err) {
+        closeQuietly(fd);
+        throw this.fail(wrapFsError(err, 'fsync directory', this.dir, 'ESYNC'));
+      }
+    }
+    // The new segment is durable: switch appends to it.
+    const oldFd = this.fd;
+    this.fd = fd;
+    const old = this.segments;
+    this.segments = [{ num, name, file, size: frames.length }];
+    try {
+      fs.closeSync(oldFd);
+    } catch (err) {
+      throw this.fail(wrapFsError(err, 'close', old[old.length - 1].file));
+    }
+    for (let i = 0; i < old.length; i++) {
+      try {
+        fs.unlinkSync(old[i].file);
+      } catch (err) {
+        // Keep the undeleted ones accounted for (sizeBytes) in front of the new one.
+        this.segments = [...old.slice(i), ...this.segments];
+        throw this.fail(wrapFsError(err, 'unlink', old[i].file));
+      }
+    }
+    if (this.sync) {
+      try {
+        fsyncDir(this.dir);
+      } catch (err) {
+        throw this.fail(wrapFsError(err, 'fsync directory', this.dir, 'ESYNC'));
+      }
+    }
+    this._rotations++;
+  }
+
+  /** Total bytes of all live segment files. */
+  sizeBytes(): number {
+    let n = 0;
+    for (const s of this.segments) n += s.size;
+    return n;
+  }
+
+  /** Paths of the live segment files, oldest first (the last one is appended to). */
+  segmentFiles(): string[] {
+    return this.segments.map((s) => s.file);
+  }
+
+  /**
+   * Close the file descriptor. Idempotent. Does not sync: append() has
+   * already synced everything it acknowledged.
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      fs.closeSync(this.fd);
+    } catch (err) {
+      // A close error after a failure is expected (e.g. EBADF); otherwise report it.
+      if (!this.failure) throw this.fail(wrapFsError(err, 'close', this.current.file));
+    }
+  }
+}
+
+/**
+ * Atomically replace `file` with `data`: write `<file>.tmp`, fdatasync it,
+ * rename over `file`, fsync the directory (syncs only when `sync`). Readers
+ * see either the old or the new content, never a mix. Throws StorageError.
+ */
+export function writeFileAtomic(file: string, data: Uint8Array, sync: boolean): void {
+  const tmp = `${file}.tmp`;
+  let fd: number;
+  try {
+    fd = fs.openSync(tmp, 'w');
+  } catch (err) {
+    throw wrapFsError(err, 'create', tmp);
+  }
+  let ok = false;
+  try {
+    try {
+      writeFully(fd, data, 0);
+    } catch (err) {
+      throw wrapFsError(err, `write of ${data.length} bytes`, tmp);
+    }
+    if (sync) {
+      try {
+        fs.fdatasyncSync(fd);
+      } catch (err) {
+        throw wrapFsError(err, 'fdatasync', tmp, 'ESYNC');
+      }
+    }
+    try {
+      fs.closeSync(fd);
+    } catch (err) {
+      throw wrapFsError(err, 'close', tmp);
+    }
+    fd = -1;
+    try {
+      fs.renameSync(tmp, file);
+    } catch (err) {
+      throw wrapFsError(err, 'rename', `${tmp} -> ${file}`);
+    }
+    ok = true;
+  } finally {
+    if (!ok) {
+      if (fd >= 0) closeQuietly(fd);
+      try {
+        fs.unlinkSync(tmp);
+      } catch {
+        // already failing
+      }
+    }
+  }
+  if (sync) fsyncDir(path.dirname(file));
+}
+
+/** Magic of checked files ("PXCK"), then u32le length, u32le crc32c(data), data. */
+const CHECKED_MAGIC = 0x4b435850;
+const CHECKED_HEADER_BYTES = 12;
+
+/**
+ * Atomically write `data` wrapped in a header `[u32le magic "PXCK"]
+ * [u32le length][u32le crc32c(data)]` (see writeFileAtomic).
+ */
+export function writeFileChecked(file: string, data: Uint8Array, sync: boolean): void {
+  const out = Buffer.allocUnsafe(CHECKED_HEADER_BYTES + data.length);
+  out.writeUInt32LE(CHECKED_MAGIC, 0);
+  out.writeUInt32LE(data.length, 4);
+  out.writeUInt32LE(crc32c(data), 8);
+  out.set(data, CHECKED_HEADER_BYTES);
+  writeFileAtomic(file, out, sync);
+}
+
+/**
+ * Read a file written by writeFileChecked and verify it. Throws StorageError
+ * 'ECORRUPT' (naming the file) on a bad magic, length or checksum, or the
+ * errno code (e.g. 'ENOENT') if it cannot be read.
+ */
+export function readFileChecked(file: string): Buffer {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file);
+  } catch (err) {
+    throw wrapFsError(err, 'read', file);
+  }
+  const bad = (what: string, offset: number): StorageError =>
+    new StorageError('ECORRUPT', `${file}: ${what} (the file is corrupt)`, { file, offset });
+  if (buf.length < CHECKED_HEADER_BYTES) {
+    throw bad(`truncated header (${buf.length} of ${CHECKED_HEADER_BYTES} bytes)`, 0);
+  }
+  if (buf.readUInt32LE(0) !== CHECKED_MAGIC) throw bad('bad magic at offset 0', 0);
+  const len = buf.readUInt32LE(4);
+  if (len !== buf.length - CHECKED_HEADER_BYTES) {
+    throw bad(
+      `length ${len} in header does not match ${buf.length - CHECKED_HEADER_BYTES} bytes of data`,
+      4,
+    );
+  }
+  const data = buf.subarray(CHECKED_HEADER_BYTES);
+  if (crc32c(data) !== buf.readUInt32LE(8)) {
+    throw bad(`bad checksum of ${len} bytes of data at offset ${CHECKED_HEADER_BYTES}`, 8);
+  }
+  return data;
+}
