@@ -220,11 +220,16 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
   const kind = new Uint8Array(n);
   const arg = new Int32Array(n); // put/cas: new value id
   const expected = new Int32Array(n); // cas: expected value id
-  const resVal = new Int32Array(n); // get: value read; failed cas: value seen (-1 = none)
+  const resVal = new Int32Array(n).fill(-1); // get: value read; failed cas: value seen
   const casOk = new Uint8Array(n);
   const required = new Uint8Array(n); // known result => must be linearized
   const readOnly = new Uint8Array(n); // required and never changes the state
   const optIndex = new Int32Array(n).fill(-1);
+  const callTime = new Float64Array(n);
+  const retTime = new Float64Array(n); // +Infinity for unknown outcome or ret === null
+  const effect = new Int32Array(n).fill(-1); // writes with equal effect share a class
+  const rank = new Uint8Array(n).fill(2); // candidate order: cas-ok, other known, unknown
+  const effectIds = new Map<string, number>();
   let numRequired = 0;
   let numOptional = 0;
 
@@ -233,11 +238,12 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
     const op = ev.op;
     const res = ev.result;
     const known = res !== 'unknown';
-    resVal[i] = -1;
+    let effectKey: string | undefined;
     switch (op.kind) {
       case 'put':
         kind[i] = K_PUT;
         arg[i] = intern(op.value);
+        effectKey = `p${arg[i]}`;
         break;
       case 'get':
         kind[i] = K_GET;
@@ -245,6 +251,7 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
         break;
       case 'del':
         kind[i] = K_DEL;
+        effectKey = 'd';
         break;
       case 'cas':
         kind[i] = K_CAS;
@@ -254,18 +261,46 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
           casOk[i] = res.ok ? 1 : 0;
           if (!res.ok && res.value !== undefined) resVal[i] = intern(res.value);
         }
+        if (!known || casOk[i]) effectKey = `c${expected[i]},${arg[i]}`;
         break;
     }
+    if (effectKey !== undefined) {
+      let c = effectIds.get(effectKey);
+      if (c === undefined) {
+        c = effectIds.size;
+        effectIds.set(effectKey, c);
+      }
+      effect[i] = c;
+    }
+    callTime[i] = ev.call;
+    retTime[i] = !known || ev.ret === null ? Infinity : ev.ret;
     if (known) {
       required[i] = 1;
       numRequired++;
-      if (kind[i] === K_GET || (kind[i] === K_CAS && !casOk[i])) readOnly[i] = 1;
+      if (effect[i] < 0) readOnly[i] = 1;
+      rank[i] = casOk[i] ? 0 : 1;
     } else {
       optIndex[i] = numOptional++;
     }
   }
 
   if (numRequired === 0) return { status: 'ok', explored: 0 };
+
+  // Fast path: an observed value that no op on this key ever writes.
+  const written = new Uint8Array(values.length);
+  written[0] = 1;
+  for (let i = 0; i < n; i++) if (kind[i] === K_PUT || kind[i] === K_CAS) written[arg[i]] = 1;
+  for (let i = 0; i < n; i++) {
+    if (required[i] && resVal[i] >= 0 && !written[resVal[i]]) {
+      return {
+        status: 'fail',
+        explored: 0,
+        message:
+          `key ${JSON.stringify(key)} is not linearizable: ${describeEvent(events[i])} ` +
+          `observed ${fmtValue(values[resVal[i]])}, which no operation on the key ever writes`,
+      };
+    }
+  }
 
   /** Model transition; returns the new state id, or -1 if the op's result is impossible. */
   const step = (s: number, i: number): number => {
@@ -285,57 +320,48 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
     }
   };
 
-  // ---- Entry list: calls for every op, returns only for required ops (unknown ops never
-  // have to be linearized, so they have no return entry). Node 0 = head, m+1 = tail.
-  type RawNode = { time: number; isCall: boolean; op: number };
-  const raw: RawNode[] = [];
-  for (let i = 0; i < n; i++) {
-    raw.push({ time: events[i].call, isCall: true, op: i });
-    if (required[i]) {
-      const r = events[i].ret;
-      raw.push({ time: r === null ? Infinity : r, isCall: false, op: i });
+  // ---- Unlinearized ops, as two dancing-links lists (node = op + 1, 0 = head, n+1 = tail):
+  // all ops in call order, and required ops in return order (the head is the "deadline":
+  // no op invoked after it returns can be linearized before it).
+  const TAIL = n + 1;
+  const cNext = new Int32Array(n + 2);
+  const cPrev = new Int32Array(n + 2);
+  for (let node = 0; node <= TAIL; node++) {
+    cNext[node] = node + 1;
+    cPrev[node] = node - 1;
+  }
+  const byRet: number[] = [];
+  for (let i = 0; i < n; i++) if (required[i]) byRet.push(i);
+  byRet.sort((a, b) => retTime[a] - retTime[b] || a - b);
+  const rNext = new Int32Array(n + 2);
+  const rPrev = new Int32Array(n + 2);
+  {
+    let last = 0;
+    for (const i of byRet) {
+      rNext[last] = i + 1;
+      rPrev[i + 1] = last;
+      last = i + 1;
     }
+    rNext[last] = TAIL;
+    rPrev[TAIL] = last;
   }
-  // Calls before returns at equal times: touching intervals count as concurrent.
-  // (Infinity - Infinity is NaN, which is falsy, so ties at +infinity fall through.)
-  raw.sort(
-    (a, b) => a.time - b.time || (a.isCall === b.isCall ? 0 : a.isCall ? -1 : 1) || a.op - b.op,
-  );
-  const m = raw.length;
-  const HEAD = 0;
-  const TAIL = m + 1;
-  const next = new Int32Array(m + 2);
-  const prev = new Int32Array(m + 2);
-  const nodeOp = new Int32Array(m + 2).fill(-1);
-  const nodeIsCall = new Uint8Array(m + 2);
-  const callNode = new Int32Array(n);
-  const retNode = new Int32Array(n).fill(-1);
-  for (let j = 0; j < m; j++) {
-    const node = j + 1;
-    nodeOp[node] = raw[j].op;
-    nodeIsCall[node] = raw[j].isCall ? 1 : 0;
-    if (raw[j].isCall) callNode[raw[j].op] = node;
-    else retNode[raw[j].op] = node;
-  }
-  for (let node = 0; node <= m + 1; node++) {
-    next[node] = node + 1;
-    prev[node] = node - 1;
-  }
-  const unlink = (x: number): void => {
-    next[prev[x]] = next[x];
-    prev[next[x]] = prev[x];
-  };
-  const relink = (x: number): void => {
-    next[prev[x]] = x;
-    prev[next[x]] = x;
-  };
   const lift = (i: number): void => {
-    unlink(callNode[i]);
-    if (retNode[i] >= 0) unlink(retNode[i]);
+    const x = i + 1;
+    cNext[cPrev[x]] = cNext[x];
+    cPrev[cNext[x]] = cPrev[x];
+    if (required[i]) {
+      rNext[rPrev[x]] = rNext[x];
+      rPrev[rNext[x]] = rPrev[x];
+    }
   };
   const unlift = (i: number): void => {
-    if (retNode[i] >= 0) relink(retNode[i]);
-    relink(callNode[i]);
+    const x = i + 1;
+    if (required[i]) {
+      rNext[rPrev[x]] = x;
+      rPrev[rNext[x]] = x;
+    }
+    cNext[cPrev[x]] = x;
+    cPrev[cNext[x]] = x;
   };
 
   // ---- Linearized set. `lin` has a bit per op; `optBits` a bit per unknown op.
@@ -378,15 +404,85 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
 
   const cache = new StateCache();
 
-  // ---- Search stack.
-  const stackOp = new Int32Array(n);
-  const stackState = new Int32Array(n);
-  const stackF = new Int32Array(n);
-  let sp = 0;
+  // ---- Search frames, one per configuration on the current path (depth d).
+  const maxDepthPossible = n + 1;
+  const fState = new Int32Array(maxDepthPossible);
+  const fF = new Int32Array(maxDepthPossible);
+  const fChosen = new Int32Array(maxDepthPossible);
+  const fStart = new Int32Array(maxDepthPossible);
+  const fPos = new Int32Array(maxDepthPossible);
+  const fEnd = new Int32Array(maxDepthPossible);
+  let cand = new Int32Array(1024);
+  let candTop = 0;
+  const classStamp = new Int32Array(effectIds.size);
+  let stamp = 0;
 
   let state = 0;
   let remaining = numRequired;
   let explored = 0;
+
+  /**
+   * Computes the candidates for the next linearization point in the current
+   * configuration and pushes them as frame d's list, in the order they will be tried.
+   */
+  const buildCandidates = (d: number): void => {
+    const deadline = retTime[rNext[0] - 1];
+    const start = candTop;
+    let forced = -1;
+    for (let node = cNext[0]; node !== TAIL; node = cNext[node]) {
+      const i = node - 1;
+      if (callTime[i] > deadline) break;
+      const ns = step(state, i);
+      if (ns < 0) continue;
+      if (readOnly[i]) {
+        // A valid read-only op can be moved to this point of any valid completion: it
+        // dominates every other choice.
+        forced = i;
+        break;
+      }
+      if (!required[i] && ns === state) continue; // no-op: same as never taking effect
+      if (candTop === cand.length) {
+        const bigger = new Int32Array(cand.length * 2);
+        bigger.set(cand);
+        cand = bigger;
+      }
+      // Insertion sort by (rank, return time, index). A successful cas is tried first
+      // while the state it needs holds (it may not recur); other writes go in earliest
+      // deadline first order, so they are linearized as late as possible; unknown-outcome
+      // ops (return time +infinity) come last.
+      let p = candTop++;
+      const ri = retTime[i];
+      const ki = rank[i];
+      while (p > start) {
+        const q = cand[p - 1];
+        const kq = rank[q];
+        if (kq < ki || (kq === ki && (retTime[q] < ri || (retTime[q] === ri && q < i)))) break;
+        cand[p] = q;
+        p--;
+      }
+      cand[p] = i;
+    }
+    if (forced >= 0) {
+      candTop = start;
+      cand[candTop++] = forced;
+    } else {
+      // Of several writes with the same effect only the one returning first need be tried:
+      // swapping it with a later-returning twin in any valid completion keeps it valid.
+      stamp++;
+      let w = start;
+      for (let r = start; r < candTop; r++) {
+        const c = effect[cand[r]];
+        if (classStamp[c] === stamp) continue;
+        classStamp[c] = stamp;
+        cand[w++] = cand[r];
+      }
+      candTop = w;
+    }
+    fState[d] = state;
+    fStart[d] = start;
+    fPos[d] = start;
+    fEnd[d] = candTop;
+  };
 
   // Diagnostics for the deepest point reached.
   let maxDepth = 0;
@@ -396,85 +492,72 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
   let blockingValid = false;
   let blockingRecorded = false;
 
-  let entry = next[HEAD];
+  let d = 0;
+  buildCandidates(0);
   for (;;) {
-    let mustBacktrack = false;
-    if (entry !== TAIL && nodeIsCall[entry]) {
-      const i = nodeOp[entry];
+    if (fPos[d] < fEnd[d]) {
+      const i = cand[fPos[d]++];
       const ns = step(state, i);
-      if (ns >= 0 && (required[i] || ns !== state)) {
-        const oldF = f;
-        setBit(i);
-        if (required[i]) {
-          remaining--;
-          if (remaining === 0) return { status: 'ok', explored: explored + 1 };
-          if (i === f) while (f < n && (!required[f] || isLin(f))) f++;
-        }
-        if (cache.insert(keyBuf, encode(), ns)) {
-          if (++explored > maxStates) return { status: 'timeout', explored };
-          stackOp[sp] = i;
-          stackState[sp] = state;
-          stackF[sp] = oldF;
-          sp++;
-          state = ns;
-          lift(i);
-          if (sp > maxDepth) {
-            maxDepth = sp;
-            deepestTail = Array.from(stackOp.subarray(Math.max(0, sp - SHOW_PREFIX_OPS), sp));
-            blockingRecorded = false;
-          }
-          entry = next[HEAD];
-          continue;
-        }
-        // Already visited (and so known to fail): undo.
-        clearBit(i);
-        f = oldF;
-        if (required[i]) remaining++;
-        // A valid read-only candidate dominates every other candidate here.
-        if (readOnly[i]) mustBacktrack = true;
+      const oldF = f;
+      setBit(i);
+      if (required[i]) {
+        remaining--;
+        if (remaining === 0) return { status: 'ok', explored: explored + 1 };
+        if (i === f) while (f < n && (!required[f] || isLin(f))) f++;
       }
-      if (!mustBacktrack) {
-        entry = next[entry];
+      if (cache.insert(keyBuf, encode(), ns)) {
+        if (++explored > maxStates) return { status: 'timeout', explored };
+        fChosen[d] = i;
+        fF[d] = oldF;
+        lift(i);
+        state = ns;
+        d++;
+        if (d > maxDepth) {
+          maxDepth = d;
+          deepestTail = Array.from(fChosen.subarray(Math.max(0, d - SHOW_PREFIX_OPS), d));
+          blockingRecorded = false;
+        }
+        buildCandidates(d);
         continue;
       }
+      // Already visited (and so known to fail): undo.
+      clearBit(i);
+      f = oldF;
+      if (required[i]) remaining++;
+      continue;
     }
 
-    // A return entry (or a dominated configuration): backtrack.
-    if (sp === maxDepth && !blockingRecorded) {
+    // Every candidate failed: backtrack.
+    if (d === maxDepth && !blockingRecorded) {
       blockingRecorded = true;
-      blockingOp = entry !== TAIL && !nodeIsCall[entry] ? nodeOp[entry] : -1;
+      blockingOp = rNext[0] - 1;
       blockingState = state;
-      blockingValid = blockingOp >= 0 && step(state, blockingOp) >= 0;
+      blockingValid = step(state, blockingOp) >= 0;
     }
-    for (;;) {
-      if (sp === 0) {
-        return {
-          status: 'fail',
-          explored,
-          message: failureMessage(
-            key,
-            events,
-            numRequired + numOptional,
-            maxDepth,
-            deepestTail,
-            blockingOp,
-            blockingValid,
-            values[blockingState],
-          ),
-        };
-      }
-      sp--;
-      const i = stackOp[sp];
-      state = stackState[sp];
-      f = stackF[sp];
-      unlift(i);
-      clearBit(i);
-      if (required[i]) remaining++;
-      // If a valid read-only op failed here, the configuration it was taken from fails too.
-      if (readOnly[i]) continue;
-      entry = next[callNode[i]];
-      break;
+    candTop = fStart[d];
+    if (d === 0) {
+      return {
+        status: 'fail',
+        explored,
+        message: failureMessage(
+          key,
+          events,
+          numRequired + numOptional,
+          maxDepth,
+          deepestTail,
+          blockingOp,
+          blockingValid,
+          values[blockingState],
+        ),
+      };
     }
+    d--;
+    const i = fChosen[d];
+    unlift(i);
+    clearBit(i);
+    f = fF[d];
+    state = fState[d];
+    if (required[i]) remaining++;
   }
 }
 

@@ -504,7 +504,8 @@ export class Replica {
         list.push(slot);
       }
     }
-    for (const [to, slots] of resend) this.sendAccepts(to, slots);
+    for (const [to, slots] of resend)
+      for (const msg of this.buildAccepts(slots)) this.send(to, msg);
     // A rejoining peer needs a complete instance that began after it came back.
     if (this.inflight.size === 0 && this.queue.length === 0) {
       for (const [sid, p] of this.peers) {
@@ -796,7 +797,8 @@ export class Replica {
     if (this.newAccepts.length > 0) {
       const slots = this.newAccepts;
       this.newAccepts = [];
-      for (const s of this.sids) this.sendAccepts(s, slots);
+      // One message object per datagram, sent to every acceptor: encoded once.
+      for (const msg of this.buildAccepts(slots)) for (const s of this.sids) this.send(s, msg);
       this.commitSent = Math.max(this.commitSent, this.chosenThrough);
     } else if (this.chosenThrough > this.commitSent) {
       // Followers apply as soon as they hear; do not wait for the next heartbeat.
@@ -807,8 +809,9 @@ export class Replica {
     }
   }
 
-  /** Accepts for `slots` to one acceptor, packed into datagrams up to the byte budget. */
-  private sendAccepts(to: number, slots: number[]): void {
+  /** Accepts for `slots`, packed into datagrams up to the byte budget. */
+  private buildAccepts(slots: number[]): Msg[] {
+    const out: Msg[] = [];
     let entries: [number, Value][] = [];
     let bytes = 0;
     for (const slot of slots) {
@@ -816,7 +819,7 @@ export class Replica {
       if (!f) continue;
       const size = valueBytes(f.value) + 8;
       if (entries.length > 0 && bytes + size > this.o.batchBytesMax) {
-        this.send(to, { t: 'accept', ballot: this.ballot, entries, commit: this.chosenThrough });
+        out.push({ t: 'accept', ballot: this.ballot, entries, commit: this.chosenThrough });
         entries = [];
         bytes = 0;
       }
@@ -824,7 +827,8 @@ export class Replica {
       bytes += size;
     }
     if (entries.length > 0)
-      this.send(to, { t: 'accept', ballot: this.ballot, entries, commit: this.chosenThrough });
+      out.push({ t: 'accept', ballot: this.ballot, entries, commit: this.chosenThrough });
+    return out;
   }
 
   // ======================= learner =======================
@@ -919,7 +923,9 @@ export class Replica {
       if (r.timeout.fired()) {
         r.timeout.backoff(this.o.prng);
         if (r.timeout.attempts > 8) {
-          this.eventsOut.push(`sid ${this.sid}: snapshot transfer from ${r.peer} stalled; retrying`);
+          this.eventsOut.push(
+            `sid ${this.sid}: snapshot transfer from ${r.peer} stalled; retrying`,
+          );
           this.snapRecv = null;
         } else {
           this.send(r.peer, { t: 'snapshotReq', slot: r.slot, offset: r.received });

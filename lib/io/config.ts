@@ -113,6 +113,10 @@ export interface ClientConfig {
   servers: ClientServerAddr[];
   timeoutMs: number;
   retryMs: number;
+  /** Must match the servers' clusterId (it is part of every datagram's header). */
+  clusterId: string;
+  /** Absolute; a relative value in the file is resolved against the file's directory. */
+  clientKeyFile?: string;
 }
 
 export const DEFAULT_TIMING: Timing = Object.freeze({
@@ -479,7 +483,14 @@ export function loadNodeConfig(file: string): NodeConfig {
 // ---------------------------------------------------------------------------
 // Client config
 
-const CLIENT_KEYS = ['leader', 'servers', 'timeoutMs', 'retryMs'] as const;
+const CLIENT_KEYS = [
+  'leader',
+  'servers',
+  'timeoutMs',
+  'retryMs',
+  'clusterId',
+  'clientKeyFile',
+] as const;
 const CLIENT_SERVER_KEYS = ['sid', 'host', 'clientPort'] as const;
 
 /** Validate an already-parsed JSON value as a client config. */
@@ -516,7 +527,13 @@ export function parseClientConfig(file: string, raw: unknown): ClientConfig {
     servers,
     timeoutMs: v.optInt('', o, 'timeoutMs', DEFAULT_CLIENT_TIMEOUT_MS, 1, 3_600_000),
     retryMs: DEFAULT_CLIENT_RETRY_MS,
+    clusterId: 'local',
   };
+  const rawCluster = getOwn(o, 'clusterId');
+  if (rawCluster !== undefined) cfg.clusterId = v.nonEmptyStr('clusterId', rawCluster);
+  const rawKey = getOwn(o, 'clientKeyFile');
+  if (rawKey !== undefined)
+    cfg.clientKeyFile = path.resolve(path.dirname(file), v.nonEmptyStr('clientKeyFile', rawKey));
   cfg.retryMs = v.optInt('', o, 'retryMs', DEFAULT_CLIENT_RETRY_MS, 1, cfg.timeoutMs);
 
   const rawLeader = getOwn(o, 'leader');
@@ -591,5 +608,7 @@ export function clientConfigFromNode(cfg: NodeConfig): ClientConfig {
       .map((s) => ({ sid: s.sid, host: s.host, clientPort: s.clientPort })),
     timeoutMs: DEFAULT_CLIENT_TIMEOUT_MS,
     retryMs: DEFAULT_CLIENT_RETRY_MS,
+    clusterId: cfg.clusterId,
+    clientKeyFile: cfg.clientKeyFile,
   };
 }

@@ -54,7 +54,8 @@ export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | strin
       return { kind, key };
     case 'put': {
       const value = checkValue(raw[2], false);
-      if (raw.length !== 3 || typeof value !== 'string') return 'put takes a key and a string value';
+      if (raw.length !== 3 || typeof value !== 'string')
+        return 'put takes a key and a string value';
       if (tooBig(value)) return `value exceeds the limit of ${valueBytesMax} bytes`;
       return { kind, key, value };
     }
@@ -125,7 +126,8 @@ export class KvStateMachine implements StateMachine {
 
   apply(slot: number, cmds: Value): { results: CmdResult[]; lines: string[] } {
     const results: CmdResult[] = [];
-    const lines: string[] = [];
+    // A no-op still gets a line, so every log covers every slot and a gap is visible.
+    const lines: string[] = cmds.length === 0 ? [`${slot}.0 noop`] : [];
     for (let i = 0; i < cmds.length; i++) {
       const { result, text } = this.applyOne(cmds[i]);
       results.push(result);

@@ -1,0 +1,100 @@
+import minimist from 'minimist';
+import { ConfigError, loadNodeConfig, resolveSid } from '../io/config';
+import { StorageError } from '../io/recordlog';
+import { PaxosNode } from '../daemon';
+import { loadKeyring, writeKeyFile } from '../io/keys';
+
+const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data-dir DIR]
+              [--log-dir DIR] [--init] [--no-sync]
+       paxosd keygen FILE      write a fresh cluster key file (mode 0600)
+
+  --sid       this node's SID (else $PAXOS_SID, else the config's "sid")
+  --init      bootstrap a NEW cluster: a node with an empty data directory may
+              vote at once. Without it an empty node waits until it is safe
+              (it may have lost a disk holding promises).
+  --no-sync   skip fdatasync (benchmarks only: acknowledged writes can be lost)
+
+exit codes: 0 stopped by signal, 1 runtime/storage failure, 2 usage or config error`;
+
+async function main(): Promise<number> {
+  const argv = minimist(process.argv.slice(2), {
+    string: ['config', 'data-dir', 'log-dir'],
+    boolean: ['init', 'sync', 'help'],
+    default: { config: 'conf/paxos.config.json', sync: true },
+    unknown: (a) => {
+      if (a.startsWith('-') && !a.startsWith('--sid')) {
+        process.stderr.write(`paxosd: unknown option ${a}\n${USAGE}\n`);
+        process.exit(2);
+      }
+      return true;
+    },
+  });
+  if (argv.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  if (argv._[0] === 'keygen') {
+    const file = argv._[1];
+    if (!file) {
+      process.stderr.write(`paxosd keygen: missing FILE\n${USAGE}\n`);
+      return 2;
+    }
+    writeKeyFile(String(file));
+    process.stdout.write(`wrote a new key to ${file} (mode 0600)\n`);
+    return 0;
+  }
+  if (argv._.length > 0) {
+    process.stderr.write(`paxosd: unexpected argument ${argv._[0]}\n${USAGE}\n`);
+    return 2;
+  }
+  let node: PaxosNode;
+  try {
+    const config = loadNodeConfig(argv.config);
+    const sid = resolveSid(config, argv.sid, process.env);
+    node = await PaxosNode.start({
+      config,
+      sid,
+      dataDir: argv['data-dir'] || undefined,
+      logDir: argv['log-dir'] || undefined,
+      init: argv.init,
+      sync: argv.sync === false ? false : undefined,
+      peerKeys: config.keyFile ? loadKeyring(config.keyFile, config.file, 'keyFile') : undefined,
+      clientKeys: config.clientKeyFile
+        ? loadKeyring(config.clientKeyFile, config.file, 'clientKeyFile')
+        : undefined,
+      onFatal: () => setTimeout(() => process.exit(1), 50),
+    });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`paxosd: bad config: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof StorageError) {
+      process.stderr.write(`paxosd: storage: ${e.message}\n`);
+      return 1;
+    }
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'EADDRINUSE' || err.code === 'EADDRNOTAVAIL') {
+      process.stderr.write(`paxosd: cannot bind: ${err.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+  process.stdout.write(node.readyLine() + '\n');
+  const stop = (): void => {
+    void node.stop().then(() => process.exit(0));
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  return -1;
+}
+
+main().then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (e) => {
+    process.stderr.write(`paxosd: ${(e as Error).stack ?? e}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,429 @@
+import * as dgram from 'node:dgram';
+import * as path from 'node:path';
+import createDebug from 'debug';
+import { Prng } from './core/prng';
+import { Replica, type ReplicaStatus } from './core/replica';
+import type { Msg, Ready } from './core/types';
+import type { NodeConfig, ServerAddr } from './io/config';
+import { OrderLog } from './io/orderlog';
+import { StorageError } from './io/recordlog';
+import { DurableStore } from './io/storage';
+import { KvStateMachine, decodeOp } from './sm/kv';
+import { decodeRequest, encodeReply, type ClientReply } from './wire/client';
+import { clusterTag, Kind, Keyring, NO_KEYS, open, seal } from './wire/envelope';
+import { decodePeerBody, encodePeerBody } from './wire/peer';
+
+const debugPeer = createDebug('paxos:peer');
+const debugClient = createDebug('paxos:client');
+const debugDrop = createDebug('paxos:drop');
+const debugNode = createDebug('paxos:node');
+const debugDisk = createDebug('paxos:disk');
+
+export interface NodeOptions {
+  config: NodeConfig;
+  sid: number;
+  /** Default: <config.dataDir>/<sid>. */
+  dataDir?: string;
+  /** Default: config.logDir. */
+  logDir?: string;
+  /** Bootstrap a new cluster: a node with an empty data directory may vote at once. */
+  init?: boolean;
+  /** Override config.storage.sync (benchmarks compare both). */
+  sync?: boolean;
+  peerKeys?: Keyring;
+  clientKeys?: Keyring;
+  /** Where progress lines go (default: stderr). */
+  log?: (line: string) => void;
+  /** Called once if the node stops itself (disk failure). Default: log only. */
+  onFatal?: (err: Error) => void;
+  /** Seed of the core's PRNG (election jitter). Default: derived from sid and time. */
+  seed?: number;
+}
+
+/** Counters an operator (and the tests) can read. */
+export interface NodeCounters {
+  peerIn: number;
+  peerOut: number;
+  clientIn: number;
+  clientOut: number;
+  dropped: Record<string, number>;
+  syncs: number;
+  recordsSynced: number;
+  /** Histogram of records per sync: index = floor(log2(records)). */
+  groupCommit: number[];
+  flushes: number;
+}
+
+interface Waiter {
+  address: string;
+  port: number;
+  at: number;
+}
+
+/**
+ * A paxosd node: UDP sockets, tick timer, durable store and order log wrapped
+ * around the pure Replica. The loop is: datagram -> replica.step; then once per
+ * event-loop turn, ready(): persist (one fdatasync) -> snapshot -> send -> reply.
+ */
+export class PaxosNode {
+  readonly replica: Replica;
+  readonly sm: KvStateMachine;
+  readonly counters: NodeCounters = {
+    peerIn: 0,
+    peerOut: 0,
+    clientIn: 0,
+    clientOut: 0,
+    dropped: Object.create(null) as Record<string, number>,
+    syncs: 0,
+    recordsSynced: 0,
+    groupCommit: [],
+    flushes: 0,
+  };
+  readonly self: ServerAddr;
+  private readonly peerSock: dgram.Socket;
+  private readonly clientSock: dgram.Socket;
+  private readonly byAddr = new Map<string, number>();
+  private readonly addrOf = new Map<number, ServerAddr>();
+  private readonly cluster: number;
+  private readonly peerKeys: Keyring;
+  private readonly clientKeys: Keyring;
+  private readonly waiters = new Map<string, Waiter[]>();
+  private ticker: NodeJS.Timeout | null = null;
+  private flushScheduled = false;
+  private stopped = false;
+  private fatal: Error | null = null;
+  private readonly log: (line: string) => void;
+  private clock = 0;
+
+  private constructor(
+    readonly opts: NodeOptions,
+    readonly store: DurableStore,
+    readonly orderLog: OrderLog,
+    readonly dataDir: string,
+  ) {
+    const cfg = opts.config;
+    this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
+    this.cluster = clusterTag(cfg.clusterId);
+    this.peerKeys = opts.peerKeys ?? NO_KEYS;
+    this.clientKeys = opts.clientKeys ?? NO_KEYS;
+    for (const s of cfg.servers) {
+      this.byAddr.set(`${s.host}:${s.peerPort}`, s.sid);
+      this.addrOf.set(s.sid, s);
+    }
+    this.self = this.addrOf.get(opts.sid)!;
+    this.sm = new KvStateMachine(cfg.limits.sessionsMax, cfg.limits.valueBytesMax);
+    const t = cfg.timing;
+    const l = cfg.limits;
+    this.replica = new Replica({
+      sid: opts.sid,
+      sids: cfg.servers.map((s) => s.sid),
+      prng: new Prng(opts.seed ?? (opts.sid * 7919 + Date.now()) >>> 0),
+      sm: this.sm,
+      heartbeatTicks: t.heartbeatTicks,
+      electionTicks: t.electionTicks,
+      retransmitTicks: t.retransmitTicks,
+      retransmitMaxTicks: t.retransmitMaxTicks,
+      windowSlots: l.windowSlots,
+      batchBytesMax: l.batchBytesMax,
+      pendingMax: l.pendingMax,
+      catchupBytesMax: l.catchupBytesMax,
+      snapshotEverySlots: cfg.storage.snapshotEverySlots,
+      trace: debugNode.enabled ? (line) => debugNode(line) : undefined,
+    });
+    this.peerSock = dgram.createSocket({
+      type: 'udp4',
+      recvBufferSize: 8 << 20,
+      sendBufferSize: 8 << 20,
+    });
+    this.clientSock = dgram.createSocket({
+      type: 'udp4',
+      recvBufferSize: 8 << 20,
+      sendBufferSize: 8 << 20,
+    });
+  }
+
+  /** Open the data directory, recover, bind both ports, start ticking. */
+  static async start(opts: NodeOptions): Promise<PaxosNode> {
+    const cfg = opts.config;
+    const self = cfg.servers.find((s) => s.sid === opts.sid);
+    if (!self) throw new Error(`sid ${opts.sid} is not in ${cfg.file}`);
+    const dataDir = opts.dataDir ?? path.join(cfg.dataDir, String(opts.sid));
+    const sync = opts.sync ?? cfg.storage.sync;
+    const opened = DurableStore.open(dataDir, sync);
+    const orderLog = new OrderLog(OrderLog.fileFor(opts.logDir ?? cfg.logDir, opts.sid));
+    const node = new PaxosNode(opts, opened.store, orderLog, dataDir);
+    if (opened.tornBytes > 0)
+      node.log(
+        `sid ${opts.sid}: cut a torn record of ${opened.tornBytes} bytes at the end of the log`,
+      );
+    node.replica.restore(opened.snapshot, opened.records);
+    if (opened.fresh) {
+      if (opts.init) node.replica.bootstrap();
+      else
+        node.log(
+          `sid ${opts.sid}: empty data directory ${dataDir}: joining as a non-voter until it is safe (Paxos Made Live rule); use --init only when creating a new cluster`,
+        );
+    }
+    node.handle(node.replica.ready());
+    await node.bind();
+    node.ticker = setInterval(() => node.onTick(), cfg.timing.tickMs);
+    return node;
+  }
+
+  private bind(): Promise<void> {
+    const bindOne = (sock: dgram.Socket, port: number): Promise<void> =>
+      new Promise((resolve, reject) => {
+        sock.once('error', reject);
+        sock.bind(port, this.self.host, () => {
+          sock.off('error', reject);
+          sock.on('error', (e) => this.log(`sid ${this.opts.sid}: socket error: ${e.message}`));
+          resolve();
+        });
+      });
+    this.peerSock.on('message', (buf, rinfo) => this.onPeer(buf, rinfo));
+    this.clientSock.on('message', (buf, rinfo) => this.onClient(buf, rinfo));
+    return Promise.all([
+      bindOne(this.peerSock, this.self.peerPort),
+      bindOne(this.clientSock, this.self.clientPort),
+    ]).then(() => undefined);
+  }
+
+  /** The line printed when the node is ready. */
+  readyLine(): string {
+    const s = this.self;
+    return `paxosd sid=${s.sid} ready peer=${s.host}:${s.peerPort} client=${s.host}:${s.clientPort} data=${this.dataDir} orderlog=${this.orderLog.file} voter=${this.replica.voter}`;
+  }
+
+  status(): ReplicaStatus & { dataBytes: number } {
+    return { ...this.replica.status(), dataBytes: this.store.sizeBytes() };
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    await Promise.all([
+      new Promise<void>((r) => this.peerSock.close(() => r())),
+      new Promise<void>((r) => this.clientSock.close(() => r())),
+    ]).catch(() => undefined);
+    try {
+      this.store.close();
+      this.orderLog.close();
+    } catch {
+      // already closed after a fatal error
+    }
+  }
+
+  private drop(reason: string, detail?: string): void {
+    this.counters.dropped[reason] = (this.counters.dropped[reason] ?? 0) + 1;
+    debugDrop('%s %s', reason, detail ?? '');
+  }
+
+  private onTick(): void {
+    if (this.stopped) return;
+    this.clock++;
+    this.replica.tick();
+    if (this.clock % 100 === 0) this.expireWaiters();
+    this.scheduleFlush();
+  }
+
+  private onPeer(buf: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.stopped) return;
+    this.counters.peerIn++;
+    const opened = open(buf, Kind.Peer, this.cluster, this.peerKeys);
+    if ('error' in opened)
+      return this.drop(`peer_${opened.error}`, `${rinfo.address}:${rinfo.port}`);
+    const d = decodePeerBody(opened.body);
+    if ('error' in d) return this.drop(`peer_${d.error}`, `${rinfo.address}:${rinfo.port}`);
+    // The claimed sender must be the configured owner of the source address.
+    if (this.byAddr.get(`${rinfo.address}:${rinfo.port}`) !== d.from || d.from === this.opts.sid)
+      return this.drop('peer_wrong_source', `${d.from} from ${rinfo.address}:${rinfo.port}`);
+    debugPeer('%d <- %d %s', this.opts.sid, d.from, d.msg.t);
+    this.replica.step(d.from, d.msg);
+    this.scheduleFlush();
+  }
+
+  private onClient(buf: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.stopped) return;
+    this.counters.clientIn++;
+    const opened = open(buf, Kind.ClientRequest, this.cluster, this.clientKeys);
+    if ('error' in opened) {
+      this.drop(`client_${opened.error}`, `${rinfo.address}:${rinfo.port}`);
+      // Tell a client with the wrong key why, in fewer bytes than it sent.
+      if ((opened.error === 'missing_tag' || opened.error === 'bad_tag') && buf.length >= 40)
+        this.reply(rinfo, { t: 'error', cid: 0, seq: 0, code: 'auth', message: 'unauthenticated' });
+      return;
+    }
+    const req = decodeRequest(opened.body);
+    if ('error' in req) return this.drop(`client_${req.error}`, `${rinfo.address}:${rinfo.port}`);
+    if (req.t === 'status') {
+      const s = this.status();
+      this.reply(rinfo, {
+        t: 'status',
+        nonce: req.nonce,
+        status: {
+          sid: s.sid,
+          role: s.role,
+          voter: s.voter,
+          ballot: s.ballot,
+          leader: s.leader,
+          chosen: s.chosen,
+          applied: s.applied,
+          base: s.base,
+          dataBytes: s.dataBytes,
+        },
+      });
+      return;
+    }
+    const { cid, seq, op } = req;
+    const checked = decodeOp(op, this.opts.config.limits.valueBytesMax);
+    if (typeof checked === 'string') {
+      const code =
+        checked.includes('exceeds') || checked.includes('too large') ? 'too_large' : 'bad_op';
+      this.reply(rinfo, { t: 'error', cid, seq, code, message: checked });
+      return;
+    }
+    const r = this.replica.submit({ cid, seq, op });
+    debugClient('%d: %d:%d %s -> %s', this.opts.sid, cid, seq, checked.kind, r.kind);
+    switch (r.kind) {
+      case 'queued': {
+        const key = `${cid}:${seq}`;
+        let list = this.waiters.get(key);
+        if (!list) this.waiters.set(key, (list = []));
+        if (list.length < 4)
+          list.push({ address: rinfo.address, port: rinfo.port, at: this.clock });
+        this.scheduleFlush();
+        return;
+      }
+      case 'cached':
+        return this.reply(rinfo, { t: 'result', cid, seq, result: r.result });
+      case 'redirect':
+        return this.reply(rinfo, { t: 'redirect', cid, seq, leader: r.leader ?? -1 });
+      case 'busy':
+        return this.reply(rinfo, {
+          t: 'error',
+          cid,
+          seq,
+          code: 'busy',
+          message: 'leader queue full',
+        });
+    }
+  }
+
+  private reply(to: { address: string; port: number }, r: ClientReply): void {
+    this.counters.clientOut++;
+    this.clientSock.send(
+      seal(Kind.ClientReply, this.cluster, encodeReply(r), this.clientKeys),
+      to.port,
+      to.address,
+    );
+  }
+
+  /** Waiters whose request was lost with a leader change: the client retries anyway. */
+  private expireWaiters(): void {
+    const horizon = this.clock - Math.ceil(30_000 / this.opts.config.timing.tickMs);
+    for (const [k, list] of this.waiters)
+      if (list[list.length - 1].at < horizon) this.waiters.delete(k);
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.stopped) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    if (this.stopped) return;
+    this.counters.flushes++;
+    // Messages to ourselves go back into the replica; loop until quiet.
+    for (let round = 0; round < 16 && !this.stopped; round++) {
+      const self = this.handle(this.replica.ready());
+      if (self.length === 0) return;
+      for (const m of self) this.replica.step(this.opts.sid, m);
+    }
+    this.scheduleFlush();
+  }
+
+  /** Persist -> snapshot -> send -> apply/reply. Returns messages addressed to this node. */
+  private handle(rd: Ready): Msg[] {
+    try {
+      if (rd.persist.length > 0) {
+        this.store.append(rd.persist);
+        this.counters.syncs++;
+        this.counters.recordsSynced += rd.persist.length;
+        const b = Math.floor(Math.log2(rd.persist.length));
+        this.counters.groupCommit[b] = (this.counters.groupCommit[b] ?? 0) + 1;
+        debugDisk('%d: synced %d records', this.opts.sid, rd.persist.length);
+      }
+      if (rd.snapshot) {
+        const s = rd.snapshot;
+        this.store.saveSnapshot(s.slot, s.data, s.checkpoint);
+        if (s.installed) this.orderLog.snapshotInstalled(s.slot);
+        this.log(
+          `sid ${this.opts.sid}: snapshot at slot ${s.slot} (${s.data.length} bytes) ${s.installed ? 'installed from a peer' : 'taken'}`,
+        );
+      }
+    } catch (e) {
+      this.die(e as Error);
+      return [];
+    }
+    const self: Msg[] = [];
+    let lastMsg: Msg | null = null;
+    let lastBuf: Buffer | null = null;
+    for (const { to, msg } of rd.messages) {
+      if (to === this.opts.sid) {
+        self.push(msg);
+        continue;
+      }
+      const addr = this.addrOf.get(to);
+      if (!addr) continue;
+      // Broadcasts share one message object: encode (and MAC) it once.
+      if (msg !== lastMsg) {
+        lastMsg = msg;
+        lastBuf = seal(Kind.Peer, this.cluster, encodePeerBody(this.opts.sid, msg), this.peerKeys);
+      }
+      this.counters.peerOut++;
+      this.peerSock.send(lastBuf!, addr.peerPort, addr.host);
+    }
+    if (rd.applied.length > 0) {
+      const lines: string[] = [];
+      for (const a of rd.applied) {
+        this.orderLog.write(a.slot, a.lines, lines);
+        for (let i = 0; i < a.cmds.length; i++) {
+          const c = a.cmds[i];
+          const key = `${c.cid}:${c.seq}`;
+          const list = this.waiters.get(key);
+          if (!list) continue;
+          this.waiters.delete(key);
+          for (const w of list)
+            this.reply(w, { t: 'result', cid: c.cid, seq: c.seq, result: a.results[i] });
+        }
+      }
+      try {
+        this.orderLog.flush(lines);
+      } catch (e) {
+        this.log(`sid ${this.opts.sid}: cannot write the order log: ${(e as Error).message}`);
+      }
+    }
+    for (const e of rd.events) this.log(e);
+    return self;
+  }
+
+  /**
+   * A disk failure stops the node: after a failed write or fsync nothing more is
+   * sent or acknowledged (the data may not be on disk), and we never retry.
+   */
+  private die(err: Error): void {
+    if (this.fatal) return;
+    this.fatal = err;
+    const code = err instanceof StorageError ? err.code : 'EIO';
+    this.log(
+      `sid ${this.opts.sid}: FATAL storage failure (${code}): ${err.message}; stopping without acknowledging anything more`,
+    );
+    void this.stop();
+    this.opts.onFatal?.(err);
+  }
+}

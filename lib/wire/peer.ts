@@ -1,0 +1,259 @@
+import { Decoder, Encoder, setSizeLimits } from 'cbor-x';
+import type { Cmd, Msg, MsgType, Value } from '../core/types';
+
+/*
+ * Peer messages on the wire: a CBOR array [fromSid, typeCode, ...fields]. The
+ * SCHEMA table below is the one source of truth for codes, field order and
+ * field types; encode and validate are both driven by it.
+ */
+
+// Hostile sizes must fail fast instead of allocating: no array or map in a
+// 64 KB datagram can legitimately be larger than this.
+setSizeLimits({ maxArraySize: 70_000, maxMapSize: 1_000, maxObjectSize: 1_000 });
+
+type FieldType =
+  | 'uint' // non-negative safe integer (ballots, slots, sizes)
+  | 'ballotOrChosen' // uint or -1
+  | 'bool'
+  | 'value' // a batch: [[cid, seq, opBytes], ...]
+  | 'values' // [value, ...]
+  | 'slots' // [uint, ...]
+  | 'promiseEntries' // [[slot, ballotOrChosen, value], ...]
+  | 'acceptEntries' // [[slot, value], ...]
+  | 'bytes';
+
+type Field = readonly [name: string, type: FieldType];
+
+export const SCHEMA: Record<MsgType, { code: number; fields: readonly Field[] }> = {
+  prepare: {
+    code: 1,
+    fields: [
+      ['ballot', 'uint'],
+      ['from', 'uint'],
+    ],
+  },
+  promise: {
+    code: 2,
+    fields: [
+      ['ballot', 'uint'],
+      ['from', 'uint'],
+      ['lo', 'uint'],
+      ['hi', 'uint'],
+      ['base', 'uint'],
+      ['entries', 'promiseEntries'],
+    ],
+  },
+  accept: {
+    code: 3,
+    fields: [
+      ['ballot', 'uint'],
+      ['entries', 'acceptEntries'],
+      ['commit', 'uint'],
+    ],
+  },
+  accepted: {
+    code: 4,
+    fields: [
+      ['ballot', 'uint'],
+      ['slots', 'slots'],
+    ],
+  },
+  nack: {
+    code: 5,
+    fields: [
+      ['ballot', 'uint'],
+      ['promised', 'uint'],
+    ],
+  },
+  commit: {
+    code: 6,
+    fields: [
+      ['ballot', 'uint'],
+      ['through', 'uint'],
+    ],
+  },
+  heartbeat: {
+    code: 7,
+    fields: [
+      ['promised', 'uint'],
+      ['leading', 'bool'],
+      ['chosen', 'uint'],
+      ['next', 'uint'],
+      ['eligible', 'bool'],
+      ['voter', 'bool'],
+    ],
+  },
+  catchupReq: {
+    code: 8,
+    fields: [
+      ['from', 'uint'],
+      ['to', 'uint'],
+    ],
+  },
+  catchupResp: {
+    code: 9,
+    fields: [
+      ['from', 'uint'],
+      ['entries', 'values'],
+      ['snapshot', 'uint'],
+      ['snapshotBytes', 'uint'],
+    ],
+  },
+  snapshotReq: {
+    code: 10,
+    fields: [
+      ['slot', 'uint'],
+      ['offset', 'uint'],
+    ],
+  },
+  snapshotResp: {
+    code: 11,
+    fields: [
+      ['slot', 'uint'],
+      ['offset', 'uint'],
+      ['total', 'uint'],
+      ['data', 'bytes'],
+    ],
+  },
+};
+
+const BY_CODE = new Map<number, { t: MsgType; fields: readonly Field[] }>();
+for (const [t, s] of Object.entries(SCHEMA))
+  BY_CODE.set(s.code, { t: t as MsgType, fields: s.fields });
+
+const encoder = new Encoder({ useRecords: false, tagUint8Array: false });
+const decoder = new Decoder({ useRecords: false, mapsAsObjects: false });
+
+/** A batch as CBOR-ready arrays (ops stay the bytes they arrived as). */
+export function encodeValue(v: Value): unknown[] {
+  const out = new Array(v.length);
+  for (let i = 0; i < v.length; i++) out[i] = [v[i].cid, v[i].seq, asBuffer(v[i].op)];
+  return out;
+}
+
+function asBuffer(u: Uint8Array): Buffer {
+  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.length);
+}
+
+function encodeField(type: FieldType, v: unknown): unknown {
+  switch (type) {
+    case 'value':
+      return encodeValue(v as Value);
+    case 'values':
+      return (v as Value[]).map(encodeValue);
+    case 'promiseEntries':
+      return (v as [number, number, Value][]).map(([s, b, val]) => [s, b, encodeValue(val)]);
+    case 'acceptEntries':
+      return (v as [number, Value][]).map(([s, val]) => [s, encodeValue(val)]);
+    case 'bytes':
+      return asBuffer(v as Uint8Array);
+    default:
+      return v;
+  }
+}
+
+/** CBOR body of a peer message (without the envelope). */
+export function encodePeerBody(from: number, msg: Msg): Buffer {
+  const s = SCHEMA[msg.t];
+  const arr: unknown[] = [from, s.code];
+  const rec = msg as unknown as Record<string, unknown>;
+  for (const [name, type] of s.fields) arr.push(encodeField(type, rec[name]));
+  return encoder.encode(arr);
+}
+
+/** Thrown inside validation; the message is the drop reason. */
+class Invalid extends Error {}
+
+function uint(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Invalid(what);
+  return v;
+}
+
+function arr(v: unknown, what: string): unknown[] {
+  if (!Array.isArray(v)) throw new Invalid(what);
+  return v;
+}
+
+function bytes(v: unknown, what: string): Buffer {
+  if (!Buffer.isBuffer(v)) throw new Invalid(what);
+  return v;
+}
+
+/** Validate a decoded batch; throws on any bad field. */
+export function value(v: unknown): Value {
+  const a = arr(v, 'value');
+  const out: Cmd[] = new Array(a.length);
+  for (let i = 0; i < a.length; i++) {
+    const c = arr(a[i], 'command');
+    if (c.length !== 3) throw new Invalid('command');
+    out[i] = { cid: uint(c[0], 'cid'), seq: uint(c[1], 'seq'), op: bytes(c[2], 'op') };
+  }
+  return out;
+}
+
+function field(type: FieldType, v: unknown, name: string): unknown {
+  switch (type) {
+    case 'uint':
+      return uint(v, name);
+    case 'ballotOrChosen':
+      if (v === -1) return -1;
+      return uint(v, name);
+    case 'bool':
+      if (typeof v !== 'boolean') throw new Invalid(name);
+      return v;
+    case 'value':
+      return value(v);
+    case 'values':
+      return arr(v, name).map(value);
+    case 'slots':
+      return arr(v, name).map((x) => uint(x, name));
+    case 'promiseEntries':
+      return arr(v, name).map((e) => {
+        const a = arr(e, name);
+        if (a.length !== 3) throw new Invalid(name);
+        return [uint(a[0], 'slot'), field('ballotOrChosen', a[1], 'ballot'), value(a[2])];
+      });
+    case 'acceptEntries':
+      return arr(v, name).map((e) => {
+        const a = arr(e, name);
+        if (a.length !== 2) throw new Invalid(name);
+        return [uint(a[0], 'slot'), value(a[1])];
+      });
+    case 'bytes':
+      return bytes(v, name);
+  }
+}
+
+export type DecodedPeer = { from: number; msg: Msg } | { error: string };
+
+/**
+ * Decode and validate an (already authenticated) peer body. Never throws: any
+ * problem becomes a drop reason naming the field.
+ */
+export function decodePeerBody(body: Uint8Array): DecodedPeer {
+  let raw: unknown;
+  try {
+    raw = decoder.decode(body);
+  } catch {
+    return { error: 'cbor' };
+  }
+  try {
+    const a = arr(raw, 'envelope');
+    const from = uint(a[0], 'from');
+    const code = uint(a[1], 'type');
+    const s = BY_CODE.get(code);
+    if (!s) return { error: 'unknown_type' };
+    if (a.length !== s.fields.length + 2) return { error: `field_count:${s.t}` };
+    // A null-prototype object: no field name can reach Object.prototype.
+    const msg = Object.create(null) as Record<string, unknown>;
+    msg.t = s.t;
+    for (let i = 0; i < s.fields.length; i++) {
+      const [name, type] = s.fields[i];
+      msg[name] = field(type, a[i + 2], name);
+    }
+    return { from, msg: msg as unknown as Msg };
+  } catch (e) {
+    if (e instanceof Invalid) return { error: `field:${e.message}` };
+    return { error: 'invalid' };
+  }
+}
