@@ -5,9 +5,20 @@ import type { CmdResult } from './core/types';
 import type { ClientConfig, ClientServerAddr } from './io/config';
 import { encodeOp, type KvOp } from './sm/kv';
 import { decodeReply, encodeRequest } from './wire/client';
-import { clusterTag, Kind, Keyring, NO_KEYS, open, seal } from './wire/envelope';
+import {
+  clusterTag,
+  DATAGRAM_BYTES_MAX,
+  Kind,
+  Keyring,
+  NO_KEYS,
+  open,
+  seal,
+} from './wire/envelope';
 
 const debug = createDebug('paxos:clientlib');
+
+/** Room for the envelope, tag and request fields inside one datagram. */
+const OP_BYTES_MAX = DATAGRAM_BYTES_MAX - 200;
 
 /** Why an operation did not get a definite answer. */
 export class PaxosClientError extends Error {
@@ -165,13 +176,23 @@ export class PaxosClient {
   /** @internal used by Session */
   send(session: Session, op: KvOp): Promise<OpResult> {
     if (this.closed) return Promise.reject(new PaxosClientError('closed', 'client is closed'));
+    const opBytes = encodeOp(op);
+    // A request that cannot fit in one datagram certainly never ran: say so now.
+    if (opBytes.length > OP_BYTES_MAX)
+      return Promise.resolve({
+        ok: false,
+        err: `too_large: the operation is ${opBytes.length} bytes; the limit is ${OP_BYTES_MAX} bytes per request`,
+        sid: -1,
+        attempts: 0,
+        redirects: 0,
+      });
     session.seq++;
     const now = Date.now();
     return new Promise<OpResult>((resolve, reject) => {
       const p: Pending = {
         session,
         seq: session.seq,
-        op: encodeOp(op),
+        op: opBytes,
         isWrite: op.kind !== 'get',
         target: this.preferred,
         sentAt: now,
@@ -195,7 +216,14 @@ export class PaxosClient {
     this.stats.sent++;
     const s = this.servers[p.target];
     const body = encodeRequest({ t: 'op', cid: p.session.cid, seq: p.seq, op: Buffer.from(p.op) });
-    this.sock.send(seal(Kind.ClientRequest, this.cluster, body, this.keys), s.clientPort, s.host);
+    this.sock.send(
+      seal(Kind.ClientRequest, this.cluster, body, this.keys),
+      s.clientPort,
+      s.host,
+      (err) => {
+        if (err) debug('send to %s:%d failed: %s', s.host, s.clientPort, err.message);
+      },
+    );
   }
 
   private ensureTimer(): void {

@@ -405,6 +405,8 @@ t.test('clientConfigFromNode', async (tt) => {
   const c = clientConfigFromNode(n);
   tt.same(c, {
     file: F,
+    clusterId: n.clusterId,
+    clientKeyFile: undefined,
     servers: [
       { sid: 0, host: '127.0.0.1', clientPort: 7100 },
       { sid: 1, host: 'b', clientPort: 7101 },

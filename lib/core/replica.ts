@@ -347,6 +347,9 @@ export class Replica {
     for (const [to, a] of this.acceptedOut)
       this.send(to, { t: 'accepted', ballot: a.ballot, slots: a.slots });
     this.acceptedOut.clear();
+    // The driver rotates the WAL to the checkpoint after persisting this turn's
+    // records: it must include what was recorded after the snapshot was taken.
+    if (this.snapshotOut) this.snapshotOut.checkpoint = this.checkpoint(this.snapshotOut.slot);
     const out: Ready = {
       persist: this.persistOut,
       snapshot: this.snapshotOut,
@@ -887,7 +890,12 @@ export class Replica {
       this.appliedOut.push({ slot, cmds: value, results, lines });
       for (const c of value) this.queuedKeys.delete(cmdKey(c));
     }
-    if (this.applied - (this.lastSnapshot?.slot ?? 0) >= this.o.snapshotEverySlots)
+    // Not in a turn that installed a peer's snapshot: replacing the pending output
+    // would hide the install from the driver (order-log gap marker). Next turn.
+    if (
+      this.applied - (this.lastSnapshot?.slot ?? 0) >= this.o.snapshotEverySlots &&
+      !this.snapshotOut?.installed
+    )
       this.takeSnapshot();
   }
 

@@ -1,5 +1,6 @@
 import { Decoder, Encoder } from 'cbor-x';
 import type { Cmd, CmdResult, StateMachine, Value } from '../core/types';
+import { scanCbor } from '../wire/scan';
 
 /** A key-value operation as the client library encodes it (a CBOR array). */
 export type KvOp =
@@ -31,6 +32,7 @@ export function encodeOp(op: KvOp): Uint8Array {
 /** Decode and check an operation; returns a reason string when it is not valid. */
 export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | string {
   if (bytes.length > valueBytesMax * 2 + KEY_BYTES_MAX + 64) return 'operation too large';
+  if (scanCbor(bytes, 2) !== null) return 'operation is not valid CBOR';
   let raw: unknown;
   try {
     raw = opDecoder.decode(bytes);

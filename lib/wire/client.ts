@@ -1,5 +1,6 @@
 import { Decoder, Encoder } from 'cbor-x';
 import type { CmdResult } from '../core/types';
+import { scanCbor } from './scan';
 
 /*
  * Client protocol bodies (inside the envelope, kinds ClientRequest/ClientReply):
@@ -57,6 +58,8 @@ function isUint(v: unknown): v is number {
 }
 
 function decodeArray(body: Uint8Array): unknown[] | string {
+  const refused = scanCbor(body, 4);
+  if (refused) return `cbor_${refused}`;
   let raw: unknown;
   try {
     raw = decoder.decode(body);

@@ -1,5 +1,6 @@
 import { Decoder, Encoder, setSizeLimits } from 'cbor-x';
 import type { Cmd, Msg, MsgType, Value } from '../core/types';
+import { scanCbor } from './scan';
 
 /*
  * Peer messages on the wire: a CBOR array [fromSid, typeCode, ...fields]. The
@@ -161,8 +162,16 @@ export function encodePeerBody(from: number, msg: Msg): Buffer {
   return encoder.encode(arr);
 }
 
-/** Thrown inside validation; the message is the drop reason. */
-class Invalid extends Error {}
+/**
+ * Thrown inside validation; `message` is the drop reason. Deliberately not an
+ * Error: hostile input is common, and capturing a stack per drop is costly.
+ */
+class Invalid {
+  constructor(readonly message: string) {}
+}
+
+/** Deepest nesting a valid peer message has (promise entries: 5). */
+const DEPTH_MAX = 8;
 
 function uint(v: unknown, what: string): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Invalid(what);
@@ -231,6 +240,8 @@ export type DecodedPeer = { from: number; msg: Msg } | { error: string };
  * problem becomes a drop reason naming the field.
  */
 export function decodePeerBody(body: Uint8Array): DecodedPeer {
+  const refused = scanCbor(body, DEPTH_MAX);
+  if (refused) return { error: `cbor_${refused}` };
   let raw: unknown;
   try {
     raw = decoder.decode(body);

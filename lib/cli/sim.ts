@@ -1,0 +1,123 @@
+import minimist from 'minimist';
+import type { Sabotage } from '../sim/config';
+import { describeConfig, runSimulation, type SimResult, type SimRunOptions } from '../sim/cluster';
+import { replayCommand, runSweep } from '../sim/sweep';
+
+const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options]
+
+  --seed S            run one seed (replays exactly); prints its configuration and stats
+  --seeds N           run N seeds from --start (default 1) and summarise
+  --nodes 3|5|7       pin the cluster size (default: drawn from the seed)
+  --steps N           pin the number of fault steps
+  --snapshot-every N  pin snapshotEverySlots
+  --wipe / --no-wipe  force / forbid the lost-disk fault
+  --sabotage KIND     break the driver on purpose (drop-promise-records, drop-accept-records)
+  --trace             stream the whole trace to stdout (with --seed)
+  --last N            trace lines shown on failure (default 150)
+  --no-lin            skip the linearizability check
+  --quiet             print only failures and the summary
+
+Exit status: 0 all seeds passed, 1 some seed failed, 2 usage.`;
+
+const argv = minimist(process.argv.slice(2), {
+  string: ['sabotage'],
+  boolean: ['trace', 'quiet', 'help', 'wipe', 'lin'],
+  default: { lin: true },
+  alias: { h: 'help' },
+});
+
+function intArg(name: string): number | undefined {
+  const v = argv[name] as unknown;
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    process.stderr.write(`sim: --${name} must be a non-negative integer\n${USAGE}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+if (argv.help) {
+  process.stdout.write(USAGE + '\n');
+  process.exit(0);
+}
+
+const opts: SimRunOptions = {
+  nodes: intArg('nodes'),
+  faultSteps: intArg('steps'),
+  snapshotEverySlots: intArg('snapshot-every'),
+  skipLinearizability: argv.lin === false,
+};
+if (opts.nodes !== undefined && ![3, 5, 7].includes(opts.nodes)) {
+  process.stderr.write(`sim: --nodes must be 3, 5 or 7\n`);
+  process.exit(2);
+}
+if (process.argv.includes('--wipe')) opts.wipe = true;
+if (process.argv.includes('--no-wipe')) opts.wipe = false;
+if (argv.sabotage !== undefined) {
+  const s = String(argv.sabotage);
+  if (!['none', 'drop-promise-records', 'drop-accept-records'].includes(s)) {
+    process.stderr.write(`sim: unknown --sabotage ${s}\n`);
+    process.exit(2);
+  }
+  opts.sabotage = s as Sabotage;
+}
+const last = intArg('last') ?? 150;
+const out = (s: string): boolean => process.stdout.write(s + '\n');
+
+function statsLine(r: SimResult): string {
+  const s = r.stats;
+  return `steps=${s.steps} ops=${s.opsCompleted}+${s.opsUnknown}? slots=${s.maxSlot} leaders=${s.leaderships} crashes=${s.crashes} (in ready ${s.crashesInReady}) restarts=${s.restarts} wipes=${s.wipes} pauses=${s.pauses} partitions=${s.partitions} snapshots=${s.snapshotsTaken}/${s.snapshotsInstalled} installed packets=${s.packets} liveMax=${s.maxLiveLatency}/${r.config.liveBound} hash=${r.hash}`;
+}
+
+function reportFailure(r: SimResult): void {
+  // Runs are deterministic: replay the seed with the trace on to show how it got there.
+  const traced = runSimulation(r.seed, { ...opts, traceLines: last });
+  const f = traced.failure ?? r.failure!;
+  out(`\nFAIL seed ${r.seed} (${r.nodes} nodes) at step ${f.step}: ${f.invariant}`);
+  out(`  ${f.detail.split('\n').join('\n  ')}`);
+  out(describeConfig(r.config));
+  out(`--- last ${traced.trace.length} trace lines ---`);
+  for (const l of traced.trace) out(l);
+  out(`--- replay: ${replayCommand(r, opts)} ---`);
+  if (traced.hash !== r.hash)
+    out(`WARNING: the traced replay diverged (hash ${traced.hash} vs ${r.hash})`);
+}
+
+const seedArg = intArg('seed');
+if (seedArg !== undefined) {
+  const t0 = performance.now();
+  const r = runSimulation(seedArg, {
+    ...opts,
+    onTrace: argv.trace ? (l) => out(l) : undefined,
+  });
+  const ms = performance.now() - t0;
+  out(describeConfig(r.config));
+  out(statsLine(r));
+  out(
+    `${r.ok ? 'PASS' : 'FAIL'} seed ${r.seed} in ${ms.toFixed(0)} ms (${Math.round(r.stats.steps / (ms / 1000))} steps/s)`,
+  );
+  if (!r.ok) reportFailure(r);
+  process.exit(r.ok ? 0 : 1);
+}
+
+const count = intArg('seeds') ?? 100;
+const start = intArg('start') ?? 1;
+const summary = runSweep(start, count, opts, (r, ms) => {
+  if (!argv.quiet || !r.ok)
+    out(
+      `${r.ok ? 'ok  ' : 'FAIL'} seed ${r.seed} n=${r.nodes} ${ms.toFixed(0)}ms ${statsLine(r)}${r.ok ? '' : `\n     ${r.failure!.invariant}: ${r.failure!.detail.split('\n')[0]}`}`,
+    );
+});
+out(
+  `\n${summary.seeds} seeds (${Object.entries(summary.byNodes)
+    .map(([n, k]) => `${k}x${n} nodes`)
+    .join(
+      ', ',
+    )}), ${summary.steps} steps in ${(summary.ms / 1000).toFixed(1)} s: ${Math.round(summary.stepsPerSec)} steps/s, ${summary.seedsPerSec.toFixed(2)} seeds/s; ${summary.opsCompleted} client ops; max post-heal latency ${summary.maxLiveLatency} ticks; ${summary.failures.length} failure(s)`,
+);
+if (summary.failures.length > 0) {
+  out(`failed seeds: ${summary.failures.map((r) => r.seed).join(' ')}`);
+  reportFailure(summary.failures[0]);
+  process.exit(1);
+}

@@ -1,0 +1,208 @@
+import type { AppliedEntry, Msg, Value } from '../core/types';
+import { KvStateMachine } from '../sm/kv';
+
+/** An invariant violation: the run stops and the runner reports seed, invariant and trace. */
+export class SimFailure extends Error {
+  constructor(
+    readonly invariant: string,
+    readonly detail: string,
+  ) {
+    super(`${invariant}: ${detail}`);
+  }
+}
+
+export function fail(invariant: string, detail: string): never {
+  throw new SimFailure(invariant, detail);
+}
+
+/**
+ * Identity of a value: its commands' cid:seq list. The simulated clients never
+ * reuse a cid:seq for a different operation, so this is exact and cheap.
+ */
+export function valueKey(v: Value): string {
+  if (v.length === 0) return '-';
+  let s = '';
+  for (let i = 0; i < v.length; i++) s += (i > 0 ? ',' : '') + v[i].cid + ':' + v[i].seq;
+  return s;
+}
+
+interface Proposal {
+  key: string;
+  value: Value;
+}
+
+interface Chosen {
+  key: string;
+  value: Value;
+  /** Lowest ballot at which a quorum accepted it. */
+  ballot: number;
+}
+
+/**
+ * Global ("ghost") knowledge of the run, fed by the driver with every message
+ * that actually leaves a node (after its persist) and every applied entry:
+ *
+ *  - a leader proposes one value per (slot, ballot);
+ *  - a slot is chosen once a quorum of acceptors has sent `accepted` for one
+ *    (slot, ballot); two different values are never chosen for one slot;
+ *  - P2b: once V is chosen at ballot c, every proposal at a ballot > c is V;
+ *  - a node applies only chosen values, and every node applying a slot writes
+ *    the same order-log lines (same state machine state, same session table);
+ *  - every snapshot of one slot, taken or installed, is byte-identical.
+ */
+export class Oracle {
+  private readonly proposals = new Map<number, Map<number, Proposal>>();
+  private readonly acks = new Map<number, Map<number, Set<number>>>();
+  readonly chosen = new Map<number, Chosen>();
+  private readonly lines = new Map<number, string>();
+  readonly snapshots = new Map<number, Uint8Array>();
+  maxApplied = 0;
+
+  constructor(readonly quorum: number) {}
+
+  onAccept(sid: number, m: Extract<Msg, { t: 'accept' }>): void {
+    for (const [slot, value] of m.entries) {
+      const key = valueKey(value);
+      let per = this.proposals.get(slot);
+      if (!per) this.proposals.set(slot, (per = new Map()));
+      const prev = per.get(m.ballot);
+      if (prev) {
+        if (prev.key !== key)
+          fail(
+            'one value per ballot',
+            `slot ${slot} ballot ${m.ballot}: node ${sid} proposed [${key}], earlier [${prev.key}]`,
+          );
+        continue;
+      }
+      per.set(m.ballot, { key, value });
+      const ch = this.chosen.get(slot);
+      if (ch && m.ballot > ch.ballot && ch.key !== key)
+        fail(
+          'P2b: proposals above a chosen ballot carry the chosen value',
+          `slot ${slot}: [${ch.key}] chosen at ballot ${ch.ballot}, node ${sid} proposed [${key}] at ballot ${m.ballot}`,
+        );
+    }
+  }
+
+  onAccepted(sid: number, m: Extract<Msg, { t: 'accepted' }>): void {
+    for (const slot of m.slots) {
+      let per = this.acks.get(slot);
+      if (!per) this.acks.set(slot, (per = new Map()));
+      let set = per.get(m.ballot);
+      if (!set) per.set(m.ballot, (set = new Set()));
+      set.add(sid);
+      if (set.size < this.quorum) continue;
+      const p = this.proposals.get(slot)?.get(m.ballot);
+      if (!p)
+        fail(
+          'acks answer proposals',
+          `slot ${slot} ballot ${m.ballot}: a quorum acked a ballot nobody proposed`,
+        );
+      this.markChosen(slot, m.ballot, p);
+    }
+  }
+
+  private markChosen(slot: number, ballot: number, p: Proposal): void {
+    const ch = this.chosen.get(slot);
+    if (ch) {
+      if (ch.key !== p.key)
+        fail(
+          'one value chosen per slot',
+          `slot ${slot}: [${ch.key}] chosen at ballot ${ch.ballot} and [${p.key}] at ballot ${ballot}`,
+        );
+      if (ballot >= ch.ballot) return;
+      ch.ballot = ballot;
+    } else {
+      this.chosen.set(slot, { key: p.key, value: p.value, ballot });
+    }
+    for (const [b, q] of this.proposals.get(slot)!)
+      if (b > ballot && q.key !== p.key)
+        fail(
+          'P2b: proposals above a chosen ballot carry the chosen value',
+          `slot ${slot}: [${p.key}] chosen at ballot ${ballot}, but [${q.key}] was proposed at ballot ${b}`,
+        );
+  }
+
+  onApplied(sid: number, a: AppliedEntry): void {
+    const key = valueKey(a.cmds);
+    const ch = this.chosen.get(a.slot);
+    if (!ch)
+      fail('apply only chosen values', `node ${sid} applied slot ${a.slot} [${key}], never chosen`);
+    if (ch.key !== key)
+      fail(
+        'apply only chosen values',
+        `node ${sid} applied slot ${a.slot} [${key}], but [${ch.key}] was chosen`,
+      );
+    const text = a.lines.join('\n');
+    const prev = this.lines.get(a.slot);
+    if (prev === undefined) this.lines.set(a.slot, text);
+    else if (prev !== text)
+      fail(
+        'identical order logs',
+        `slot ${a.slot}: node ${sid} wrote\n    ${a.lines.join('\n    ')}\n  another node wrote\n    ${prev.split('\n').join('\n    ')}`,
+      );
+    if (a.slot > this.maxApplied) this.maxApplied = a.slot;
+  }
+
+  onSnapshot(sid: number, slot: number, data: Uint8Array, installed: boolean): void {
+    const prev = this.snapshots.get(slot);
+    if (!prev) {
+      this.snapshots.set(slot, data);
+      return;
+    }
+    if (!bytesEqual(prev, data))
+      fail(
+        'identical snapshots',
+        `node ${sid} ${installed ? 'installed' : 'took'} a snapshot of slot ${slot} that differs from an earlier one`,
+      );
+  }
+
+  /**
+   * Replay the chosen sequence 1..through into a fresh state machine. `at(slot,
+   * sm)` is called after each slot, for comparisons with nodes and snapshots.
+   * Checks that no command takes effect twice.
+   */
+  replay(
+    through: number,
+    sessionsMax: number,
+    valueBytesMax: number,
+    at: (slot: number, sm: KvStateMachine) => void,
+  ): KvStateMachine {
+    const sm = new KvStateMachine(sessionsMax, valueBytesMax);
+    const effect = new Set<string>();
+    at(0, sm);
+    for (let s = 1; s <= through; s++) {
+      const ch = this.chosen.get(s);
+      if (!ch) fail('no holes', `slot ${s} is below the applied point ${through} but never chosen`);
+      const { lines } = sm.apply(s, ch.value);
+      const prev = this.lines.get(s);
+      if (prev !== undefined && prev !== lines.join('\n'))
+        fail(
+          'state = replay of the log',
+          `slot ${s}: the replay wrote\n    ${lines.join('\n    ')}\n  the nodes wrote\n    ${prev.split('\n').join('\n    ')}`,
+        );
+      for (let i = 0; i < ch.value.length; i++) {
+        const text = lines[i].slice(lines[i].indexOf(' ', lines[i].indexOf(' ') + 1) + 1);
+        if (
+          text === 'duplicate' ||
+          text === 'stale' ||
+          text === 'session expired' ||
+          text.startsWith('get ')
+        )
+          continue;
+        const k = `${ch.value[i].cid}:${ch.value[i].seq}`;
+        if (effect.has(k))
+          fail('exactly once', `command ${k} took effect twice (again at slot ${s}: ${text})`);
+        effect.add(k);
+      }
+      at(s, sm);
+    }
+    return sm;
+  }
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

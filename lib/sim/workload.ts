@@ -1,0 +1,238 @@
+import type { HistoryEvent, KvResult } from '../check/linearizability';
+import type { Prng } from '../core/prng';
+import type { CmdResult } from '../core/types';
+import { encodeOp, type KvOp } from '../sm/kv';
+
+/** What a client sends to a node and what the node answers (the daemon's client protocol). */
+export type ClientRequest = { cid: number; seq: number; op: Uint8Array };
+export type ClientReply =
+  | { t: 'result'; cid: number; seq: number; result: CmdResult }
+  | { t: 'redirect'; cid: number; seq: number; leader: number | null }
+  | { t: 'busy'; cid: number; seq: number };
+
+export interface WorkloadOptions {
+  keys: string[];
+  /** Ticks a client waits between two operations: uniform in [0, thinkMax]. */
+  thinkMax: number;
+  /** Ticks before a client gives up on a node and tries another. */
+  timeoutMin: number;
+  timeoutMax: number;
+}
+
+interface Outstanding {
+  seq: number;
+  op: KvOp;
+  bytes: Uint8Array;
+  target: number;
+  /** Resend at this tick (timeout, or a short wait after a redirect or busy answer). */
+  resendAt: number;
+  attempts: number;
+  /** On the next resend, try another node (timeout, no leader known) or the same (busy). */
+  retarget: boolean;
+  event: HistoryEvent;
+  /** Sim tick of the call (the history uses a finer logical clock). */
+  callTick: number;
+}
+
+export interface ClientHooks {
+  now(): number;
+  /** Strictly increasing logical time for history call/return stamps. */
+  clock(): number;
+  send(from: number, to: number, req: ClientRequest): void;
+  trace(line: string): void;
+  /** A violation the client itself can see (two different answers for one write). */
+  fail(invariant: string, detail: string): never;
+}
+
+/**
+ * A simulated client: one outstanding request at a time, seq incrementing, sent to
+ * the node it believes leads and retried (same cid:seq) on timeout, redirect or
+ * busy, forever: a request is only "unknown" if the run ends first.
+ */
+export class SimClient {
+  seq = 0;
+  cur: Outstanding | null = null;
+  private leaderGuess: number | null = null;
+  private nextOpAt = 0;
+  /** Issue no new operations (liveness drain). Outstanding ones still retry. */
+  stopped = false;
+  completed = 0;
+  /** Latency (ticks) of each op completed after `liveFrom`, measured from max(call, liveFrom). */
+  maxLiveLatency = 0;
+  liveFrom = Infinity;
+  private readonly writeResults = new Map<number, string>();
+  private lastSeen = new Map<string, string | null>();
+
+  constructor(
+    readonly cid: number,
+    readonly addr: number,
+    private readonly sids: number[],
+    private readonly prng: Prng,
+    private readonly o: WorkloadOptions,
+    private readonly h: ClientHooks,
+    readonly history: HistoryEvent[],
+  ) {
+    this.nextOpAt = prng.int(o.thinkMax + 1);
+  }
+
+  private newOp(): KvOp {
+    const key = this.prng.pick(this.o.keys);
+    const fresh = `c${this.cid}.${this.seq}`;
+    const r = this.prng.int(100);
+    if (r < 30) return { kind: 'get', key };
+    if (r < 60) return { kind: 'put', key, value: fresh };
+    if (r < 70) return { kind: 'del', key };
+    const seen = this.lastSeen.get(key);
+    const expected = seen !== undefined && this.prng.chance(0.8) ? seen : null;
+    return { kind: 'cas', key, expected, value: fresh };
+  }
+
+  private pickTarget(exclude: number | null): number {
+    if (this.leaderGuess !== null && this.leaderGuess !== exclude && this.prng.chance(0.9))
+      return this.leaderGuess;
+    const others = this.sids.filter((s) => s !== exclude);
+    return this.prng.pick(others.length > 0 ? others : this.sids);
+  }
+
+  private timeout(): number {
+    return this.prng.range(this.o.timeoutMin, this.o.timeoutMax);
+  }
+
+  tick(): void {
+    const now = this.h.now();
+    const c = this.cur;
+    if (c) {
+      if (now >= c.resendAt) {
+        // Timed out (or waited after a redirect/busy): try elsewhere, same cid:seq.
+        if (c.retarget) c.target = this.pickTarget(c.target);
+        this.transmit(c);
+      }
+      return;
+    }
+    if (this.stopped || now < this.nextOpAt) return;
+    this.seq++;
+    const op = this.newOp();
+    const event: HistoryEvent = {
+      client: this.cid,
+      call: this.h.clock(),
+      ret: null,
+      op,
+      result: 'unknown',
+    };
+    this.history.push(event);
+    this.cur = {
+      seq: this.seq,
+      op,
+      bytes: encodeOp(op),
+      target: this.pickTarget(null),
+      resendAt: 0,
+      attempts: 0,
+      retarget: true,
+      event,
+      callTick: now,
+    };
+    this.h.trace(`client ${this.cid} call #${this.seq} ${describe(op)} -> ${this.cur.target}`);
+    this.transmit(this.cur);
+  }
+
+  private transmit(c: Outstanding): void {
+    c.attempts++;
+    c.retarget = true;
+    c.resendAt = this.h.now() + this.timeout();
+    this.h.send(this.addr, c.target, { cid: this.cid, seq: c.seq, op: c.bytes });
+  }
+
+  onReply(from: number, r: ClientReply): void {
+    if (r.t === 'result') this.checkWriteResult(r.seq, r.result);
+    const c = this.cur;
+    if (!c || r.seq !== c.seq) return;
+    const now = this.h.now();
+    switch (r.t) {
+      case 'redirect':
+        if (from !== c.target) return;
+        if (r.leader !== null && r.leader !== from) {
+          this.leaderGuess = r.leader;
+          c.target = r.leader;
+          this.transmit(c);
+        } else {
+          // Nobody leads (yet): wait a little, then try someone.
+          this.leaderGuess = null;
+          c.retarget = true;
+          c.resendAt = Math.min(c.resendAt, now + this.prng.range(2, 8));
+        }
+        return;
+      case 'busy':
+        if (from !== c.target) return;
+        c.retarget = false;
+        c.resendAt = Math.min(c.resendAt, now + this.prng.range(2, 8));
+        return;
+      case 'result': {
+        this.leaderGuess = from;
+        c.event.ret = this.h.clock();
+        c.event.result = toKvResult(c.op, r.result);
+        if (c.op.kind === 'get' && r.result.ok) this.lastSeen.set(c.op.key, r.result.value ?? null);
+        else if (c.op.kind === 'put' || (c.op.kind === 'cas' && r.result.ok))
+          this.lastSeen.set(c.op.key, c.op.value);
+        else if (c.op.kind === 'del') this.lastSeen.set(c.op.key, null);
+        else if (c.op.kind === 'cas' && r.result.value !== undefined)
+          this.lastSeen.set(c.op.key, r.result.value);
+        if (now >= this.liveFrom) {
+          const lat = now - Math.max(c.callTick, this.liveFrom);
+          if (lat > this.maxLiveLatency) this.maxLiveLatency = lat;
+        }
+        this.h.trace(
+          `client ${this.cid} ret #${c.seq} from ${from}: ${JSON.stringify(r.result)} (${c.attempts} sends)`,
+        );
+        this.cur = null;
+        this.completed++;
+        this.nextOpAt = now + this.prng.int(this.o.thinkMax + 1);
+        return;
+      }
+    }
+  }
+
+  /** A write's answer never changes: every answer for one cid:seq must be the same. */
+  private checkWriteResult(seq: number, result: CmdResult): void {
+    const text = JSON.stringify(result);
+    const prev = this.writeResults.get(seq);
+    if (prev === undefined) {
+      const op = seq === this.cur?.seq ? this.cur.op : undefined;
+      if (op && op.kind !== 'get') this.writeResults.set(seq, text);
+      return;
+    }
+    // The session table keeps only each client's latest answer: an older request
+    // retried late is answered "stale" (or "session_expired"), which is no other answer.
+    if (prev !== text && result.err !== 'stale' && result.err !== 'session_expired')
+      this.h.fail(
+        'one answer per request',
+        `client ${this.cid} seq ${seq} was answered ${prev} and later ${text}`,
+      );
+  }
+}
+
+/** The checker's view of a result; errors (session expired) leave the outcome unknown. */
+export function toKvResult(op: KvOp, r: CmdResult): KvResult | 'unknown' {
+  if (r.err !== undefined) return 'unknown';
+  switch (op.kind) {
+    case 'get':
+      return { ok: r.ok, value: r.value ?? null };
+    case 'put':
+    case 'del':
+      return { ok: r.ok };
+    case 'cas':
+      return r.ok ? { ok: true } : { ok: false, value: r.value ?? null };
+  }
+}
+
+export function describe(op: KvOp): string {
+  switch (op.kind) {
+    case 'get':
+      return `get ${op.key}`;
+    case 'del':
+      return `del ${op.key}`;
+    case 'put':
+      return `put ${op.key}=${op.value}`;
+    case 'cas':
+      return `cas ${op.key} ${op.expected ?? '<none>'}->${op.value}`;
+  }
+}
