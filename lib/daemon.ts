@@ -54,6 +54,9 @@ export interface NodeCounters {
   flushes: number;
 }
 
+/** Client sources tracked by the rate limiter at once. */
+const BUCKETS_MAX = 10_000;
+
 interface Waiter {
   address: string;
   port: number;
@@ -88,6 +91,7 @@ export class PaxosNode {
   private readonly peerKeys: Keyring;
   private readonly clientKeys: Keyring;
   private readonly waiters = new Map<string, Waiter[]>();
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private ticker: NodeJS.Timeout | null = null;
   private flushScheduled = false;
   private stopped = false;
@@ -246,6 +250,8 @@ export class PaxosNode {
   private onClient(buf: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.stopped) return;
     this.counters.clientIn++;
+    if (!this.admit(rinfo))
+      return this.drop('client_rate_limited', `${rinfo.address}:${rinfo.port}`);
     const opened = open(buf, Kind.ClientRequest, this.cluster, this.clientKeys);
     if ('error' in opened) {
       this.drop(`client_${opened.error}`, `${rinfo.address}:${rinfo.port}`);
@@ -308,6 +314,30 @@ export class PaxosNode {
           message: 'leader queue full',
         });
     }
+  }
+
+  /**
+   * Per-source token bucket on the client port: a flood costs the flooder its
+   * own requests, not everyone else's. The table is bounded too.
+   */
+  private admit(rinfo: dgram.RemoteInfo): boolean {
+    const rate = this.opts.config.limits.clientRatePerSource;
+    const key = `${rinfo.address}:${rinfo.port}`;
+    const now = Date.now();
+    let b = this.buckets.get(key);
+    if (!b) {
+      if (this.buckets.size >= BUCKETS_MAX) {
+        for (const [k, v] of this.buckets) if (now - v.at > 1000) this.buckets.delete(k);
+        if (this.buckets.size >= BUCKETS_MAX) this.buckets.clear();
+      }
+      b = { tokens: rate, at: now };
+      this.buckets.set(key, b);
+    }
+    b.tokens = Math.min(rate, b.tokens + ((now - b.at) * rate) / 1000);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
   }
 
   private reply(to: { address: string; port: number }, r: ClientReply): void {

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import minimist from 'minimist';
 import { ConfigError, loadNodeConfig } from '../io/config';
 import { OrderLog } from '../io/orderlog';
+import { writeKeyFile } from '../io/keys';
 
 /**
  * `npm start`: run every node of conf/paxos.config.json as its own paxosd
@@ -24,6 +25,10 @@ function main(): void {
       process.exit(2);
     }
     throw e;
+  }
+  if (cfg.keyFile && !fs.existsSync(cfg.keyFile)) {
+    writeKeyFile(cfg.keyFile);
+    process.stdout.write(`created the cluster key ${cfg.keyFile} (mode 0600)\n`);
   }
   const dirs = cfg.servers.map((s) => path.join(cfg.dataDir, String(s.sid)));
   const fresh = dirs.every((d) => !fs.existsSync(d));

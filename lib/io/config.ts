@@ -71,6 +71,8 @@ export interface Limits {
   sessionsMax: number;
   valueBytesMax: number;
   catchupBytesMax: number;
+  /** Client requests per second accepted from one source address:port (token bucket). */
+  clientRatePerSource: number;
 }
 
 export interface StorageConf {
@@ -134,6 +136,7 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   sessionsMax: 100000,
   valueBytesMax: 32768,
   catchupBytesMax: 60000,
+  clientRatePerSource: 50000,
 });
 
 export const DEFAULT_STORAGE: StorageConf = Object.freeze({
@@ -303,6 +306,7 @@ const LIMITS_KEYS = [
   'sessionsMax',
   'valueBytesMax',
   'catchupBytesMax',
+  'clientRatePerSource',
 ] as const;
 const STORAGE_KEYS = ['sync', 'snapshotEverySlots'] as const;
 
@@ -392,7 +396,23 @@ function parseLimits(v: Validator, raw: unknown): Limits {
     1024,
     DATAGRAM_BYTES_MAX,
   );
-  return { windowSlots, batchBytesMax, pendingMax, sessionsMax, valueBytesMax, catchupBytesMax };
+  const clientRatePerSource = v.optInt(
+    p,
+    o,
+    'clientRatePerSource',
+    d.clientRatePerSource,
+    1,
+    10_000_000,
+  );
+  return {
+    windowSlots,
+    batchBytesMax,
+    pendingMax,
+    sessionsMax,
+    valueBytesMax,
+    catchupBytesMax,
+    clientRatePerSource,
+  };
 }
 
 function parseStorage(v: Validator, raw: unknown): StorageConf {
