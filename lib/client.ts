@@ -45,7 +45,7 @@ export interface ClientOptions {
   leader?: number;
   /** Give up (outcome unknown) after this long. */
   timeoutMs: number;
-  /** First retransmit after this long; doubles up to 16x. */
+  /** First retransmit after this long; doubles up to 4x. */
   retryMs: number;
   clusterId?: string;
   keys?: Keyring;
@@ -250,7 +250,8 @@ export class PaxosClient {
       if (now - p.sentAt >= p.backoffMs) {
         // No answer: that server may be down. Try the next one in fallback order.
         p.target = (p.target + 1) % this.servers.length;
-        p.backoffMs = Math.min(p.backoffMs * 2, this.opts.retryMs * 16);
+        // Capped low: during a failover the next server may be the new leader already.
+        p.backoffMs = Math.min(p.backoffMs * 2, this.opts.retryMs * 4);
         this.transmit(p);
       }
     }

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import createDebug from 'debug';
 import { Prng } from './core/prng';
 import { Replica, type ReplicaStatus } from './core/replica';
-import type { Msg, Ready } from './core/types';
+import type { AppliedEntry, Msg, Outbound, Ready } from './core/types';
 import type { NodeConfig, ServerAddr } from './io/config';
 import { OrderLog } from './io/orderlog';
 import { StorageError } from './io/recordlog';
@@ -92,6 +92,13 @@ export class PaxosNode {
   private readonly clientKeys: Keyring;
   private readonly waiters = new Map<string, Waiter[]>();
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  /** Outputs waiting for the sync of generation `gen` (FIFO). */
+  private readonly pipeline: { gen: number; messages: Outbound[] }[] = [];
+  /** Bumped by each write that must be durable before what follows it is released. */
+  private writeGen = 0;
+  private syncedGen = 0;
+  private syncing = false;
+  private unsyncedRecords = 0;
   private ticker: NodeJS.Timeout | null = null;
   private flushScheduled = false;
   private stopped = false;
@@ -168,8 +175,8 @@ export class PaxosNode {
           `sid ${opts.sid}: empty data directory ${dataDir}: joining as a non-voter until it is safe (Paxos Made Live rule); use --init only when creating a new cluster`,
         );
     }
-    node.handle(node.replica.ready());
     await node.bind();
+    node.handle(node.replica.ready());
     node.ticker = setInterval(() => node.onTick(), cfg.timing.tickMs);
     return node;
   }
@@ -368,29 +375,46 @@ export class PaxosNode {
   private flush(): void {
     if (this.stopped) return;
     this.counters.flushes++;
-    // Messages to ourselves go back into the replica; loop until quiet.
-    for (let round = 0; round < 16 && !this.stopped; round++) {
-      const self = this.handle(this.replica.ready());
-      if (self.length === 0) return;
-      for (const m of self) this.replica.step(this.opts.sid, m);
+    // Messages to ourselves go back into the replica (on release); loop until quiet.
+    for (let round = 0; round < 64 && !this.stopped; round++) {
+      const rd = this.replica.ready();
+      if (
+        rd.persist.length === 0 &&
+        rd.messages.length === 0 &&
+        rd.applied.length === 0 &&
+        rd.events.length === 0 &&
+        !rd.snapshot
+      )
+        return;
+      this.handle(rd);
     }
     this.scheduleFlush();
   }
 
-  /** Persist -> snapshot -> send -> apply/reply. Returns messages addressed to this node. */
-  private handle(rd: Ready): Msg[] {
+  /**
+   * Pipelined group commit. Records are written at once; everything that may
+   * depend on them (messages, client answers) waits in FIFO order until an
+   * fdatasync that covers them completes. While one sync runs on the thread
+   * pool, the loop keeps receiving, and the next sync covers all that piled up.
+   * Records whose loss is harmless (chosen markers, learned values: peers can
+   * tell us again) ride along without asking for a sync of their own.
+   */
+  private handle(rd: Ready): void {
+    if (this.fatal) return;
     try {
       if (rd.persist.length > 0) {
-        this.store.append(rd.persist);
-        this.counters.syncs++;
-        this.counters.recordsSynced += rd.persist.length;
-        const b = Math.floor(Math.log2(rd.persist.length));
-        this.counters.groupCommit[b] = (this.counters.groupCommit[b] ?? 0) + 1;
-        debugDisk('%d: synced %d records', this.opts.sid, rd.persist.length);
+        this.store.write(rd.persist);
+        this.unsyncedRecords += rd.persist.length;
+        if (rd.persist.some((r) => r.t === 'promise' || r.t === 'accept' || r.t === 'voter'))
+          this.writeGen++;
       }
       if (rd.snapshot) {
         const s = rd.snapshot;
+        // Rotation syncs the new segment, whose checkpoint holds all live state:
+        // every record written so far is durable after it.
         this.store.saveSnapshot(s.slot, s.data, s.checkpoint);
+        this.syncedGen = this.writeGen;
+        this.unsyncedRecords = 0;
         if (s.installed) this.orderLog.snapshotInstalled(s.slot);
         this.log(
           `sid ${this.opts.sid}: snapshot at slot ${s.slot} (${s.data.length} bytes) ${s.installed ? 'installed from a peer' : 'taken'}`,
@@ -398,12 +422,59 @@ export class PaxosNode {
       }
     } catch (e) {
       this.die(e as Error);
-      return [];
+      return;
     }
+    // Only a promise or an accepted reply vouches for this node's durable state;
+    // they wait for the sync. Proposals, commits, catch-up, heartbeats and client
+    // answers (chosen means a majority already synced) go out now.
+    const now: Outbound[] = [];
+    const gated: Outbound[] = [];
+    for (const o of rd.messages)
+      (o.msg.t === 'promise' || o.msg.t === 'accepted' ? gated : now).push(o);
+    if (gated.length > 0) this.pipeline.push({ gen: this.writeGen, messages: gated });
+    if (this.emit(now, rd.applied, rd.events)) this.scheduleFlush();
+    this.release();
+    this.kickSync();
+  }
+
+  private kickSync(): void {
+    if (this.syncing || this.fatal || this.syncedGen >= this.writeGen) return;
+    this.syncing = true;
+    const target = this.writeGen;
+    const records = this.unsyncedRecords;
+    this.unsyncedRecords = 0;
+    this.store.syncAsync((err) => {
+      this.syncing = false;
+      if (err) return this.die(err);
+      this.counters.syncs++;
+      this.counters.recordsSynced += records;
+      const b = Math.floor(Math.log2(Math.max(1, records)));
+      this.counters.groupCommit[b] = (this.counters.groupCommit[b] ?? 0) + 1;
+      debugDisk('%d: synced %d records', this.opts.sid, records);
+      if (target > this.syncedGen) this.syncedGen = target;
+      this.release();
+      this.kickSync();
+      this.scheduleFlush();
+    });
+  }
+
+  /** Send, deliver and answer everything whose records are durable, in order. */
+  private release(): void {
+    let delivered = false;
+    while (this.pipeline.length > 0 && this.pipeline[0].gen <= this.syncedGen && !this.fatal) {
+      const { messages } = this.pipeline.shift()!;
+      delivered = this.emit(messages, [], []) || delivered;
+    }
+    if (delivered) this.scheduleFlush();
+  }
+
+  /** Send -> deliver to self -> order log and client answers. True if anything came back to us. */
+  private emit(messages: Outbound[], applied: AppliedEntry[], events: string[]): boolean {
+    if (this.stopped) return false;
     const self: Msg[] = [];
     let lastMsg: Msg | null = null;
     let lastBuf: Buffer | null = null;
-    for (const { to, msg } of rd.messages) {
+    for (const { to, msg } of messages) {
       if (to === this.opts.sid) {
         self.push(msg);
         continue;
@@ -418,9 +489,9 @@ export class PaxosNode {
       this.counters.peerOut++;
       this.peerSock.send(lastBuf!, addr.peerPort, addr.host);
     }
-    if (rd.applied.length > 0) {
+    if (applied.length > 0) {
       const lines: string[] = [];
-      for (const a of rd.applied) {
+      for (const a of applied) {
         this.orderLog.write(a.slot, a.lines, lines);
         for (let i = 0; i < a.cmds.length; i++) {
           const c = a.cmds[i];
@@ -438,8 +509,9 @@ export class PaxosNode {
         this.log(`sid ${this.opts.sid}: cannot write the order log: ${(e as Error).message}`);
       }
     }
-    for (const e of rd.events) this.log(e);
-    return self;
+    for (const e of events) this.log(e);
+    for (const m of self) this.replica.step(this.opts.sid, m);
+    return self.length > 0;
   }
 
   /**

@@ -426,9 +426,12 @@ export class Replica {
     return m;
   }
 
-  /** May this node lead: it votes and knows every slot a live peer says is chosen. */
+  /**
+   * May this node lead: it votes and is caught up with its live peers. Slack of
+   * two windows: under load every follower trails the leader by a few slots.
+   */
   private eligible(): boolean {
-    return this.voter && this.chosenThrough >= this.maxPeerChosen();
+    return this.voter && this.chosenThrough + 2 * this.o.windowSlots >= this.maxPeerChosen();
   }
 
   private tickFollower(): void {

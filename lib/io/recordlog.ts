@@ -248,6 +248,9 @@ export class RecordLog {
   private segments: Segment[];
   private failure: StorageError | null = null;
   private closed = false;
+  /** Asynchronous fdatasyncs still running; fds they use are closed only after. */
+  private syncsInFlight = 0;
+  private readonly closeAfterSync: number[] = [];
 
   private _appendCalls = 0;
   private _recordsWritten = 0;
@@ -487,6 +490,63 @@ export class RecordLog {
   }
 
   /**
+   * Write a batch without syncing (pipelined group commit: the caller releases
+   * what depends on it only after a later syncAsync() completes).
+   */
+  write(payloads: readonly Uint8Array[]): void {
+    this.checkWritable();
+    if (payloads.length === 0) return;
+    const frames = encodeFrames(payloads);
+    const seg = this.current;
+    try {
+      writeFully(this.fd, frames, seg.size);
+    } catch (err) {
+      const e = wrapFsError(err, `write of ${frames.length} bytes at offset ${seg.size}`, seg.file);
+      e.offset = seg.size;
+      throw this.fail(e);
+    }
+    seg.size += frames.length;
+    this._appendCalls++;
+    this._recordsWritten += payloads.length;
+    this._bytesWritten += frames.length;
+  }
+
+  /**
+   * fdatasync on the libuv thread pool, so the event loop keeps receiving while
+   * the disk works. `done(null)` means every write() before this call is durable.
+   * A failure fails the log permanently (never retried).
+   */
+  syncAsync(done: (err: StorageError | null) => void): void {
+    try {
+      this.checkWritable();
+    } catch (e) {
+      done(e as StorageError);
+      return;
+    }
+    if (!this.sync) {
+      done(null);
+      return;
+    }
+    const file = this.current.file;
+    this.syncsInFlight++;
+    fs.fdatasync(this.fd, (err) => {
+      this.syncsInFlight--;
+      if (this.syncsInFlight === 0)
+        for (const fd of this.closeAfterSync.splice(0)) closeQuietly(fd);
+      if (err) {
+        done(this.fail(wrapFsError(err, 'fdatasync', file, 'ESYNC')));
+        return;
+      }
+      if (this.failure) {
+        done(this.failure);
+        return;
+      }
+      this._syncs++;
+      done(null);
+    });
+  }
+
+  /**
    * Compaction. Create the next segment, write `headPayloads` (the caller's
    * checkpoint of live state) into it, fdatasync it, fsync the directory,
    * then delete all older segments and fsync the directory again. Subsequent
@@ -533,10 +593,16 @@ export class RecordLog {
     this.fd = fd;
     const old = this.segments;
     this.segments = [{ num, name, file, size: frames.length }];
-    try {
-      fs.closeSync(oldFd);
-    } catch (err) {
-      throw this.fail(wrapFsError(err, 'close', old[old.length - 1].file));
+    if (this.syncsInFlight > 0) {
+      // An asynchronous sync still uses it; closing now could let the fd number
+      // be reused under that sync.
+      this.closeAfterSync.push(oldFd);
+    } else {
+      try {
+        fs.closeSync(oldFd);
+      } catch (err) {
+        throw this.fail(wrapFsError(err, 'close', old[old.length - 1].file));
+      }
     }
     for (let i = 0; i < old.length; i++) {
       try {

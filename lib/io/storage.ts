@@ -107,6 +107,17 @@ export class DurableStore {
     this.log.append(records.map(encodeRecord));
   }
 
+  /** Write without syncing; see syncAsync. */
+  write(records: DurableRecord[]): void {
+    if (records.length === 0) return;
+    this.log.write(records.map(encodeRecord));
+  }
+
+  /** Make every write() so far durable, off the event loop. */
+  syncAsync(done: (err: StorageError | null) => void): void {
+    this.log.syncAsync(done);
+  }
+
   /**
    * Write the snapshot file, then start a new WAL segment holding `checkpoint`
    * (the live state above the snapshot) and drop the older segments and
