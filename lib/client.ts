@@ -53,6 +53,8 @@ export interface ClientOptions {
 
 interface Pending {
   session: Session;
+  /** Writes use the session's (cid, seq); reads use the client's own read stream. */
+  cid: number;
   seq: number;
   op: Uint8Array;
   isWrite: boolean;
@@ -118,6 +120,8 @@ export class PaxosClient {
   private readonly pending = new Map<string, Pending>();
   private readonly statusWaiters = new Map<number, (s: Record<string, unknown>) => void>();
   private preferred = 0;
+  private readonly readCid = randomCid();
+  private readSeq = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly cluster: number;
@@ -186,12 +190,18 @@ export class PaxosClient {
         attempts: 0,
         redirects: 0,
       });
-    session.seq++;
+    // Reads are answered by the leader's read index and never enter the log, so
+    // they must not use up the session's sequence numbers (the exactly-once
+    // table expects a session's writes to start at 1 without gaps).
+    const isRead = op.kind === 'get';
+    const cid = isRead ? this.readCid : session.cid;
+    const seq = isRead ? ++this.readSeq : ++session.seq;
     const now = Date.now();
     return new Promise<OpResult>((resolve, reject) => {
       const p: Pending = {
         session,
-        seq: session.seq,
+        cid,
+        seq,
         op: opBytes,
         isWrite: op.kind !== 'get',
         target: this.preferred,
@@ -203,7 +213,7 @@ export class PaxosClient {
         resolve,
         reject,
       };
-      this.pending.set(`${session.cid}:${p.seq}`, p);
+      this.pending.set(`${cid}:${seq}`, p);
       this.transmit(p);
       this.ensureTimer();
     });
@@ -215,7 +225,7 @@ export class PaxosClient {
     if (p.attempts > 1) this.stats.retries++;
     this.stats.sent++;
     const s = this.servers[p.target];
-    const body = encodeRequest({ t: 'op', cid: p.session.cid, seq: p.seq, op: Buffer.from(p.op) });
+    const body = encodeRequest({ t: 'op', cid: p.cid, seq: p.seq, op: Buffer.from(p.op) });
     this.sock.send(
       seal(Kind.ClientRequest, this.cluster, body, this.keys),
       s.clientPort,
@@ -289,8 +299,9 @@ export class PaxosClient {
           // Refused before it ran: safe to resend under a fresh session.
           p.session.cid = randomCid();
           p.session.seq = 1;
+          p.cid = p.session.cid;
           p.seq = 1;
-          this.pending.set(`${p.session.cid}:1`, p);
+          this.pending.set(`${p.cid}:1`, p);
           this.transmit(p);
           return;
         }

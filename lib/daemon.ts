@@ -92,6 +92,14 @@ export class PaxosNode {
   private readonly clientKeys: Keyring;
   private readonly waiters = new Map<string, Waiter[]>();
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  /** Reads waiting for the read index, by read id. */
+  private readonly readWaiters = new Map<
+    number,
+    { address: string; port: number; cid: number; seq: number; key: string; at: number }
+  >();
+  private readSeq = 0;
+  /** The sealed 'auth' error sent to unauthenticated clients (built once). */
+  private authReply: Buffer | null = null;
   /** Outputs waiting for the sync of generation `gen` (FIFO). */
   private readonly pipeline: { gen: number; messages: Outbound[] }[] = [];
   /** Bumped by each write that must be durable before what follows it is released. */
@@ -168,6 +176,11 @@ export class PaxosNode {
         `sid ${opts.sid}: cut a torn record of ${opened.tornBytes} bytes at the end of the log`,
       );
     node.replica.restore(opened.snapshot, opened.records);
+    // A crash after saving a snapshot but before writing its slots to the order
+    // log leaves the order log behind the snapshot; those slots are never applied
+    // again, so mark the gap as a snapshot install does.
+    if (opened.snapshot && opened.snapshot.slot > orderLog.lastSlot)
+      orderLog.snapshotInstalled(opened.snapshot.slot);
     if (opened.fresh) {
       if (opts.init) node.replica.bootstrap();
       else
@@ -262,9 +275,20 @@ export class PaxosNode {
     const opened = open(buf, Kind.ClientRequest, this.cluster, this.clientKeys);
     if ('error' in opened) {
       this.drop(`client_${opened.error}`, `${rinfo.address}:${rinfo.port}`);
-      // Tell a client with the wrong key why, in fewer bytes than it sent.
-      if ((opened.error === 'missing_tag' || opened.error === 'bad_tag') && buf.length >= 40)
-        this.reply(rinfo, { t: 'error', cid: 0, seq: 0, code: 'auth', message: 'unauthenticated' });
+      // Tell a client with the wrong key why, in no more bytes than it sent
+      // (the reply carries its own 32-byte tag: 67 bytes in all).
+      if (opened.error === 'missing_tag' || opened.error === 'bad_tag') {
+        const out = (this.authReply ??= seal(
+          Kind.ClientReply,
+          this.cluster,
+          encodeReply({ t: 'error', cid: 0, seq: 0, code: 'auth', message: 'unauthenticated' }),
+          this.clientKeys,
+        ));
+        if (buf.length >= out.length) {
+          this.counters.clientOut++;
+          this.clientSock.send(out, rinfo.port, rinfo.address);
+        }
+      }
       return;
     }
     const req = decodeRequest(opened.body);
@@ -294,6 +318,34 @@ export class PaxosNode {
       const code =
         checked.includes('exceeds') || checked.includes('too large') ? 'too_large' : 'bad_op';
       this.reply(rinfo, { t: 'error', cid, seq, code, message: checked });
+      return;
+    }
+    if (checked.kind === 'get') {
+      // Reads take the read-index path: no log slot, no disk write.
+      const id = ++this.readSeq;
+      const r = this.replica.submitRead(id);
+      if (r.kind === 'queued') {
+        const w = {
+          address: rinfo.address,
+          port: rinfo.port,
+          cid,
+          seq,
+          key: checked.key,
+          at: this.clock,
+        };
+        this.readWaiters.set(id, w);
+        this.scheduleFlush();
+      } else if (r.kind === 'redirect') {
+        this.reply(rinfo, { t: 'redirect', cid, seq, leader: r.leader ?? -1 });
+      } else {
+        this.reply(rinfo, {
+          t: 'error',
+          cid,
+          seq,
+          code: 'busy',
+          message: 'too many reads pending',
+        });
+      }
       return;
     }
     const r = this.replica.submit({ cid, seq, op });
@@ -361,6 +413,7 @@ export class PaxosNode {
     const horizon = this.clock - Math.ceil(30_000 / this.opts.config.timing.tickMs);
     for (const [k, list] of this.waiters)
       if (list[list.length - 1].at < horizon) this.waiters.delete(k);
+    for (const [id, w] of this.readWaiters) if (w.at < horizon) this.readWaiters.delete(id);
   }
 
   private scheduleFlush(): void {
@@ -383,6 +436,7 @@ export class PaxosNode {
         rd.messages.length === 0 &&
         rd.applied.length === 0 &&
         rd.events.length === 0 &&
+        rd.reads.length === 0 &&
         !rd.snapshot
       )
         return;
@@ -433,6 +487,13 @@ export class PaxosNode {
       (o.msg.t === 'promise' || o.msg.t === 'accepted' ? gated : now).push(o);
     if (gated.length > 0) this.pipeline.push({ gen: this.writeGen, messages: gated });
     if (this.emit(now, rd.applied, rd.events)) this.scheduleFlush();
+    for (const id of rd.reads) {
+      const w = this.readWaiters.get(id);
+      if (!w) continue;
+      this.readWaiters.delete(id);
+      const value = this.sm.data.get(w.key) ?? null;
+      this.reply(w, { t: 'result', cid: w.cid, seq: w.seq, result: { ok: true, value } });
+    }
     this.release();
     this.kickSync();
   }

@@ -43,6 +43,7 @@ class Net {
   queue: { from: number; to: number; msg: Msg }[] = [];
   disk = new Map<number, DurableRecord[]>();
   applied = new Map<number, { slot: number; value: Value }[]>();
+  reads = new Map<number, number[]>();
   down = new Set<number>();
 
   constructor(sids: number[], extra: Partial<typeof OPTS> = {}) {
@@ -52,6 +53,7 @@ class Net {
       this.nodes.set(s, r);
       this.disk.set(s, []);
       this.applied.set(s, []);
+      this.reads.set(s, []);
     }
     this.collect();
   }
@@ -62,6 +64,7 @@ class Net {
       const rd = r.ready();
       this.disk.get(sid)!.push(...rd.persist);
       for (const a of rd.applied) this.applied.get(sid)!.push({ slot: a.slot, value: a.cmds });
+      this.reads.get(sid)?.push(...rd.reads);
       for (const m of rd.messages) this.queue.push({ from: sid, to: m.to, msg: m.msg });
     }
   }
@@ -408,6 +411,41 @@ t.test(
     t.equal(n2.applied, l0.applied, 'and applied the tail');
   },
 );
+
+t.test(
+  'read index: a read is answered only after a majority confirms the leadership and the log caught up',
+  async (t) => {
+    const net = new Net([0, 1, 2]);
+    net.tick(15);
+    const l0 = net.leader()!;
+    l0.submit(put(1, 1, 'k', 'v1'));
+    t.equal(l0.submitRead(100).kind, 'queued', 'the leader takes a read');
+    const rd = l0.ready();
+    t.same(rd.reads, [], 'not answered before confirmation');
+    const confirms = rd.messages.filter((m) => m.msg.t === 'confirm');
+    t.equal(confirms.length, 2, 'one confirmation round to the peers for all reads of the turn');
+    for (const m of rd.messages) net.queue.push({ from: 0, to: m.to, msg: m.msg });
+    net.run(20);
+    t.same(net.reads.get(0), [100], 'answered once confirmed');
+    t.ok(l0.applied >= 1, 'after the write proposed before it was applied');
+    t.equal(net.nodes.get(1)!.submitRead(101).kind, 'redirect', 'a follower redirects reads');
+  },
+);
+
+t.test('read index: a deposed leader cut off from the majority never answers a read', async (t) => {
+  const net = new Net([0, 1, 2]);
+  net.tick(15);
+  const l0 = net.leader()!;
+  const cut = (m: { from: number; to: number }): boolean => m.from !== 0 && m.to !== 0;
+  t.equal(
+    l0.submitRead(7).kind,
+    'queued',
+    'the leader, not yet aware of the partition, takes a read',
+  );
+  net.tick(40, cut);
+  t.not(net.leader()?.sid, 0, 'the majority side elected another leader');
+  t.same(net.reads.get(0), [], 'the old leader never answered the read');
+});
 
 t.test('lib/core stays pure: no I/O, clocks, timers or Math.random', async (t) => {
   const dir = path.join(__dirname, '..', '..', 'lib', 'core');

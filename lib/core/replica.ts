@@ -164,6 +164,18 @@ export class Replica {
   private commitSent = 0;
   private lastNoopAt = 0;
 
+  // ---- read index (linearizable reads without a log slot) ----
+  /** Reads that arrived since the last confirmation round began. */
+  private readQueue: { id: number; index: number }[] = [];
+  private readRound = 0;
+  private readonly readRounds = new Map<
+    number,
+    { acks: Set<number>; reads: { id: number; index: number }[]; timeout: Timeout }
+  >();
+  /** Confirmed reads waiting for `applied` to reach their index (index ascending). */
+  private confirmedReads: { id: number; index: number }[] = [];
+  private readsOut: number[] = [];
+
   // ---- catch-up ----
   private catchup: { peer: number; timeout: Timeout; attempts: number } | null = null;
   private snapRecv: {
@@ -308,6 +320,10 @@ export class Replica {
         return this.learnCommit(msg.ballot, msg.through, from);
       case 'heartbeat':
         return this.onHeartbeat(from, msg);
+      case 'confirm':
+        return this.onConfirm(from, msg);
+      case 'confirmed':
+        return this.onConfirmed(from, msg);
       case 'catchupReq':
         return this.onCatchupReq(from, msg);
       case 'catchupResp':
@@ -336,6 +352,21 @@ export class Replica {
   }
 
   /**
+   * A linearizable read (Raft's read index, in Paxos terms): it may be answered
+   * once (a) a majority has confirmed, after the read arrived, that it promised
+   * no ballot above ours, so no other leader can have chosen anything yet, and
+   * (b) every slot we proposed before the read arrived is applied. All reads of
+   * one turn share one confirmation round, and no disk write is needed.
+   */
+  submitRead(id: number): SubmitResult {
+    if (this.role !== 'leader') return { kind: 'redirect', leader: this.leader };
+    if (this.readQueue.length + this.confirmedReads.length >= this.o.pendingMax)
+      return { kind: 'busy' };
+    this.readQueue.push({ id, index: this.nextSlot - 1 });
+    return { kind: 'queued' };
+  }
+
+  /**
    * Hand out this turn's work and clear it. Persist, then write the snapshot,
    * then send, then answer clients.
    */
@@ -343,6 +374,8 @@ export class Replica {
     if (this.role === 'leader') {
       this.proposeQueued();
       this.flushAccepts();
+      if (this.readQueue.length > 0) this.startReadRound();
+      this.releaseReads();
     }
     for (const [to, a] of this.acceptedOut)
       this.send(to, { t: 'accepted', ballot: a.ballot, slots: a.slots });
@@ -356,7 +389,9 @@ export class Replica {
       messages: this.messagesOut,
       applied: this.appliedOut,
       events: this.eventsOut,
+      reads: this.readsOut,
     };
+    this.readsOut = [];
     this.persistOut = [];
     this.messagesOut = [];
     this.appliedOut = [];
@@ -510,6 +545,13 @@ export class Replica {
         list.push(slot);
       }
     }
+    for (const [round, r] of this.readRounds) {
+      r.timeout.tick();
+      if (!r.timeout.fired()) continue;
+      r.timeout.backoff(this.o.prng);
+      for (const s of this.sids)
+        if (!r.acks.has(s)) this.send(s, { t: 'confirm', ballot: this.ballot, round });
+    }
     for (const [to, slots] of resend)
       for (const msg of this.buildAccepts(slots)) this.send(to, msg);
     // A rejoining peer needs a complete instance that began after it came back.
@@ -565,6 +607,10 @@ export class Replica {
     this.newAccepts = [];
     this.queue = [];
     this.queuedKeys.clear();
+    // Unanswered reads are dropped; their clients retry at the new leader.
+    this.readQueue = [];
+    this.readRounds.clear();
+    this.confirmedReads = [];
     this.leader = leader;
     this.leaderSeenAt = this.now;
     this.leaderLostAt = this.now;
@@ -835,6 +881,52 @@ export class Replica {
     if (entries.length > 0)
       out.push({ t: 'accept', ballot: this.ballot, entries, commit: this.chosenThrough });
     return out;
+  }
+
+  private startReadRound(): void {
+    const round = ++this.readRound;
+    const timeout = new Timeout('confirm', this.o.retransmitTicks, this.o.retransmitMaxTicks);
+    timeout.start();
+    const r = { acks: new Set([this.sid]), reads: this.readQueue, timeout };
+    this.readQueue = [];
+    this.readRounds.set(round, r);
+    for (const s of this.sids)
+      if (s !== this.sid) this.send(s, { t: 'confirm', ballot: this.ballot, round });
+    if (r.acks.size >= this.quorum) this.confirmRound(round);
+  }
+
+  private onConfirm(from: number, m: Extract<Msg, { t: 'confirm' }>): void {
+    this.noteLeader(m.ballot);
+    if (!this.voter) return;
+    if (m.ballot < this.promised) {
+      this.send(from, { t: 'nack', ballot: m.ballot, promised: this.promised });
+      return;
+    }
+    this.send(from, { t: 'confirmed', ballot: m.ballot, round: m.round });
+  }
+
+  private onConfirmed(from: number, m: Extract<Msg, { t: 'confirmed' }>): void {
+    if (this.role !== 'leader' || m.ballot !== this.ballot) return;
+    const r = this.readRounds.get(m.round);
+    if (!r) return;
+    r.acks.add(from);
+    if (r.acks.size >= this.quorum) this.confirmRound(m.round);
+  }
+
+  private confirmRound(round: number): void {
+    const r = this.readRounds.get(round)!;
+    this.readRounds.delete(round);
+    // Rounds may complete out of order; keep the list sorted by index.
+    for (const read of r.reads) this.confirmedReads.push(read);
+    this.confirmedReads.sort((a, b) => a.index - b.index);
+    this.releaseReads();
+  }
+
+  private releaseReads(): void {
+    let i = 0;
+    while (i < this.confirmedReads.length && this.confirmedReads[i].index <= this.applied)
+      this.readsOut.push(this.confirmedReads[i++].id);
+    if (i > 0) this.confirmedReads = this.confirmedReads.slice(i);
   }
 
   // ======================= learner =======================

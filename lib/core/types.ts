@@ -55,6 +55,9 @@ export type Msg =
       eligible: boolean;
       voter: boolean;
     }
+  /** Read index: is `ballot` still the highest this acceptor promised? (batched reads) */
+  | { t: 'confirm'; ballot: number; round: number }
+  | { t: 'confirmed'; ballot: number; round: number }
   | { t: 'catchupReq'; from: number; to: number }
   /** Chosen values from `from` on; snapshot > 0 means "below that, ask for the snapshot". */
   | { t: 'catchupResp'; from: number; entries: Value[]; snapshot: number; snapshotBytes: number }
@@ -123,6 +126,12 @@ export interface Ready {
   applied: AppliedEntry[];
   /** Human-readable progress lines (snapshot transfer, elections). */
   events: string[];
+  /**
+   * Read ids (from submitRead) that may now be answered from the state machine:
+   * leadership was confirmed by a majority after the read arrived, and every slot
+   * proposed before it arrived has been applied.
+   */
+  reads: number[];
 }
 
 export type SubmitResult =

@@ -84,6 +84,20 @@ export const SCHEMA: Record<MsgType, { code: number; fields: readonly Field[] }>
       ['voter', 'bool'],
     ],
   },
+  confirm: {
+    code: 12,
+    fields: [
+      ['ballot', 'uint'],
+      ['round', 'uint'],
+    ],
+  },
+  confirmed: {
+    code: 13,
+    fields: [
+      ['ballot', 'uint'],
+      ['round', 'uint'],
+    ],
+  },
   catchupReq: {
     code: 8,
     fields: [
