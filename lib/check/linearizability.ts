@@ -1,27 +1,40 @@
 /**
- * Linearizability checker for a key-value store history (Wing & Gong search with
- * Lowe's memoisation, in the style of Porcupine's `checkSingle` / Knossos).
+ * Linearizability checker for key-value store histories: a Wing & Gong / Lowe style search
+ * with memoisation (as in Porcupine's `checkSingle` and Knossos), plus pruning rules that
+ * are specific to a register and keep the search fast on long, highly concurrent histories.
  *
- * The register for each key is independent of every other key, so the history is
- * partitioned by key (P-compositionality) and each sub-history is checked on its own.
+ * Each key is an independent register, so the history is partitioned by key
+ * (P-compositionality) and each sub-history is checked on its own.
  *
- * Per key, the search works on a doubly linked list of call/return entries sorted by time.
- * Scanning the list from the front, any call entry met before the first return entry is a
- * candidate for the next linearization point. A candidate that the model accepts is "lifted"
- * out of the list (together with its return entry) and the scan restarts; when a return
- * entry is met first, no pending operation can be linearized before that operation
- * returns, so the search backtracks. A cache of (set of linearized ops, model state)
- * configurations already visited prunes the search (Lowe 2017). The search is iterative
- * (explicit stack), so deep histories do not overflow the JS stack.
+ * Per key, a configuration is (set of ops linearized so far, value of the register). The
+ * "deadline" is the not-yet-linearized op (with a known result) that returns first; only
+ * ops invoked no later than the deadline returns can be linearized next. A depth-first
+ * search (iterative, with an explicit stack) tries candidates in a heuristic order and
+ * backtracks; a cache of visited configurations prunes it (Lowe, "Testing for
+ * linearizability", 2017). The ops not yet linearized are kept in dancing-links lists in
+ * call order and in return order, so stepping and backtracking are O(1).
  *
- * Extra pruning that is sound for this model:
- *  - Operations with an unknown outcome never have to be linearized: an unknown op
- *    linearized after every known op has no observable effect, which is the same as it
- *    never happening. The search succeeds as soon as every known op is linearized, and an
- *    unknown op is never linearized at a point where it would not change the state.
- *  - A read-only op (a get, or a cas that reported failure) that is valid in the current
- *    state can always be moved to the current point of any valid completion, so when it is
- *    a valid candidate the other candidates at that point need not be tried.
+ * Pruning (each rule keeps at least one valid linearization if any exists):
+ *  - Unknown-outcome ops need not be linearized at all (placing one after every known op
+ *    is the same as it never happening), so the search succeeds once every known op is
+ *    placed. An unknown op is placed only when it changes the register to a value some
+ *    candidate needs, and is never followed directly by a blind write (put/del).
+ *  - A valid read-only candidate (get, failed cas) can be moved to the current point of
+ *    any valid completion, so it is taken without trying alternatives.
+ *  - Of candidate writes with the same effect, only the one returning first is tried.
+ *  - A put/del that is overwritten straight away ("hidden") has no observable effect. It
+ *    is only placed visibly when some candidate needs its value next (or it is the
+ *    deadline); otherwise, once it is the deadline, it may be placed "retroactively" just
+ *    before the latest blind write already placed, if real-time order allows.
+ *  - Support check: if the register does not hold x, the next reader of x to return needs
+ *    a write of x not yet placed and invoked before that reader returns.
+ * The hidden-write and unknown-op rules depend on the path, not just the configuration, so
+ * the cache stores with each configuration the restrictions it was explored under, and a
+ * hit prunes only when those were no stronger.
+ *
+ * Before the search, a polynomial pre-check rejects reads of values never written (or only
+ * written after the read returned) and stale reads (a completed overwrite lies entirely
+ * between every possible source write and the read), with a direct explanation.
  */
 
 export type KvOp =
@@ -190,6 +203,19 @@ const K_CAS = 3;
 /** Number of trailing ops of the longest linearizable prefix shown in failure messages. */
 const SHOW_PREFIX_OPS = 4;
 
+interface FailureReason {
+  /**
+   * 'invalid': the deadline op cannot take effect in the current state and nothing else
+   * can be linearized before it; 'stuck': every continuation fails before the deadline op
+   * returns; 'unsupported': `op`, a reader of `value`, can no longer observe it.
+   */
+  kind: 'invalid' | 'stuck' | 'unsupported';
+  op: number;
+  value: string | null;
+  /** Value of the key after the prefix. */
+  state: string | null;
+}
+
 type KeyResult =
   | { status: 'ok'; explored: number }
   | { status: 'timeout'; explored: number }
@@ -228,7 +254,6 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
   const callTime = new Float64Array(n);
   const retTime = new Float64Array(n); // +Infinity for unknown outcome or ret === null
   const effect = new Int32Array(n).fill(-1); // writes with equal effect share a class
-  const rank = new Uint8Array(n).fill(2); // candidate order: cas-ok, other known, unknown
   const effectIds = new Map<string, number>();
   let numRequired = 0;
   let numOptional = 0;
@@ -278,29 +303,12 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
       required[i] = 1;
       numRequired++;
       if (effect[i] < 0) readOnly[i] = 1;
-      rank[i] = casOk[i] ? 0 : 1;
     } else {
       optIndex[i] = numOptional++;
     }
   }
 
   if (numRequired === 0) return { status: 'ok', explored: 0 };
-
-  // Fast path: an observed value that no op on this key ever writes.
-  const written = new Uint8Array(values.length);
-  written[0] = 1;
-  for (let i = 0; i < n; i++) if (kind[i] === K_PUT || kind[i] === K_CAS) written[arg[i]] = 1;
-  for (let i = 0; i < n; i++) {
-    if (required[i] && resVal[i] >= 0 && !written[resVal[i]]) {
-      return {
-        status: 'fail',
-        explored: 0,
-        message:
-          `key ${JSON.stringify(key)} is not linearizable: ${describeEvent(events[i])} ` +
-          `observed ${fmtValue(values[resVal[i]])}, which no operation on the key ever writes`,
-      };
-    }
-  }
 
   /** Model transition; returns the new state id, or -1 if the op's result is impossible. */
   const step = (s: number, i: number): number => {
@@ -402,81 +410,247 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
     return p;
   };
 
+  // ---- Support check (a cheap necessary condition, used to prune dead configurations
+  // early). Every op that needs the register to hold x when it takes effect (a get of x,
+  // a failed cas that saw x, a successful cas expecting x) is a "reader" of x; every op
+  // that can set the register to x is a "writer" of x. If the register does not hold x
+  // now, the earliest-returning unlinearized reader of x needs some unlinearized writer
+  // of x invoked before that reader returns.
+  const V = values.length;
+  const readerOf = new Int32Array(n).fill(-1);
+  const writerOf = new Int32Array(n).fill(-1);
+  for (let i = 0; i < n; i++) {
+    if (effect[i] >= 0) writerOf[i] = kind[i] === K_DEL ? 0 : arg[i];
+    if (!required[i]) continue;
+    if (kind[i] === K_CAS && casOk[i]) readerOf[i] = expected[i];
+    else if (resVal[i] >= 0) readerOf[i] = resVal[i];
+  }
+  // Writers of each value in call order (= index order); readers in return order.
+  const wStart = new Int32Array(V + 1);
+  const rStart = new Int32Array(V + 1);
+  for (let i = 0; i < n; i++) {
+    if (writerOf[i] >= 0) wStart[writerOf[i] + 1]++;
+    if (readerOf[i] >= 0) rStart[readerOf[i] + 1]++;
+  }
+  for (let x = 0; x < V; x++) {
+    wStart[x + 1] += wStart[x];
+    rStart[x + 1] += rStart[x];
+  }
+  const wList = new Int32Array(wStart[V]);
+  const rList = new Int32Array(rStart[V]);
+  const wPosOf = new Int32Array(n);
+  const rPosOf = new Int32Array(n);
+  {
+    const wFill = wStart.slice(0, V);
+    for (let i = 0; i < n; i++) {
+      if (writerOf[i] >= 0) {
+        wPosOf[i] = wFill[writerOf[i]]++;
+        wList[wPosOf[i]] = i;
+      }
+    }
+    const readers: number[] = [];
+    for (let i = 0; i < n; i++) if (readerOf[i] >= 0) readers.push(i);
+    readers.sort((a, b) => retTime[a] - retTime[b] || a - b);
+    const rFill = rStart.slice(0, V);
+    for (const i of readers) {
+      rPosOf[i] = rFill[readerOf[i]]++;
+      rList[rPosOf[i]] = i;
+    }
+  }
+  const wPtr = wStart.slice(0, V); // first unlinearized writer of each value
+  const rPtr = rStart.slice(0, V); // first unlinearized reader of each value
+  /** Returns an unlinearized reader of x that can no longer be satisfied, or -1. */
+  const unsupportedReader = (x: number, s: number): number => {
+    if (x === s) return -1;
+    const rp = rPtr[x];
+    if (rp === rStart[x + 1]) return -1;
+    const wp = wPtr[x];
+    if (wp < wStart[x + 1] && callTime[wList[wp]] <= retTime[rList[rp]]) return -1;
+    return rList[rp];
+  };
+
+  // ---- Linearize / un-linearize one op (everything except the entry lists and state).
+  let remaining = numRequired;
+  const linearize = (i: number): void => {
+    setBit(i);
+    if (required[i]) {
+      remaining--;
+      if (i === f) while (f < n && (!required[f] || isLin(f))) f++;
+    }
+    const wx = writerOf[i];
+    if (wx >= 0 && wPosOf[i] === wPtr[wx]) {
+      const end = wStart[wx + 1];
+      let p = wPtr[wx];
+      while (p < end && isLin(wList[p])) p++;
+      wPtr[wx] = p;
+    }
+    const rx = readerOf[i];
+    if (rx >= 0 && rPosOf[i] === rPtr[rx]) {
+      const end = rStart[rx + 1];
+      let p = rPtr[rx];
+      while (p < end && isLin(rList[p])) p++;
+      rPtr[rx] = p;
+    }
+  };
+  const unlinearize = (i: number): void => {
+    clearBit(i);
+    if (required[i]) {
+      remaining++;
+      if (i < f) f = i;
+    }
+    const wx = writerOf[i];
+    if (wx >= 0 && wPosOf[i] < wPtr[wx]) wPtr[wx] = wPosOf[i];
+    const rx = readerOf[i];
+    if (rx >= 0 && rPosOf[i] < rPtr[rx]) rPtr[rx] = rPosOf[i];
+  };
+
   const cache = new StateCache();
 
-  // ---- Search frames, one per configuration on the current path (depth d).
+  // ---- Search frames, one per configuration on the current path (depth d), with the
+  // candidates of each frame stacked in `cand`.
+  //
+  // A put or del w that is immediately overwritten by another blind write ("hidden") has no
+  // observable effect: rather than placing it just to be hidden, the search places it
+  // hidden once it is the deadline op, conceptually just before the latest blind write
+  // already on the path. That is valid iff no op from that write on returned before w was
+  // invoked. So after an unknown-outcome op, or after a put/del that was not the deadline
+  // op, the next op may not be a blind write (fNoBlind); and fWit tracks the minimum
+  // return time of the ops from the latest visible blind write on (-Infinity if none):
+  // hidden placement of the deadline op D is possible iff fWit[d] >= call(D).
   const maxDepthPossible = n + 1;
   const fState = new Int32Array(maxDepthPossible);
-  const fF = new Int32Array(maxDepthPossible);
-  const fChosen = new Int32Array(maxDepthPossible);
+  const fChosen = new Int32Array(maxDepthPossible); // op, or op + n when placed hidden
   const fStart = new Int32Array(maxDepthPossible);
   const fPos = new Int32Array(maxDepthPossible);
   const fEnd = new Int32Array(maxDepthPossible);
+  const fNoBlind = new Uint8Array(maxDepthPossible);
+  const fWit = new Float64Array(maxDepthPossible).fill(-Infinity);
   let cand = new Int32Array(1024);
+  let candRank = new Uint8Array(1024);
   let candTop = 0;
   const classStamp = new Int32Array(effectIds.size);
+  const neededStamp = new Int32Array(V);
   let stamp = 0;
 
   let state = 0;
-  let remaining = numRequired;
   let explored = 0;
+
+  const isBlind = (i: number): boolean => kind[i] === K_PUT || kind[i] === K_DEL;
+
+  const pushCand = (i: number, k: number): void => {
+    if (candTop === cand.length) {
+      const bigger = new Int32Array(cand.length * 2);
+      bigger.set(cand);
+      cand = bigger;
+      const biggerRank = new Uint8Array(cand.length);
+      biggerRank.set(candRank);
+      candRank = biggerRank;
+    }
+    cand[candTop] = i;
+    candRank[candTop] = k;
+    candTop++;
+  };
 
   /**
    * Computes the candidates for the next linearization point in the current
    * configuration and pushes them as frame d's list, in the order they will be tried.
    */
   const buildCandidates = (d: number): void => {
-    const deadline = retTime[rNext[0] - 1];
+    const D = rNext[0] - 1; // the deadline: no op invoked after it returns can go before it
+    const deadline = retTime[D];
     const start = candTop;
+    stamp++;
+    const noBlind = fNoBlind[d] !== 0;
+    let needAnyChange = false;
     let forced = -1;
     for (let node = cNext[0]; node !== TAIL; node = cNext[node]) {
       const i = node - 1;
       if (callTime[i] > deadline) break;
       const ns = step(state, i);
-      if (ns < 0) continue;
+      if (ns < 0) {
+        if (readerOf[i] >= 0) neededStamp[readerOf[i]] = stamp;
+        else needAnyChange = true; // a failed cas (no value seen) that expected this state
+        continue;
+      }
       if (readOnly[i]) {
         // A valid read-only op can be moved to this point of any valid completion: it
         // dominates every other choice.
         forced = i;
         break;
       }
-      if (!required[i] && ns === state) continue; // no-op: same as never taking effect
-      if (candTop === cand.length) {
-        const bigger = new Int32Array(cand.length * 2);
-        bigger.set(cand);
-        cand = bigger;
+      if (!required[i] && ns === state) {
+        // No-op: same as never taking effect. It would take effect from its expected value.
+        neededStamp[expected[i]] = stamp;
+        continue;
       }
-      // Insertion sort by (rank, return time, index). A successful cas is tried first
-      // while the state it needs holds (it may not recur); other writes go in earliest
-      // deadline first order, so they are linearized as late as possible; unknown-outcome
-      // ops (return time +infinity) come last.
-      let p = candTop++;
-      const ri = retTime[i];
-      const ki = rank[i];
-      while (p > start) {
-        const q = cand[p - 1];
-        const kq = rank[q];
-        if (kq < ki || (kq === ki && (retTime[q] < ri || (retTime[q] === ri && q < i)))) break;
-        cand[p] = q;
-        p--;
-      }
-      cand[p] = i;
+      if (noBlind && isBlind(i)) continue;
+      pushCand(i, 0);
     }
     if (forced >= 0) {
       candTop = start;
-      cand[candTop++] = forced;
+      pushCand(forced, 0);
     } else {
+      // Rank the candidates (lower is tried first), lazily: the deadline op itself or ops
+      // that make it valid, then successful cas ops whose expected value holds now (it may
+      // not recur) and writes of values some candidate needs, then other writes, then
+      // unknown-outcome ops; ties in earliest-deadline-first order. An unknown-outcome op,
+      // or a put/del, that changes the value to one no candidate needs would be overwritten
+      // before anything observes it (no blind write may follow it), so it is skipped.
+      const dValid = step(state, D) >= 0;
+      let w = start;
+      for (let r = start; r < candTop; r++) {
+        const i = cand[r];
+        const ns = step(state, i);
+        const needed = needAnyChange || neededStamp[ns] === stamp;
+        let k: number;
+        if (!required[i]) {
+          if (!needed) continue;
+          k = 3;
+        } else if (!needed && i !== D && isBlind(i) && ns !== state) {
+          continue;
+        } else if (dValid ? i === D : step(ns, D) >= 0) k = 0;
+        else if (needed || (kind[i] === K_CAS && ns !== state)) k = 1;
+        else k = 2;
+        // Insertion sort by (rank, return time, index).
+        let p = w++;
+        const ri = retTime[i];
+        while (p > start) {
+          const q = cand[p - 1];
+          const kq = candRank[p - 1];
+          if (kq < k || (kq === k && (retTime[q] < ri || (retTime[q] === ri && q < i)))) break;
+          cand[p] = q;
+          candRank[p] = kq;
+          p--;
+        }
+        cand[p] = i;
+        candRank[p] = k;
+      }
       // Of several writes with the same effect only the one returning first need be tried:
       // swapping it with a later-returning twin in any valid completion keeps it valid.
-      stamp++;
-      let w = start;
+      // (Twins always get the same rank, except that the deadline op returns first anyway.)
+      candTop = w;
+      w = start;
       for (let r = start; r < candTop; r++) {
         const c = effect[cand[r]];
         if (classStamp[c] === stamp) continue;
         classStamp[c] = stamp;
+        candRank[w] = candRank[r];
         cand[w++] = cand[r];
       }
       candTop = w;
+      // The deadline op, if a put or del, may instead be placed hidden; try that right
+      // after the rank-0 candidates.
+      if (isBlind(D) && fWit[d] >= callTime[D]) {
+        pushCand(D + n, 0);
+        let p = candTop - 1;
+        while (p > start && candRank[p - 1] > 0) {
+          cand[p] = cand[p - 1];
+          candRank[p] = candRank[p - 1];
+          p--;
+        }
+        cand[p] = D + n;
+        candRank[p] = 0;
+      }
     }
     fState[d] = state;
     fStart[d] = start;
@@ -484,80 +658,186 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
     fEnd[d] = candTop;
   };
 
-  // Diagnostics for the deepest point reached.
+  // Diagnostics: the deepest point reached and why it could not be extended.
   let maxDepth = 0;
   let deepestTail: number[] = [];
-  let blockingOp = -1;
-  let blockingState = 0;
-  let blockingValid = false;
-  let blockingRecorded = false;
+  let why: FailureReason | undefined;
+  const fail = (reason?: string): KeyResult => ({
+    status: 'fail',
+    explored,
+    message:
+      reason !== undefined
+        ? `key ${JSON.stringify(key)} is not linearizable: ${reason}`
+        : failureMessage(key, events, numRequired + numOptional, maxDepth, deepestTail, why),
+  });
+  const recordTail = (depth: number): void => {
+    maxDepth = depth;
+    deepestTail = [];
+    for (let k = Math.max(0, depth - SHOW_PREFIX_OPS); k < depth; k++) {
+      deepestTail.push(fChosen[k] % n);
+    }
+  };
+
+  // Quick necessary check (polynomial): each reader of x needs a write of x (or, for null,
+  // the initial state) that may precede it with no completed overwrite in between.
+  {
+    // Known writes in call order; suffix minimum return time, overall and for a value
+    // other than the overall minimum's, to find a write of a value != x entirely inside an
+    // interval.
+    const kw: number[] = [];
+    for (let i = 0; i < n; i++) if (required[i] && writerOf[i] >= 0) kw.push(i);
+    const m = kw.length;
+    const bestOp = new Int32Array(m + 1).fill(-1);
+    const secondOp = new Int32Array(m + 1).fill(-1);
+    const ret = (i: number): number => (i < 0 ? Infinity : retTime[i]);
+    for (let j = m - 1; j >= 0; j--) {
+      const i = kw[j];
+      const b = bestOp[j + 1];
+      const sec = secondOp[j + 1];
+      if (retTime[i] < ret(b)) {
+        bestOp[j] = i;
+        secondOp[j] = b >= 0 && writerOf[b] !== writerOf[i] ? b : sec;
+      } else {
+        bestOp[j] = b;
+        secondOp[j] = writerOf[i] !== writerOf[b] && retTime[i] < ret(sec) ? i : sec;
+      }
+    }
+    // Per value, prefix maximum of return times of its writers (in call order).
+    const wPrefMax = new Int32Array(wList.length);
+    for (let x = 0; x < V; x++) {
+      let best = -1;
+      for (let p = wStart[x]; p < wStart[x + 1]; p++) {
+        if (best < 0 || retTime[wList[p]] > retTime[best]) best = wList[p];
+        wPrefMax[p] = best;
+      }
+    }
+    for (let r = 0; r < n; r++) {
+      const x = readerOf[r];
+      if (x < 0 || writerOf[r] === x) continue;
+      // Latest-returning writer of x invoked by the time r returns.
+      let lo = wStart[x];
+      let hi = wStart[x + 1];
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (callTime[wList[mid]] <= retTime[r]) lo = mid + 1;
+        else hi = mid;
+      }
+      const w = lo > wStart[x] ? wPrefMax[lo - 1] : -1;
+      if (w < 0 && x !== 0) {
+        return fail(
+          `${describeEvent(events[r])} observed ${fmtValue(values[x])}, which ` +
+            (wStart[x + 1] === wStart[x]
+              ? 'no operation on the key ever writes'
+              : 'is only written by operations invoked after it returned'),
+        );
+      }
+      const R = w < 0 ? -Infinity : retTime[w];
+      if (R >= callTime[r]) continue;
+      // First known write invoked strictly after R.
+      lo = 0;
+      hi = m;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (callTime[kw[mid]] <= R) lo = mid + 1;
+        else hi = mid;
+      }
+      const o = bestOp[lo] >= 0 && writerOf[bestOp[lo]] !== x ? bestOp[lo] : secondOp[lo];
+      if (o >= 0 && retTime[o] < callTime[r]) {
+        const xs = fmtValue(values[x]);
+        return fail(
+          `stale read: ${describeEvent(events[r])} observed ${xs}, but ` +
+            `${describeEvent(events[o])} overwrote ` +
+            (w < 0
+              ? 'the initial (absent) value'
+              : `it after the latest write of ${xs} that could precede the read ` +
+                `(${describeEvent(events[w])}) had returned`) +
+            ', and returned before the read was invoked',
+        );
+      }
+    }
+  }
 
   let d = 0;
   buildCandidates(0);
   for (;;) {
     if (fPos[d] < fEnd[d]) {
-      const i = cand[fPos[d]++];
-      const ns = step(state, i);
-      const oldF = f;
-      setBit(i);
-      if (required[i]) {
-        remaining--;
-        if (remaining === 0) return { status: 'ok', explored: explored + 1 };
-        if (i === f) while (f < n && (!required[f] || isLin(f))) f++;
+      const c = cand[fPos[d]++];
+      const hidden = c >= n;
+      const i = hidden ? c - n : c;
+      const ns = hidden ? state : step(state, i);
+      linearize(i);
+      if (remaining === 0) return { status: 'ok', explored: explored + 1 };
+      let lost = -1;
+      let lostValue = 0;
+      if (ns !== state) {
+        lost = unsupportedReader(state, ns);
+        lostValue = state;
+      } else if (hidden) {
+        lost = unsupportedReader(writerOf[i], state);
+        lostValue = writerOf[i];
       }
-      if (cache.insert(keyBuf, encode(), ns)) {
+      if (lost >= 0) {
+        // Dead: report it if it is the deepest point so far.
+        if (d + 1 > maxDepth) {
+          fChosen[d] = c;
+          recordTail(d + 1);
+          why = {
+            kind: 'unsupported',
+            op: lost,
+            value: values[lostValue],
+            state: values[ns],
+          };
+        }
+        unlinearize(i);
+        continue;
+      }
+      // The child's restrictions, which depend on the path and not only on (set, state).
+      let noBlind: boolean;
+      let wit: number;
+      if (hidden) {
+        noBlind = fNoBlind[d] !== 0;
+        wit = fWit[d];
+      } else {
+        noBlind = !required[i] || (isBlind(i) && i !== rNext[0] - 1);
+        wit = isBlind(i) ? retTime[i] : Math.min(fWit[d], retTime[i]);
+      }
+      if (cache.insert(keyBuf, encode(), ns, noBlind, wit)) {
         if (++explored > maxStates) return { status: 'timeout', explored };
-        fChosen[d] = i;
-        fF[d] = oldF;
+        fChosen[d] = c;
         lift(i);
         state = ns;
         d++;
+        fNoBlind[d] = noBlind ? 1 : 0;
+        fWit[d] = wit;
         if (d > maxDepth) {
-          maxDepth = d;
-          deepestTail = Array.from(fChosen.subarray(Math.max(0, d - SHOW_PREFIX_OPS), d));
-          blockingRecorded = false;
+          recordTail(d);
+          why = undefined;
         }
         buildCandidates(d);
         continue;
       }
       // Already visited (and so known to fail): undo.
-      clearBit(i);
-      f = oldF;
-      if (required[i]) remaining++;
+      unlinearize(i);
       continue;
     }
 
     // Every candidate failed: backtrack.
-    if (d === maxDepth && !blockingRecorded) {
-      blockingRecorded = true;
-      blockingOp = rNext[0] - 1;
-      blockingState = state;
-      blockingValid = step(state, blockingOp) >= 0;
-    }
-    candTop = fStart[d];
-    if (d === 0) {
-      return {
-        status: 'fail',
-        explored,
-        message: failureMessage(
-          key,
-          events,
-          numRequired + numOptional,
-          maxDepth,
-          deepestTail,
-          blockingOp,
-          blockingValid,
-          values[blockingState],
-        ),
+    if (d === maxDepth && why === undefined) {
+      const b = rNext[0] - 1;
+      why = {
+        kind: step(state, b) >= 0 ? 'stuck' : 'invalid',
+        op: b,
+        value: values[state],
+        state: values[state],
       };
     }
+    candTop = fStart[d];
+    if (d === 0) return fail();
     d--;
-    const i = fChosen[d];
+    const i = fChosen[d] % n;
     unlift(i);
-    clearBit(i);
-    f = fF[d];
+    unlinearize(i);
     state = fState[d];
-    if (required[i]) remaining++;
   }
 }
 
@@ -571,12 +851,20 @@ class StateCache {
   private states = new Int32Array(1 << 11);
   private offsets = new Uint32Array(1 << 11);
   private lengths = new Uint32Array(1 << 11);
+  private noBlind = new Uint8Array(1 << 11);
+  private wits = new Float64Array(1 << 11);
   private pool = new Uint32Array(1 << 14);
   private poolLen = 0;
   private size = 0;
 
-  /** Adds (key[0..len), state); returns false if it was already present. */
-  insert(key: Uint32Array, len: number, state: number): boolean {
+  /**
+   * Records a visit of configuration (key[0..len), state) reached with the given path
+   * restrictions: `noBlind` (no blind write may come next) and `wit` (hidden placement
+   * threshold; larger allows more). Returns false if the configuration was visited before
+   * with restrictions no stronger than these (so it is known to fail); otherwise records
+   * these restrictions and returns true.
+   */
+  insert(key: Uint32Array, len: number, state: number, noBlind: boolean, wit: number): boolean {
     let h = Math.imul(state ^ 0x9e3779b9, 0x85ebca6b) ^ len;
     for (let j = 0; j < len; j++) {
       h = Math.imul(h ^ key[j], 0x5bd1e995);
@@ -598,7 +886,10 @@ class StateCache {
         this.lengths[idx] === len &&
         this.sameKey(this.offsets[idx], key, len)
       ) {
-        return false;
+        if ((this.noBlind[idx] === 0 || noBlind) && this.wits[idx] >= wit) return false;
+        this.noBlind[idx] = noBlind ? 1 : 0;
+        this.wits[idx] = wit;
+        return true;
       }
       slot = (slot + 1) & this.mask;
     }
@@ -611,6 +902,8 @@ class StateCache {
     this.states[idx] = state;
     this.offsets[idx] = this.poolLen;
     this.lengths[idx] = len;
+    this.noBlind[idx] = noBlind ? 1 : 0;
+    this.wits[idx] = wit;
     this.poolLen += len;
     this.slots[slot] = idx + 1;
     this.size++;
@@ -626,7 +919,10 @@ class StateCache {
 
   private growEntries(): void {
     const cap = this.hashes.length * 2;
-    const grow = <T extends Uint32Array | Int32Array>(a: T, make: (c: number) => T): T => {
+    const grow = <T extends Uint32Array | Int32Array | Uint8Array | Float64Array>(
+      a: T,
+      make: (c: number) => T,
+    ): T => {
       const b = make(cap);
       b.set(a);
       return b;
@@ -635,6 +931,8 @@ class StateCache {
     this.states = grow(this.states, (c) => new Int32Array(c));
     this.offsets = grow(this.offsets, (c) => new Uint32Array(c));
     this.lengths = grow(this.lengths, (c) => new Uint32Array(c));
+    this.noBlind = grow(this.noBlind, (c) => new Uint8Array(c));
+    this.wits = grow(this.wits, (c) => new Float64Array(c));
   }
 
   private growPool(min: number): void {
@@ -704,30 +1002,38 @@ function failureMessage(
   total: number,
   depth: number,
   tail: number[],
-  blockingOp: number,
-  blockingValid: boolean,
-  blockingValue: string | null,
+  why: FailureReason | undefined,
 ): string {
   const k = JSON.stringify(key);
-  const v = fmtValue(blockingValue);
-  let prefix: string;
-  if (depth === 0) {
-    prefix = 'no op can be linearized first';
-  } else {
+  const head = `key ${k} is not linearizable: `;
+  if (why === undefined) return head + 'no linearization found';
+  const b = describeEvent(events[why.op]);
+  const x = fmtValue(why.value);
+  const v = fmtValue(why.state);
+  let prefix = '';
+  if (depth > 0) {
     const shown = tail.map((i) => describeEvent(events[i])).join('; ');
     prefix =
       `longest linearizable prefix has ${depth} of ${total} ops, ` +
-      `ending with: ${shown}; after it ${k} = ${v}`;
+      `ending with: ${shown}; after it ${k} = ${v}; `;
   }
-  let cause: string;
-  if (blockingOp >= 0) {
-    const b = describeEvent(events[blockingOp]);
-    cause = blockingValid
-      ? `no pending op can be linearized before ${b} returns`
-      : `${b} cannot be placed (its result is impossible when ${k} = ${v}), ` +
-        `and no other pending op can be linearized before it returns`;
-  } else {
-    cause = `no pending op can be linearized next`;
+  switch (why.kind) {
+    case 'unsupported':
+      return (
+        head +
+        prefix +
+        `${b} needs ${k} = ${x}, but no remaining ` +
+        (why.value === null ? 'del' : `write of ${x}`) +
+        ` is invoked before it returns`
+      );
+    case 'invalid':
+      return (
+        head +
+        prefix +
+        `${b} cannot take effect (impossible when ${k} = ${v}), ` +
+        `and no other op can be linearized before it returns`
+      );
+    case 'stuck':
+      return head + prefix + `no continuation can linearize the pending ops before ${b} returns`;
   }
-  return `key ${k} is not linearizable: ${prefix}; ${cause}`;
 }

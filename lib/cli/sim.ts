@@ -12,6 +12,7 @@ const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options
   --snapshot-every N  pin snapshotEverySlots
   --wipe / --no-wipe  force / forbid the lost-disk fault
   --sabotage KIND     break the driver on purpose (drop-promise-records, drop-accept-records)
+  --wire              send peer messages through the real wire codec (slower)
   --trace             stream the whole trace to stdout (with --seed)
   --last N            trace lines shown on failure (default 150)
   --no-lin            skip the linearizability check
@@ -21,7 +22,7 @@ Exit status: 0 all seeds passed, 1 some seed failed, 2 usage.`;
 
 const argv = minimist(process.argv.slice(2), {
   string: ['sabotage'],
-  boolean: ['trace', 'quiet', 'help', 'wipe', 'lin'],
+  boolean: ['trace', 'quiet', 'help', 'wipe', 'lin', 'wire'],
   default: { lin: true },
   alias: { h: 'help' },
 });
@@ -47,6 +48,7 @@ const opts: SimRunOptions = {
   faultSteps: intArg('steps'),
   snapshotEverySlots: intArg('snapshot-every'),
   skipLinearizability: argv.lin === false,
+  wire: argv.wire === true ? true : undefined,
 };
 if (opts.nodes !== undefined && ![3, 5, 7].includes(opts.nodes)) {
   process.stderr.write(`sim: --nodes must be 3, 5 or 7\n`);
@@ -114,7 +116,7 @@ out(
     .map(([n, k]) => `${k}x${n} nodes`)
     .join(
       ', ',
-    )}), ${summary.steps} steps in ${(summary.ms / 1000).toFixed(1)} s: ${Math.round(summary.stepsPerSec)} steps/s, ${summary.seedsPerSec.toFixed(2)} seeds/s; ${summary.opsCompleted} client ops; max post-heal latency ${summary.maxLiveLatency} ticks; ${summary.failures.length} failure(s)`,
+    )}), ${summary.steps} steps in ${(summary.ms / 1000).toFixed(1)} s (${(summary.cpuMs / 1000).toFixed(1)} s CPU): ${Math.round(summary.stepsPerSec)} steps/s (${Math.round(summary.stepsPerCpuSec)} per CPU second), ${summary.seedsPerSec.toFixed(2)} seeds/s; ${summary.opsCompleted} client ops; max post-heal latency ${summary.maxLiveLatency} ticks; ${summary.failures.length} failure(s)`,
 );
 if (summary.failures.length > 0) {
   out(`failed seeds: ${summary.failures.map((r) => r.seed).join(' ')}`);

@@ -2,12 +2,13 @@ import { checkLinearizable, type HistoryEvent } from '../check/linearizability';
 import { formatBallot } from '../core/ballot';
 import { Prng } from '../core/prng';
 import { Replica } from '../core/replica';
-import type { DurableRecord, Msg, Ready } from '../core/types';
-import { KvStateMachine } from '../sm/kv';
+import type { CmdResult, DurableRecord, Msg, Ready } from '../core/types';
+import { decodeOp, KvStateMachine } from '../sm/kv';
+import { decodePeerBody, encodePeerBody } from '../wire/peer';
 import { describeConfig, drawConfig, runPrng, type SimConfig, type SimOverrides } from './config';
 import { CALM, SimNetwork, type Packet, type Partition } from './network';
 import { bytesEqual, fail, Oracle, SimFailure } from './oracle';
-import { SimClient, type ClientReply, type ClientRequest } from './workload';
+import { SimClient, toKvResult, type ClientReply, type ClientRequest } from './workload';
 
 /**
  * Deterministic simulator (in the style of TigerBeetle's VOPR and FoundationDB's
@@ -34,7 +35,12 @@ class SimNode {
   sm: KvStateMachine | null = null;
   up = false;
   disk: Disk = { snapshot: null, records: [] };
-  /** Never started yet: the first start bootstraps (all nodes vote from the start). */
+  /**
+   * Not bootstrapped yet: every start bootstraps (cluster creation, all nodes
+   * vote) until the voter record is durable. A crash before that leaves an empty
+   * disk and a node that never sent anything, so creating it again is safe (like
+   * re-running paxosd --init on its empty data directory).
+   */
   fresh = true;
   /** Disk lost: the next start must not bootstrap (rejoin as a non-voter). */
   wiped = false;
@@ -46,6 +52,9 @@ class SimNode {
   /** ready() outputs whose sync has not completed (slow disk): FIFO. */
   io: { at: number; rd: Ready }[] = [];
   waiters = new Map<string, number[]>();
+  /** Read-index requests waiting for their read id in ready().reads. */
+  readWaiters = new Map<number, { from: number; cid: number; seq: number; key: string }>();
+  readSeq = 0;
   /** Highest slot this node applied (for the contiguity check). */
   lastApplied = 0;
   incarnation = 0;
@@ -54,6 +63,7 @@ class SimNode {
   /** Slot -> highest ballot this node acknowledged with `accepted`. */
   acked = new Map<number, number>();
   crashes = 0;
+  clockRate = 1;
 
   constructor(readonly sid: number) {}
 
@@ -102,6 +112,8 @@ export interface SimRunOptions extends SimOverrides {
   onTrace?: (line: string) => void;
   /** Skip the final linearizability check (speed experiments only). */
   skipLinearizability?: boolean;
+  /** Send every peer message through the real wire codec (encode at send, decode per copy). */
+  wire?: boolean;
 }
 
 const MSG_CODE: Record<Msg['t'], number> = {
@@ -116,7 +128,25 @@ const MSG_CODE: Record<Msg['t'], number> = {
   catchupResp: 9,
   snapshotReq: 10,
   snapshotResp: 11,
+  confirm: 12,
+  confirmed: 13,
 };
+
+/** The main number of a message (ballot, slot...), for the run hash. */
+function msgNumber(m: Msg): number {
+  switch (m.t) {
+    case 'heartbeat':
+      return m.promised * 31 + m.chosen;
+    case 'catchupReq':
+    case 'catchupResp':
+      return m.from;
+    case 'snapshotReq':
+    case 'snapshotResp':
+      return m.slot * 31 + m.offset;
+    default:
+      return m.ballot;
+  }
+}
 
 export function describeMsg(m: Msg): string {
   const b = (x: number): string => formatBallot(x);
@@ -143,6 +173,9 @@ export function describeMsg(m: Msg): string {
       return `snapshotReq ${m.slot} @${m.offset}`;
     case 'snapshotResp':
       return `snapshotResp ${m.slot} @${m.offset}+${m.data.length}/${m.total}`;
+    case 'confirm':
+    case 'confirmed':
+      return `${m.t} ${b(m.ballot)} round=${m.round}`;
   }
 }
 
@@ -157,6 +190,7 @@ export class Simulation {
   now = 0;
   private logical = 0;
   private faultsOn = true;
+  private lastWiped = -1;
   private hash = 0x811c9dc5;
   private readonly traceCap: number;
   private readonly traceRing: string[] = [];
@@ -193,7 +227,12 @@ export class Simulation {
     this.wantLin = !opts.skipLinearizability;
     this.net = new SimNetwork<Payload>(this.prng, this.cfg.net, this.cfg.clientNet, CLIENT_BASE);
     this.oracle = new Oracle(Math.floor(this.cfg.sids.length / 2) + 1);
-    for (const sid of this.cfg.sids) this.nodes.set(sid, new SimNode(sid));
+    this.oracle.clock = () => ++this.logical;
+    this.cfg.sids.forEach((sid, i) => {
+      const n = new SimNode(sid);
+      n.clockRate = this.cfg.clockRates[i];
+      this.nodes.set(sid, n);
+    });
     const keys = Array.from({ length: this.cfg.keys }, (_, i) => `k${i}`);
     for (let i = 0; i < this.cfg.clients; i++) {
       const cid = 100 + i;
@@ -210,6 +249,7 @@ export class Simulation {
             thinkMax: this.cfg.thinkMax,
             timeoutMin: this.cfg.clientTimeout[0],
             timeoutMax: this.cfg.clientTimeout[1],
+            readIndex: this.cfg.readIndex,
           },
           {
             now: () => this.now,
@@ -287,13 +327,7 @@ export class Simulation {
     this.stats.packets = this.net.stats.sent;
     for (const cl of this.clients.values())
       this.stats.maxLiveLatency = Math.max(this.stats.maxLiveLatency, cl.maxLiveLatency);
-    for (const n of this.nodes.values()) {
-      if (!n.replica) continue;
-      this.stats.snapshotsTaken += n.replica.stats.snapshotsTaken;
-      this.stats.snapshotsInstalled += n.replica.stats.snapshotsInstalled;
-      this.stats.elections += n.replica.stats.elections;
-      this.stats.leaderships += n.replica.stats.leaderships;
-    }
+    for (const n of this.nodes.values()) if (n.replica) this.addReplicaStats(n.replica);
     this.mixStr(JSON.stringify(this.history));
     return {
       seed: this.seed,
@@ -308,6 +342,14 @@ export class Simulation {
     };
   }
 
+  /** Fold a replica's counters into the run's (at its crash, or at the end). */
+  private addReplicaStats(r: Replica): void {
+    this.stats.snapshotsTaken += r.stats.snapshotsTaken;
+    this.stats.snapshotsInstalled += r.stats.snapshotsInstalled;
+    this.stats.elections += r.stats.elections;
+    this.stats.leaderships += r.stats.leaderships;
+  }
+
   private step(): void {
     const now = ++this.now;
     this.mix(now);
@@ -320,6 +362,12 @@ export class Simulation {
         const held = n.held;
         n.held = [];
         if (this.tracing) this.trace(`node ${n.sid} resumes with ${held.length} queued packets`);
+        // In any order: a resumed leader may see a client's read before the
+        // heartbeat that would tell it another node leads now.
+        for (let i = held.length - 1; i > 0; i--) {
+          const j = this.prng.int(i + 1);
+          [held[i], held[j]] = [held[j], held[i]];
+        }
         for (const p of held) this.deliver(p);
       }
     }
@@ -328,12 +376,22 @@ export class Simulation {
     for (const cl of this.clients.values()) cl.tick();
     for (const n of this.nodes.values()) {
       if (!n.up || n.paused(now)) continue;
-      n.replica!.tick();
+      // Clock drift: a slow node skips a tick now and then, a fast one takes two.
+      const rate = n.clockRate;
+      if (rate === 1 || rate > 1 || !this.prng.chance(1 - rate)) n.replica!.tick();
+      if (rate > 1 && this.prng.chance(rate - 1)) n.replica!.tick();
       this.flush(n);
     }
   }
 
   // ======================= faults =======================
+
+  /** Has every node a durable voter record (nobody still rejoining after a lost disk)? */
+  private allVoters(): boolean {
+    for (const n of this.nodes.values())
+      if (!n.disk.records.some((r) => r.t === 'voter')) return false;
+    return true;
+  }
 
   private upNodes(): SimNode[] {
     return [...this.nodes.values()].filter((n) => n.up);
@@ -349,11 +407,15 @@ export class Simulation {
         this.crash(p.pick(up), 'crash');
       }
     }
-    if (this.now === f.wipeAt) {
-      const n = p.pick([...this.nodes.values()]);
+    if (this.now === f.wipeAt || (this.now === f.wipeAgainAt && this.allVoters())) {
+      // One lost disk at a time: the rejoin rule (Paxos Made Live) covers a node
+      // that forgot its promises, not several forgetting at once.
+      const n = p.pick([...this.nodes.values()].filter((x) => x.sid !== this.lastWiped));
+      this.lastWiped = n.sid;
       if (n.up) this.crash(n, 'crash (disk lost)');
       n.disk = { snapshot: null, records: [] };
       n.wiped = true;
+      n.fresh = false;
       n.committedBallot = 0;
       n.acked.clear();
       n.restartAt = this.now + p.range(1, 3 * e);
@@ -480,13 +542,10 @@ export class Simulation {
     });
     // restore() reads the records; hand it a copy like a fresh read from disk.
     replica.restore(n.disk.snapshot, [...n.disk.records]);
-    if (!n.fresh) {
-      this.stats.restarts++;
-      this.checkDurability(n, replica);
-    }
+    if (n.incarnation > 1) this.stats.restarts++;
+    if (!n.fresh) this.checkDurability(n, replica);
     if (n.fresh) replica.bootstrap();
     const how = n.fresh ? 'bootstrap' : n.wiped ? 'empty disk (non-voter)' : 'restart';
-    n.fresh = false;
     n.wiped = false;
     n.replica = replica;
     n.sm = sm;
@@ -495,6 +554,7 @@ export class Simulation {
     n.held = [];
     n.io = [];
     n.waiters.clear();
+    n.readWaiters.clear();
     n.pausedUntil = 0;
     this.mix(0x57a7 + n.sid);
     if (this.tracing)
@@ -538,11 +598,13 @@ export class Simulation {
       this.persist(n, head.rd.persist.slice(0, k));
     }
     n.up = false;
+    if (n.replica) this.addReplicaStats(n.replica);
     n.replica = null;
     n.sm = null;
     n.io = [];
     n.held = [];
     n.waiters.clear();
+    n.readWaiters.clear();
     n.crashes++;
     this.stats.crashes++;
     // Back after a while (the heal restarts whoever is still down).
@@ -556,6 +618,7 @@ export class Simulation {
     for (const r of records) {
       if (sab === 'drop-promise-records' && r.t === 'promise') continue;
       if (sab === 'drop-accept-records' && r.t === 'accept') continue;
+      if (r.t === 'voter') n.fresh = false;
       n.disk.records.push(r);
     }
   }
@@ -578,6 +641,7 @@ export class Simulation {
       this.mix(p.from);
       this.mix(p.to);
       this.mix(MSG_CODE[pl.msg.t]);
+      this.mix(msgNumber(pl.msg));
       if (this.tracing) this.trace(`${p.from} -> ${p.to} ${describeMsg(pl.msg)}`);
       n.replica!.step(p.from, pl.msg);
     } else {
@@ -587,6 +651,33 @@ export class Simulation {
   }
 
   private onClientRequest(n: SimNode, from: number, req: ClientRequest): void {
+    if (this.cfg.readIndex) {
+      const op = decodeOp(req.op, 1 << 20);
+      if (typeof op !== 'string' && op.kind === 'get') {
+        const id = ++n.readSeq;
+        const r = n.replica!.submitRead(id);
+        this.mix(0xe1 + r.kind.length);
+        if (this.tracing)
+          this.trace(`node ${n.sid} <- client ${req.cid} #${req.seq} read: ${r.kind}`);
+        if (r.kind === 'queued')
+          n.readWaiters.set(id, { from, cid: req.cid, seq: req.seq, key: op.key });
+        else if (r.kind === 'redirect')
+          this.net.send(
+            n.sid,
+            from,
+            { k: 'rep', rep: { t: 'redirect', cid: req.cid, seq: req.seq, leader: r.leader } },
+            this.now,
+          );
+        else
+          this.net.send(
+            n.sid,
+            from,
+            { k: 'rep', rep: { t: 'busy', cid: req.cid, seq: req.seq } },
+            this.now,
+          );
+        return;
+      }
+    }
     const r = n.replica!.submit({ cid: req.cid, seq: req.seq, op: req.op });
     this.mix(0xc1 + r.kind.length);
     if (this.tracing) this.trace(`node ${n.sid} <- client ${req.cid} #${req.seq}: ${r.kind}`);
@@ -620,7 +711,8 @@ export class Simulation {
         rd.messages.length === 0 &&
         rd.applied.length === 0 &&
         !rd.snapshot &&
-        rd.events.length === 0
+        rd.events.length === 0 &&
+        rd.reads.length === 0
       )
         return;
       this.observe(n, rd);
@@ -735,11 +827,28 @@ export class Simulation {
     if (crashAt >= 1) sendCount = this.prng.int(rd.messages.length + 1);
     const self: Msg[] = [];
     const before = n.committedBallot;
+    let lastMsg: Msg | null = null;
+    let lastBody: Buffer | null = null;
     for (let i = 0; i < sendCount; i++) {
       const { to, msg } = rd.messages[i];
       this.noteSent(n, msg, before);
-      if (to === n.sid) self.push(msg);
-      else this.net.send(n.sid, to, { k: 'peer', msg }, this.now);
+      if (to === n.sid) {
+        self.push(msg);
+        continue;
+      }
+      if (!this.opts.wire) {
+        this.net.send(n.sid, to, { k: 'peer', msg }, this.now);
+        continue;
+      }
+      // Encoded when sent (a later mutation by the sender cannot leak), decoded per copy.
+      if (msg !== lastMsg) {
+        lastMsg = msg;
+        lastBody = encodePeerBody(n.sid, msg);
+      }
+      const d = decodePeerBody(lastBody!);
+      if ('error' in d) fail('wire codec', `${describeMsg(msg)} does not decode: ${d.error}`);
+      if (d.from !== n.sid) fail('wire codec', `sender ${n.sid} decoded as ${d.from}`);
+      this.net.send(n.sid, to, { k: 'peer', msg: d.msg }, this.now);
     }
     if (crashAt >= 1) {
       this.stats.crashesInReady++;
@@ -761,6 +870,18 @@ export class Simulation {
             this.now,
           );
       }
+    }
+    for (const id of rd.reads) {
+      const w = n.readWaiters.get(id);
+      if (!w) continue;
+      n.readWaiters.delete(id);
+      const value = n.sm!.data.get(w.key) ?? null;
+      this.net.send(
+        n.sid,
+        w.from,
+        { k: 'rep', rep: { t: 'result', cid: w.cid, seq: w.seq, result: { ok: true, value } } },
+        this.now,
+      );
     }
     return self;
   }
@@ -796,6 +917,32 @@ export class Simulation {
   }
 
   // ======================= end of run =======================
+
+  /**
+   * Is the chosen log order itself a linearization? True when every op with a
+   * known answer executed (first application of its slot) strictly inside its
+   * call/return interval with exactly the answer its client got. Returns null
+   * if so, else the first op that breaks it.
+   */
+  private logWitness(): string | null {
+    for (const ev of this.history) {
+      if (ev.result === 'unknown') continue;
+      const cl = [...this.clients.values()].find((c) => c.cid === ev.client)!;
+      const k = `${ev.client}:${cl.seqOf.get(ev)}`;
+      const runs = this.oracle.executions.get(k) ?? [];
+      const answer = JSON.stringify(ev.result);
+      const ok = runs.some(
+        (r) =>
+          r.time > ev.call &&
+          r.time < (ev.ret ?? Infinity) &&
+          (ev.op.kind === 'get' || r.effect) &&
+          JSON.stringify(toKvResult(ev.op, JSON.parse(r.result) as CmdResult)) === answer,
+      );
+      if (!ok)
+        return `${k} ${JSON.stringify(ev.op)} -> ${answer} [${ev.call}, ${ev.ret}] has no matching execution in the log (${JSON.stringify(runs)})`;
+    }
+    return null;
+  }
 
   private finalChecks(): void {
     const c = this.cfg;
@@ -852,8 +999,13 @@ export class Simulation {
     });
     if (this.wantLin) {
       const lin = checkLinearizable(this.history);
-      if (!lin.ok)
-        fail(lin.timedOut ? 'linearizability (inconclusive)' : 'linearizability', lin.message);
+      if (!lin.ok) {
+        const w = this.logWitness();
+        fail(
+          lin.timedOut ? 'linearizability (inconclusive)' : 'linearizability',
+          `${lin.message}\n${w === null ? 'NOTE: the chosen log order IS a valid linearization of this history (every op took effect inside its call/return interval with the answer the client got): suspect the checker' : `the chosen log order is no witness either: ${w}`}`,
+        );
+      }
     }
   }
 }

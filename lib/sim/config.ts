@@ -38,7 +38,11 @@ export interface SimConfig {
     partition: number;
     /** Step at which one node loses its disk (restarts without bootstrap), or -1. */
     wipeAt: number;
+    /** A second lost disk later on (another node, once the first one votes again), or -1. */
+    wipeAgainAt: number;
   };
+  /** Per node (same order as sids): ticks per step, e.g. 0.9 = a slow clock. */
+  clockRates: number[];
   /** Probability of running ready() after each delivered message (vs once per step). */
   flushPerMessage: number;
   clients: number;
@@ -47,6 +51,8 @@ export interface SimConfig {
   clientTimeout: [number, number];
   /** Deliberately broken driver, to check that the invariants catch it (tests only). */
   sabotage: Sabotage;
+  /** Gets take the leader's read-index path (submitRead) instead of a log slot. */
+  readIndex: boolean;
 }
 
 export type Sabotage = 'none' | 'drop-promise-records' | 'drop-accept-records';
@@ -104,12 +110,19 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
     delayMin: 1,
     delayMax,
     spike: p.chance(0.5) ? p.next() * 0.05 : 0,
-    spikeMax: p.range(5, 4 * electionTicks),
+    // Now and then a packet arrives very late (long after a leader change).
+    spikeMax: p.range(5, p.chance(0.2) ? 30 * electionTicks : 4 * electionTicks),
   };
   const clientNet: LinkFaults = { ...net, loss: loss / 2, spikeMax: electionTicks };
   const faultSteps = pin(o.faultSteps, p.range(600, 1600));
   const clients = pin(o.clients, p.range(1, 5));
   const wipeAt = p.range(faultSteps >> 2, faultSteps - 1);
+  const wipe = pin(o.wipe, p.chance(0.2));
+  const wipeAgain = p.chance(0.3);
+  // Storms: a fifth of the runs get several times the crash and partition rates.
+  const storm = p.chance(0.2) ? p.range(3, 5) : 1;
+  const drift = p.chance(0.3);
+  const clockRates = sids.map(() => (drift ? (80 + p.int(41)) / 100 : 1));
   const clientTimeout: [number, number] = [2 * electionTicks, 3 * electionTicks];
   // After the heal: a new leader within a few election periods (bully order, a
   // candidate that may have to catch up first), then each client may need a
@@ -135,19 +148,22 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
     net,
     clientNet,
     faults: {
-      crash: p.pick([0, 0.002, 0.005, 0.01]),
-      crashInReady: p.pick([0, 0.0005, 0.002]),
+      crash: p.pick([0, 0.002, 0.005, 0.01]) * storm,
+      crashInReady: p.pick([0, 0.0005, 0.002]) * storm,
       pause: p.pick([0, 0.002, 0.005]),
       slowDisk: p.pick([0, 0.002, 0.005]),
-      partition: p.pick([0, 0.004, 0.01, 0.02]),
-      wipeAt: pin(o.wipe, p.chance(0.2)) ? wipeAt : -1,
+      partition: p.pick([0, 0.004, 0.01, 0.02]) * storm,
+      wipeAt: wipe ? wipeAt : -1,
+      wipeAgainAt: wipe && wipeAgain ? p.range(wipeAt + 1, faultSteps) : -1,
     },
+    clockRates,
     flushPerMessage: p.pick([0, 0.3, 1]),
     clients,
     keys: p.range(1, 3),
     thinkMax: p.pick([0, 3, 10]),
     clientTimeout,
     sabotage: o.sabotage ?? 'none',
+    readIndex: p.chance(0.5),
   };
 }
 
@@ -163,7 +179,8 @@ export function describeConfig(c: SimConfig): string {
     `  timing hb=${c.timing.heartbeatTicks} election=${c.timing.electionTicks} rtx=${c.timing.retransmitTicks}..${c.timing.retransmitMaxTicks}`,
     `  limits window=${c.limits.windowSlots} batch=${c.limits.batchBytesMax}B pending=${c.limits.pendingMax} catchup=${c.limits.catchupBytesMax}B snapshotEvery=${c.limits.snapshotEverySlots >= 1 << 30 ? 'never' : c.limits.snapshotEverySlots} keep=${c.limits.keepSlots ?? 'default'}`,
     `  net loss=${pct(c.net.loss)} dup=${pct(c.net.dup)} delay=${c.net.delayMin}..${c.net.delayMax} spikes=${pct(c.net.spike)} up to ${c.net.spikeMax}`,
-    `  faults/step crash=${pct(f.crash)} crashInReady=${pct(f.crashInReady)} pause=${pct(f.pause)} slowDisk=${pct(f.slowDisk)} partition=${pct(f.partition)} wipe=${f.wipeAt >= 0 ? `@${f.wipeAt}` : 'no'}`,
-    `  clients=${c.clients} keys=${c.keys} think<=${c.thinkMax} flushPerMessage=${c.flushPerMessage}${c.sabotage !== 'none' ? ` SABOTAGE=${c.sabotage}` : ''}`,
+    `  faults/step crash=${pct(f.crash)} crashInReady=${pct(f.crashInReady)} pause=${pct(f.pause)} slowDisk=${pct(f.slowDisk)} partition=${pct(f.partition)} wipe=${f.wipeAt >= 0 ? `@${f.wipeAt}${f.wipeAgainAt >= 0 ? `,@${f.wipeAgainAt}` : ''}` : 'no'}`,
+    `  clock rates ${c.clockRates.some((r) => r !== 1) ? c.clockRates.join(' ') : 'exact'}`,
+    `  clients=${c.clients} keys=${c.keys} think<=${c.thinkMax} flushPerMessage=${c.flushPerMessage} reads=${c.readIndex ? 'read-index' : 'log'}${c.sabotage !== 'none' ? ` SABOTAGE=${c.sabotage}` : ''}`,
   ].join('\n');
 }

@@ -57,6 +57,14 @@ export class Oracle {
   private readonly lines = new Map<number, string>();
   readonly snapshots = new Map<number, Uint8Array>();
   maxApplied = 0;
+  /**
+   * cid:seq -> every execution of that command in the log (first application of
+   * its slot anywhere), with the logical time and result: the log order is a
+   * candidate linearization, used to tell a checker false positive from a bug.
+   */
+  readonly executions = new Map<string, { time: number; result: string; effect: boolean }[]>();
+  /** Logical clock shared with the clients' call/return stamps. */
+  clock: () => number = () => 0;
 
   constructor(readonly quorum: number) {}
 
@@ -135,8 +143,18 @@ export class Oracle {
       );
     const text = a.lines.join('\n');
     const prev = this.lines.get(a.slot);
-    if (prev === undefined) this.lines.set(a.slot, text);
-    else if (prev !== text)
+    if (prev === undefined) {
+      this.lines.set(a.slot, text);
+      const time = this.clock();
+      for (let i = 0; i < a.cmds.length; i++) {
+        const k = `${a.cmds[i].cid}:${a.cmds[i].seq}`;
+        let l = this.executions.get(k);
+        if (!l) this.executions.set(k, (l = []));
+        const line = a.lines[i];
+        const effect = !/ (duplicate|stale|session expired)$/.test(line);
+        l.push({ time, result: JSON.stringify(a.results[i]), effect });
+      }
+    } else if (prev !== text)
       fail(
         'identical order logs',
         `slot ${a.slot}: node ${sid} wrote\n    ${a.lines.join('\n    ')}\n  another node wrote\n    ${prev.split('\n').join('\n    ')}`,

@@ -4,7 +4,10 @@ export interface SweepSummary {
   seeds: number;
   steps: number;
   ms: number;
+  /** CPU time of this process during the sweep (wall time lies on a loaded machine). */
+  cpuMs: number;
   stepsPerSec: number;
+  stepsPerCpuSec: number;
   seedsPerSec: number;
   byNodes: Record<number, number>;
   failures: SimResult[];
@@ -20,11 +23,14 @@ export function runSweep(
   each?: (r: SimResult, ms: number) => void,
 ): SweepSummary {
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const s: SweepSummary = {
     seeds: 0,
     steps: 0,
     ms: 0,
+    cpuMs: 0,
     stepsPerSec: 0,
+    stepsPerCpuSec: 0,
     seedsPerSec: 0,
     byNodes: {},
     failures: [],
@@ -44,7 +50,10 @@ export function runSweep(
     each?.(r, performance.now() - t);
   }
   s.ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  s.cpuMs = (cpu.user + cpu.system) / 1000;
   s.stepsPerSec = s.steps / (s.ms / 1000);
+  s.stepsPerCpuSec = s.steps / (s.cpuMs / 1000);
   s.seedsPerSec = s.seeds / (s.ms / 1000);
   return s;
 }
@@ -57,6 +66,7 @@ export function replayCommand(r: SimResult, opts: SimRunOptions = {}): string {
   if (opts.snapshotEverySlots !== undefined)
     extra.push(`--snapshot-every ${opts.snapshotEverySlots}`);
   if (opts.wipe !== undefined) extra.push(opts.wipe ? '--wipe' : '--no-wipe');
+  if (opts.wire) extra.push('--wire');
   if (opts.sabotage !== undefined && opts.sabotage !== 'none')
     extra.push(`--sabotage ${opts.sabotage}`);
   return `npm run sim -- --seed ${r.seed}${extra.length ? ' ' + extra.join(' ') : ''}`;

@@ -17,9 +17,18 @@ export interface WorkloadOptions {
   /** Ticks before a client gives up on a node and tries another. */
   timeoutMin: number;
   timeoutMax: number;
+  /**
+   * Gets go to the read index: they never enter the log, so (like lib/client.ts)
+   * they use a separate (cid, seq) stream and leave the session's writes gapless.
+   */
+  readIndex?: boolean;
 }
 
+/** Added to a client's cid to form its read stream's cid. */
+export const READ_CID_OFFSET = 1_000_000;
+
 interface Outstanding {
+  cid: number;
   seq: number;
   op: KvOp;
   bytes: Uint8Array;
@@ -51,6 +60,7 @@ export interface ClientHooks {
  */
 export class SimClient {
   seq = 0;
+  private readSeq = 0;
   cur: Outstanding | null = null;
   private leaderGuess: number | null = null;
   private nextOpAt = 0;
@@ -61,6 +71,8 @@ export class SimClient {
   maxLiveLatency = 0;
   liveFrom = Infinity;
   private readonly writeResults = new Map<number, string>();
+  /** The seq of each of this client's history events. */
+  readonly seqOf = new Map<HistoryEvent, number>();
   private lastSeen = new Map<string, string | null>();
 
   constructor(
@@ -110,8 +122,10 @@ export class SimClient {
       return;
     }
     if (this.stopped || now < this.nextOpAt) return;
-    this.seq++;
     const op = this.newOp();
+    const read = op.kind === 'get' && this.o.readIndex === true;
+    const cid = read ? this.cid + READ_CID_OFFSET : this.cid;
+    const seq = read ? ++this.readSeq : ++this.seq;
     const event: HistoryEvent = {
       client: this.cid,
       call: this.h.clock(),
@@ -120,18 +134,21 @@ export class SimClient {
       result: 'unknown',
     };
     this.history.push(event);
+    this.seqOf.set(event, seq);
     this.cur = {
-      seq: this.seq,
+      cid,
+      seq,
       op,
       bytes: encodeOp(op),
-      target: this.pickTarget(null),
+      // Some reads go to any node: a stale leader must still not answer from old state.
+      target: read && this.prng.chance(0.3) ? this.prng.pick(this.sids) : this.pickTarget(null),
       resendAt: 0,
       attempts: 0,
       retarget: true,
       event,
       callTick: now,
     };
-    this.h.trace(`client ${this.cid} call #${this.seq} ${describe(op)} -> ${this.cur.target}`);
+    this.h.trace(`client ${cid} call #${seq} ${describe(op)} -> ${this.cur.target}`);
     this.transmit(this.cur);
   }
 
@@ -139,13 +156,13 @@ export class SimClient {
     c.attempts++;
     c.retarget = true;
     c.resendAt = this.h.now() + this.timeout();
-    this.h.send(this.addr, c.target, { cid: this.cid, seq: c.seq, op: c.bytes });
+    this.h.send(this.addr, c.target, { cid: c.cid, seq: c.seq, op: c.bytes });
   }
 
   onReply(from: number, r: ClientReply): void {
-    if (r.t === 'result') this.checkWriteResult(r.seq, r.result);
+    if (r.t === 'result' && r.cid === this.cid) this.checkWriteResult(r.seq, r.result);
     const c = this.cur;
-    if (!c || r.seq !== c.seq) return;
+    if (!c || r.seq !== c.seq || r.cid !== c.cid) return;
     const now = this.h.now();
     switch (r.t) {
       case 'redirect':
@@ -193,6 +210,10 @@ export class SimClient {
 
   /** A write's answer never changes: every answer for one cid:seq must be the same. */
   private checkWriteResult(seq: number, result: CmdResult): void {
+    // The session table keeps only each client's latest answer: a request retried
+    // late may be answered "stale" or "session_expired", which says nothing about
+    // its outcome. Only real answers must agree.
+    if (result.err === 'stale' || result.err === 'session_expired') return;
     const text = JSON.stringify(result);
     const prev = this.writeResults.get(seq);
     if (prev === undefined) {
@@ -200,9 +221,7 @@ export class SimClient {
       if (op && op.kind !== 'get') this.writeResults.set(seq, text);
       return;
     }
-    // The session table keeps only each client's latest answer: an older request
-    // retried late is answered "stale" (or "session_expired"), which is no other answer.
-    if (prev !== text && result.err !== 'stale' && result.err !== 'session_expired')
+    if (prev !== text)
       this.h.fail(
         'one answer per request',
         `client ${this.cid} seq ${seq} was answered ${prev} and later ${text}`,

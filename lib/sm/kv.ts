@@ -203,18 +203,30 @@ export class KvStateMachine implements StateMachine {
     }
   }
 
+  /**
+   * Results are stored as arrays [ok, hasValue, value, err], not objects: the
+   * strict decoder turns CBOR maps into Maps, and a restored table must answer
+   * retries with exactly what the first answer was (and snapshot identically).
+   */
   snapshot(): Uint8Array {
     const kv: string[] = [];
     for (const [k, v] of this.data) kv.push(k, v);
     const sessions: unknown[] = [];
-    for (const [cid, s] of this.sessions) sessions.push(cid, s.seq, s.result ?? null);
-    return opEncoder.encode([1, this.appliedCommands, kv, sessions]);
+    for (const [cid, s] of this.sessions) {
+      const r = s.result;
+      sessions.push(
+        cid,
+        s.seq,
+        r ? [r.ok, r.value !== undefined, r.value ?? null, r.err ?? null] : null,
+      );
+    }
+    return opEncoder.encode([2, this.appliedCommands, kv, sessions]);
   }
 
   restore(bytes: Uint8Array): void {
     const raw = opDecoder.decode(bytes) as unknown;
-    if (!Array.isArray(raw) || raw[0] !== 1 || !Array.isArray(raw[2]) || !Array.isArray(raw[3]))
-      throw new Error('snapshot: not a version 1 key-value snapshot');
+    if (!Array.isArray(raw) || raw[0] !== 2 || !Array.isArray(raw[2]) || !Array.isArray(raw[3]))
+      throw new Error('snapshot: not a version 2 key-value snapshot');
     this.data.clear();
     this.sessions.clear();
     this.appliedCommands = Number(raw[1]) || 0;
@@ -222,8 +234,14 @@ export class KvStateMachine implements StateMachine {
     for (let i = 0; i + 1 < kv.length; i += 2) this.data.set(String(kv[i]), String(kv[i + 1]));
     const ss = raw[3] as unknown[];
     for (let i = 0; i + 2 < ss.length; i += 3) {
-      const r = ss[i + 2] as CmdResult | null;
-      this.sessions.set(Number(ss[i]), { seq: Number(ss[i + 1]), result: r ?? undefined });
+      const a = ss[i + 2] as [boolean, boolean, string | null, string | null] | null;
+      let result: CmdResult | undefined;
+      if (Array.isArray(a)) {
+        result = { ok: a[0] === true };
+        if (a[1] === true) result.value = a[2];
+        if (typeof a[3] === 'string') result.err = a[3];
+      }
+      this.sessions.set(Number(ss[i]), { seq: Number(ss[i + 1]), result });
     }
   }
 }
