@@ -460,3 +460,16 @@ t.test('lib/core stays pure: no I/O, clocks, timers or Math.random', async (t) =
 });
 
 export type { Outbound };
+
+t.test('hostile but authenticated input: slot 0 and far-future slots are ignored', async (t) => {
+  const net = new Net([0, 1, 2]);
+  net.tick(15);
+  const n1 = net.nodes.get(1)!;
+  n1.step(2, { t: 'catchupReq', from: 0, to: 5 });
+  const resp = n1.ready().messages.find((m) => m.msg.t === 'catchupResp')!.msg;
+  t.match(resp, { t: 'catchupResp', from: 1 }, 'a request for slot 0 is answered from slot 1');
+  const l0 = net.leader()!;
+  n1.step(0, { t: 'accept', ballot: l0.ballot, entries: [[10_000_000, []]], commit: 0 });
+  t.same(n1.ready().persist, [], 'an accept ten million slots ahead is not taken');
+  t.equal(n1.acceptedEntry(10_000_000), undefined);
+});

@@ -39,7 +39,17 @@ async function main(): Promise<number> {
       process.stderr.write(`paxosd keygen: missing FILE\n${USAGE}\n`);
       return 2;
     }
-    writeKeyFile(String(file));
+    try {
+      writeKeyFile(String(file));
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      process.stderr.write(
+        err.code === 'EEXIST'
+          ? `paxosd keygen: ${file} already exists; not overwriting a key\n`
+          : `paxosd keygen: cannot write ${file}: ${err.message}\n`,
+      );
+      return 1;
+    }
     process.stdout.write(`wrote a new key to ${file} (mode 0600)\n`);
     return 0;
   }

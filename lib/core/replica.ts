@@ -117,6 +117,8 @@ export class Replica {
   readonly quorum: number;
   private readonly o: ReplicaOptions;
   private readonly keepSlots: number;
+  /** How far beyond the chosen prefix an accept or learned value may reach. */
+  private readonly slotsAheadMax: number;
 
   // ---- durable acceptor state (rebuilt from records at restart) ----
   /** Highest ballot promised; no accept below it is ever taken. */
@@ -220,6 +222,7 @@ export class Replica {
     this.sids = [...opts.sids].sort((a, b) => a - b);
     if (!this.sids.includes(opts.sid)) throw new Error(`sid ${opts.sid} is not in the cluster`);
     this.quorum = Math.floor(this.sids.length / 2) + 1;
+    this.slotsAheadMax = 16 * opts.windowSlots + 4096;
     this.keepSlots = opts.keepSlots ?? Math.min(100, Math.floor(opts.snapshotEverySlots / 2));
     this.heartbeat = new Timeout('heartbeat', opts.heartbeatTicks);
     this.heartbeat.start();
@@ -761,6 +764,10 @@ export class Replica {
       this.acceptedOut.set(from, reply);
     }
     for (const [slot, value] of m.entries) {
+      // A slot far beyond what we know is chosen cannot come from a sane leader
+      // (its window is small); taking it would make the next leader fill every
+      // slot up to it with no-ops. Not answering is always safe.
+      if (slot > this.chosenThrough + this.slotsAheadMax || slot < 1) continue;
       const e = slot > this.base ? this.log.get(slot) : undefined;
       if (slot > this.base && !e?.chosen && !(e && e.ballot === m.ballot)) {
         this.log.set(slot, { ballot: m.ballot, value, chosen: false });
@@ -791,7 +798,7 @@ export class Replica {
       return;
     }
     for (const [slot, ballot, value] of m.entries) {
-      if (slot < p1.from) continue;
+      if (slot < p1.from || slot > p1.from + this.slotsAheadMax) continue;
       const cur = p1.merged.get(slot);
       const b = ballot === CHOSEN_BALLOT ? Infinity : ballot;
       if (!cur || b > cur.ballot) p1.merged.set(slot, { ballot: b, value });
@@ -1082,16 +1089,18 @@ export class Replica {
       });
       return;
     }
+    // Slot numbering starts at 1; below base only the snapshot has the values.
+    const start = Math.max(m.from, this.base + 1);
     const entries: Value[] = [];
     let bytes = 0;
-    for (let s = m.from; s <= this.chosenThrough; s++) {
+    for (let s = start; s <= this.chosenThrough; s++) {
       const value = this.log.get(s)!.value;
       const size = valueBytes(value);
       if (entries.length > 0 && bytes + size > this.o.catchupBytesMax) break;
       entries.push(value);
       bytes += size;
     }
-    this.send(from, { t: 'catchupResp', from: m.from, entries, snapshot: 0, snapshotBytes: 0 });
+    this.send(from, { t: 'catchupResp', from: start, entries, snapshot: 0, snapshotBytes: 0 });
   }
 
   private onCatchupResp(from: number, m: Extract<Msg, { t: 'catchupResp' }>): void {
@@ -1116,6 +1125,7 @@ export class Replica {
       return;
     }
     const before = this.chosenThrough;
+    if (m.from < 1 || m.from > this.chosenThrough + this.slotsAheadMax) return;
     for (let i = 0; i < m.entries.length; i++) this.learn(m.from + i, m.entries[i]);
     this.advanceChosen();
     this.learnCommit(this.lastCommit.ballot, this.lastCommit.through, this.knownChosenFrom);

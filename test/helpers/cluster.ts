@@ -13,6 +13,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PaxosClient, PaxosClientError, type ClientOptions, type OpResult } from '../../lib/client';
+import type { HistoryEvent } from '../../lib/check/linearizability';
+import { loadKeyring } from '../../lib/io/keys';
+import type { Keyring } from '../../lib/wire/envelope';
 
 /** Repository root (this file runs as dist/test/helpers/cluster.js). */
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -119,6 +122,25 @@ export interface ClusterOptions {
   clientTimeoutMs?: number;
   /** Prefix of the temp directory name. */
   name?: string;
+  /**
+   * Contents of the peer key file (one or two 64-hex-digit keys, one per line).
+   * Each node gets its own copy (<dir>/peer<SID>.key, see setKeyFile) and its own
+   * config file naming it.
+   */
+  keyFile?: string;
+  /**
+   * Contents of the client key file: the nodes' `clientKeyFile` and the
+   * `clientKeyFile` of the client config; clients made by client() use it too.
+   */
+  clientKeyFile?: string;
+  /** Extra environment variables for the daemons (e.g. DEBUG=paxos:drop). */
+  env?: Record<string, string>;
+  /**
+   * Route every peer link through ports the test owns: node i addresses node j
+   * at 127.0.0.1:relayPort(i, j) instead of j's own peer port. The test must
+   * bind those ports and forward (see relayPort). Each node gets its own config.
+   */
+  peerRelay?: boolean;
 }
 
 interface NodeProc {
@@ -171,6 +193,9 @@ export class Cluster {
   private readonly clients: PaxosClient[] = [];
   private admin: PaxosClient | null = null;
   private cleaned = false;
+  /** `${from}>${to}` -> the port `from` sends to for `to` (peerRelay only). */
+  private readonly relayPorts = new Map<string, number>();
+  private clientKeyring: Keyring | undefined;
 
   private constructor(
     readonly t: TapLike,
@@ -214,14 +239,22 @@ export class Cluster {
   }
 
   private async writeConfigs(): Promise<void> {
-    const ports = await freeUdpPorts(2 * this.opts.n);
+    const n = this.opts.n;
+    const relayCount = this.opts.peerRelay ? n * (n - 1) : 0;
+    const ports = await freeUdpPorts(2 * n + relayCount);
     this.servers = this.sids.map((sid) => ({
       sid,
       host: '127.0.0.1',
       peerPort: ports[2 * sid],
       clientPort: ports[2 * sid + 1],
     }));
-    const config = {
+    this.relayPorts.clear();
+    let next = 2 * n;
+    if (this.opts.peerRelay)
+      for (const from of this.sids)
+        for (const to of this.sids)
+          if (from !== to) this.relayPorts.set(`${from}>${to}`, ports[next++]);
+    const config: Record<string, unknown> = {
       clusterId: this.clusterId,
       servers: this.servers,
       timing: { tickMs: 10, heartbeatTicks: 5, electionTicks: 30, ...this.opts.timing },
@@ -230,21 +263,68 @@ export class Cluster {
       dataDir: this.dataDir,
       logDir: this.logDir,
     };
+    if (this.opts.clientKeyFile !== undefined) {
+      const f = path.join(this.dir, 'client.key');
+      fs.writeFileSync(f, this.opts.clientKeyFile, { mode: 0o600 });
+      config.clientKeyFile = f;
+      this.clientKeyring = loadKeyring(f, this.configFile, 'clientKeyFile');
+    }
+    if (this.opts.keyFile !== undefined) config.keyFile = this.keyFileOf(0);
     fs.writeFileSync(this.configFile, JSON.stringify(config, null, 2) + '\n');
+    if (this.perNodeConfig())
+      for (const sid of this.sids) {
+        const own: Record<string, unknown> = { ...config };
+        if (this.opts.keyFile !== undefined) {
+          fs.writeFileSync(this.keyFileOf(sid), this.opts.keyFile, { mode: 0o600 });
+          own.keyFile = this.keyFileOf(sid);
+        }
+        if (this.opts.peerRelay)
+          own.servers = this.servers.map((s) =>
+            s.sid === sid ? s : { ...s, peerPort: this.relayPort(sid, s.sid) },
+          );
+        fs.writeFileSync(this.nodeConfigFile(sid), JSON.stringify(own, null, 2) + '\n');
+      }
     const cc = this.clientConfig();
-    fs.writeFileSync(
-      this.clientConfigFile,
-      JSON.stringify(
-        {
-          servers: cc.servers,
-          timeoutMs: cc.timeoutMs,
-          retryMs: cc.retryMs,
-          clusterId: cc.clusterId,
-        },
-        null,
-        2,
-      ) + '\n',
-    );
+    const clientFile: Record<string, unknown> = {
+      servers: cc.servers,
+      timeoutMs: cc.timeoutMs,
+      retryMs: cc.retryMs,
+      clusterId: cc.clusterId,
+    };
+    if (config.clientKeyFile) clientFile.clientKeyFile = config.clientKeyFile;
+    fs.writeFileSync(this.clientConfigFile, JSON.stringify(clientFile, null, 2) + '\n');
+  }
+
+  private perNodeConfig(): boolean {
+    return this.opts.keyFile !== undefined || !!this.opts.peerRelay;
+  }
+
+  /** The config file node `sid` runs with (its own one with keyFile or peerRelay). */
+  nodeConfigFile(sid: number): string {
+    return this.perNodeConfig() ? path.join(this.dir, `paxos.config.${sid}.json`) : this.configFile;
+  }
+
+  /** Node `sid`'s peer key file (keyFile option). */
+  keyFileOf(sid: number): string {
+    return path.join(this.dir, `peer${sid}.key`);
+  }
+
+  /** Rewrite node `sid`'s peer key file; it takes effect when the node (re)starts. */
+  setKeyFile(sid: number, contents: string): void {
+    if (this.opts.keyFile === undefined) throw new Error('the cluster was started without keyFile');
+    fs.writeFileSync(this.keyFileOf(sid), contents, { mode: 0o600 });
+  }
+
+  /** With peerRelay: the port node `from` sends to when it addresses node `to`. */
+  relayPort(from: number, to: number): number {
+    const p = this.relayPorts.get(`${from}>${to}`);
+    if (p === undefined) throw new Error(`no relay port ${from}>${to} (peerRelay not set?)`);
+    return p;
+  }
+
+  /** The keys clients made by client() use (clientKeyFile option), if any. */
+  clientKeys(): Keyring | undefined {
+    return this.clientKeyring;
   }
 
   stderrFile(sid: number): string {
@@ -258,6 +338,22 @@ export class Cluster {
     } catch {
       return '';
     }
+  }
+
+  /**
+   * Drop reasons counted from a node's stderr: needs `env: { DEBUG: 'paxos:drop' }`
+   * (the daemon logs one "paxos:drop <reason> <detail>" line per dropped datagram).
+   */
+  dropCounts(sid: number): Record<string, number> {
+    const out: Record<string, number> = Object.create(null);
+    let text = '';
+    try {
+      text = fs.readFileSync(this.stderrFile(sid), 'utf8');
+    } catch {
+      return out;
+    }
+    for (const m of text.matchAll(/paxos:drop (\S+)/g)) out[m[1]] = (out[m[1]] ?? 0) + 1;
+    return out;
   }
 
   orderLogFile(sid: number): string {
@@ -279,14 +375,14 @@ export class Cluster {
   }
 
   private spawnNode(sid: number, init: boolean): Promise<void> {
-    const args = [BIN.paxosd, '--config', this.configFile, '--sid', String(sid)];
+    const args = [BIN.paxosd, '--config', this.nodeConfigFile(sid), '--sid', String(sid)];
     if (init) args.push('--init');
     const errFd = fs.openSync(this.stderrFile(sid), 'a');
     fs.writeSync(errFd, `=== ${new Date().toISOString()} paxosd ${args.slice(1).join(' ')}\n`);
     const child = spawn(process.execPath, args, {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', errFd],
-      env: { ...process.env, PAXOS_SID: '' },
+      env: { ...process.env, PAXOS_SID: '', ...this.opts.env },
     });
     fs.closeSync(errFd);
     live.add(child);
@@ -388,15 +484,23 @@ export class Cluster {
     }
   }
 
-  /** Options for `new PaxosClient(...)` addressing every node. */
+  /** Options for `new PaxosClient(...)` addressing every node (with the client keys, if any). */
   clientConfig(extra: Partial<ClientOptions> = {}): ClientOptions {
+    const keys = this.clientKeyring ? { keys: this.clientKeyring } : {};
     return {
       servers: this.servers.map((s) => ({ sid: s.sid, host: s.host, clientPort: s.clientPort })),
       timeoutMs: this.opts.clientTimeoutMs ?? 5000,
       retryMs: 20,
       clusterId: this.clusterId,
+      ...keys,
       ...extra,
     };
+  }
+
+  /** OS process id of a running node (e.g. for /proc/<pid>/status). */
+  pidOf(sid: number): number | undefined {
+    const p = this.procs.get(sid);
+    return p && !p.exit ? p.child.pid : undefined;
   }
 
   /** A client closed automatically at cleanup. */
@@ -640,6 +744,141 @@ export function startLoad(client: PaxosClient, opts: LoadOptions): Load {
     done,
     records,
     acks: () => acks,
+  };
+}
+
+export interface HistoryLoadOptions {
+  /** Concurrent sessions. */
+  sessions: number;
+  /** Hard deadline. */
+  durationMs: number;
+  /** Shared keys the sessions contend on (default 16). */
+  keys?: number;
+  /** Key prefix (keys are `<prefix>k<n>`; default 'h/'). */
+  prefix?: string;
+  /** Stop after this many operations in total (issued). */
+  totalOps?: number;
+  /** Pause between a session's operations (default 0; keeps per-key histories small). */
+  pauseMs?: number;
+  /** Only gets (e.g. probing a node for stale reads next to another load). */
+  readsOnly?: boolean;
+  /** Prefix of written values (keeps them unique next to another load; default ''). */
+  valuePrefix?: string;
+}
+
+export interface HistoryLoadResult {
+  /** For checkLinearizable (times are performance.now() ms). */
+  history: HistoryEvent[];
+  acked: number;
+  /** Timed out: outcome unknown (in the history as 'unknown'). */
+  unknown: number;
+  /** Answered with an error (refused, stale, ...): in the history as 'unknown'. */
+  failed: number;
+  failures: string[];
+  /** performance.now() of every definite answer, in order (to see gaps). */
+  ackTimes: number[];
+  elapsedMs: number;
+}
+
+export interface HistoryLoad {
+  stop(): void;
+  done: Promise<HistoryLoadResult>;
+  /** Definite answers so far. */
+  acks(): number;
+}
+
+/**
+ * K sessions running a random mix of put (60%), get, cas and del on a few shared
+ * keys and recording a history for the linearizability checker. Every put
+ * writes a value unique in the run. Bounded by durationMs and totalOps.
+ */
+export function startHistoryLoad(client: PaxosClient, opts: HistoryLoadOptions): HistoryLoad {
+  const history: HistoryEvent[] = [];
+  const ackTimes: number[] = [];
+  const failures: string[] = [];
+  const started = performance.now();
+  const deadline = Date.now() + opts.durationMs;
+  const keys = opts.keys ?? 16;
+  const prefix = opts.prefix ?? 'h/';
+  const total = opts.totalOps ?? Number.MAX_SAFE_INTEGER;
+  let issued = 0;
+  let stopped = false;
+  let acked = 0;
+  let unknown = 0;
+  let failed = 0;
+  // Last value seen per key (so that some cas operations succeed).
+  const seen = new Map<string, string | null>();
+
+  const one = async (k: number): Promise<void> => {
+    const session = client.session();
+    for (let i = 0; i < opts.durationMs + 1; i++) {
+      if (stopped || issued >= total || Date.now() >= deadline) return;
+      issued++;
+      const key = `${prefix}k${Math.floor(Math.random() * keys)}`;
+      const value = `${opts.valuePrefix ?? ''}s${k}-${i}`;
+      const r = opts.readsOnly ? 0.7 : Math.random();
+      let op: HistoryEvent['op'];
+      if (r < 0.6) op = { kind: 'put', key, value };
+      else if (r < 0.8) op = { kind: 'get', key };
+      else if (r < 0.95) op = { kind: 'cas', key, expected: seen.get(key) ?? null, value };
+      else op = { kind: 'del', key };
+      const ev: HistoryEvent = {
+        client: k,
+        call: performance.now(),
+        ret: null,
+        op,
+        result: 'unknown',
+      };
+      history.push(ev);
+      try {
+        const res = await session.run(op);
+        ev.ret = performance.now();
+        if (res.err !== undefined) {
+          failed++;
+          if (failures.length < 20) failures.push(`${op.kind} ${key}: ${res.err}`);
+          ev.ret = null;
+        } else {
+          acked++;
+          ackTimes.push(ev.ret);
+          if (op.kind === 'get') {
+            ev.result = { ok: res.ok, value: res.value ?? null };
+            seen.set(key, res.value ?? null);
+          } else if (op.kind === 'cas' && !res.ok) {
+            ev.result = { ok: false, value: res.value ?? null };
+            seen.set(key, res.value ?? null);
+          } else {
+            ev.result = { ok: res.ok };
+            if (op.kind === 'put' || op.kind === 'cas') seen.set(key, value);
+            if (op.kind === 'del') seen.set(key, null);
+          }
+        }
+      } catch (e) {
+        if (e instanceof PaxosClientError && e.code === 'closed') stopped = true;
+        else if (e instanceof PaxosClientError && e.code === 'unknown') unknown++;
+        else {
+          failed++;
+          if (failures.length < 20) failures.push(`${op.kind} ${key}: ${(e as Error).message}`);
+        }
+      }
+      if (opts.pauseMs) await sleep(opts.pauseMs);
+    }
+  };
+
+  const done = Promise.all(Array.from({ length: opts.sessions }, (_, k) => one(k))).then(() => ({
+    history,
+    acked,
+    unknown,
+    failed,
+    failures,
+    ackTimes: ackTimes.sort((a, b) => a - b),
+    elapsedMs: performance.now() - started,
+  }));
+  return {
+    stop: () => {
+      stopped = true;
+    },
+    done,
+    acks: () => acked,
   };
 }
 
