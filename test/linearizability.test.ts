@@ -567,6 +567,17 @@ t.test('maxStatesPerKey bounds the search and reports timedOut', async (t) => {
   t.notOk(r2.ok);
   t.notOk(r2.timedOut);
   t.equal(r2.key, 'other');
+
+  // Hundreds of mutually concurrent ops, then two reads that no order can explain (the
+  // final value cannot be both). The search gives up rather than hang.
+  const c: HistoryEvent[] = [];
+  for (let i = 0; i < 300; i++) c.push(ev(i, 0, 100, put(`v${i % 150}`), OK));
+  for (let i = 0; i < 300; i++) c.push(ev(i, 0, 100, get(), val(`v${(i * 7) % 150}`)));
+  c.push(ev('a', 200, 201, get(), val('v0')), ev('a', 202, 203, get(), val('v2')));
+  const r3 = checkLinearizable(c, { maxStatesPerKey: 20_000 });
+  t.notOk(r3.ok);
+  t.equal(r3.timedOut, true);
+  t.match(r3.message, /inconclusive: gave up on key "k" after \d+ states/);
 });
 
 // ---------------------------------------------------------------------------------------

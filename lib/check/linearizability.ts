@@ -64,7 +64,7 @@ export interface CheckResult {
   key?: string;
   /** Number of keys checked (up to and including a failing key). */
   checkedKeys: number;
-  /** Total number of distinct search states visited, summed over the checked keys. */
+  /** Number of search states (configurations) entered, summed over the checked keys. */
   explored: number;
   /** Set when some key's search hit `maxStatesPerKey`; `ok` is then false (inconclusive). */
   timedOut?: boolean;
@@ -72,7 +72,11 @@ export interface CheckResult {
 }
 
 export interface CheckOptions {
-  /** Give up on a key after visiting this many distinct search states (default 5,000,000). */
+  /**
+   * Give up on a key after entering this many search states (default 5,000,000, which
+   * takes roughly 5-15 s and a few hundred MB), or after scanning 64 times as many
+   * candidate operations.
+   */
   maxStatesPerKey?: number;
 }
 
@@ -123,6 +127,7 @@ export function checkLinearizable(history: HistoryEvent[], opts: CheckOptions = 
   let explored = 0;
   let checkedKeys = 0;
   let timedOutKey: string | undefined;
+  let timedOutStates = 0;
   for (const [key, events] of byKey) {
     const r = checkKey(key, events, maxStates);
     explored += r.explored;
@@ -130,7 +135,10 @@ export function checkLinearizable(history: HistoryEvent[], opts: CheckOptions = 
     if (r.status === 'fail') {
       return { ok: false, key, checkedKeys, explored, message: r.message };
     }
-    if (r.status === 'timeout' && timedOutKey === undefined) timedOutKey = key;
+    if (r.status === 'timeout' && timedOutKey === undefined) {
+      timedOutKey = key;
+      timedOutStates = r.explored;
+    }
   }
 
   if (timedOutKey !== undefined) {
@@ -141,8 +149,8 @@ export function checkLinearizable(history: HistoryEvent[], opts: CheckOptions = 
       explored,
       timedOut: true,
       message:
-        `inconclusive: search for key ${JSON.stringify(timedOutKey)} exceeded ` +
-        `${maxStates} states; no violation found in the other keys`,
+        `inconclusive: gave up on key ${JSON.stringify(timedOutKey)} after ${timedOutStates} ` +
+        `states (maxStatesPerKey ${maxStates}); no violation found in the other keys`,
     };
   }
   return {
@@ -199,6 +207,9 @@ const K_PUT = 0;
 const K_GET = 1;
 const K_DEL = 2;
 const K_CAS = 3;
+
+/** The search of a key also stops after scanning this many candidates per allowed state. */
+const WORK_PER_STATE = 64;
 
 /** Number of trailing ops of the longest linearizable prefix shown in failure messages. */
 const SHOW_PREFIX_OPS = 4;
@@ -529,11 +540,15 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
   let candRank = new Uint8Array(1024);
   let candTop = 0;
   const classStamp = new Int32Array(effectIds.size);
+  const classBest = new Int32Array(effectIds.size);
   const neededStamp = new Int32Array(V);
   let stamp = 0;
 
   let state = 0;
   let explored = 0;
+  // Scanning work, bounded too, so that huge candidate windows cannot stall the search.
+  let work = 0;
+  const maxWork = maxStates * WORK_PER_STATE;
 
   const isBlind = (i: number): boolean => kind[i] === K_PUT || kind[i] === K_DEL;
 
@@ -551,6 +566,36 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
     candTop++;
   };
 
+  /** Sorts cand[start..end) (with candRank) by (rank, return time, index). */
+  const before = (k1: number, i1: number, k2: number, i2: number): boolean =>
+    k1 < k2 ||
+    (k1 === k2 && (retTime[i1] < retTime[i2] || (retTime[i1] === retTime[i2] && i1 < i2)));
+  const sortCandidates = (start: number, end: number): void => {
+    if (end - start <= 32) {
+      for (let r = start + 1; r < end; r++) {
+        const i = cand[r];
+        const k = candRank[r];
+        let p = r;
+        while (p > start && before(k, i, candRank[p - 1], cand[p - 1])) {
+          cand[p] = cand[p - 1];
+          candRank[p] = candRank[p - 1];
+          p--;
+        }
+        cand[p] = i;
+        candRank[p] = k;
+      }
+      return;
+    }
+    const ci = cand.slice(start, end);
+    const ck = candRank.slice(start, end);
+    const order = Array.from({ length: end - start }, (_, j) => j);
+    order.sort((a, b) => (before(ck[a], ci[a], ck[b], ci[b]) ? -1 : 1)); // a total order
+    for (let j = 0; j < order.length; j++) {
+      cand[start + j] = ci[order[j]];
+      candRank[start + j] = ck[order[j]];
+    }
+  };
+
   /**
    * Computes the candidates for the next linearization point in the current
    * configuration and pushes them as frame d's list, in the order they will be tried.
@@ -566,6 +611,7 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
     for (let node = cNext[0]; node !== TAIL; node = cNext[node]) {
       const i = node - 1;
       if (callTime[i] > deadline) break;
+      work++;
       const ns = step(state, i);
       if (ns < 0) {
         if (readerOf[i] >= 0) neededStamp[readerOf[i]] = stamp;
@@ -597,9 +643,24 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
       // or a put/del, that changes the value to one no candidate needs would be overwritten
       // before anything observes it (no blind write may follow it), so it is skipped.
       const dValid = step(state, D) >= 0;
+      // Of several writes with the same effect only the one returning first need be tried:
+      // swapping it with a later-returning twin in any valid completion keeps it valid.
+      // (Twins get the same rank below; the deadline op returns first anyway.)
+      for (let r = start; r < candTop; r++) {
+        const i = cand[r];
+        const c = effect[i];
+        if (classStamp[c] !== stamp) {
+          classStamp[c] = stamp;
+          classBest[c] = i;
+        } else {
+          const b = classBest[c];
+          if (retTime[i] < retTime[b] || (retTime[i] === retTime[b] && i < b)) classBest[c] = i;
+        }
+      }
       let w = start;
       for (let r = start; r < candTop; r++) {
         const i = cand[r];
+        if (classBest[effect[i]] !== i) continue;
         const ns = step(state, i);
         const needed = needAnyChange || neededStamp[ns] === stamp;
         let k: number;
@@ -611,32 +672,11 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
         } else if (dValid ? i === D : step(ns, D) >= 0) k = 0;
         else if (needed || (kind[i] === K_CAS && ns !== state)) k = 1;
         else k = 2;
-        // Insertion sort by (rank, return time, index).
-        let p = w++;
-        const ri = retTime[i];
-        while (p > start) {
-          const q = cand[p - 1];
-          const kq = candRank[p - 1];
-          if (kq < k || (kq === k && (retTime[q] < ri || (retTime[q] === ri && q < i)))) break;
-          cand[p] = q;
-          candRank[p] = kq;
-          p--;
-        }
-        cand[p] = i;
-        candRank[p] = k;
+        cand[w] = i;
+        candRank[w] = k;
+        w++;
       }
-      // Of several writes with the same effect only the one returning first need be tried:
-      // swapping it with a later-returning twin in any valid completion keeps it valid.
-      // (Twins always get the same rank, except that the deadline op returns first anyway.)
-      candTop = w;
-      w = start;
-      for (let r = start; r < candTop; r++) {
-        const c = effect[cand[r]];
-        if (classStamp[c] === stamp) continue;
-        classStamp[c] = stamp;
-        candRank[w] = candRank[r];
-        cand[w++] = cand[r];
-      }
+      sortCandidates(start, w);
       candTop = w;
       // The deadline op, if a put or del, may instead be placed hidden; try that right
       // after the rank-0 candidates.
@@ -802,7 +842,7 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
         wit = isBlind(i) ? retTime[i] : Math.min(fWit[d], retTime[i]);
       }
       if (cache.insert(keyBuf, encode(), ns, noBlind, wit)) {
-        if (++explored > maxStates) return { status: 'timeout', explored };
+        if (++explored > maxStates || work > maxWork) return { status: 'timeout', explored };
         fChosen[d] = c;
         lift(i);
         state = ns;
