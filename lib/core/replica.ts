@@ -1184,7 +1184,16 @@ export class Replica {
 
   private installSnapshot(slot: number, data: Uint8Array): void {
     if (slot <= this.chosenThrough) return;
-    this.o.sm.restore(data);
+    try {
+      this.o.sm.restore(data);
+    } catch (e) {
+      // A snapshot we cannot read must not take the node down (restore() leaves
+      // the state machine untouched when it throws); catch-up will try again.
+      this.eventsOut.push(
+        `sid ${this.sid}: received snapshot ${slot} is unreadable (${(e as Error).message}); ignoring it`,
+      );
+      return;
+    }
     this.lastSnapshot = { slot, data };
     this.compactTo(slot);
     this.chosenThrough = this.applied = slot;

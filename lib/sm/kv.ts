@@ -11,6 +11,9 @@ export type KvOp =
 
 export const KEY_BYTES_MAX = 1024;
 
+/** Items per array in a snapshot (well under the decoder's array-size limit). */
+const SNAPSHOT_CHUNK_ITEMS = 30_000;
+
 // Strict decoding of untrusted bytes: no records, plain arrays/maps, and the
 // result is treated as unknown and type-checked field by field.
 const opDecoder = new Decoder({ mapsAsObjects: false, useRecords: false });
@@ -204,44 +207,62 @@ export class KvStateMachine implements StateMachine {
   }
 
   /**
-   * Results are stored as arrays [ok, hasValue, value, err], not objects: the
-   * strict decoder turns CBOR maps into Maps, and a restored table must answer
-   * retries with exactly what the first answer was (and snapshot identically).
+   * Format 3: [3, appliedCommands, kvChunks, sessionChunks]. Both tables are
+   * split into chunks of at most SNAPSHOT_CHUNK_ITEMS items, because the CBOR
+   * decoder's array-size limit (set low for hostile datagrams) applies to every
+   * array. Results are arrays [ok, hasValue, value, err], not objects: the strict
+   * decoder turns CBOR maps into Maps, and a restored table must answer retries
+   * with exactly the first answer (and snapshot identically on every node).
    */
   snapshot(): Uint8Array {
-    const kv: string[] = [];
-    for (const [k, v] of this.data) kv.push(k, v);
-    const sessions: unknown[] = [];
+    const kv: string[][] = [[]];
+    for (const [k, v] of this.data) {
+      let chunk = kv[kv.length - 1];
+      if (chunk.length >= SNAPSHOT_CHUNK_ITEMS) kv.push((chunk = []));
+      chunk.push(k, v);
+    }
+    const sessions: unknown[][] = [[]];
     for (const [cid, s] of this.sessions) {
+      let chunk = sessions[sessions.length - 1];
+      if (chunk.length >= SNAPSHOT_CHUNK_ITEMS) sessions.push((chunk = []));
       const r = s.result;
-      sessions.push(
+      chunk.push(
         cid,
         s.seq,
         r ? [r.ok, r.value !== undefined, r.value ?? null, r.err ?? null] : null,
       );
     }
-    return opEncoder.encode([2, this.appliedCommands, kv, sessions]);
+    return opEncoder.encode([3, this.appliedCommands, kv, sessions]);
   }
 
+  /** Replace the state with a snapshot's; on a bad snapshot, throws and changes nothing. */
   restore(bytes: Uint8Array): void {
     const raw = opDecoder.decode(bytes) as unknown;
-    if (!Array.isArray(raw) || raw[0] !== 2 || !Array.isArray(raw[2]) || !Array.isArray(raw[3]))
-      throw new Error('snapshot: not a version 2 key-value snapshot');
-    this.data.clear();
-    this.sessions.clear();
-    this.appliedCommands = Number(raw[1]) || 0;
-    const kv = raw[2] as string[];
-    for (let i = 0; i + 1 < kv.length; i += 2) this.data.set(String(kv[i]), String(kv[i + 1]));
-    const ss = raw[3] as unknown[];
-    for (let i = 0; i + 2 < ss.length; i += 3) {
-      const a = ss[i + 2] as [boolean, boolean, string | null, string | null] | null;
-      let result: CmdResult | undefined;
-      if (Array.isArray(a)) {
-        result = { ok: a[0] === true };
-        if (a[1] === true) result.value = a[2];
-        if (typeof a[3] === 'string') result.err = a[3];
-      }
-      this.sessions.set(Number(ss[i]), { seq: Number(ss[i + 1]), result });
+    if (!Array.isArray(raw) || raw[0] !== 3 || !Array.isArray(raw[2]) || !Array.isArray(raw[3]))
+      throw new Error('snapshot: not a version 3 key-value snapshot');
+    const data = new Map<string, string>();
+    const sessions = new Map<number, Session>();
+    for (const kv of raw[2] as unknown[][]) {
+      if (!Array.isArray(kv)) throw new Error('snapshot: bad key-value chunk');
+      for (let i = 0; i + 1 < kv.length; i += 2) data.set(String(kv[i]), String(kv[i + 1]));
     }
+    for (const ss of raw[3] as unknown[][]) {
+      if (!Array.isArray(ss)) throw new Error('snapshot: bad session chunk');
+      for (let i = 0; i + 2 < ss.length; i += 3) {
+        const a = ss[i + 2] as [boolean, boolean, string | null, string | null] | null;
+        let result: CmdResult | undefined;
+        if (Array.isArray(a)) {
+          result = { ok: a[0] === true };
+          if (a[1] === true) result.value = a[2];
+          if (typeof a[3] === 'string') result.err = a[3];
+        }
+        sessions.set(Number(ss[i]), { seq: Number(ss[i + 1]), result });
+      }
+    }
+    this.data.clear();
+    for (const [k, v] of data) this.data.set(k, v);
+    this.sessions.clear();
+    for (const [k, v] of sessions) this.sessions.set(k, v);
+    this.appliedCommands = Number(raw[1]) || 0;
   }
 }
