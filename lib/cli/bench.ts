@@ -775,6 +775,9 @@ interface RunResult {
   redirects: number;
   retries: number;
   errorKinds: Record<string, number>;
+  /** Leader (sid) before and after the run; they differ if an election happened. */
+  leaderBefore: number | null;
+  leaderAfter: number | null;
   cpu: {
     /** This load generator: % of one core over the measurement window. */
     loadgenPct: number;
@@ -905,6 +908,8 @@ async function runOnce(env: Env, clients: number): Promise<RunResult> {
     redirects: endMark.redirects - startMark.redirects,
     retries: endMark.retries - startMark.retries,
     errorKinds: Object.fromEntries(load.errorKinds),
+    leaderBefore: leader ?? null,
+    leaderAfter: (await currentLeader(env)) ?? null,
     cpu: {
       loadgenPct: Math.round((selfUs / 1e6 / wallS) * 1000) / 10,
       otherPct:
@@ -1187,6 +1192,11 @@ function printTable(results: RunResult[], out: (s: string) => void): void {
     out(
       `WARNING: other processes used up to ${busy.toFixed(0)}% of a core during the runs: the figures are disturbed`,
     );
+  for (const r of results)
+    if (r.leaderBefore !== r.leaderAfter)
+      out(
+        `WARNING: clients=${r.clients}: the leader changed during the run (${r.leaderBefore ?? '?'} -> ${r.leaderAfter ?? '?'})`,
+      );
   for (const r of results) {
     const kinds = Object.entries(r.errorKinds);
     if (kinds.length)
