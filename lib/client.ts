@@ -4,7 +4,13 @@ import createDebug from 'debug';
 import type { CmdResult } from './core/types';
 import type { ClientConfig, ClientServerAddr } from './io/config';
 import { encodeOp, type KvOp } from './sm/kv';
-import { decodeReply, encodeRequest } from './wire/client';
+import {
+  BATCH_OPS_MAX,
+  decodeReply,
+  encodeRequest,
+  type ClientReply,
+  type OpRequest,
+} from './wire/client';
 import {
   clusterTag,
   DATAGRAM_BYTES_MAX,
@@ -120,6 +126,8 @@ export class PaxosClient {
   private readonly pending = new Map<string, Pending>();
   private readonly statusWaiters = new Map<number, (s: Record<string, unknown>) => void>();
   private preferred = 0;
+  private readonly outbox = new Map<number, OpRequest[]>();
+  private outboxScheduled = false;
   private readonly readCid = randomCid();
   private readSeq = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -224,16 +232,50 @@ export class PaxosClient {
     p.sentAt = Date.now();
     if (p.attempts > 1) this.stats.retries++;
     this.stats.sent++;
-    const s = this.servers[p.target];
-    const body = encodeRequest({ t: 'op', cid: p.cid, seq: p.seq, op: Buffer.from(p.op) });
-    this.sock.send(
-      seal(Kind.ClientRequest, this.cluster, body, this.keys),
-      s.clientPort,
-      s.host,
-      (err) => {
-        if (err) debug('send to %s:%d failed: %s', s.host, s.clientPort, err.message);
-      },
-    );
+    // Requests of one turn to the same server share a datagram: the per-datagram
+    // cost dominates small operations, on both ends.
+    let box = this.outbox.get(p.target);
+    if (!box) this.outbox.set(p.target, (box = []));
+    box.push({
+      cid: p.cid,
+      seq: p.seq,
+      op: Buffer.from(p.op.buffer, p.op.byteOffset, p.op.length),
+    });
+    if (!this.outboxScheduled) {
+      this.outboxScheduled = true;
+      setImmediate(() => this.flushOutbox());
+    }
+  }
+
+  private flushOutbox(): void {
+    this.outboxScheduled = false;
+    if (this.closed) return;
+    for (const [target, ops] of this.outbox) {
+      const s = this.servers[target];
+      let i = 0;
+      while (i < ops.length) {
+        const batch: OpRequest[] = [];
+        let bytes = 0;
+        while (i < ops.length && batch.length < BATCH_OPS_MAX) {
+          const size = ops[i].op.length + 24;
+          if (batch.length > 0 && bytes + size > OP_BYTES_MAX) break;
+          batch.push(ops[i++]);
+          bytes += size;
+        }
+        const body = encodeRequest(
+          batch.length === 1 ? { t: 'op', ...batch[0] } : { t: 'ops', ops: batch },
+        );
+        this.sock.send(
+          seal(Kind.ClientRequest, this.cluster, body, this.keys),
+          s.clientPort,
+          s.host,
+          (err) => {
+            if (err) debug('send to %s:%d failed: %s', s.host, s.clientPort, err.message);
+          },
+        );
+      }
+    }
+    this.outbox.clear();
   }
 
   private ensureTimer(): void {
@@ -286,6 +328,14 @@ export class PaxosClient {
       this.statusWaiters.get(r.nonce)?.(r.status);
       return;
     }
+    if (r.t === 'results') {
+      for (const x of r.results) this.onReply({ t: 'result', ...x });
+      return;
+    }
+    this.onReply(r);
+  }
+
+  private onReply(r: Exclude<ClientReply, { t: 'status' } | { t: 'results' }>): void {
     const key = `${r.cid}:${r.seq}`;
     const p = this.pending.get(key);
     if (!p) return;

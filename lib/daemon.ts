@@ -3,13 +3,13 @@ import * as path from 'node:path';
 import createDebug from 'debug';
 import { Prng } from './core/prng';
 import { Replica, type ReplicaStatus } from './core/replica';
-import type { AppliedEntry, Msg, Outbound, Ready } from './core/types';
+import type { AppliedEntry, CmdResult, Msg, Outbound, Ready } from './core/types';
 import type { NodeConfig, ServerAddr } from './io/config';
 import { OrderLog } from './io/orderlog';
 import { StorageError } from './io/recordlog';
 import { DurableStore } from './io/storage';
 import { KvStateMachine, decodeOp } from './sm/kv';
-import { decodeRequest, encodeReply, type ClientReply } from './wire/client';
+import { decodeRequest, encodeReply, resultBytes, type ClientReply } from './wire/client';
 import { clusterTag, Kind, Keyring, NO_KEYS, open, seal } from './wire/envelope';
 import { decodePeerBody, encodePeerBody } from './wire/peer';
 
@@ -53,6 +53,9 @@ export interface NodeCounters {
   groupCommit: number[];
   flushes: number;
 }
+
+/** Bytes of results packed into one reply datagram (below DATAGRAM_BYTES_MAX). */
+const REPLY_BATCH_BYTES = 48_000;
 
 /** Client sources tracked by the rate limiter at once. */
 const BUCKETS_MAX = 10_000;
@@ -98,6 +101,11 @@ export class PaxosNode {
     { address: string; port: number; cid: number; seq: number; key: string; at: number }
   >();
   private readSeq = 0;
+  /** Results waiting for the end of the turn, by client address:port. */
+  private readonly replyBox = new Map<
+    string,
+    { address: string; port: number; items: { cid: number; seq: number; result: CmdResult }[] }
+  >();
   /** The sealed 'auth' error sent to unauthenticated clients (built once). */
   private authReply: Buffer | null = null;
   /** Outputs waiting for the sync of generation `gen` (FIFO). */
@@ -312,7 +320,17 @@ export class PaxosNode {
       });
       return;
     }
-    const { cid, seq, op } = req;
+    if (req.t === 'ops') {
+      // A batch costs the sender one token per operation.
+      if (!this.charge(rinfo, req.ops.length - 1))
+        return this.drop('client_rate_limited', `${rinfo.address}:${rinfo.port}`);
+      for (const o of req.ops) this.onOp(rinfo, o.cid, o.seq, o.op);
+      return;
+    }
+    this.onOp(rinfo, req.cid, req.seq, req.op);
+  }
+
+  private onOp(rinfo: dgram.RemoteInfo, cid: number, seq: number, op: Buffer): void {
     const checked = decodeOp(op, this.opts.config.limits.valueBytesMax);
     if (typeof checked === 'string') {
       const code =
@@ -380,6 +398,11 @@ export class PaxosNode {
    * own requests, not everyone else's. The table is bounded too.
    */
   private admit(rinfo: dgram.RemoteInfo): boolean {
+    return this.charge(rinfo, 1);
+  }
+
+  private charge(rinfo: dgram.RemoteInfo, cost: number): boolean {
+    if (cost <= 0) return true;
     const rate = this.opts.config.limits.clientRatePerSource;
     const key = `${rinfo.address}:${rinfo.port}`;
     const now = Date.now();
@@ -394,9 +417,43 @@ export class PaxosNode {
     }
     b.tokens = Math.min(rate, b.tokens + ((now - b.at) * rate) / 1000);
     b.at = now;
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
+    if (b.tokens < cost) return false;
+    b.tokens -= cost;
     return true;
+  }
+
+  /** Queue a result; all results of one turn to one client socket share datagrams. */
+  private queueResult(
+    to: { address: string; port: number },
+    cid: number,
+    seq: number,
+    result: CmdResult,
+  ): void {
+    const key = `${to.address}:${to.port}`;
+    let box = this.replyBox.get(key);
+    if (!box) this.replyBox.set(key, (box = { address: to.address, port: to.port, items: [] }));
+    box.items.push({ cid, seq, result });
+  }
+
+  private flushReplies(): void {
+    for (const box of this.replyBox.values()) {
+      let i = 0;
+      while (i < box.items.length) {
+        const batch: { cid: number; seq: number; result: CmdResult }[] = [];
+        let bytes = 0;
+        while (i < box.items.length) {
+          const size = resultBytes(box.items[i].result);
+          if (batch.length > 0 && bytes + size > REPLY_BATCH_BYTES) break;
+          batch.push(box.items[i++]);
+          bytes += size;
+        }
+        this.reply(
+          box,
+          batch.length === 1 ? { t: 'result', ...batch[0] } : { t: 'results', results: batch },
+        );
+      }
+    }
+    this.replyBox.clear();
   }
 
   private reply(to: { address: string; port: number }, r: ClientReply): void {
@@ -428,6 +485,11 @@ export class PaxosNode {
   private flush(): void {
     if (this.stopped) return;
     this.counters.flushes++;
+    this.flushTurn();
+    this.flushReplies();
+  }
+
+  private flushTurn(): void {
     // Messages to ourselves go back into the replica (on release); loop until quiet.
     for (let round = 0; round < 64 && !this.stopped; round++) {
       const rd = this.replica.ready();
@@ -492,7 +554,7 @@ export class PaxosNode {
       if (!w) continue;
       this.readWaiters.delete(id);
       const value = this.sm.data.get(w.key) ?? null;
-      this.reply(w, { t: 'result', cid: w.cid, seq: w.seq, result: { ok: true, value } });
+      this.queueResult(w, w.cid, w.seq, { ok: true, value });
     }
     this.release();
     this.kickSync();
@@ -560,8 +622,7 @@ export class PaxosNode {
           const list = this.waiters.get(key);
           if (!list) continue;
           this.waiters.delete(key);
-          for (const w of list)
-            this.reply(w, { t: 'result', cid: c.cid, seq: c.seq, result: a.results[i] });
+          for (const w of list) this.queueResult(w, c.cid, c.seq, a.results[i]);
         }
       }
       try {

@@ -137,6 +137,23 @@ t.test('client codec round-trips and refuses junk', async (t) => {
   const rep = { t: 'result' as const, cid: 5, seq: 2, result: { ok: true, value: 'x' } };
   t.same(decodeReply(encodeReply(rep)), rep);
   t.match(decodeReply(encodeReply({ t: 'redirect', cid: 5, seq: 2, leader: 1 })), { leader: 1 });
+  const batch = {
+    t: 'ops' as const,
+    ops: [
+      { cid: 5, seq: 3, op },
+      { cid: 6, seq: 1, op },
+    ],
+  };
+  t.same(decodeRequest(encodeRequest(batch)), batch, 'a batch of requests round-trips');
+  t.ok('error' in decodeRequest(new Encoder().encode([3, []])), 'an empty batch is refused');
+  const results = {
+    t: 'results' as const,
+    results: [
+      { cid: 5, seq: 3, result: { ok: true, value: null } },
+      { cid: 6, seq: 1, result: { ok: false, value: null, err: 'x' } },
+    ],
+  };
+  t.same(decodeReply(encodeReply(results)), results, 'a batch of results round-trips');
 });
 
 t.test('operations: size limit named in the error; malformed ops refused', async (t) => {
