@@ -155,6 +155,7 @@ export class PaxosNode {
       pendingMax: l.pendingMax,
       catchupBytesMax: l.catchupBytesMax,
       snapshotEverySlots: cfg.storage.snapshotEverySlots,
+      snapshotEveryBytes: cfg.storage.snapshotEveryBytes,
       trace: debugNode.enabled ? (line) => debugNode(line) : undefined,
     });
     this.peerSock = dgram.createSocket({

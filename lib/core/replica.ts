@@ -37,6 +37,11 @@ export interface ReplicaOptions {
   catchupBytesMax: number;
   /** Take a snapshot (and compact the log) every this many applied slots. */
   snapshotEverySlots: number;
+  /**
+   * Also snapshot after this many bytes of applied commands: batching packs many
+   * commands per slot, and the log between snapshots is held in memory.
+   */
+  snapshotEveryBytes?: number;
   /** Chosen slots kept below a snapshot so that slightly lagging peers catch up without it. */
   keepSlots?: number;
   /** Deterministic trace sink (simulator, debug). */
@@ -190,6 +195,8 @@ export class Replica {
     reported: number;
   } | null = null;
   private chosenAtLastTick = 0;
+  /** Command bytes applied since the last snapshot (taken or installed). */
+  private bytesSinceSnapshot = 0;
 
   // ---- rejoin after a lost disk ----
   private readonly rejoinPromised = new Map<number, number>();
@@ -991,11 +998,13 @@ export class Replica {
       const { results, lines } = this.o.sm.apply(slot, value);
       this.appliedOut.push({ slot, cmds: value, results, lines });
       for (const c of value) this.queuedKeys.delete(cmdKey(c));
+      this.bytesSinceSnapshot += valueBytes(value);
     }
     // Not in a turn that installed a peer's snapshot: replacing the pending output
     // would hide the install from the driver (order-log gap marker). Next turn.
     if (
-      this.applied - (this.lastSnapshot?.slot ?? 0) >= this.o.snapshotEverySlots &&
+      (this.applied - (this.lastSnapshot?.slot ?? 0) >= this.o.snapshotEverySlots ||
+        this.bytesSinceSnapshot >= (this.o.snapshotEveryBytes ?? Infinity)) &&
       !this.snapshotOut?.installed
     )
       this.takeSnapshot();
@@ -1005,6 +1014,7 @@ export class Replica {
     const slot = this.applied;
     const data = this.o.sm.snapshot();
     this.lastSnapshot = { slot, data };
+    this.bytesSinceSnapshot = 0;
     this.compactTo(slot - this.keepSlots);
     this.stats.snapshotsTaken++;
     this.snapshotOut = { slot, data, checkpoint: this.checkpoint(slot), installed: false };
@@ -1195,6 +1205,7 @@ export class Replica {
       return;
     }
     this.lastSnapshot = { slot, data };
+    this.bytesSinceSnapshot = 0;
     this.compactTo(slot);
     this.chosenThrough = this.applied = slot;
     this.stats.snapshotsInstalled++;

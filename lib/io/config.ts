@@ -78,6 +78,8 @@ export interface Limits {
 export interface StorageConf {
   sync: boolean;
   snapshotEverySlots: number;
+  /** Also snapshot once this many bytes of commands were applied since the last one. */
+  snapshotEveryBytes: number;
 }
 
 export interface NodeConfig {
@@ -142,6 +144,7 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
 export const DEFAULT_STORAGE: StorageConf = Object.freeze({
   sync: true,
   snapshotEverySlots: 20000,
+  snapshotEveryBytes: 4 * 1024 * 1024,
 });
 
 export const DEFAULT_DATA_DIR = 'data';
@@ -308,7 +311,7 @@ const LIMITS_KEYS = [
   'catchupBytesMax',
   'clientRatePerSource',
 ] as const;
-const STORAGE_KEYS = ['sync', 'snapshotEverySlots'] as const;
+const STORAGE_KEYS = ['sync', 'snapshotEverySlots', 'snapshotEveryBytes'] as const;
 
 const CLUSTER_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -430,7 +433,15 @@ function parseStorage(v: Validator, raw: unknown): StorageConf {
     1,
     0x7fffffff,
   );
-  return { sync, snapshotEverySlots };
+  const snapshotEveryBytes = v.optInt(
+    p,
+    o,
+    'snapshotEveryBytes',
+    DEFAULT_STORAGE.snapshotEveryBytes,
+    65536,
+    Number.MAX_SAFE_INTEGER,
+  );
+  return { sync, snapshotEverySlots, snapshotEveryBytes };
 }
 
 /** Validate an already-parsed JSON value as a node config. */
