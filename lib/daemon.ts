@@ -317,6 +317,9 @@ export class PaxosNode {
           applied: s.applied,
           base: s.base,
           dataBytes: s.dataBytes,
+          // Group commit: records made durable per fdatasync = recordsSynced / syncs.
+          syncs: this.counters.syncs,
+          recordsSynced: this.counters.recordsSynced,
         },
       });
       return;

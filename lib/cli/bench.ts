@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import minimist from 'minimist';
 import { PaxosClient, PaxosClientError, type Session } from '../client';
 import { ConfigError, loadClientConfig, type ClientConfig } from '../io/config';
-import { loadKeyring } from '../io/keys';
+import { loadKeyring, writeKeyFile } from '../io/keys';
 
 /*
  * paxos-bench: a closed-loop load generator for paxosd.
@@ -36,6 +36,7 @@ latency percentiles, errors and CPU use per client count.
   --json                 print one JSON document on stdout (no progress lines)
   --svg FILE             also write a latency-percentile plot (SVG) to FILE
   --no-sync              start the nodes with --no-sync (no fdatasync; compare only)
+  --hmac                 give the local cluster a peer key (HMAC-SHA256 on every peer datagram)
   --target-config FILE   use a running cluster (client config, e.g. conf/client.config.json)
   --failover             SIGKILL the leader under load 5 times (restarting it each time)
                          and report the time until the next committed write
@@ -68,6 +69,8 @@ interface Options {
   json: boolean;
   svg: string | null;
   sync: boolean;
+  /** Local cluster with a peer key file: every peer datagram HMAC-SHA256 signed. */
+  hmac: boolean;
   targetConfig: string | null;
   failover: boolean;
   failoverRounds: number;
@@ -94,7 +97,7 @@ function parseOptions(args: string[]): Options | null {
       'node-arg',
       'failover-rounds',
     ],
-    boolean: ['json', 'sync', 'failover', 'sweep', 'keep', 'help'],
+    boolean: ['json', 'sync', 'failover', 'sweep', 'keep', 'help', 'hmac'],
     default: { op: 'put', clients: '1,16,64', duration: '5', warmup: '1', sync: true, sweep: true },
     unknown: (a) => {
       if (a.startsWith('-') && !/^--catchup(=|$)/.test(a))
@@ -149,6 +152,7 @@ function parseOptions(args: string[]): Options | null {
     json: argv.json === true,
     svg: argv.svg ? String(argv.svg) : null,
     sync: argv.sync !== false,
+    hmac: argv.hmac === true,
     targetConfig: argv['target-config'] ? String(argv['target-config']) : null,
     failover: argv.failover === true,
     failoverRounds: num('failover-rounds', argv['failover-rounds'] ?? 5, 1),
@@ -401,7 +405,7 @@ class LocalCluster {
     };
   }
 
-  static async create(sync: boolean, nodeArgs: string[]): Promise<LocalCluster> {
+  static async create(sync: boolean, nodeArgs: string[], hmac = false): Promise<LocalCluster> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'paxos-bench-'));
     const ports = await freeUdpPorts(6);
     const configFile = path.join(dir, 'paxos.config.json');
@@ -416,7 +420,9 @@ class LocalCluster {
       })),
       dataDir: path.join(dir, 'data'),
       logDir: path.join(dir, 'logs'),
+      ...(hmac ? { keyFile: 'peer.key' } : {}),
     };
+    if (hmac) writeKeyFile(path.join(dir, 'peer.key'));
     fs.writeFileSync(configFile, JSON.stringify(cfg, null, 2) + '\n');
     return c;
   }
@@ -1338,10 +1344,10 @@ async function main(): Promise<number> {
       throw e;
     }
   } else {
-    cluster = await LocalCluster.create(opts.sync, opts.nodeArgs);
+    cluster = await LocalCluster.create(opts.sync, opts.nodeArgs, opts.hmac);
     activeCluster = cluster;
     note(
-      `paxos-bench: starting 3 paxosd nodes in ${cluster.dir}${opts.sync ? '' : ' (--no-sync)'}`,
+      `paxos-bench: starting 3 paxosd nodes in ${cluster.dir}${opts.sync ? '' : ' (--no-sync)'}${opts.hmac ? ' (peer HMAC on)' : ''}`,
     );
     target = { clientConfig: cluster.clientConfig };
   }
