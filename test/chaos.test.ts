@@ -37,10 +37,19 @@ function ipt(args: string[]): void {
   if (r.status !== 0) throw new Error(`iptables ${args.join(' ')} failed: ${r.stderr || r.error}`);
 }
 
+/** Packets dropped so far by TAG-ged rules (added up by removeTaggedRules). */
+let droppedPackets = 0;
+
 /** Delete every rule tagged with TAG from INPUT and OUTPUT; returns how many. */
 function removeTaggedRules(): number {
   let removed = 0;
   for (const chain of ['INPUT', 'OUTPUT']) {
+    const l = spawnSync('iptables', ['-w', '-L', chain, '-v', '-n', '-x'], {
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    for (const line of (l.stdout ?? '').split('\n'))
+      if (line.includes(TAG)) droppedPackets += Number(line.trim().split(/\s+/)[0]) || 0;
     // Bounded: each pass deletes what it lists.
     for (let pass = 0; pass < 5; pass++) {
       const r = spawnSync('iptables', ['-w', '-S', chain], { encoding: 'utf8', timeout: 10_000 });
@@ -188,6 +197,7 @@ async function chaos(t: Test, n: number): Promise<void> {
     (k === 'partition' && activeKinds.has('loss'));
 
   let injected = 0;
+  const dropped0 = droppedPackets;
   for (let i = 0; i < 1000 && injected < NEMESIS_MAX_FAULTS; i++) {
     if (Date.now() - t0 >= NEMESIS_MS) break;
     await sleep(between(200, 700));
@@ -221,6 +231,7 @@ async function chaos(t: Test, n: number): Promise<void> {
   t.comment(`faults injected in ${nemesisMs} ms: ${injected} ${JSON.stringify(counts)}`);
   t.comment(`events: ${events.join('; ')}`);
   t.same(errors, [], 'every fault was injected and healed');
+  if (IPT.ok) t.comment(`packets dropped by the iptables rules: ${droppedPackets - dropped0}`);
 
   // ---- checks
   t.comment(
