@@ -12,7 +12,13 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PaxosClient, PaxosClientError, type ClientOptions, type OpResult } from '../../lib/client';
+import {
+  PaxosClient,
+  PaxosClientError,
+  type ClientOptions,
+  type OpResult,
+  type Session,
+} from '../../lib/client';
 import type { HistoryEvent } from '../../lib/check/linearizability';
 import { loadKeyring } from '../../lib/io/keys';
 import type { Keyring } from '../../lib/wire/envelope';
@@ -667,6 +673,45 @@ export interface Load {
   acks(): number;
 }
 
+/** One recorded put: fills in the record's outcome. 'closed' if the client was closed. */
+export async function recordPut(session: Session, rec: OpRecord): Promise<'closed' | null> {
+  try {
+    const r: OpResult = await session.put(rec.key, rec.value);
+    rec.sid = r.sid;
+    rec.attempts = r.attempts;
+    if (r.ok) {
+      rec.outcome = 'ack';
+    } else {
+      rec.outcome = 'refused';
+      rec.err = r.err;
+    }
+  } catch (e) {
+    if (e instanceof PaxosClientError && e.code === 'unknown') rec.outcome = 'unknown';
+    rec.err = (e as Error).message;
+    if (e instanceof PaxosClientError && e.code === 'closed') return 'closed';
+  } finally {
+    rec.endAt = Date.now();
+  }
+  return null;
+}
+
+/** The result of a finished load: records split by outcome, and the rate. */
+export function summarizeLoad(records: OpRecord[], startedAt: number): LoadResult {
+  const endedAt = Date.now();
+  const acked = records.filter((r) => r.outcome === 'ack');
+  const elapsedMs = endedAt - startedAt;
+  return {
+    records,
+    acked,
+    unknown: records.filter((r) => r.outcome === 'unknown'),
+    failed: records.filter((r) => r.outcome === 'refused' || r.outcome === 'error'),
+    startedAt,
+    endedAt,
+    elapsedMs,
+    ackPerSec: elapsedMs > 0 ? (acked.length * 1000) / elapsedMs : 0,
+  };
+}
+
 /**
  * K sessions, each putting unique keys one after another until `totalOps` are
  * issued, the deadline passes or stop() is called. Bounded: at most totalOps (or
@@ -702,40 +747,13 @@ export function startLoad(client: PaxosClient, opts: LoadOptions): Load {
         outcome: 'error',
       };
       records.push(rec);
-      try {
-        const r: OpResult = await session.put(key, value);
-        rec.sid = r.sid;
-        rec.attempts = r.attempts;
-        if (r.ok) {
-          rec.outcome = 'ack';
-          acks++;
-        } else {
-          rec.outcome = 'refused';
-          rec.err = r.err;
-        }
-      } catch (e) {
-        if (e instanceof PaxosClientError && e.code === 'unknown') rec.outcome = 'unknown';
-        rec.err = (e as Error).message;
-        if (e instanceof PaxosClientError && e.code === 'closed') stopped = true;
-      }
-      rec.endAt = Date.now();
+      if ((await recordPut(session, rec)) === 'closed') stopped = true;
+      if (rec.outcome === 'ack') acks++;
     }
   };
 
   const done = Promise.all(Array.from({ length: opts.sessions }, (_, k) => one(k))).then(() => {
-    const endedAt = Date.now();
-    const acked = records.filter((r) => r.outcome === 'ack');
-    const elapsedMs = endedAt - startedAt;
-    return {
-      records,
-      acked,
-      unknown: records.filter((r) => r.outcome === 'unknown'),
-      failed: records.filter((r) => r.outcome === 'refused' || r.outcome === 'error'),
-      startedAt,
-      endedAt,
-      elapsedMs,
-      ackPerSec: elapsedMs > 0 ? (acked.length * 1000) / elapsedMs : 0,
-    };
+    return summarizeLoad(records, startedAt);
   });
   return {
     stop: () => {

@@ -19,8 +19,10 @@ import { DurableStore } from '../../lib/io/storage';
 import { KvStateMachine } from '../../lib/sm/kv';
 import {
   BIN,
+  recordPut,
   ROOT,
   sleep,
+  summarizeLoad,
   withTimeout,
   type Cluster,
   type LoadResult,
@@ -326,39 +328,12 @@ export function startPacedLoad(
         outcome: 'error',
       };
       records.push(rec);
-      try {
-        const r = await session.put(rec.key, rec.value);
-        rec.sid = r.sid;
-        rec.attempts = r.attempts;
-        if (r.ok) {
-          rec.outcome = 'ack';
-          acks++;
-        } else {
-          rec.outcome = 'refused';
-          rec.err = r.err;
-        }
-      } catch (e) {
-        if (e instanceof PaxosClientError && e.code === 'unknown') rec.outcome = 'unknown';
-        rec.err = (e as Error).message;
-        if (e instanceof PaxosClientError && e.code === 'closed') stopped = true;
-      }
-      rec.endAt = Date.now();
+      if ((await recordPut(session, rec)) === 'closed') stopped = true;
+      if (rec.outcome === 'ack') acks++;
     }
   };
   const done = Promise.all(Array.from({ length: opts.sessions }, (_, k) => one(k))).then(() => {
-    const endedAt = Date.now();
-    const acked = records.filter((r) => r.outcome === 'ack');
-    const elapsedMs = endedAt - startedAt;
-    return {
-      records,
-      acked,
-      unknown: records.filter((r) => r.outcome === 'unknown'),
-      failed: records.filter((r) => r.outcome === 'refused' || r.outcome === 'error'),
-      startedAt,
-      endedAt,
-      elapsedMs,
-      ackPerSec: elapsedMs > 0 ? (acked.length * 1000) / elapsedMs : 0,
-    };
+    return summarizeLoad(records, startedAt);
   });
   return {
     stop: () => {
