@@ -2,7 +2,7 @@ import * as dgram from 'node:dgram';
 import * as path from 'node:path';
 import createDebug from 'debug';
 import { Prng } from './core/prng';
-import { Replica, type ReplicaStatus } from './core/replica';
+import { Replica, type ReplicaOptions, type ReplicaStatus } from './core/replica';
 import type { AppliedEntry, CmdResult, Msg, Outbound, Ready } from './core/types';
 import type { NodeConfig, ServerAddr } from './io/config';
 import { OrderLog } from './io/orderlog';
@@ -52,6 +52,29 @@ export interface NodeCounters {
   /** Histogram of records per sync: index = floor(log2(records)). */
   groupCommit: number[];
   flushes: number;
+}
+
+/** The replica settings a node config gives (everything but PRNG, state machine and trace). */
+export function replicaOptions(
+  cfg: NodeConfig,
+  sid: number,
+): Omit<ReplicaOptions, 'prng' | 'sm' | 'trace'> {
+  const t = cfg.timing;
+  const l = cfg.limits;
+  return {
+    sid,
+    sids: cfg.servers.map((s) => s.sid),
+    heartbeatTicks: t.heartbeatTicks,
+    electionTicks: t.electionTicks,
+    retransmitTicks: t.retransmitTicks,
+    retransmitMaxTicks: t.retransmitMaxTicks,
+    windowSlots: l.windowSlots,
+    batchBytesMax: l.batchBytesMax,
+    pendingMax: l.pendingMax,
+    catchupBytesMax: l.catchupBytesMax,
+    snapshotEverySlots: cfg.storage.snapshotEverySlots,
+    snapshotEveryBytes: cfg.storage.snapshotEveryBytes,
+  };
 }
 
 /** Bytes of results packed into one reply datagram (below DATAGRAM_BYTES_MAX). */
@@ -139,23 +162,10 @@ export class PaxosNode {
     }
     this.self = this.addrOf.get(opts.sid)!;
     this.sm = new KvStateMachine(cfg.limits.sessionsMax, cfg.limits.valueBytesMax);
-    const t = cfg.timing;
-    const l = cfg.limits;
     this.replica = new Replica({
-      sid: opts.sid,
-      sids: cfg.servers.map((s) => s.sid),
+      ...replicaOptions(cfg, opts.sid),
       prng: new Prng(opts.seed ?? (opts.sid * 7919 + Date.now()) >>> 0),
       sm: this.sm,
-      heartbeatTicks: t.heartbeatTicks,
-      electionTicks: t.electionTicks,
-      retransmitTicks: t.retransmitTicks,
-      retransmitMaxTicks: t.retransmitMaxTicks,
-      windowSlots: l.windowSlots,
-      batchBytesMax: l.batchBytesMax,
-      pendingMax: l.pendingMax,
-      catchupBytesMax: l.catchupBytesMax,
-      snapshotEverySlots: cfg.storage.snapshotEverySlots,
-      snapshotEveryBytes: cfg.storage.snapshotEveryBytes,
       trace: debugNode.enabled ? (line) => debugNode(line) : undefined,
     });
     this.peerSock = dgram.createSocket({

@@ -466,27 +466,16 @@ export class RecordLog {
   append(payloads: readonly Uint8Array[]): void {
     this.checkWritable();
     if (payloads.length === 0) return;
-    const frames = encodeFrames(payloads);
-    const seg = this.current;
-    try {
-      writeFully(this.fd, frames, seg.size);
-    } catch (err) {
-      const e = wrapFsError(err, `write of ${frames.length} bytes at offset ${seg.size}`, seg.file);
-      e.offset = seg.size;
-      throw this.fail(e);
-    }
-    seg.size += frames.length;
+    const bytes = this.writeFrames(payloads);
     if (this.sync) {
       try {
         fs.fdatasyncSync(this.fd);
       } catch (err) {
-        throw this.fail(wrapFsError(err, 'fdatasync', seg.file, 'ESYNC'));
+        throw this.fail(wrapFsError(err, 'fdatasync', this.current.file, 'ESYNC'));
       }
       this._syncs++;
     }
-    this._appendCalls++;
-    this._recordsWritten += payloads.length;
-    this._bytesWritten += frames.length;
+    this.count(payloads.length, bytes);
   }
 
   /**
@@ -496,6 +485,11 @@ export class RecordLog {
   write(payloads: readonly Uint8Array[]): void {
     this.checkWritable();
     if (payloads.length === 0) return;
+    this.count(payloads.length, this.writeFrames(payloads));
+  }
+
+  /** Frame and write a batch at the end of the current segment; returns its bytes. */
+  private writeFrames(payloads: readonly Uint8Array[]): number {
     const frames = encodeFrames(payloads);
     const seg = this.current;
     try {
@@ -506,9 +500,13 @@ export class RecordLog {
       throw this.fail(e);
     }
     seg.size += frames.length;
+    return frames.length;
+  }
+
+  private count(records: number, bytes: number): void {
     this._appendCalls++;
-    this._recordsWritten += payloads.length;
-    this._bytesWritten += frames.length;
+    this._recordsWritten += records;
+    this._bytesWritten += bytes;
   }
 
   /**

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { PaxosClient, PaxosClientError } from '../../lib/client';
 import { Prng } from '../../lib/core/prng';
 import { Replica } from '../../lib/core/replica';
+import { replicaOptions } from '../../lib/daemon';
 import { loadNodeConfig } from '../../lib/io/config';
 import { crc32c } from '../../lib/io/crc32c';
 import { RECORD_HEADER_BYTES } from '../../lib/io/recordlog';
@@ -541,23 +542,13 @@ export function replayDataDir(configFile: string, sid: number, dir: string): Rep
   const opened = DurableStore.open(dir, false);
   try {
     const sm = new KvStateMachine(cfg.limits.sessionsMax, cfg.limits.valueBytesMax);
-    const t = cfg.timing;
-    const l = cfg.limits;
     const replica = new Replica({
-      sid,
-      sids: cfg.servers.map((s) => s.sid),
+      ...replicaOptions(cfg, sid),
       prng: new Prng(1),
       sm,
-      heartbeatTicks: t.heartbeatTicks,
-      electionTicks: t.electionTicks,
-      retransmitTicks: t.retransmitTicks,
-      retransmitMaxTicks: t.retransmitMaxTicks,
-      windowSlots: l.windowSlots,
-      batchBytesMax: l.batchBytesMax,
-      pendingMax: l.pendingMax,
-      catchupBytesMax: l.catchupBytesMax,
       // Never snapshot during the replay (it would not change the state anyway).
       snapshotEverySlots: 0x7fffffff,
+      snapshotEveryBytes: undefined,
     });
     replica.restore(opened.snapshot, opened.records);
     return {
