@@ -535,8 +535,7 @@ export class PaxosNode {
       if (rd.persist.length > 0) {
         this.store.write(rd.persist);
         this.unsyncedRecords += rd.persist.length;
-        if (rd.persist.some((r) => r.t === 'promise' || r.t === 'accept' || r.t === 'voter'))
-          this.writeGen++;
+        if (rd.mustSync) this.writeGen++;
       }
       if (rd.snapshot) {
         const s = rd.snapshot;
@@ -554,13 +553,12 @@ export class PaxosNode {
       this.die(e as Error);
       return;
     }
-    // Only a promise or an accepted reply vouches for this node's durable state;
-    // they wait for the sync. Proposals, commits, catch-up, heartbeats and client
-    // answers (chosen means a majority already synced) go out now.
+    // The replica's driver contract (Outbound.sync): messages that vouch for this
+    // node's durable state wait for the sync; proposals, commits, catch-up,
+    // heartbeats and client answers (chosen means a majority already synced) go now.
     const now: Outbound[] = [];
     const gated: Outbound[] = [];
-    for (const o of rd.messages)
-      (o.msg.t === 'promise' || o.msg.t === 'accepted' ? gated : now).push(o);
+    for (const o of rd.messages) (o.sync ? gated : now).push(o);
     if (gated.length > 0) this.pipeline.push({ gen: this.writeGen, messages: gated });
     if (this.emit(now, rd.applied, rd.events)) this.scheduleFlush();
     for (const id of rd.reads) {

@@ -3,6 +3,7 @@ import type { Prng } from './prng';
 import { Timeout } from './timeout';
 import {
   CHOSEN_BALLOT,
+  SYNC_BEFORE_SEND,
   type AppliedEntry,
   type Cmd,
   type CmdResult,
@@ -395,6 +396,9 @@ export class Replica {
     if (this.snapshotOut) this.snapshotOut.checkpoint = this.checkpoint(this.snapshotOut.slot);
     const out: Ready = {
       persist: this.persistOut,
+      mustSync: this.persistOut.some(
+        (r) => r.t === 'promise' || r.t === 'accept' || r.t === 'voter',
+      ),
       snapshot: this.snapshotOut,
       messages: this.messagesOut,
       applied: this.appliedOut,
@@ -424,6 +428,49 @@ export class Replica {
       queued: this.queue.length,
       inflight: this.inflight.size,
     };
+  }
+
+  /**
+   * Assertions on this replica's own state (TigerBeetle style), cheap enough to
+   * run after every step in tests and the simulator. Throws on a broken invariant.
+   */
+  checkInvariants(): void {
+    const bad = (why: string): never => {
+      throw new Error(`sid ${this.sid}: invariant broken: ${why}`);
+    };
+    if (!(this.base <= this.applied)) bad(`base ${this.base} > applied ${this.applied}`);
+    if (!(this.applied <= this.chosenThrough))
+      bad(`applied ${this.applied} > chosen ${this.chosenThrough}`);
+    if (!(this.chosenThrough <= this.knownChosen))
+      bad(`chosen ${this.chosenThrough} > known chosen ${this.knownChosen}`);
+    for (let s = this.base + 1; s <= this.chosenThrough; s++)
+      if (!this.log.get(s)?.chosen)
+        bad(`slot ${s} <= chosen prefix ${this.chosenThrough} is not chosen`);
+    for (const [s, e] of this.log) {
+      if (s <= this.base) bad(`slot ${s} kept below base ${this.base}`);
+      if (!e.chosen && e.ballot > this.promised)
+        bad(
+          `slot ${s} accepted at ${formatBallot(e.ballot)} above promised ${formatBallot(this.promised)}`,
+        );
+    }
+    if (this.role === 'leader' || this.role === 'candidate') {
+      if (!this.voter) bad(`${this.role} without a vote`);
+      if (ballotSid(this.ballot) !== this.sid) bad(`${this.role} with another node's ballot`);
+    }
+    if (this.role === 'candidate' && !this.p1) bad('candidate without phase 1 state');
+    if (this.role !== 'candidate' && this.p1) bad(`${this.role} with phase 1 state`);
+    if (this.role === 'leader') {
+      if (this.ballot > this.promised)
+        bad(`leader ballot ${formatBallot(this.ballot)} above its own promise`);
+      if (this.inflight.size > this.o.windowSlots + this.sids.length + 1)
+        bad(`${this.inflight.size} slots in flight, window ${this.o.windowSlots}`);
+      for (const slot of this.inflight.keys()) {
+        if (slot >= this.nextSlot) bad(`in-flight slot ${slot} >= next slot ${this.nextSlot}`);
+        if (this.log.get(slot)?.chosen) bad(`in-flight slot ${slot} is already chosen`);
+      }
+      if (this.nextSlot <= this.chosenThrough)
+        bad(`next slot ${this.nextSlot} <= chosen ${this.chosenThrough}`);
+    } else if (this.inflight.size > 0) bad(`${this.role} with slots in flight`);
   }
 
   /** The chosen value of a slot, if this node knows it and has not compacted it. */
@@ -1218,7 +1265,7 @@ export class Replica {
   // ======================= helpers =======================
 
   private send(to: number, msg: Msg): void {
-    this.messagesOut.push({ to, msg });
+    this.messagesOut.push({ to, msg, sync: SYNC_BEFORE_SEND.has(msg.t) });
   }
 
   private trace(line: string): void {

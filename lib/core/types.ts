@@ -79,10 +79,33 @@ export type DurableRecord =
   /** Checkpoint head: the snapshot file for `slot` is durable. */
   | { t: 'snapshot'; slot: number };
 
+/**
+ * One outgoing message. `sync` is the driver contract (etcd-raft's
+ * messages-after-append): a message with sync = true vouches for this node's
+ * durable state (a promise, an accepted, a confirmed), so it must not leave the
+ * node (nor be stepped back into it, when addressed to itself) before every
+ * record handed out by this and every earlier ready() is durable. Messages with
+ * sync = false may leave at once. Daemon, simulator and tests all obey this one
+ * flag; none of them decides by message type on its own.
+ */
 export interface Outbound {
   to: number;
   msg: Msg;
+  sync: boolean;
 }
+
+/**
+ * Message types that must wait for the sync (see Outbound.sync). Each one tells a
+ * peer something that a power loss must not undo:
+ * - promise: "I will not accept below this ballot" (PMS phase 1b);
+ * - accepted: "I accepted this value" (counted towards a choice, PMS phase 2b);
+ * - confirmed: "I have promised nothing higher" (a read-index vote; PML leases).
+ */
+export const SYNC_BEFORE_SEND: ReadonlySet<Msg['t']> = new Set([
+  'promise',
+  'accepted',
+  'confirmed',
+]);
 
 /** Result of applying one command, as returned to the client. */
 export interface CmdResult {
@@ -121,6 +144,13 @@ export interface SnapshotOut {
 /** Everything the driver must do, in this order: persist, snapshot, send, reply. */
 export interface Ready {
   persist: DurableRecord[];
+  /**
+   * True when `persist` holds a record whose loss would break a promise made to
+   * peers (promise, accept, voter): the driver must fsync before releasing
+   * sync = true messages. Chosen markers and learned values may ride along with
+   * the next sync: a majority holds them already.
+   */
+  mustSync: boolean;
   snapshot: SnapshotOut | null;
   messages: Outbound[];
   applied: AppliedEntry[];
