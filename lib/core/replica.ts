@@ -47,7 +47,24 @@ export interface ReplicaOptions {
   keepSlots?: number;
   /** Deterministic trace sink (simulator, debug). */
   trace?: (line: string) => void;
+  /**
+   * Deliberate protocol bugs, for tests only: they show that the simulator's
+   * invariants catch a broken protocol (not only a broken driver). Never set in
+   * production (the daemon has no way to pass it).
+   */
+  mutations?: readonly Mutation[];
 }
+
+/** Protocol mutations the simulator must catch (see ReplicaOptions.mutations). */
+export type Mutation =
+  /** The new leader ignores the values reported in promises (proposes no-ops). */
+  | 'ignore-promise-values'
+  /** The acceptor accepts below its promise. */
+  | 'accept-below-promise'
+  /** Reads are answered without the read-index confirmation round. */
+  | 'read-without-confirm'
+  /** A quorum of floor(n/2): two minorities can both decide. */
+  | 'minority-quorum';
 
 /**
  * One slot as this node knows it. Acceptor and learner share the entry: once a
@@ -121,6 +138,7 @@ export class Replica {
   readonly sid: number;
   readonly sids: number[];
   readonly quorum: number;
+  private readonly mutations: ReadonlySet<Mutation>;
   private readonly o: ReplicaOptions;
   private readonly keepSlots: number;
   /** How far beyond the chosen prefix an accept or learned value may reach. */
@@ -229,7 +247,9 @@ export class Replica {
     this.sid = opts.sid;
     this.sids = [...opts.sids].sort((a, b) => a - b);
     if (!this.sids.includes(opts.sid)) throw new Error(`sid ${opts.sid} is not in the cluster`);
-    this.quorum = Math.floor(this.sids.length / 2) + 1;
+    this.mutations = new Set(opts.mutations ?? []);
+    this.quorum =
+      Math.floor(this.sids.length / 2) + (this.mutations.has('minority-quorum') ? 0 : 1);
     this.slotsAheadMax = 16 * opts.windowSlots + 4096;
     this.keepSlots = opts.keepSlots ?? Math.min(100, Math.floor(opts.snapshotEverySlots / 2));
     this.heartbeat = new Timeout('heartbeat', opts.heartbeatTicks);
@@ -462,7 +482,7 @@ export class Replica {
     if (this.role === 'leader') {
       if (this.ballot > this.promised)
         bad(`leader ballot ${formatBallot(this.ballot)} above its own promise`);
-      if (this.inflight.size > this.o.windowSlots + this.sids.length + 1)
+      if (this.inflight.size > this.o.windowSlots + this.slotsAheadMax)
         bad(`${this.inflight.size} slots in flight, window ${this.o.windowSlots}`);
       for (const slot of this.inflight.keys()) {
         if (slot >= this.nextSlot) bad(`in-flight slot ${slot} >= next slot ${this.nextSlot}`);
@@ -643,7 +663,7 @@ export class Replica {
       }
       // The value with the highest accepted ballot must be proposed again;
       // a slot nobody reported accepting is a hole, filled with a no-op.
-      this.propose(s, m ? m.value : []);
+      this.propose(s, m && !this.mutations.has('ignore-promise-values') ? m.value : []);
     }
     this.nextSlot = maxSlot + 1;
     this.commitSent = 0;
@@ -804,7 +824,7 @@ export class Replica {
       this.learnCommit(m.ballot, m.commit, from);
       return;
     }
-    if (m.ballot < this.promised) {
+    if (m.ballot < this.promised && !this.mutations.has('accept-below-promise')) {
       this.send(from, { t: 'nack', ballot: m.ballot, promised: this.promised });
       return;
     }
@@ -951,6 +971,7 @@ export class Replica {
     const r = { acks: new Set([this.sid]), reads: this.readQueue, timeout };
     this.readQueue = [];
     this.readRounds.set(round, r);
+    if (this.mutations.has('read-without-confirm')) return this.confirmRound(round);
     for (const s of this.sids)
       if (s !== this.sid) this.send(s, { t: 'confirm', ballot: this.ballot, round });
     if (r.acks.size >= this.quorum) this.confirmRound(round);
