@@ -1,4 +1,5 @@
 import * as dgram from 'node:dgram';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import createDebug from 'debug';
 import { Prng } from './core/prng';
@@ -138,6 +139,12 @@ export class PaxosNode {
   private syncedGen = 0;
   private syncing = false;
   private unsyncedRecords = 0;
+  /**
+   * End of the WAL as of the last completed sync of this process (null before
+   * the first one, or with syncs off). Everything this node has vouched for lies
+   * before it: a power loss can cost only what follows (tests cut there).
+   */
+  private walSynced: { segment: string; offset: number } | null = null;
   private ticker: NodeJS.Timeout | null = null;
   private flushScheduled = false;
   private stopped = false;
@@ -330,6 +337,8 @@ export class PaxosNode {
           // Group commit: records made durable per fdatasync = recordsSynced / syncs.
           syncs: this.counters.syncs,
           recordsSynced: this.counters.recordsSynced,
+          walSyncedSegment: this.walSynced?.segment ?? null,
+          walSyncedOffset: this.walSynced?.offset ?? null,
         },
       });
       return;
@@ -543,6 +552,7 @@ export class PaxosNode {
         // every record written so far is durable after it.
         this.store.saveSnapshot(s.slot, s.data, s.checkpoint);
         this.syncedGen = this.writeGen;
+        this.walSynced = this.walEnd();
         this.unsyncedRecords = 0;
         if (s.installed) this.orderLog.snapshotInstalled(s.slot);
         this.log(
@@ -578,9 +588,13 @@ export class PaxosNode {
     const target = this.writeGen;
     const records = this.unsyncedRecords;
     this.unsyncedRecords = 0;
+    const end = this.walEnd();
     this.store.syncAsync((err) => {
       this.syncing = false;
       if (err) return this.die(err);
+      // A rotation meanwhile synced more than this (and the segment is gone).
+      if (end && end.segment === path.basename(this.store.log.segmentFiles().at(-1) ?? ''))
+        this.walSynced = end;
       this.counters.syncs++;
       this.counters.recordsSynced += records;
       const b = Math.floor(Math.log2(Math.max(1, records)));
@@ -591,6 +605,18 @@ export class PaxosNode {
       this.kickSync();
       this.scheduleFlush();
     });
+  }
+
+  /** Current end of the WAL (what a sync started now covers); null with syncs off. */
+  private walEnd(): { segment: string; offset: number } | null {
+    if (!this.store.log.sync) return null;
+    const files = this.store.log.segmentFiles();
+    const file = files[files.length - 1];
+    try {
+      return { segment: path.basename(file), offset: fs.statSync(file).size };
+    } catch {
+      return null; // only a status field: never a reason to stop
+    }
   }
 
   /** Send, deliver and answer everything whose records are durable, in order. */
