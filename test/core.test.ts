@@ -145,6 +145,8 @@ t.test('PMS phase 1b: a promise reports the highest-numbered proposal accepted',
     commit: 0,
   });
   a.ready();
+  // Leader 0 falls silent (a live leader's followers refuse other prepares).
+  for (let i = 0; i <= OPTS.electionTicks; i++) a.tick();
   a.step(2, { t: 'prepare', ballot: makeBallot(2, 2), from: 1 });
   const msg = a.ready().messages.find((m) => m.msg.t === 'promise')!.msg;
   t.match(msg, { t: 'promise', ballot: makeBallot(2, 2), hi: 0 });

@@ -85,6 +85,7 @@ function forgedMessages(from: number, chosen: number, liveBallot: number): Msg[]
       next: chosen + 1_000_001,
       eligible: true,
       voter: true,
+      heard: [],
     },
     { t: 'catchupReq', from: 1, to: chosen },
     {

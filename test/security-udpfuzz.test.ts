@@ -354,6 +354,7 @@ function peerSeed(g: Gen, from: number, chosen: number, ballot: number): Buffer 
       next: slot + 1,
       eligible: true,
       voter: true,
+      heard: [],
     },
     { t: 'catchupReq', from: slot, to: slot + 10 },
     { t: 'catchupResp', from: slot, entries: [fuzzValue(g), []], snapshot: 0, snapshotBytes: 0 },

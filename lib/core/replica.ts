@@ -101,6 +101,10 @@ interface PeerInfo {
   chosen: number;
   eligible: boolean;
   voter: boolean;
+  /** Did this peer's last heartbeat say it hears us? */
+  hearsUs: boolean;
+  /** Tick at which that heartbeat arrived. */
+  at: number;
 }
 
 export type Role = 'follower' | 'candidate' | 'leader';
@@ -119,6 +123,13 @@ export interface ReplicaStatus {
   queued: number;
   inflight: number;
 }
+
+/** Snapshot chunks sent per request (one catchupBytesMax each). */
+const SNAPSHOT_WINDOW_CHUNKS = 8;
+/** A snapshot stays pinned for a fetching peer this many election timeouts after its last request. */
+const SNAPSHOT_PIN_ELECTIONS = 4;
+/** Older snapshots kept for peers still fetching them (memory bound). */
+const SNAPSHOTS_PINNED_MAX = 2;
 
 /** Bytes a value is likely to take on the wire (for budgets, not exact). */
 export function valueBytes(value: Value): number {
@@ -182,6 +193,8 @@ export class Replica {
 
   // ---- leader ----
   private p1: Phase1 | null = null;
+  /** First slot our Phase 1 covered: every slot from here on is ours to propose at `ballot`. */
+  private leaderFrom = 1;
   private nextSlot = 1;
   private readonly inflight = new Map<number, InFlight>();
   private queue: Cmd[] = [];
@@ -207,19 +220,34 @@ export class Replica {
   private snapRecv: {
     slot: number;
     total: number;
-    parts: Uint8Array[];
+    /** Chunks by offset; those at or past `received` may arrive out of order. */
+    parts: Map<number, Uint8Array>;
+    /** Bytes received contiguously from offset 0. */
     received: number;
+    /** Offset up to which the last request asked (a window of chunks). */
+    askedTo: number;
     peer: number;
     timeout: Timeout;
     reported: number;
   } | null = null;
+  /**
+   * Older snapshots still being fetched by a peer (slot -> data, last request):
+   * a transfer keeps the snapshot it started, so a new local snapshot under load
+   * does not restart it from offset 0 (which could go on forever).
+   */
+  private readonly pinnedSnapshots = new Map<number, { data: Uint8Array; askedAt: number }>();
+  private lastSnapshotAskedAt = -Infinity;
   private chosenAtLastTick = 0;
   /** Command bytes applied since the last snapshot (taken or installed). */
   private bytesSinceSnapshot = 0;
 
   // ---- rejoin after a lost disk ----
-  private readonly rejoinPromised = new Map<number, number>();
-  private joinThreshold: number | null = null;
+  /**
+   * Answers to our rejoin request: only those echoing `nonce`, drawn after this
+   * restart, count; a delayed heartbeat or answer sent before the disk was lost
+   * cannot (PML: evidence must postdate the amnesia).
+   */
+  private rejoin: { nonce: number; promised: Map<number, number>; threshold: number } | null = null;
 
   // ---- outputs of the current turn ----
   private persistOut: DurableRecord[] = [];
@@ -240,6 +268,8 @@ export class Replica {
     snapshotsTaken: 0,
     snapshotsInstalled: 0,
     ignoredNotVoter: 0,
+    /** Prepares not promised because a live leader is heard (check quorum). */
+    preparesRefusedLiveLeader: 0,
   };
 
   constructor(opts: ReplicaOptions) {
@@ -363,6 +393,10 @@ export class Replica {
         return this.onSnapshotReq(from, msg);
       case 'snapshotResp':
         return this.onSnapshotResp(from, msg);
+      case 'rejoinReq':
+        return this.onRejoinReq(from, msg);
+      case 'rejoinResp':
+        return this.onRejoinResp(from, msg);
     }
   }
 
@@ -532,18 +566,63 @@ export class Replica {
     return n;
   }
 
+  /**
+   * Two-way contact: we hear `sid`, and its latest heartbeat (recent) says it
+   * hears us. Only two-way peers count for progress and campaigning: a peer we
+   * hear but that cannot hear us can neither vote for us nor follow us.
+   */
+  private twoWay(sid: number): boolean {
+    if (sid === this.sid) return true;
+    const p = this.peers.get(sid);
+    return (
+      p !== undefined && p.hearsUs && this.alive(sid) && this.now - p.at <= this.o.electionTicks
+    );
+  }
+
+  private twoWayCount(): number {
+    let n = 0;
+    for (const s of this.sids) if (this.twoWay(s)) n++;
+    return n;
+  }
+
+  /** Highest chosen prefix among two-way peers (a deaf peer's cannot hold us back). */
   private maxPeerChosen(): number {
     let m = 0;
-    for (const [sid, p] of this.peers) if (this.alive(sid) && p.chosen > m) m = p.chosen;
+    for (const [sid, p] of this.peers) if (this.twoWay(sid) && p.chosen > m) m = p.chosen;
     return m;
   }
 
   /**
-   * May this node lead: it votes and is caught up with its live peers. Slack of
-   * two windows: under load every follower trails the leader by a few slots.
+   * May this node lead: it votes, has two-way contact with a majority, and is
+   * caught up with its two-way peers. Slack of two windows: under load every
+   * follower trails the leader by a few slots.
    */
   private eligible(): boolean {
-    return this.voter && this.chosenThrough + 2 * this.o.windowSlots >= this.maxPeerChosen();
+    return (
+      this.voter &&
+      this.twoWayCount() >= this.quorum &&
+      this.chosenThrough + 2 * this.o.windowSlots >= this.maxPeerChosen()
+    );
+  }
+
+  /**
+   * Do we follow (or are we) a leader that is live right now? Then a prepare from
+   * someone else is not promised (etcd's CheckQuorum + leader stickiness): a node
+   * on the far side of a bridge partition cannot depose a leader that a majority
+   * still hears. Progress is kept: a leader without two-way contact with a
+   * majority steps down within an election timeout, and its followers stop
+   * hearing it within another, after which prepares are promised again.
+   */
+  private hearsLiveLeader(from: number): boolean {
+    if (this.role === 'leader') return from !== this.sid && this.twoWayCount() >= this.quorum;
+    return (
+      this.role === 'follower' &&
+      this.leader !== null &&
+      this.leader !== from &&
+      this.leader !== this.sid &&
+      this.leaderBallot >= this.promised &&
+      this.now - this.leaderSeenAt <= this.o.electionTicks
+    );
   }
 
   private tickFollower(): void {
@@ -554,17 +633,23 @@ export class Replica {
       this.leaderLostAt = this.now;
     }
     if (this.now - this.leaderSeenAt <= this.election.after) return;
-    // Pre-vote check: campaigning without a live majority only inflates ballots
-    // and disrupts the cluster when the partition heals.
-    if (this.aliveCount() < this.quorum || !this.eligible()) return;
-    const candidates = this.sids.filter(
-      (s) => s === this.sid || (this.alive(s) && this.peers.get(s)?.eligible === true),
-    );
-    // Bully: the live eligible node of highest rank (lowest SID) runs first. If no
-    // leader appears within another election period, the next one runs too.
+    // Pre-vote check: campaigning without two-way contact with a majority only
+    // inflates ballots (nobody could answer) and disrupts the cluster later.
+    if (!this.voter || this.twoWayCount() < this.quorum) return;
     const waited = this.now - Math.max(this.leaderLostAt, this.leaderSeenAt);
-    const skip = Math.floor(waited / this.election.after) - 1;
-    const idx = Math.max(0, Math.min(skip, candidates.length - 1));
+    const periods = Math.floor(waited / this.election.after);
+    // Bounded wait: after this many periods without a leader, campaign even if
+    // behind. Phase 1 learns every accepted value from a majority (PMS), so a
+    // lagging leader is safe; the eligibility rule is only a preference.
+    if (periods > this.sids.length + 1) return this.startPhase1();
+    if (!this.eligible()) return;
+    // Phantom candidates are skipped: only two-way peers that say they may lead.
+    const candidates = this.sids.filter(
+      (s) => s === this.sid || (this.twoWay(s) && this.peers.get(s)?.eligible === true),
+    );
+    // Bully: the eligible node of highest rank (lowest SID) runs first. If no
+    // leader appears within another election period, the next one runs too.
+    const idx = Math.max(0, Math.min(periods - 1, candidates.length - 1));
     if (candidates.indexOf(this.sid) <= idx) this.startPhase1();
   }
 
@@ -599,13 +684,20 @@ export class Replica {
     p1.timeout.tick();
     if (!p1.timeout.fired()) return;
     p1.timeout.backoff(this.o.prng);
-    for (const s of this.sids)
-      if (!p1.complete.has(s)) this.send(s, { t: 'prepare', ballot: p1.ballot, from: p1.from });
+    // Re-ask only from the first slot each acceptor's promise chunks left
+    // uncovered: a full re-send would put the missing chunk last in the burst
+    // again, where tail drop keeps losing it.
+    for (const s of this.sids) {
+      if (p1.complete.has(s)) continue;
+      const from = firstUncovered(p1.covered.get(s) ?? [], p1.from);
+      this.send(s, { t: 'prepare', ballot: p1.ballot, from });
+    }
   }
 
   private tickLeader(): void {
-    // A leader cut off from a majority steps down so clients look elsewhere.
-    if (this.aliveCount() < this.quorum) {
+    // Check quorum: a leader without two-way contact with a majority steps down
+    // so clients look elsewhere and its followers stop refusing prepares.
+    if (this.twoWayCount() < this.quorum) {
       this.eventsOut.push(`sid ${this.sid}: lost contact with a majority; stepping down`);
       this.stepDown(null);
       return;
@@ -651,16 +743,23 @@ export class Replica {
     this.leaderBallot = this.ballot;
     this.leaderSeenAt = this.now;
     this.stats.leaderships++;
-    let maxSlot = p1.from - 1;
+    this.leaderFrom = p1.from;
+    // The next slot is above everything chosen or accepted that we know of, by
+    // promise or by catch-up during Phase 1: a new command proposed into a slot
+    // already chosen would be a second value there (PMMC: a leader proposes only
+    // in slots it has no decision for).
+    let maxSlot = Math.max(p1.from - 1, this.chosenThrough, this.maxLogSlot());
     for (const s of p1.merged.keys()) if (s > maxSlot) maxSlot = s;
-    for (const s of this.log.keys()) if (s > maxSlot && !this.log.get(s)!.chosen) maxSlot = s;
-    for (let s = p1.from; s <= maxSlot; s++) {
-      if (this.log.get(s)?.chosen) continue;
-      const m = p1.merged.get(s);
-      if (m && m.ballot === Infinity) {
-        this.learn(s, m.value);
-        continue;
+    // Values reported chosen are learned first (role is already leader: learn()
+    // must not treat them as another leader's choice, so mark them directly).
+    for (const [s, m] of p1.merged)
+      if (m.ballot === Infinity && !this.log.get(s)?.chosen && s > this.base) {
+        this.log.set(s, { ballot: CHOSEN_BALLOT, value: m.value, chosen: true });
+        this.persistOut.push({ t: 'learn', slot: s, value: m.value });
       }
+    for (let s = p1.from; s <= maxSlot; s++) {
+      if (s <= this.base || this.log.get(s)?.chosen) continue;
+      const m = p1.merged.get(s);
       // The value with the highest accepted ballot must be proposed again;
       // a slot nobody reported accepting is a hole, filled with a no-op.
       this.propose(s, m && !this.mutations.has('ignore-promise-values') ? m.value : []);
@@ -722,8 +821,10 @@ export class Replica {
       next: this.role === 'leader' ? this.nextSlot : 0,
       eligible: this.eligible(),
       voter: this.voter,
+      heard: this.sids.filter((s) => s !== this.sid && this.alive(s)),
     };
     for (const s of this.sids) if (s !== this.sid) this.send(s, msg);
+    if (!this.voter) this.requestRejoin();
   }
 
   private onHeartbeat(from: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
@@ -732,36 +833,70 @@ export class Replica {
       chosen: m.chosen,
       eligible: m.eligible,
       voter: m.voter,
+      hearsUs: m.heard.includes(this.sid),
+      at: this.now,
     });
     if (m.leading) {
       this.noteLeader(m.promised);
       this.learnCommit(m.promised, m.chosen, from);
     } else {
-      this.noteBallot(m.promised);
+      // A follower's promise alone deposes no leader: if it promised above us it
+      // will nack our next accept (PMS), and a node nobody hears cannot win.
+      if (m.promised > this.maxBallotSeen) this.maxBallotSeen = m.promised;
       if (m.chosen > this.knownChosen) {
         this.knownChosen = m.chosen;
         this.knownChosenFrom = from;
       }
     }
-    if (!this.voter) {
-      this.rejoinPromised.set(from, m.promised);
-      if (m.leading && this.joinThreshold === null) this.joinThreshold = m.next;
-    }
+  }
+
+  /** Ask every voter for its promise, echoing a nonce drawn after this restart. */
+  private requestRejoin(): void {
+    if (!this.rejoin)
+      this.rejoin = { nonce: this.o.prng.int(0x7fffffff) + 1, promised: new Map(), threshold: 0 };
+    for (const s of this.sids)
+      if (s !== this.sid) this.send(s, { t: 'rejoinReq', nonce: this.rejoin.nonce });
+  }
+
+  private onRejoinReq(from: number, m: Extract<Msg, { t: 'rejoinReq' }>): void {
+    if (!this.voter) return;
+    this.send(from, {
+      t: 'rejoinResp',
+      nonce: m.nonce,
+      promised: this.promised,
+      next: Math.max(this.role === 'leader' ? this.nextSlot : 0, this.maxLogSlot() + 1),
+    });
+  }
+
+  private onRejoinResp(from: number, m: Extract<Msg, { t: 'rejoinResp' }>): void {
+    const r = this.rejoin;
+    if (this.voter || !r || m.nonce !== r.nonce) return;
+    // Sampled until enough voters answered, then frozen: a threshold that kept
+    // rising with every answer would chase the leader's next slot forever.
+    if (r.promised.size >= this.sids.length - this.quorum + 1 && r.threshold > 0) return;
+    r.promised.set(from, Math.max(m.promised, r.promised.get(from) ?? 0));
+    // Above every slot these voters accepted or a leader among them proposed,
+    // sampled after our restart: a slot we voted for before the disk was lost and
+    // that could be chosen lies below it (a choosing majority intersects them).
+    if (m.next > r.threshold) r.threshold = m.next;
   }
 
   /**
    * Paxos Made Live's rule for a node that lost its disk: it may have promised
-   * ballots it no longer remembers, so it votes only after (a) it has heard the
-   * promised ballot of enough peers to intersect any majority that used its lost
-   * promise, and adopted the highest, and (b) it has learned chosen a slot that
-   * began after it came back.
+   * ballots it no longer remembers, so it votes only after (a) voters enough to
+   * intersect any majority that used its lost promise (n - quorum + 1) answered a
+   * request made after the restart, and it adopted the highest promise they
+   * reported, and (b) it has learned chosen a slot that a leader began after the
+   * restart (so every slot it may have voted for before is decided).
    */
   private checkRejoin(): void {
+    const r = this.rejoin;
+    if (!r) return;
     const need = this.sids.length - this.quorum + 1;
-    if (this.rejoinPromised.size < need) return;
-    if (this.joinThreshold === null || this.chosenThrough < this.joinThreshold) return;
+    if (r.promised.size < need) return;
+    if (r.threshold === 0 || this.chosenThrough < r.threshold) return;
     let max = this.promised;
-    for (const b of this.rejoinPromised.values()) if (b > max) max = b;
+    for (const b of r.promised.values()) if (b > max) max = b;
     if (max > this.promised) {
       this.promised = max;
       this.persistOut.push({ t: 'promise', ballot: max });
@@ -769,8 +904,9 @@ export class Replica {
     this.voter = true;
     this.persistOut.push({ t: 'voter' });
     this.eventsOut.push(
-      `sid ${this.sid}: rejoined as a voter after slot ${this.joinThreshold} (promised ${formatBallot(max)})`,
+      `sid ${this.sid}: rejoined as a voter after slot ${r.threshold} (promised ${formatBallot(max)})`,
     );
+    this.rejoin = null;
   }
 
   // ======================= acceptor =======================
@@ -778,6 +914,10 @@ export class Replica {
   private onPrepare(from: number, m: Extract<Msg, { t: 'prepare' }>): void {
     if (!this.voter) {
       this.stats.ignoredNotVoter++;
+      return;
+    }
+    if (m.ballot > this.promised && this.hearsLiveLeader(from)) {
+      this.stats.preparesRefusedLiveLeader++;
       return;
     }
     this.noteBallot(m.ballot);
@@ -872,7 +1012,10 @@ export class Replica {
       return;
     }
     for (const [slot, ballot, value] of m.entries) {
-      if (slot < p1.from || slot > p1.from + this.slotsAheadMax) continue;
+      // Every accepted value above p1.from counts, however far ahead: an acceptor
+      // accepts up to its own chosen prefix + slotsAheadMax, which may be far past
+      // ours, and a value dropped here could be chosen (PMS phase 2a rule).
+      if (slot < p1.from) continue;
       const cur = p1.merged.get(slot);
       const b = ballot === CHOSEN_BALLOT ? Infinity : ballot;
       if (!cur || b > cur.ballot) p1.merged.set(slot, { ballot: b, value });
@@ -881,7 +1024,10 @@ export class Replica {
     if (!ranges) p1.covered.set(from, (ranges = []));
     ranges.push([m.lo, m.hi]);
     if (coversToInfinity(ranges, p1.from)) p1.complete.add(from);
-    if (p1.complete.size >= this.quorum) this.becomeLeader();
+    // Our own promise must be among them: it reaches us only after it is durable
+    // (Outbound.sync), so a power loss cannot make us forget this ballot and
+    // campaign with it again, proposing a second value per slot at one ballot.
+    if (p1.complete.size >= this.quorum && p1.complete.has(this.sid)) this.becomeLeader();
   }
 
   private onAccepted(from: number, m: Extract<Msg, { t: 'accepted' }>): void {
@@ -1030,6 +1176,22 @@ export class Replica {
     if (slot <= this.base) return;
     const e = this.log.get(slot);
     if (e?.chosen) return;
+    if (this.role === 'leader' && slot >= this.leaderFrom) {
+      // PMS: a slot at or above our Phase 1 start can only have been chosen with a
+      // value we did not propose at our ballot by a higher ballot. Our commit
+      // index means "what you accepted at my ballot is chosen" (PMMC decisions):
+      // covering this slot would make an acceptor holding our own value for it
+      // mark that value chosen. A deposed leader steps down before it can.
+      const f = this.inflight.get(slot);
+      if (f && valuesEqual(f.value, value)) {
+        this.inflight.delete(slot);
+      } else {
+        this.eventsOut.push(
+          `sid ${this.sid}: slot ${slot} was chosen by a higher ballot; stepping down`,
+        );
+        this.stepDown(null);
+      }
+    }
     this.log.set(slot, { ballot: CHOSEN_BALLOT, value, chosen: true });
     this.persistOut.push({ t: 'learn', slot, value });
   }
@@ -1081,6 +1243,7 @@ export class Replica {
   private takeSnapshot(): void {
     const slot = this.applied;
     const data = this.o.sm.snapshot();
+    this.pinLastSnapshot();
     this.lastSnapshot = { slot, data };
     this.bytesSinceSnapshot = 0;
     this.compactTo(slot - this.keepSlots);
@@ -1110,13 +1273,15 @@ export class Replica {
       r.timeout.tick();
       if (r.timeout.fired()) {
         r.timeout.backoff(this.o.prng);
-        if (r.timeout.attempts > 8) {
+        if (r.timeout.attempts > 1) {
+          // One retransmission unanswered: the source may be dead; another peer.
           this.eventsOut.push(
-            `sid ${this.sid}: snapshot transfer from ${r.peer} stalled; retrying`,
+            `sid ${this.sid}: snapshot transfer from ${r.peer} stalled; asking another peer`,
           );
           this.snapRecv = null;
+          this.requestCatchup(r.peer);
         } else {
-          this.send(r.peer, { t: 'snapshotReq', slot: r.slot, offset: r.received });
+          this.askSnapshot(r);
         }
       }
       return;
@@ -1138,12 +1303,14 @@ export class Replica {
     this.requestCatchup();
   }
 
-  private requestCatchup(): void {
-    const others = this.sids.filter((s) => s !== this.sid && this.alive(s));
+  /** Ask a peer for chosen values; `avoid` is a peer that just failed us. */
+  private requestCatchup(avoid = -1): void {
+    let others = this.sids.filter((s) => s !== this.sid && this.alive(s));
+    if (others.length > 1) others = others.filter((s) => s !== avoid);
     if (others.length === 0) return;
     let peer = this.knownChosenFrom;
     const attempts = this.catchup ? this.catchup.attempts : 0;
-    if (peer === this.sid || peer < 0 || attempts > 0 || !this.alive(peer))
+    if (peer === this.sid || peer < 0 || peer === avoid || attempts > 0 || !this.alive(peer))
       peer = others[(attempts + this.o.prng.int(others.length)) % others.length];
     if (!this.catchup) {
       const timeout = new Timeout('catchup', this.o.retransmitTicks, this.o.retransmitMaxTicks);
@@ -1189,8 +1356,9 @@ export class Replica {
         this.snapRecv = {
           slot: m.snapshot,
           total: m.snapshotBytes,
-          parts: [],
+          parts: new Map(),
           received: 0,
+          askedTo: 0,
           peer: from,
           timeout,
           reported: 0,
@@ -1198,7 +1366,7 @@ export class Replica {
         this.eventsOut.push(
           `sid ${this.sid}: behind the compaction point; fetching snapshot at slot ${m.snapshot} (${m.snapshotBytes} bytes) from ${from}`,
         );
-        this.send(from, { t: 'snapshotReq', slot: m.snapshot, offset: 0 });
+        this.askSnapshot(this.snapRecv);
       }
       return;
     }
@@ -1214,34 +1382,80 @@ export class Replica {
     }
   }
 
+  /** Keep the current snapshot while someone fetched it recently (bounded count). */
+  private pinLastSnapshot(): void {
+    const last = this.lastSnapshot;
+    if (
+      !last ||
+      this.now - this.lastSnapshotAskedAt > SNAPSHOT_PIN_ELECTIONS * this.o.electionTicks
+    )
+      return;
+    this.pinnedSnapshots.set(last.slot, { data: last.data, askedAt: this.lastSnapshotAskedAt });
+    while (this.pinnedSnapshots.size > SNAPSHOTS_PINNED_MAX) {
+      let oldest = -1;
+      let at = Infinity;
+      for (const [s, p] of this.pinnedSnapshots) if (p.askedAt < at) [oldest, at] = [s, p.askedAt];
+      this.pinnedSnapshots.delete(oldest);
+    }
+  }
+
   private onSnapshotReq(from: number, m: Extract<Msg, { t: 'snapshotReq' }>): void {
-    const snap = this.lastSnapshot;
-    if (!snap) return;
-    const offset = snap.slot === m.slot ? m.offset : 0;
-    const data = snap.data.subarray(offset, offset + this.o.catchupBytesMax);
-    this.send(from, {
-      t: 'snapshotResp',
-      slot: snap.slot,
-      offset,
-      total: snap.data.length,
-      data,
-    });
+    const last = this.lastSnapshot;
+    if (!last) return;
+    let slot = last.slot;
+    let data = last.data;
+    let offset = 0;
+    const pinned = this.pinnedSnapshots.get(m.slot);
+    if (m.slot === last.slot) {
+      offset = m.offset;
+      this.lastSnapshotAskedAt = this.now;
+    } else if (pinned) {
+      [slot, data, offset] = [m.slot, pinned.data, m.offset];
+      pinned.askedAt = this.now;
+    } else this.lastSnapshotAskedAt = this.now;
+    for (const [s, p] of this.pinnedSnapshots)
+      if (this.now - p.askedAt > SNAPSHOT_PIN_ELECTIONS * this.o.electionTicks)
+        this.pinnedSnapshots.delete(s);
+    // A window of chunks per request: one round trip per chunk cannot keep up
+    // with a steady write load over a long link.
+    const chunk = Math.max(1, this.o.catchupBytesMax);
+    for (let i = 0; i < SNAPSHOT_WINDOW_CHUNKS && (offset < data.length || i === 0); i++) {
+      this.send(from, {
+        t: 'snapshotResp',
+        slot,
+        offset,
+        total: data.length,
+        data: data.subarray(offset, offset + chunk),
+      });
+      offset += chunk;
+    }
+  }
+
+  /** Request the next window of chunks, from the first byte not yet received. */
+  private askSnapshot(r: NonNullable<Replica['snapRecv']>): void {
+    r.askedTo = r.received + SNAPSHOT_WINDOW_CHUNKS * Math.max(1, this.o.catchupBytesMax);
+    this.send(r.peer, { t: 'snapshotReq', slot: r.slot, offset: r.received });
   }
 
   private onSnapshotResp(from: number, m: Extract<Msg, { t: 'snapshotResp' }>): void {
-    let r = this.snapRecv;
-    if (!r) return;
+    const r = this.snapRecv;
+    if (!r || from !== r.peer) return;
     if (m.slot !== r.slot) {
+      // The source no longer has our snapshot and restarted us on its newest.
       if (m.slot <= r.slot || m.offset !== 0) return;
       r.slot = m.slot;
       r.total = m.total;
-      r.parts = [];
+      r.parts.clear();
       r.received = 0;
       r.reported = 0;
     }
-    if (m.offset !== r.received || m.total !== r.total) return;
-    r.parts.push(m.data);
-    r.received += m.data.length;
+    if (m.total !== r.total || m.offset < r.received || m.offset >= r.askedTo) return;
+    if (m.data.length === 0 && m.offset < r.total) return;
+    r.parts.set(m.offset, m.data);
+    const before = r.received;
+    for (let p = r.parts.get(r.received); p && p.length > 0; p = r.parts.get(r.received))
+      r.received += p.length;
+    if (r.received === before) return;
     r.timeout.start();
     const pct = Math.floor((100 * r.received) / Math.max(1, r.total));
     if (pct >= r.reported + 10 || r.received >= r.total) {
@@ -1250,18 +1464,30 @@ export class Replica {
         `sid ${this.sid}: snapshot ${r.slot} from ${from}: ${r.received}/${r.total} bytes (${pct}%)`,
       );
     }
-    if (r.received < r.total && m.data.length > 0) {
-      this.send(from, { t: 'snapshotReq', slot: r.slot, offset: r.received });
+    if (r.received < r.total) {
+      // The window is in: ask for the next one (a gap waits for the timer).
+      if (r.received >= Math.min(r.askedTo, r.total)) this.askSnapshot(r);
       return;
     }
-    if (r.received < r.total) return;
-    r = null;
-    this.installSnapshot(this.snapRecv!.slot, concat(this.snapRecv!.parts));
+    const parts: Uint8Array[] = [];
+    for (let o = 0; o < r.total;) {
+      const p = r.parts.get(o)!;
+      parts.push(p);
+      o += p.length;
+    }
     this.snapRecv = null;
+    this.installSnapshot(r.slot, concat(parts));
   }
 
   private installSnapshot(slot: number, data: Uint8Array): void {
     if (slot <= this.chosenThrough) return;
+    // A snapshot replaces slots we may be proposing or campaigning for: chosen
+    // values we never saw, so our ballot's bookkeeping below it is void (the
+    // same rule as learn(): step down before the commit index can cover them).
+    if (this.role !== 'follower') {
+      this.eventsOut.push(`sid ${this.sid}: installing a snapshot at slot ${slot}; stepping down`);
+      this.stepDown(null);
+    }
     try {
       this.o.sm.restore(data);
     } catch (e) {
@@ -1272,10 +1498,12 @@ export class Replica {
       );
       return;
     }
+    this.pinLastSnapshot();
     this.lastSnapshot = { slot, data };
     this.bytesSinceSnapshot = 0;
     this.compactTo(slot);
     this.chosenThrough = this.applied = slot;
+    if (this.nextSlot <= slot) this.nextSlot = slot + 1;
     this.stats.snapshotsInstalled++;
     this.snapshotOut = { slot, data, checkpoint: this.checkpoint(slot), installed: true };
     this.eventsOut.push(`sid ${this.sid}: installed snapshot at slot ${slot}`);
@@ -1294,20 +1522,37 @@ export class Replica {
   }
 }
 
+/** Same commands in the same order (cid, seq and operation bytes). */
+function valuesEqual(a: Value, b: Value): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i];
+    const y = b[i];
+    if (x.cid !== y.cid || x.seq !== y.seq || x.op.length !== y.op.length) return false;
+    for (let j = 0; j < x.op.length; j++) if (x.op[j] !== y.op[j]) return false;
+  }
+  return true;
+}
+
 function cmdKey(c: Cmd): string {
   return `${c.cid}:${c.seq}`;
 }
 
-/** Do [lo, hi) ranges (hi 0 = infinity) cover every slot from `from` on? */
-function coversToInfinity(ranges: [number, number][], from: number): boolean {
+/** The first slot >= from not covered by [lo, hi) ranges (hi 0 = infinity); Infinity if none. */
+function firstUncovered(ranges: [number, number][], from: number): number {
   const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
   let reach = from;
   for (const [lo, hi] of sorted) {
-    if (lo > reach) return false;
-    if (hi === 0) return true;
+    if (lo > reach) return reach;
+    if (hi === 0) return Infinity;
     if (hi > reach) reach = hi;
   }
-  return false;
+  return reach;
+}
+
+/** Do [lo, hi) ranges (hi 0 = infinity) cover every slot from `from` on? */
+function coversToInfinity(ranges: [number, number][], from: number): boolean {
+  return firstUncovered(ranges, from) === Infinity;
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {

@@ -52,9 +52,19 @@ export type Msg =
       leading: boolean;
       chosen: number;
       next: number;
+      /** May lead: votes, caught up with its two-way peers, two-way contact with a majority. */
       eligible: boolean;
       voter: boolean;
+      /** SIDs the sender heard within an election timeout (two-way contact is judged from it). */
+      heard: number[];
     }
+  /**
+   * Lost-disk rejoin (PML): a non-voter asks voters for their promise, with a nonce
+   * drawn after its restart, so that only answers made after the restart count.
+   */
+  | { t: 'rejoinReq'; nonce: number }
+  /** next: above every slot the sender accepted (and, if it leads, proposed). */
+  | { t: 'rejoinResp'; nonce: number; promised: number; next: number }
   /** Read index: is `ballot` still the highest this acceptor promised? (batched reads) */
   | { t: 'confirm'; ballot: number; round: number }
   | { t: 'confirmed'; ballot: number; round: number }

@@ -4,7 +4,7 @@ import { Prng } from '../core/prng';
 import { Replica } from '../core/replica';
 import type { CmdResult, DurableRecord, Msg, Ready } from '../core/types';
 import { decodeOp, KvStateMachine } from '../sm/kv';
-import { decodePeerBody, encodePeerBody } from '../wire/peer';
+import { decodePeerBody, encodePeerBody, SCHEMA } from '../wire/peer';
 import { describeConfig, drawConfig, runPrng, type SimConfig, type SimOverrides } from './config';
 import { CALM, SimNetwork, type Packet, type Partition } from './network';
 import { bytesEqual, fail, Oracle, SimFailure } from './oracle';
@@ -116,21 +116,10 @@ export interface SimRunOptions extends SimOverrides {
   wire?: boolean;
 }
 
-const MSG_CODE: Record<Msg['t'], number> = {
-  prepare: 1,
-  promise: 2,
-  accept: 3,
-  accepted: 4,
-  nack: 5,
-  commit: 6,
-  heartbeat: 7,
-  catchupReq: 8,
-  catchupResp: 9,
-  snapshotReq: 10,
-  snapshotResp: 11,
-  confirm: 12,
-  confirmed: 13,
-};
+/** Message codes come from the wire schema (one source of truth). */
+const MSG_CODE = Object.fromEntries(
+  Object.entries(SCHEMA).map(([t, v]) => [t, v.code]),
+) as Record<Msg['t'], number>;
 
 /** The main number of a message (ballot, slot...), for the run hash. */
 function msgNumber(m: Msg): number {
@@ -143,6 +132,10 @@ function msgNumber(m: Msg): number {
     case 'snapshotReq':
     case 'snapshotResp':
       return m.slot * 31 + m.offset;
+    case 'rejoinReq':
+      return m.nonce;
+    case 'rejoinResp':
+      return m.nonce * 31 + m.promised;
     default:
       return m.ballot;
   }
@@ -176,6 +169,10 @@ export function describeMsg(m: Msg): string {
     case 'confirm':
     case 'confirmed':
       return `${m.t} ${b(m.ballot)} round=${m.round}`;
+    case 'rejoinReq':
+      return `rejoinReq nonce=${m.nonce}`;
+    case 'rejoinResp':
+      return `rejoinResp nonce=${m.nonce} promised=${b(m.promised)} next=${m.next}`;
   }
 }
 

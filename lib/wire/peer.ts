@@ -82,6 +82,19 @@ export const SCHEMA: Record<MsgType, { code: number; fields: readonly Field[] }>
       ['next', 'uint'],
       ['eligible', 'bool'],
       ['voter', 'bool'],
+      ['heard', 'slots'],
+    ],
+  },
+  rejoinReq: {
+    code: 14,
+    fields: [['nonce', 'uint']],
+  },
+  rejoinResp: {
+    code: 15,
+    fields: [
+      ['nonce', 'uint'],
+      ['promised', 'uint'],
+      ['next', 'uint'],
     ],
   },
   confirm: {
