@@ -250,6 +250,12 @@ t.test('out of range', async (tt) => {
     'timing.retransmitMaxTicks',
     /at least retransmitTicks/,
   );
+  nodeErr(
+    tt,
+    { ...base(), timing: { electionTicks: 30, retransmitMaxTicks: 61 } },
+    'timing.retransmitMaxTicks',
+    /at most 2 \* electionTicks \(60\), got 61/,
+  );
   nodeErr(tt, { ...base(), clusterId: 'a b' }, 'clusterId', /A-Za-z0-9/);
   nodeErr(tt, { ...base(), clusterId: '' }, 'clusterId', /must not be empty/);
   clientErr(

@@ -371,6 +371,15 @@ function parseTiming(v: Validator, raw: unknown): Timing {
       `must be at least retransmitTicks (${retransmitTicks}), got ${retransmitMaxTicks}`,
     );
   }
+  // A campaign gives up after 3 election timeouts and a catch-up or snapshot
+  // source is abandoned after one unanswered retransmission: a backoff longer
+  // than two election timeouts would leave a lost prepare or chunk unrepeated.
+  if (retransmitMaxTicks > 2 * electionTicks) {
+    v.fail(
+      'timing.retransmitMaxTicks',
+      `must be at most 2 * electionTicks (${2 * electionTicks}), got ${retransmitMaxTicks}`,
+    );
+  }
   return { tickMs, heartbeatTicks, electionTicks, retransmitTicks, retransmitMaxTicks };
 }
 
