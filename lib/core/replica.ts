@@ -752,11 +752,7 @@ export class Replica {
     for (const s of p1.merged.keys()) if (s > maxSlot) maxSlot = s;
     // Values reported chosen are learned first (role is already leader: learn()
     // must not treat them as another leader's choice, so mark them directly).
-    for (const [s, m] of p1.merged)
-      if (m.ballot === Infinity && !this.log.get(s)?.chosen && s > this.base) {
-        this.log.set(s, { ballot: CHOSEN_BALLOT, value: m.value, chosen: true });
-        this.persistOut.push({ t: 'learn', slot: s, value: m.value });
-      }
+    for (const [s, m] of p1.merged) if (m.ballot === Infinity) this.markLearned(s, m.value);
     for (let s = p1.from; s <= maxSlot; s++) {
       if (s <= this.base || this.log.get(s)?.chosen) continue;
       const m = p1.merged.get(s);
@@ -1168,10 +1164,12 @@ export class Replica {
       e.chosen = true;
       this.persistOut.push({ t: 'chosen', slot, ballot });
     } else {
-      this.learn(slot, value);
+      // Our own accept of it may still wait for our sync: a majority chose it.
+      this.markLearned(slot, value);
     }
   }
 
+  /** A chosen value for `slot` known from a peer (catch-up), not from our own quorum. */
   private learn(slot: number, value: Value): void {
     if (slot <= this.base) return;
     const e = this.log.get(slot);
@@ -1192,6 +1190,11 @@ export class Replica {
         this.stepDown(null);
       }
     }
+    this.markLearned(slot, value);
+  }
+
+  private markLearned(slot: number, value: Value): void {
+    if (slot <= this.base || this.log.get(slot)?.chosen) return;
     this.log.set(slot, { ballot: CHOSEN_BALLOT, value, chosen: true });
     this.persistOut.push({ t: 'learn', slot, value });
   }
