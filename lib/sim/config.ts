@@ -1,5 +1,52 @@
 import { Prng } from '../core/prng';
-import type { LinkFaults } from './network';
+import type { Mutation } from '../core/replica';
+import type { LinkFaults, ReplayFaults } from './network';
+
+/**
+ * Targeted schedule families: each aims the adversary at one dangerous state
+ * (issue 9) instead of waiting for random faults to stumble into it.
+ * - stale-leader: the leader is paused long enough for a new election, then
+ *   resumed with partial connectivity and old datagrams in flight;
+ * - learning-candidate: promises are delayed while old catch-up answers come
+ *   back, so a candidate learns chosen slots during Phase 1;
+ * - lagging-candidate: the highest-ranked node is cut off while the others go
+ *   ahead, then comes back and campaigns while the leader is cut away;
+ * - wipe-after-choice: a member of a bare majority that just chose a value loses
+ *   its disk, while its old heartbeats are re-delivered to the others;
+ * - powerloss-after-campaign: a node loses power right after it campaigns
+ *   (before its own promise is durable), and campaigns again.
+ */
+export const FAMILIES = [
+  'stale-leader',
+  'learning-candidate',
+  'lagging-candidate',
+  'wipe-after-choice',
+  'powerloss-after-campaign',
+] as const;
+export type Family = (typeof FAMILIES)[number] | 'none';
+
+/**
+ * Cuts that stay after the faults stop, still leaving a connected majority
+ * (issue 16): liveness is demanded anyway.
+ * - one-way-into-advanced: the node with the longest chosen prefix hears nobody
+ *   (others hear it);
+ * - one-way-random: a few random one-way cuts;
+ * - bridge: A and C do not hear each other, both hear B.
+ */
+export const POST_HEAL_SHAPES = [
+  'none',
+  'one-way-into-advanced',
+  'one-way-random',
+  'bridge',
+] as const;
+export type PostHealShape = (typeof POST_HEAL_SHAPES)[number];
+
+export const MUTATIONS: readonly Mutation[] = [
+  'ignore-promise-values',
+  'accept-below-promise',
+  'read-without-confirm',
+  'minority-quorum',
+];
 
 /** Everything a run does is drawn from its seed; overrides pin some of it (CLI, tests). */
 export interface SimConfig {
@@ -25,22 +72,43 @@ export interface SimConfig {
     keepSlots: number | undefined;
     sessionsMax: number;
     valueBytesMax: number;
+    /**
+     * The accept horizon above the chosen prefix, made small in some seeds so
+     * that its edge is reachable in a few slots. Passed to the replica, which
+     * uses it once it supports the option (undefined = the replica's default).
+     */
+    slotsAheadMax: number | undefined;
   };
   net: LinkFaults;
   clientNet: LinkFaults;
+  /** Re-delivery of old datagrams during the faults (a quarter of the rate after). */
+  replay: ReplayFaults;
+  /** Ticks an fsync takes when the disk is not slow (0 = done before the next tick). */
+  syncTicks: [number, number];
   /** Per-step probabilities during the fault phase. */
   faults: {
+    /** A node stops: a process kill or (powerLoss of them) a power loss. */
     crash: number;
-    /** Per ready() handled: crash part-way (torn persist, snapshot or sends lost). */
+    /** Share of crashes that are power losses (only synced records survive). */
+    powerLoss: number;
+    /** A killed node also loses power before it restarts (its open never synced). */
+    powerAfterKill: number;
+    /** Per ready() handled: crash part-way (torn write, snapshot or sends lost). */
     crashInReady: number;
     pause: number;
     slowDisk: number;
     partition: number;
+    /** Loss/delay bursts by direction and message type. */
+    burst: number;
     /** Step at which one node loses its disk (restarts without bootstrap), or -1. */
     wipeAt: number;
     /** A second lost disk later on (another node, once the first one votes again), or -1. */
     wipeAgainAt: number;
   };
+  family: Family;
+  /** Step at which the family's schedule starts. */
+  familyAt: number;
+  postHeal: PostHealShape;
   /** Per node (same order as sids): ticks per step, e.g. 0.9 = a slow clock. */
   clockRates: number[];
   /** Probability of running ready() after each delivered message (vs once per step). */
@@ -51,6 +119,8 @@ export interface SimConfig {
   clientTimeout: [number, number];
   /** Deliberately broken driver, to check that the invariants catch it (tests only). */
   sabotage: Sabotage;
+  /** Deliberately broken protocol (ReplicaOptions.mutations), tests only. */
+  mutation: Mutation | 'none';
   /** Gets take the leader's read-index path (submitRead) instead of a log slot. */
   readIndex: boolean;
 }
@@ -62,9 +132,13 @@ export interface SimOverrides {
   faultSteps?: number;
   liveSteps?: number;
   snapshotEverySlots?: number;
+  windowSlots?: number;
   clients?: number;
   wipe?: boolean;
   sabotage?: Sabotage;
+  mutation?: Mutation | 'none';
+  family?: Family;
+  postHeal?: PostHealShape;
 }
 
 export const NODE_COUNTS = [3, 5, 7] as const;
@@ -77,6 +151,9 @@ export function runPrng(seed: number): Prng {
 /**
  * Draw a run's configuration from the run's PRNG. Every value is drawn even when
  * an override replaces it, so an override never shifts the rest of the stream.
+ * Swarm testing (Groce et al.): each seed switches each fault kind on or off and
+ * draws its own small limits, so that no one fault drowns the others and every
+ * window, chunk and interval edge is reached in a few slots in some seeds.
  */
 export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConfig {
   const n = pin(o.nodes, p.pick(NODE_COUNTS));
@@ -89,45 +166,69 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
   } else {
     sids = Array.from({ length: n }, (_, i) => i + 1);
   }
+  const on = (q: number): boolean => p.chance(q);
   const heartbeatTicks = p.range(2, 5);
   const electionTicks = Math.max(4 * heartbeatTicks, p.range(12, 36));
   const retransmitTicks = p.range(2, 4);
   const retransmitMaxTicks = p.range(3 * retransmitTicks, 40);
-  const snapEvery = p.pick([3, 5, 8, 16, 40]);
-  const catchupBytesMax = p.pick([64, 200, 1000, 60000]);
+  const snapEvery = p.pick([2, 3, 5, 8, 16, 40]);
+  const catchupBytesMax = p.pick([64, 120, 200, 1000, 60000]);
   // Tiny catch-up chunks (multi-part snapshot transfers) only with frequent
   // snapshots: replaying hundreds of slots one per round trip is merely slow.
   const snapshots = pin(
     o.snapshotEverySlots,
-    p.chance(0.5) || catchupBytesMax < 200 ? snapEvery : 1 << 30,
+    p.chance(0.6) || catchupBytesMax < 200 ? snapEvery : 1 << 30,
   );
-  const keepSlots = p.chance(0.5) ? undefined : p.pick([0, 1, 2, 5]);
-  const loss = p.chance(0.15) ? 0 : p.next() * 0.3;
+  const keepSlots = p.chance(0.4) ? undefined : p.pick([0, 1, 2, 5]);
+  const loss = on(0.7) ? p.next() * 0.3 : 0;
   const delayMax = p.range(1, 6);
   const net: LinkFaults = {
     loss,
-    dup: p.chance(0.5) ? p.next() * 0.1 : 0,
+    dup: on(0.5) ? p.next() * 0.1 : 0,
     delayMin: 1,
     delayMax,
-    spike: p.chance(0.5) ? p.next() * 0.05 : 0,
+    spike: on(0.5) ? p.next() * 0.05 : 0,
     // Now and then a packet arrives very late (long after a leader change).
-    spikeMax: p.range(5, p.chance(0.2) ? 30 * electionTicks : 4 * electionTicks),
+    spikeMax: p.range(5, p.chance(0.3) ? 30 * electionTicks : 4 * electionTicks),
   };
   const clientNet: LinkFaults = { ...net, loss: loss / 2, spikeMax: electionTicks };
+  const replayOn = on(0.6);
+  const replay: ReplayFaults = {
+    rate: replayOn ? p.pick([0.005, 0.02, 0.05, 0.2]) : 0,
+    burst: p.pick([1, 3, 10]),
+    // Old datagrams come back soon or very late (many election periods later).
+    delayMax: p.pick([5, 3 * electionTicks, 40 * electionTicks]),
+    archive: p.pick([200, 2000, 5000]),
+  };
   const faultSteps = pin(o.faultSteps, p.range(600, 1600));
   const clients = pin(o.clients, p.range(1, 5));
   const wipeAt = p.range(faultSteps >> 2, faultSteps - 1);
-  const wipe = pin(o.wipe, p.chance(0.2));
+  const wipe = pin(o.wipe, p.chance(0.25));
   const wipeAgain = p.chance(0.3);
   // Storms: a fifth of the runs get several times the crash and partition rates.
   const storm = p.chance(0.2) ? p.range(3, 5) : 1;
   const drift = p.chance(0.3);
   const clockRates = sids.map(() => (drift ? (80 + p.int(41)) / 100 : 1));
   const clientTimeout: [number, number] = [2 * electionTicks, 3 * electionTicks];
+  const family = pin(o.family, p.chance(0.5) ? p.pick(FAMILIES) : 'none');
+  const familyAt = p.range(Math.min(150, faultSteps >> 2), Math.max(150, faultSteps >> 1));
+  const postHeal = pin(o.postHeal, p.chance(0.4) ? p.pick(POST_HEAL_SHAPES) : 'none');
+  const slowSync = on(0.3);
+  const syncTicks: [number, number] = slowSync ? [0, p.range(1, 8)] : [0, 0];
+  const windowSlots = pin(o.windowSlots, p.pick([1, 1, 2, 3, 4, 4, 8, 32]));
+  const sessionsMax = p.chance(0.2) ? p.range(1, clients + 1) : 1000;
+  const slotsAheadMax = p.chance(0.3) ? p.range(1, 8) : undefined;
   // After the heal: a new leader within a few election periods (bully order, a
   // candidate that may have to catch up first), then each client may need a
   // timeout or two to find it. Generous, but finite: a stuck cluster fails.
-  const liveBound = 12 * electionTicks + 4 * retransmitMaxTicks + 2 * clientTimeout[1];
+  // Persistent cuts (issue 16) may cost a few more election periods: a client
+  // may try the deaf node, and the majority must first stop waiting for it.
+  const liveBound =
+    12 * electionTicks +
+    4 * retransmitMaxTicks +
+    2 * clientTimeout[1] +
+    (postHeal === 'none' ? 0 : 8 * electionTicks + 2 * clientTimeout[1]);
+  const crash = on(0.6) ? p.pick([0.002, 0.005, 0.01]) * storm : 0;
   return {
     seed,
     sids,
@@ -136,26 +237,35 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
     liveBound,
     timing: { heartbeatTicks, electionTicks, retransmitTicks, retransmitMaxTicks },
     limits: {
-      windowSlots: p.pick([1, 2, 4, 8, 32]),
+      windowSlots,
       batchBytesMax: p.pick([120, 300, 1000, 60000]),
-      pendingMax: p.pick([2, 8, 1000]),
+      pendingMax: p.pick([1, 2, 8, 1000]),
       catchupBytesMax,
       snapshotEverySlots: snapshots,
       keepSlots,
-      sessionsMax: 1000,
+      sessionsMax,
       valueBytesMax: 1000,
+      slotsAheadMax,
     },
     net,
     clientNet,
+    replay,
+    syncTicks,
     faults: {
-      crash: p.pick([0, 0.002, 0.005, 0.01]) * storm,
-      crashInReady: p.pick([0, 0.0005, 0.002]) * storm,
-      pause: p.pick([0, 0.002, 0.005]),
-      slowDisk: p.pick([0, 0.002, 0.005]),
-      partition: p.pick([0, 0.004, 0.01, 0.02]) * storm,
+      crash,
+      powerLoss: p.pick([0, 0.3, 0.5, 1]),
+      powerAfterKill: p.pick([0, 0.2, 0.5]),
+      crashInReady: on(0.4) ? p.pick([0.0005, 0.002]) * storm : 0,
+      pause: on(0.4) ? p.pick([0.002, 0.005]) : 0,
+      slowDisk: on(0.4) ? p.pick([0.002, 0.005, 0.02]) : 0,
+      partition: on(0.6) ? p.pick([0.004, 0.01, 0.02]) * storm : 0,
+      burst: on(0.4) ? p.pick([0.002, 0.01]) : 0,
       wipeAt: wipe ? wipeAt : -1,
       wipeAgainAt: wipe && wipeAgain ? p.range(wipeAt + 1, faultSteps) : -1,
     },
+    family,
+    familyAt,
+    postHeal,
     clockRates,
     flushPerMessage: p.pick([0, 0.3, 1]),
     clients,
@@ -163,6 +273,7 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
     thinkMax: p.pick([0, 3, 10]),
     clientTimeout,
     sabotage: o.sabotage ?? 'none',
+    mutation: o.mutation ?? 'none',
     readIndex: p.chance(0.5),
   };
 }
@@ -174,13 +285,14 @@ function pin<T>(override: T | undefined, drawn: T): T {
 export function describeConfig(c: SimConfig): string {
   const f = c.faults;
   const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
+  const r = c.replay;
   return [
     `seed=${c.seed} nodes=${c.sids.length} sids=[${c.sids.join(',')}] steps=${c.faultSteps}+${c.liveSteps}+${c.liveBound}`,
-    `  timing hb=${c.timing.heartbeatTicks} election=${c.timing.electionTicks} rtx=${c.timing.retransmitTicks}..${c.timing.retransmitMaxTicks}`,
-    `  limits window=${c.limits.windowSlots} batch=${c.limits.batchBytesMax}B pending=${c.limits.pendingMax} catchup=${c.limits.catchupBytesMax}B snapshotEvery=${c.limits.snapshotEverySlots >= 1 << 30 ? 'never' : c.limits.snapshotEverySlots} keep=${c.limits.keepSlots ?? 'default'}`,
-    `  net loss=${pct(c.net.loss)} dup=${pct(c.net.dup)} delay=${c.net.delayMin}..${c.net.delayMax} spikes=${pct(c.net.spike)} up to ${c.net.spikeMax}`,
-    `  faults/step crash=${pct(f.crash)} crashInReady=${pct(f.crashInReady)} pause=${pct(f.pause)} slowDisk=${pct(f.slowDisk)} partition=${pct(f.partition)} wipe=${f.wipeAt >= 0 ? `@${f.wipeAt}${f.wipeAgainAt >= 0 ? `,@${f.wipeAgainAt}` : ''}` : 'no'}`,
-    `  clock rates ${c.clockRates.some((r) => r !== 1) ? c.clockRates.join(' ') : 'exact'}`,
-    `  clients=${c.clients} keys=${c.keys} think<=${c.thinkMax} flushPerMessage=${c.flushPerMessage} reads=${c.readIndex ? 'read-index' : 'log'}${c.sabotage !== 'none' ? ` SABOTAGE=${c.sabotage}` : ''}`,
+    `  timing hb=${c.timing.heartbeatTicks} election=${c.timing.electionTicks} rtx=${c.timing.retransmitTicks}..${c.timing.retransmitMaxTicks} sync=${c.syncTicks.join('..')} ticks`,
+    `  limits window=${c.limits.windowSlots} batch=${c.limits.batchBytesMax}B pending=${c.limits.pendingMax} catchup=${c.limits.catchupBytesMax}B snapshotEvery=${c.limits.snapshotEverySlots >= 1 << 30 ? 'never' : c.limits.snapshotEverySlots} keep=${c.limits.keepSlots ?? 'default'} sessions=${c.limits.sessionsMax} slotsAhead=${c.limits.slotsAheadMax ?? 'default'}`,
+    `  net loss=${pct(c.net.loss)} dup=${pct(c.net.dup)} delay=${c.net.delayMin}..${c.net.delayMax} spikes=${pct(c.net.spike)} up to ${c.net.spikeMax} replay=${pct(r.rate)}/step x1..${r.burst} within ${r.delayMax} (archive ${r.archive})`,
+    `  faults/step crash=${pct(f.crash)} (power loss ${pct(f.powerLoss)}, then power after kill ${pct(f.powerAfterKill)}) crashInReady=${pct(f.crashInReady)} pause=${pct(f.pause)} slowDisk=${pct(f.slowDisk)} partition=${pct(f.partition)} burst=${pct(f.burst)} wipe=${f.wipeAt >= 0 ? `@${f.wipeAt}${f.wipeAgainAt >= 0 ? `,@${f.wipeAgainAt}` : ''}` : 'no'}`,
+    `  family=${c.family}${c.family !== 'none' ? `@${c.familyAt}` : ''} postHeal=${c.postHeal} clock rates ${c.clockRates.some((x) => x !== 1) ? c.clockRates.join(' ') : 'exact'}`,
+    `  clients=${c.clients} keys=${c.keys} think<=${c.thinkMax} flushPerMessage=${c.flushPerMessage} reads=${c.readIndex ? 'read-index' : 'log'}${c.sabotage !== 'none' ? ` SABOTAGE=${c.sabotage}` : ''}${c.mutation !== 'none' ? ` MUTATION=${c.mutation}` : ''}`,
   ].join('\n');
 }

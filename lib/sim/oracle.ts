@@ -46,6 +46,9 @@ interface Chosen {
  *  - a slot is chosen once a quorum of acceptors has sent `accepted` for one
  *    (slot, ballot); two different values are never chosen for one slot;
  *  - P2b: once V is chosen at ballot c, every proposal at a ballot > c is V;
+ *  - one value per (slot, ballot) over the whole run, across restarts and lost
+ *    disks: every accept message ever sent is recorded (proposer side);
+ *  - a value applied anywhere is never replaced (by any node, at any time);
  *  - a node applies only chosen values, and every node applying a slot writes
  *    the same order-log lines (same state machine state, same session table);
  *  - every snapshot of one slot, taken or installed, is byte-identical.
@@ -65,6 +68,10 @@ export class Oracle {
   readonly executions = new Map<string, { time: number; result: string; effect: boolean }[]>();
   /** Logical clock shared with the clients' call/return stamps. */
   clock: () => number = () => 0;
+  /** Told of each new choice: slot, ballot, the acceptors that made it. */
+  onChosen: (slot: number, ballot: number, ackers: number[]) => void = () => undefined;
+  /** Slot -> the value first applied there by any node (a value applied is never replaced). */
+  private readonly appliedKey = new Map<number, string>();
 
   constructor(readonly quorum: number) {}
 
@@ -106,7 +113,9 @@ export class Oracle {
           'acks answer proposals',
           `slot ${slot} ballot ${m.ballot}: a quorum acked a ballot nobody proposed`,
         );
+      const fresh = !this.chosen.has(slot);
       this.markChosen(slot, m.ballot, p);
+      if (fresh) this.onChosen(slot, m.ballot, [...set]);
     }
   }
 
@@ -133,6 +142,13 @@ export class Oracle {
 
   onApplied(sid: number, a: AppliedEntry): void {
     const key = valueKey(a.cmds);
+    const first = this.appliedKey.get(a.slot);
+    if (first === undefined) this.appliedKey.set(a.slot, key);
+    else if (first !== key)
+      fail(
+        'a value applied is never replaced',
+        `node ${sid} applied slot ${a.slot} [${key}], but [${first}] was applied there before`,
+      );
     const ch = this.chosen.get(a.slot);
     if (!ch)
       fail('apply only chosen values', `node ${sid} applied slot ${a.slot} [${key}], never chosen`);
