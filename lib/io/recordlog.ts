@@ -22,9 +22,16 @@
  * The only safe reaction is to crash and recover from what is on disk.
  */
 
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { crc32c } from './crc32c';
+import {
+  fsyncDirectory,
+  mkdirDurable,
+  nodeFs,
+  syncDirectoryChain,
+  writeAll,
+  type Fsys,
+} from './fsys';
 
 /** Maximum payload size of a single record (bytes). */
 export const RECORD_BYTES_MAX = 8 * 1024 * 1024;
@@ -97,50 +104,22 @@ function corrupt(file: string, offset: number, what: string, extra = ''): Storag
   );
 }
 
-/** Write all of `buf` at `position`, looping over partial writes. */
-function writeFully(fd: number, buf: Uint8Array, position: number): void {
-  let off = 0;
-  while (off < buf.length) {
-    const n = fs.writeSync(fd, buf, off, buf.length - off, position + off);
-    if (n <= 0) {
-      throw Object.assign(new Error(`write returned ${n} at offset ${position + off}`), {
-        code: 'EIO',
-      });
-    }
-    off += n;
-  }
-}
-
 /**
- * fsync a directory so that creations / renames / unlinks in it are durable.
- * EINVAL / ENOTSUP mean the filesystem cannot sync directories at all (a
- * capability answer, not an I/O failure) and are ignored; every other error
- * is reported as 'ESYNC'.
+ * fsync a directory (see fsyncDirectory); failures are 'ESYNC' (a failed open
+ * of the directory keeps its errno code).
  */
-function fsyncDir(dir: string): void {
-  let fd: number;
+function syncDir(fsys: Fsys, dir: string): void {
   try {
-    fd = fs.openSync(dir, 'r');
+    fsyncDirectory(fsys, dir);
   } catch (err) {
-    throw wrapFsError(err, 'open directory for fsync', dir);
-  }
-  try {
-    fs.fsyncSync(fd);
-  } catch (err) {
-    const c = errnoOf(err);
-    if (c !== 'EINVAL' && c !== 'ENOTSUP') throw wrapFsError(err, 'fsync directory', dir, 'ESYNC');
-  } finally {
-    try {
-      fs.closeSync(fd);
-    } catch {
-      // read-only descriptor; nothing to lose
-    }
+    const opened = (err as { syscall?: string }).syscall !== 'open';
+    throw wrapFsError(err, 'fsync directory', dir, opened ? 'ESYNC' : undefined);
   }
 }
 
-function closeQuietly(fd: number): void {
+function closeQuietly(fsys: Fsys, fd: number): void {
   try {
-    fs.closeSync(fd);
+    fsys.closeSync(fd);
   } catch {
     // already failing; the original error is the one to report
   }
@@ -215,6 +194,21 @@ function findValidFrame(buf: Buffer, from: number): number {
   return -1;
 }
 
+/**
+ * Where to look for valid records after the bad frame at `pos` (see
+ * RecordLog.open), or -1 when nothing after it can be outside its own extent.
+ * A header whose length is possible bounds the record: its payload is the
+ * writer's data (a client value may hold bytes shaped like a frame), so the
+ * scan starts after it. A torn append (a prefix of what was written, maybe
+ * followed by zeros) never damages a header while keeping what follows it.
+ */
+function scanStartAfterBadFrame(buf: Buffer, pos: number, len: number): number {
+  if (buf.length - pos < RECORD_HEADER_BYTES) return -1;
+  if (len === 0 || len > RECORD_BYTES_MAX) return pos + 1;
+  const end = pos + RECORD_HEADER_BYTES + len;
+  return end >= buf.length ? -1 : end;
+}
+
 interface Segment {
   num: bigint;
   name: string;
@@ -229,6 +223,8 @@ function segmentName(num: bigint): string {
 export interface RecordLogOptions {
   /** fdatasync/fsync for durability. false = no syncs at all (tests, simulations). */
   sync: boolean;
+  /** The file system (default node:fs; tests pass a simulated disk). */
+  fs?: Fsys;
 }
 
 export interface RecordLogOpenResult {
@@ -283,7 +279,13 @@ export class RecordLog {
     return this.failure;
   }
 
-  private constructor(dir: string, sync: boolean, fd: number, segments: Segment[]) {
+  private constructor(
+    dir: string,
+    sync: boolean,
+    fd: number,
+    segments: Segment[],
+    private readonly fsys: Fsys,
+  ) {
     this.dir = dir;
     this.sync = sync;
     this.fd = fd;
@@ -298,8 +300,11 @@ export class RecordLog {
    *   be intact, except possibly a torn tail at the end of the LAST segment.
    * - When a frame at offset P of the last segment is invalid (truncated
    *   header, truncated payload, impossible length 0 or > RECORD_BYTES_MAX, or
-   *   bad checksum), the bytes after P are scanned at every byte offset for a
-   *   well-formed frame (sane length, fits in the file, matching crc32c).
+   *   bad checksum), the bytes after the bad record are scanned at every byte
+   *   offset for a well-formed frame (sane length, fits in the file, matching
+   *   crc32c). The bad record's own extent (its header's length, when that
+   *   length is possible) is never scanned: its payload is a client's data and
+   *   may contain bytes shaped like a frame.
    *   - If one is found, the damage is NOT at the tail: valid data follows it,
    *     so dropping it would silently lose acknowledged records. open() throws
    *     StorageError 'ECORRUPT' naming the file and offset P.
@@ -313,30 +318,27 @@ export class RecordLog {
    *   fdatasync returns, and a crash during that append can legitimately
    *   leave exactly this state, so refusing to start here would turn every
    *   crash during a write into an outage.
-   * - Any invalid frame in a non-last segment is 'ECORRUPT' (a segment is
-   *   complete and synced before the next one is created).
+   * - Any invalid frame in a non-last segment is 'ECORRUPT' (rotate() syncs a
+   *   segment before the next one is created).
+   * - With opts.sync, every replayed segment, the directory and its parents
+   *   are fsynced before open returns (what a killed process left in the page
+   *   cache is replayed; it must be durable before anything depends on it).
    *
    * Segments are read whole into memory; rotate() keeps them small.
    */
   static open(dir: string, opts: RecordLogOptions): RecordLogOpenResult {
     const sync = opts.sync;
-    let created: string | undefined;
+    const fsys = opts.fs ?? nodeFs;
     try {
-      created = fs.mkdirSync(dir, { recursive: true });
+      // A new data directory is durable before anything is stored in it: else
+      // a power loss can drop the whole directory and the node returns empty.
+      mkdirDurable(fsys, dir, sync);
     } catch (err) {
       throw wrapFsError(err, 'mkdir', dir);
     }
-    if (created !== undefined && sync) {
-      // Make the new directories' entries durable, innermost first.
-      const top = path.resolve(created);
-      for (let d = path.resolve(dir); ; d = path.dirname(d)) {
-        fsyncDir(path.dirname(d));
-        if (d === top || path.dirname(d) === d) break;
-      }
-    }
     let names: string[];
     try {
-      names = fs.readdirSync(dir);
+      names = fsys.readdirSync(dir);
     } catch (err) {
       throw wrapFsError(err, 'readdir', dir);
     }
@@ -354,7 +356,7 @@ export class RecordLog {
       const isLast = i === names.length - 1;
       let buf: Buffer;
       try {
-        buf = fs.readFileSync(file);
+        buf = fsys.readFileSync(file);
       } catch (err) {
         throw wrapFsError(err, 'read', file);
       }
@@ -375,7 +377,8 @@ export class RecordLog {
             '. This is not the last segment, so it cannot be a torn tail.',
           );
         }
-        const next = findValidFrame(buf, pos + 1);
+        const from = scanStartAfterBadFrame(buf, pos, len);
+        const next = from < 0 ? -1 : findValidFrame(buf, from);
         if (next >= 0) {
           throw corrupt(file, pos, bad, `. A valid record follows at offset ${next}.`);
         }
@@ -387,49 +390,74 @@ export class RecordLog {
       segments.push({ num: BigInt(m[1]), name, file, size: tornAt >= 0 ? tornAt : buf.length });
     }
 
+    // What we replay may be only in the page cache (a kill after a write, or
+    // inside rotate() before its directory sync): make it durable before the
+    // caller acts on it, or a later power loss takes back a promise or an
+    // accepted value that was already answered (Paxos Made Simple: an acceptor
+    // must remember what it promised and accepted, even across failures).
+    if (sync) {
+      for (const seg of segments.slice(0, -1)) {
+        let sfd = -1;
+        try {
+          sfd = fsys.openSync(seg.file, 'r');
+          fsys.fsyncSync(sfd);
+        } catch (err) {
+          throw wrapFsError(
+            err,
+            'fsync (replayed segment)',
+            seg.file,
+            sfd < 0 ? undefined : 'ESYNC',
+          );
+        } finally {
+          if (sfd >= 0) closeQuietly(fsys, sfd);
+        }
+      }
+    }
+
     let fd: number;
     if (segments.length === 0) {
       const name = segmentName(1n);
       const file = path.join(dir, name);
       try {
-        fd = fs.openSync(file, 'wx+');
+        fd = fsys.openSync(file, 'wx+');
       } catch (err) {
         throw wrapFsError(err, 'create', file);
       }
       segments.push({ num: 1n, name, file, size: 0 });
-      if (sync) {
-        try {
-          fsyncDir(dir);
-        } catch (err) {
-          closeQuietly(fd);
-          throw err;
-        }
-      }
     } else {
       const last = segments[segments.length - 1];
       try {
-        fd = fs.openSync(last.file, 'r+');
+        fd = fsys.openSync(last.file, 'r+');
       } catch (err) {
         throw wrapFsError(err, 'open', last.file);
       }
       if (tornAt >= 0) {
         try {
-          fs.ftruncateSync(fd, tornAt);
+          fsys.ftruncateSync(fd, tornAt);
         } catch (err) {
-          closeQuietly(fd);
+          closeQuietly(fsys, fd);
           throw wrapFsError(err, 'ftruncate (cutting torn tail)', last.file);
         }
-        if (sync) {
-          try {
-            fs.fsyncSync(fd);
-          } catch (err) {
-            closeQuietly(fd);
-            throw wrapFsError(err, 'fsync (after cutting torn tail)', last.file, 'ESYNC');
-          }
+      }
+      if (sync) {
+        try {
+          fsys.fsyncSync(fd);
+        } catch (err) {
+          closeQuietly(fsys, fd);
+          throw wrapFsError(err, 'fsync (replayed segment)', last.file, 'ESYNC');
         }
       }
     }
-    return { log: new RecordLog(dir, sync, fd, segments), records, tornBytes };
+    if (sync) {
+      try {
+        // Every segment's entry (and the directory's own, up the tree) is durable.
+        syncDirectoryChain(fsys, dir);
+      } catch (err) {
+        closeQuietly(fsys, fd);
+        throw wrapFsError(err, 'fsync directory', dir, 'ESYNC');
+      }
+    }
+    return { log: new RecordLog(dir, sync, fd, segments, fsys), records, tornBytes };
   }
 
   private get current(): Segment {
@@ -469,7 +497,7 @@ export class RecordLog {
     const bytes = this.writeFrames(payloads);
     if (this.sync) {
       try {
-        fs.fdatasyncSync(this.fd);
+        this.fsys.fdatasyncSync(this.fd);
       } catch (err) {
         throw this.fail(wrapFsError(err, 'fdatasync', this.current.file, 'ESYNC'));
       }
@@ -493,7 +521,7 @@ export class RecordLog {
     const frames = encodeFrames(payloads);
     const seg = this.current;
     try {
-      writeFully(this.fd, frames, seg.size);
+      writeAll(this.fsys, this.fd, frames, seg.size);
     } catch (err) {
       const e = wrapFsError(err, `write of ${frames.length} bytes at offset ${seg.size}`, seg.file);
       e.offset = seg.size;
@@ -527,10 +555,10 @@ export class RecordLog {
     }
     const file = this.current.file;
     this.syncsInFlight++;
-    fs.fdatasync(this.fd, (err) => {
+    this.fsys.fdatasync(this.fd, (err) => {
       this.syncsInFlight--;
       if (this.syncsInFlight === 0)
-        for (const fd of this.closeAfterSync.splice(0)) closeQuietly(fd);
+        for (const fd of this.closeAfterSync.splice(0)) closeQuietly(this.fsys, fd);
       if (err) {
         done(this.fail(wrapFsError(err, 'fdatasync', file, 'ESYNC')));
         return;
@@ -545,45 +573,57 @@ export class RecordLog {
   }
 
   /**
-   * Compaction. Create the next segment, write `headPayloads` (the caller's
-   * checkpoint of live state) into it, fdatasync it, fsync the directory,
-   * then delete all older segments and fsync the directory again. Subsequent
-   * appends go to the new segment.
+   * Compaction. Sync the current segment, create the next one, write
+   * `headPayloads` (the caller's checkpoint of live state) into it, fdatasync
+   * it, fsync the directory, then delete all older segments and fsync the
+   * directory again. Subsequent appends go to the new segment.
    *
-   * A crash part-way leaves old segments followed by the new one; replay
-   * returns both, so the caller's records must be idempotent. Any error fails
+   * A power loss at any step leaves a log that opens: the old segments are
+   * whole and synced before the new one exists (only the LAST segment may
+   * have a torn tail), and the new one is either absent, torn (cut at open)
+   * or whole. Replay then returns old records followed by (part of) the
+   * checkpoint, so the caller's records must be idempotent. Any error fails
    * the log permanently.
    */
   rotate(headPayloads: readonly Uint8Array[]): void {
     this.checkWritable();
+    const fsys = this.fsys;
     const frames = encodeFrames(headPayloads);
+    if (this.sync) {
+      try {
+        // Else a torn tail of this segment would sit in front of the new one.
+        fsys.fdatasyncSync(this.fd);
+      } catch (err) {
+        throw this.fail(wrapFsError(err, 'fdatasync', this.current.file, 'ESYNC'));
+      }
+    }
     const num = this.current.num + 1n;
     const name = segmentName(num);
     const file = path.join(this.dir, name);
     let fd: number;
     try {
-      fd = fs.openSync(file, 'wx+');
+      fd = fsys.openSync(file, 'wx+');
     } catch (err) {
       throw this.fail(wrapFsError(err, 'create', file));
     }
     try {
-      writeFully(fd, frames, 0);
+      writeAll(fsys, fd, frames, 0);
     } catch (err) {
-      closeQuietly(fd);
+      closeQuietly(fsys, fd);
       throw this.fail(wrapFsError(err, `write of ${frames.length} bytes`, file));
     }
     if (this.sync) {
       try {
-        fs.fdatasyncSync(fd);
+        fsys.fdatasyncSync(fd);
       } catch (err) {
-        closeQuietly(fd);
+        closeQuietly(fsys, fd);
         throw this.fail(wrapFsError(err, 'fdatasync', file, 'ESYNC'));
       }
       try {
-        fsyncDir(this.dir);
+        syncDir(fsys, this.dir);
       } catch (err) {
-        closeQuietly(fd);
-        throw this.fail(wrapFsError(err, 'fsync directory', this.dir, 'ESYNC'));
+        closeQuietly(fsys, fd);
+        throw this.fail(err as StorageError);
       }
     }
     // The new segment is durable: switch appends to it.
@@ -597,14 +637,14 @@ export class RecordLog {
       this.closeAfterSync.push(oldFd);
     } else {
       try {
-        fs.closeSync(oldFd);
+        fsys.closeSync(oldFd);
       } catch (err) {
         throw this.fail(wrapFsError(err, 'close', old[old.length - 1].file));
       }
     }
     for (let i = 0; i < old.length; i++) {
       try {
-        fs.unlinkSync(old[i].file);
+        fsys.unlinkSync(old[i].file);
       } catch (err) {
         // Keep the undeleted ones accounted for (sizeBytes) in front of the new one.
         this.segments = [...old.slice(i), ...this.segments];
@@ -613,9 +653,9 @@ export class RecordLog {
     }
     if (this.sync) {
       try {
-        fsyncDir(this.dir);
+        syncDir(fsys, this.dir);
       } catch (err) {
-        throw this.fail(wrapFsError(err, 'fsync directory', this.dir, 'ESYNC'));
+        throw this.fail(err as StorageError);
       }
     }
     this._rotations++;
@@ -641,7 +681,7 @@ export class RecordLog {
     if (this.closed) return;
     this.closed = true;
     try {
-      fs.closeSync(this.fd);
+      this.fsys.closeSync(this.fd);
     } catch (err) {
       // A close error after a failure is expected (e.g. EBADF); otherwise report it.
       if (!this.failure) throw this.fail(wrapFsError(err, 'close', this.current.file));
@@ -652,53 +692,59 @@ export class RecordLog {
 /**
  * Atomically replace `file` with `data`: write `<file>.tmp`, fdatasync it,
  * rename over `file`, fsync the directory (syncs only when `sync`). Readers
- * see either the old or the new content, never a mix. Throws StorageError.
+ * see either the old or the new content, never a mix; when it returns (with
+ * `sync`), the new content survives a power loss. Throws StorageError.
  */
-export function writeFileAtomic(file: string, data: Uint8Array, sync: boolean): void {
+export function writeFileAtomic(
+  file: string,
+  data: Uint8Array,
+  sync: boolean,
+  fsys: Fsys = nodeFs,
+): void {
   const tmp = `${file}.tmp`;
   let fd: number;
   try {
-    fd = fs.openSync(tmp, 'w');
+    fd = fsys.openSync(tmp, 'w');
   } catch (err) {
     throw wrapFsError(err, 'create', tmp);
   }
   let ok = false;
   try {
     try {
-      writeFully(fd, data, 0);
+      writeAll(fsys, fd, data, 0);
     } catch (err) {
       throw wrapFsError(err, `write of ${data.length} bytes`, tmp);
     }
     if (sync) {
       try {
-        fs.fdatasyncSync(fd);
+        fsys.fdatasyncSync(fd);
       } catch (err) {
         throw wrapFsError(err, 'fdatasync', tmp, 'ESYNC');
       }
     }
     try {
-      fs.closeSync(fd);
+      fsys.closeSync(fd);
     } catch (err) {
       throw wrapFsError(err, 'close', tmp);
     }
     fd = -1;
     try {
-      fs.renameSync(tmp, file);
+      fsys.renameSync(tmp, file);
     } catch (err) {
       throw wrapFsError(err, 'rename', `${tmp} -> ${file}`);
     }
     ok = true;
   } finally {
     if (!ok) {
-      if (fd >= 0) closeQuietly(fd);
+      if (fd >= 0) closeQuietly(fsys, fd);
       try {
-        fs.unlinkSync(tmp);
+        fsys.unlinkSync(tmp);
       } catch {
         // already failing
       }
     }
   }
-  if (sync) fsyncDir(path.dirname(file));
+  if (sync) syncDir(fsys, path.dirname(file));
 }
 
 /** Magic of checked files ("PXCK"), then u32le length, u32le crc32c(data), data. */
@@ -709,13 +755,18 @@ const CHECKED_HEADER_BYTES = 12;
  * Atomically write `data` wrapped in a header `[u32le magic "PXCK"]
  * [u32le length][u32le crc32c(data)]` (see writeFileAtomic).
  */
-export function writeFileChecked(file: string, data: Uint8Array, sync: boolean): void {
+export function writeFileChecked(
+  file: string,
+  data: Uint8Array,
+  sync: boolean,
+  fsys: Fsys = nodeFs,
+): void {
   const out = Buffer.allocUnsafe(CHECKED_HEADER_BYTES + data.length);
   out.writeUInt32LE(CHECKED_MAGIC, 0);
   out.writeUInt32LE(data.length, 4);
   out.writeUInt32LE(crc32c(data), 8);
   out.set(data, CHECKED_HEADER_BYTES);
-  writeFileAtomic(file, out, sync);
+  writeFileAtomic(file, out, sync, fsys);
 }
 
 /**
@@ -723,10 +774,10 @@ export function writeFileChecked(file: string, data: Uint8Array, sync: boolean):
  * 'ECORRUPT' (naming the file) on a bad magic, length or checksum, or the
  * errno code (e.g. 'ENOENT') if it cannot be read.
  */
-export function readFileChecked(file: string): Buffer {
+export function readFileChecked(file: string, fsys: Fsys = nodeFs): Buffer {
   let buf: Buffer;
   try {
-    buf = fs.readFileSync(file);
+    buf = fsys.readFileSync(file);
   } catch (err) {
     throw wrapFsError(err, 'read', file);
   }

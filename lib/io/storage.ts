@@ -1,8 +1,8 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Decoder, Encoder } from 'cbor-x';
 import type { DurableRecord } from '../core/types';
 import { encodeValue, value as decodeValue } from '../wire/peer';
+import { fsyncDirectory, nodeFs, type Fsys } from './fsys';
 import { readFileChecked, RecordLog, StorageError, writeFileChecked } from './recordlog';
 
 const encoder = new Encoder({ useRecords: false, tagUint8Array: false });
@@ -82,23 +82,41 @@ export class DurableStore {
     readonly dir: string,
     readonly log: RecordLog,
     private readonly sync: boolean,
+    private readonly fsys: Fsys,
   ) {}
 
-  static open(dir: string, sync: boolean): OpenedStore {
-    fs.mkdirSync(dir, { recursive: true });
-    const snaps = fs
-      .readdirSync(dir)
-      .filter((f) => SNAP_RE.test(f))
-      .sort();
+  /**
+   * Open (creating it durably if missing) a data directory and read it back.
+   * With `sync`, everything returned is durable when this returns (see
+   * RecordLog.open), so nothing replayed from a killed run's page cache can be
+   * acknowledged before it is on disk.
+   */
+  static open(dir: string, sync: boolean, fsys: Fsys = nodeFs): OpenedStore {
+    // RecordLog.open creates the directory and syncs its entry in the parent.
+    const { log, records: raw, tornBytes } = RecordLog.open(dir, { sync, fs: fsys });
     let snapshot: OpenedStore['snapshot'] = null;
-    if (snaps.length > 0) {
-      const file = snaps[snaps.length - 1];
-      const slot = Number(SNAP_RE.exec(file)![1]);
-      snapshot = { slot, data: readFileChecked(path.join(dir, file)) };
+    try {
+      const names = fsys.readdirSync(dir);
+      // Leftovers of a crash inside writeFileAtomic; never read.
+      let removed = false;
+      for (const f of names) {
+        if (!f.endsWith('.tmp')) continue;
+        fsys.unlinkSync(path.join(dir, f));
+        removed = true;
+      }
+      if (removed && sync) fsyncDirectory(fsys, dir);
+      const snaps = names.filter((f) => SNAP_RE.test(f)).sort();
+      if (snaps.length > 0) {
+        const file = snaps[snaps.length - 1];
+        const slot = Number(SNAP_RE.exec(file)![1]);
+        snapshot = { slot, data: readFileChecked(path.join(dir, file), fsys) };
+      }
+    } catch (e) {
+      log.close();
+      throw e;
     }
-    const { log, records: raw, tornBytes } = RecordLog.open(dir, { sync });
     const records = raw.map((b, i) => decodeRecord(b, `${dir}: record ${i}`));
-    const store = new DurableStore(dir, log, sync);
+    const store = new DurableStore(dir, log, sync, fsys);
     return { store, snapshot, records, fresh: !snapshot && records.length === 0, tornBytes };
   }
 
@@ -121,21 +139,34 @@ export class DurableStore {
   /**
    * Write the snapshot file, then start a new WAL segment holding `checkpoint`
    * (the live state above the snapshot) and drop the older segments and
-   * snapshots. A crash in between leaves either the old or the new state whole.
+   * snapshots. A power loss at any step leaves either the old or the new state
+   * whole: the snapshot file is durable (synced, renamed, directory synced)
+   * before the rotation that makes the old segments unnecessary. When it
+   * returns, every record written before it is durable (rotate syncs the old
+   * segment first).
    */
   saveSnapshot(slot: number, data: Uint8Array, checkpoint: DurableRecord[]): void {
     const name = snapName(slot);
-    writeFileChecked(path.join(this.dir, name), data, this.sync);
+    writeFileChecked(path.join(this.dir, name), data, this.sync, this.fsys);
     this.log.rotate(checkpoint.map(encodeRecord));
-    for (const f of fs.readdirSync(this.dir))
-      if (SNAP_RE.test(f) && f !== name) fs.rmSync(path.join(this.dir, f), { force: true });
+    let removed = false;
+    for (const f of this.fsys.readdirSync(this.dir)) {
+      if (!SNAP_RE.test(f) || f === name) continue;
+      try {
+        this.fsys.unlinkSync(path.join(this.dir, f));
+        removed = true;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+    }
+    if (removed && this.sync) fsyncDirectory(this.fsys, this.dir);
   }
 
   sizeBytes(): number {
     let n = 0;
-    for (const f of fs.readdirSync(this.dir)) {
+    for (const f of this.fsys.readdirSync(this.dir)) {
       try {
-        n += fs.statSync(path.join(this.dir, f)).size;
+        n += this.fsys.sizeSync(path.join(this.dir, f));
       } catch {
         // removed concurrently
       }
