@@ -1,32 +1,59 @@
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import t from 'tap';
 import { compareLogs } from '../lib/logcmp';
 import { Cluster, sleep, startLoad, verifyReadable, waitFor, withTimeout } from './helpers/cluster';
-import { dataDirOf, lastRun, spawnWrapped, stderrText, walSegments, which } from './helpers/faults';
+import {
+  dataDirOf,
+  lastRun,
+  requireOrSkip,
+  spawnWrapped,
+  stderrText,
+  straceWorks,
+  straceWrapper,
+  walSegments,
+  which,
+} from './helpers/faults';
 
-const strace = which('strace');
 // Injection needs ptrace; a container may forbid it even when strace exists.
-const usable =
-  strace !== null &&
-  spawnSync(strace, ['-f', '-qq', '-o', '/dev/null', '-e', 'trace=fdatasync', 'true']).status === 0;
-const seccomp =
-  usable &&
-  spawnSync(strace!, [
-    '-f',
-    '--seccomp-bpf',
-    '-qq',
-    '-o',
-    '/dev/null',
-    '-e',
-    'trace=fdatasync',
-    'true',
-  ]).status === 0;
-const skip = !strace
-  ? 'needs strace (apt-get install strace)'
-  : !usable
-    ? 'strace cannot trace here (ptrace not permitted)'
-    : false;
+const TRACE = ['-e', 'trace=fdatasync'];
+const usable = straceWorks(TRACE, false);
+const seccomp = usable && straceWorks(TRACE, true);
+const skip = requireOrSkip(
+  t,
+  'fdatasync EIO',
+  !which('strace')
+    ? 'needs strace (apt-get install strace)'
+    : !usable
+      ? 'strace cannot trace here (ptrace not permitted)'
+      : false,
+);
+
+/**
+ * Wall-clock time (ms) at which the first injected EIO of fdatasync/fsync
+ * returned, from a `strace -ttt` log ("PID SECONDS.MICROS fdatasync(N) = -1 EIO
+ * ... (INJECTED)"), or null if there is none.
+ */
+function firstInjectedEio(traceFile: string): number | null {
+  let text = '';
+  try {
+    text = fs.readFileSync(traceFile, 'utf8');
+  } catch {
+    return null;
+  }
+  for (const line of text.split('\n')) {
+    const m = /^(?:\d+\s+)?(\d+\.\d+)\s+f(?:data)?sync\(.*= -1 EIO.*INJECTED/.exec(line);
+    if (m) return Number(m[1]) * 1000;
+  }
+  return null;
+}
+
+/**
+ * Answers in flight when the failure happened may still arrive: the node learns
+ * of the failure on its next event-loop turn, and the client's own loop is busy
+ * with the load. Anything later than this is an answer given after the failure.
+ */
+const LATE_MS = 100;
 
 // The fdatasync of the WAL fails with EIO from the WHEN-th call on. strace counts
 // per thread and the syncs run on libuv's 4 pool threads, so the first failure
@@ -52,20 +79,18 @@ t.test(
 
     // SID 0 under strace first: it ranks highest, so it wins the election once a
     // peer is up.
-    const wrapper = [
-      strace!,
-      '-f',
-      ...(seccomp ? ['--seccomp-bpf'] : []),
-      '-qq',
-      '-o',
-      '/dev/null',
-      '-e',
-      'trace=fdatasync,fsync',
-      '-e',
-      `inject=fdatasync,fsync:error=EIO:when=${WHEN}+`,
-      '-P',
-      wal,
-    ];
+    const traceFile = path.join(c.dir, 'strace-fsync.log');
+    const wrapper = straceWrapper(
+      [
+        '-e',
+        'trace=fdatasync,fsync',
+        '-e',
+        `inject=fdatasync,fsync:error=EIO:when=${WHEN}+`,
+        '-P',
+        wal,
+      ],
+      { seccomp, out: traceFile },
+    );
     const node = spawnWrapped(t, c, victim, wrapper);
     t.comment(`sid ${victim}: ${wrapper.join(' ')} node bin/paxosd ...`);
     await node.ready;
@@ -117,15 +142,28 @@ t.test(
     );
     t.equal((err.match(/FATAL/g) ?? []).length, 1, 'one fatal error: the sync was not retried');
 
+    // The failure point is when the first injected EIO returned (strace's clock
+    // is the wall clock, as is the client's endAt), not when the process was
+    // seen to exit: a node that carried on after a failed sync and exited later
+    // would pass a check against its exit time.
+    const eioAt = firstInjectedEio(traceFile);
+    t.ok(eioAt !== null, `strace logged the injected EIO (${traceFile})`);
+    const failPoint = eioAt ?? failAt;
+    t.comment(
+      `first injected EIO at ${new Date(failPoint).toISOString()}, exit seen ${Math.round(failAt - failPoint)} ms later`,
+    );
     const byVictim = r.acked.filter((x) => x.sid === victim);
     t.ok(
-      byVictim.length > 0,
+      byVictim.filter((x) => x.endAt <= failPoint).length > 0,
       `sid ${victim} acknowledged writes before the failure (${byVictim.length})`,
     );
+    const late = byVictim.filter((x) => x.endAt > failPoint + LATE_MS);
+    const lastAck = Math.max(...byVictim.map((x) => x.endAt));
     t.equal(
-      byVictim.filter((x) => x.endAt > failAt + 100).length,
+      late.length,
       0,
-      `no write was acknowledged by sid ${victim} after it stopped`,
+      `no write was acknowledged by sid ${victim} after its fdatasync failed (its last answer came ${Math.round(lastAck - failPoint)} ms after the failure; ${LATE_MS} ms allowed for answers in flight)`,
+      { late: late.slice(0, 5).map((x) => `${x.key} +${Math.round(x.endAt - failPoint)} ms`) },
     );
     t.equal(r.failed.length, 0, 'no write was refused or failed', { failed: r.failed.slice(0, 5) });
     const after = r.acked.filter((x) => x.startAt > failAt);

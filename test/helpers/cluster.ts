@@ -147,6 +147,11 @@ export interface ClusterOptions {
    * bind those ports and forward (see relayPort). Each node gets its own config.
    */
   peerRelay?: boolean;
+  /**
+   * Run every node as `wrapper... node bin/paxosd ...` (e.g. strace injecting a
+   * slow fdatasync) in its own process group; signals go to the whole group.
+   */
+  wrapper?: string[];
 }
 
 interface NodeProc {
@@ -168,6 +173,19 @@ interface ServerEntry {
 }
 
 const live = new Set<ChildProcess>();
+/** Children started in their own process group (ClusterOptions.wrapper). */
+const groups = new WeakSet<ChildProcess>();
+
+/** Signal a node: its whole process group when it runs under a wrapper. */
+function signalChild(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (groups.has(child) && child.pid) {
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // already gone
+    }
+  } else child.kill(signal);
+}
 let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
@@ -176,7 +194,8 @@ function installExitHook(): void {
   process.on('exit', () => {
     for (const c of live) {
       try {
-        c.kill('SIGKILL');
+        if (groups.has(c) && c.pid) process.kill(-c.pid, 'SIGKILL');
+        else c.kill('SIGKILL');
       } catch {
         // already gone
       }
@@ -385,13 +404,17 @@ export class Cluster {
     if (init) args.push('--init');
     const errFd = fs.openSync(this.stderrFile(sid), 'a');
     fs.writeSync(errFd, `=== ${new Date().toISOString()} paxosd ${args.slice(1).join(' ')}\n`);
-    const child = spawn(process.execPath, args, {
+    const wrapper = this.opts.wrapper ?? [];
+    const argv = [...wrapper, process.execPath, ...args];
+    const child = spawn(argv[0], argv.slice(1), {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', errFd],
       env: { ...process.env, PAXOS_SID: '', ...this.opts.env },
+      detached: wrapper.length > 0,
     });
     fs.closeSync(errFd);
     live.add(child);
+    if (wrapper.length > 0) groups.add(child);
     let resolveExit!: (v: { code: number | null; signal: NodeJS.Signals | null }) => void;
     const proc: NodeProc = {
       sid,
@@ -451,11 +474,11 @@ export class Cluster {
     const p = this.procs.get(sid);
     if (!p || p.exit) return;
     p.killedByUs = true;
-    p.child.kill(signal);
-    if (p.stopped && signal !== 'SIGKILL') p.child.kill('SIGCONT');
+    signalChild(p.child, signal);
+    if (p.stopped && signal !== 'SIGKILL') signalChild(p.child, 'SIGCONT');
     const r = await withTimeout(p.exited, 5000);
     if (r === null) {
-      p.child.kill('SIGKILL');
+      signalChild(p.child, 'SIGKILL');
       await withTimeout(p.exited, 5000);
     }
     p.stopped = false;
@@ -465,14 +488,14 @@ export class Cluster {
   stop(sid: number): void {
     const p = this.procs.get(sid);
     if (!p || p.exit) throw new Error(`sid ${sid} is not running`);
-    p.child.kill('SIGSTOP');
+    signalChild(p.child, 'SIGSTOP');
     p.stopped = true;
   }
 
   cont(sid: number): void {
     const p = this.procs.get(sid);
     if (!p || p.exit) throw new Error(`sid ${sid} is not running`);
-    p.child.kill('SIGCONT');
+    signalChild(p.child, 'SIGCONT');
     p.stopped = false;
   }
 
@@ -606,7 +629,7 @@ export class Cluster {
       [...this.procs.values()].map(async (p) => {
         if (p.exit) return;
         p.killedByUs = true;
-        p.child.kill('SIGKILL');
+        signalChild(p.child, 'SIGKILL');
         await withTimeout(p.exited, 5000);
       }),
     );

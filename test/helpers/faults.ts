@@ -38,11 +38,58 @@ export function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
 
+/** Under CI (CI=true) a missing tool or permission is a failure, not a skip. */
+export const IN_CI = process.env.CI === 'true';
+
+/**
+ * The `skip` option for a test that needs something this machine may lack
+ * (`why` names it, or false when all is there). Locally the test is skipped
+ * with that reason; under CI=true a failing assertion is added to `t` as well,
+ * so a CI run cannot pass by quietly doing less.
+ */
+export function requireOrSkip(
+  t: { fail(message: string): unknown },
+  what: string,
+  why: string | false,
+): string | false {
+  if (why !== false && IN_CI) t.fail(`${what}: ${why} (required under CI=true)`);
+  return why;
+}
+
 /** Absolute path of an executable on $PATH, or null. */
 export function which(cmd: string): string | null {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
   const p = r.status === 0 ? r.stdout.trim() : '';
   return p !== '' ? p : null;
+}
+
+/**
+ * `strace -f [--seccomp-bpf] -qq -o OUT ...extra`: the prefix that runs a
+ * command with syscall tracing or fault injection. With seccomp-bpf only the
+ * traced syscalls stop the process (cheap). Without `out` nothing is written;
+ * with it every traced call is logged with its wall-clock time (-ttt).
+ */
+export function straceWrapper(
+  extra: string[],
+  opts: { seccomp?: boolean; out?: string } = {},
+): string[] {
+  const strace = which('strace');
+  if (!strace) throw new Error('strace not found');
+  return [
+    strace,
+    '-f',
+    ...(opts.seccomp === false ? [] : ['--seccomp-bpf']),
+    '-qq',
+    ...(opts.out ? ['-ttt', '-o', opts.out] : ['-o', '/dev/null']),
+    ...extra,
+  ];
+}
+
+/** Whether `straceWrapper(extra, {seccomp}) true` runs here (ptrace and seccomp may be forbidden). */
+export function straceWorks(extra: string[], seccomp = true): boolean {
+  if (!which('strace')) return false;
+  const argv = straceWrapper(extra, { seccomp });
+  return spawnSync(argv[0], [...argv.slice(1), 'true']).status === 0;
 }
 
 /** A small seeded PRNG (mulberry32) so a failing run can be repeated. */
