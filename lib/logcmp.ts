@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { parseOrderLine } from './io/orderlog';
 
 /** Result of comparing order logs: do they all read as prefixes of one order? */
 export interface LogCompare {
@@ -12,32 +13,38 @@ interface Parsed {
   file: string;
   entries: Map<string, string>;
   order: string[];
+  /** Lines per slot. */
+  perSlot: Map<number, number>;
+  /** Slot of the last command line: the only slot that may be torn (cut short). */
+  lastSlot: number;
 }
 
-function parse(file: string, text: string): Parsed | string {
+/**
+ * Parse one order log. The writer appends whole slots and its restart rule
+ * repairs a torn tail, so the only damage tolerated is a partial last line (no
+ * "\n" after it: a crash or power loss while writing).
+ */
+export function parseOrderLog(file: string, text: string): Parsed | string {
   const entries = new Map<string, string>();
   const order: string[] = [];
+  const perSlot = new Map<number, number>();
   let lastSlot = 0;
   let lastIdx = -1;
+  let lastCommandSlot = 0;
   const lines = text.split('\n');
   for (let n = 0; n < lines.length; n++) {
     const line = lines[n];
-    if (line === '') continue;
-    const snap = /^# snapshot installed through slot (\d+)/.exec(line);
-    if (snap) {
-      lastSlot = Number(snap[1]);
+    // After the final "\n" comes '' or a partial line (torn write): never read.
+    if (n === lines.length - 1) continue;
+    const p = parseOrderLine(line);
+    if (p === null) return `${file}:${n + 1}: unreadable line`;
+    if (p.kind === 'gap') {
+      lastSlot = p.slot;
       lastIdx = Infinity;
       continue;
     }
-    if (line.startsWith('#')) continue;
-    const m = /^(\d+)\.(\d+) (.*)$/.exec(line);
-    if (!m) {
-      // A crash can cut the very last line short.
-      if (n >= lines.length - 2) continue;
-      return `${file}:${n + 1}: unreadable line`;
-    }
-    const slot = Number(m[1]);
-    const idx = Number(m[2]);
+    if (p.kind === 'comment') continue;
+    const { slot, index: idx } = p;
     // Slots are contiguous (no-ops have a line too); the first line may start anywhere.
     const inOrder =
       lastIdx === -1 && order.length === 0
@@ -49,22 +56,45 @@ function parse(file: string, text: string): Parsed | string {
       return `${file}:${n + 1}: out of order (${slot}.${idx} after ${lastSlot}.${lastIdx})`;
     lastSlot = slot;
     lastIdx = idx;
+    lastCommandSlot = slot;
     const key = `${slot}.${idx}`;
-    entries.set(key, m[3]);
+    entries.set(key, p.text);
     order.push(key);
+    perSlot.set(slot, (perSlot.get(slot) ?? 0) + 1);
   }
-  return { file, entries, order };
+  return { file, entries, order, perSlot, lastSlot: lastCommandSlot };
 }
 
 /**
- * Every pair of logs must agree on every slot.index both contain. (Slots may be
- * skipped only for no-ops and where a snapshot was installed; lines present must
- * match exactly.)
+ * A slot that is not a log's last slot was written whole; if another log has
+ * more lines for it, lines were lost (e.g. a restart that resumed after a slot
+ * torn at a line end).
+ */
+function missingLines(a: Parsed, b: Parsed): string | null {
+  for (const [slot, na] of a.perSlot) {
+    const nb = b.perSlot.get(slot);
+    if (nb === undefined || na === nb) continue;
+    const [short, long, ns, nl] = na < nb ? [a, b, na, nb] : [b, a, nb, na];
+    if (slot === short.lastSlot) continue; // may be torn: a prefix is fine
+    return `slot ${slot}: ${short.file} has ${ns} lines, ${long.file} has ${nl}`;
+  }
+  return null;
+}
+
+/**
+ * Every pair of logs must agree on every slot.index both contain, and on the
+ * number of lines of every slot both contain whole. (Slots may be skipped only
+ * for no-ops and after a gap marker; lines present must match exactly.)
  */
 export function compareLogs(files: string[]): LogCompare {
+  return compareLogTexts(files.map((file) => ({ file, text: fs.readFileSync(file, 'utf8') })));
+}
+
+/** compareLogs on contents already read (`file` only names them in messages). */
+export function compareLogTexts(logs: { file: string; text: string }[]): LogCompare {
   const parsed: Parsed[] = [];
-  for (const f of files) {
-    const p = parse(f, fs.readFileSync(f, 'utf8'));
+  for (const { file, text } of logs) {
+    const p = parseOrderLog(file, text);
     if (typeof p === 'string') return { ok: false, counts: [], message: p };
     parsed.push(p);
   }
@@ -84,11 +114,13 @@ export function compareLogs(files: string[]): LogCompare {
             message: `first divergence at ${key}:\n  ${a.file}: ${a.entries.get(key)}\n  ${b.file}: ${b.entries.get(key)}`,
           };
       }
+      const missing = missingLines(a, b);
+      if (missing) return { ok: false, counts, message: `lines missing at ${missing}` };
     }
   }
   return {
     ok: true,
     counts,
-    message: `${files.length} logs agree (${counts.join(', ')} lines)`,
+    message: `${logs.length} logs agree (${counts.join(', ')} lines)`,
   };
 }

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fsyncDirectory, nodeFs, writeAll, type Fsys } from './fsys';
 import { ConfigError } from './config';
 import { Keyring } from '../wire/envelope';
 
@@ -34,6 +36,23 @@ export function loadKeyring(file: string, configFile: string, field: string): Ke
   );
 }
 
-export function writeKeyFile(file: string): void {
-  fs.writeFileSync(file, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+/**
+ * Create `file` (mode 0600; EEXIST if it exists: a key is never overwritten)
+ * holding one fresh key, durably: the data and the directory entry are synced
+ * before it returns, so a power loss cannot take back a key that nodes were
+ * started with (they would no longer understand each other).
+ */
+export function writeKeyFile(file: string, fsys: Fsys = nodeFs): void {
+  const fd = fsys.openSync(file, 'wx', 0o600);
+  let ok = false;
+  try {
+    writeAll(fsys, fd, Buffer.from(randomBytes(32).toString('hex') + '\n'), 0);
+    fsys.fsyncSync(fd);
+    ok = true;
+  } finally {
+    fsys.closeSync(fd);
+    // A half-written key must not block the next attempt with EEXIST.
+    if (!ok) fsys.unlinkSync(file);
+  }
+  fsyncDirectory(fsys, path.dirname(path.resolve(file)));
 }
