@@ -3,7 +3,7 @@ import * as dgram from 'node:dgram';
 import createDebug from 'debug';
 import type { CmdResult } from './core/types';
 import type { ClientConfig, ClientServerAddr } from './io/config';
-import { encodeOp, type KvOp } from './sm/kv';
+import { encodeOp, encodeRegister, REGISTER_NONCE_MIN, type KvOp } from './sm/kv';
 import {
   BATCH_OPS_MAX,
   decodeReply,
@@ -29,9 +29,17 @@ const OP_BYTES_MAX = DATAGRAM_BYTES_MAX - 200;
 /** Why an operation did not get a definite answer. */
 export class PaxosClientError extends Error {
   constructor(
-    /** 'unknown': a write may or may not have taken effect (timed out). */
-    readonly code: 'unknown' | 'closed',
+    /**
+     * 'unknown': a write may or may not have taken effect (no answer in time, or
+     * an answer such as session_expired that cannot prove it never ran); look it
+     * up by `request` (cid:seq) in the order logs. 'unavailable': the operation
+     * was never sent (no session could be opened in time). 'closed': the client
+     * was closed.
+     */
+    readonly code: 'unknown' | 'unavailable' | 'closed',
     message: string,
+    /** The request as `cid:seq`, the name it has in the order logs (writes). */
+    readonly request?: string,
   ) {
     super(message);
   }
@@ -57,13 +65,20 @@ export interface ClientOptions {
   keys?: Keyring;
 }
 
+/**
+ * What a request is: a write runs at most once and its outcome may be unknown;
+ * a read and a session registration change no data, so they may run again.
+ */
+type RequestKind = 'write' | 'read' | 'register';
+
 interface Pending {
-  session: Session;
-  /** Writes use the session's (cid, seq); reads use the client's own read stream. */
+  /** Writes use the session's (cid, seq); reads the client's read stream; registers a nonce. */
   cid: number;
   seq: number;
   op: Uint8Array;
-  isWrite: boolean;
+  kind: RequestKind;
+  /** Called when the cluster answers session_expired. */
+  onExpired?: () => void;
   target: number; // index into servers
   sentAt: number;
   deadline: number;
@@ -74,19 +89,22 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-function randomCid(): number {
-  // 53 random bits: collisions between clients are negligible.
+/** 52 random bits above REGISTER_NONCE_MIN: collisions between clients are negligible. */
+function randomNonce(): number {
   const b = randomBytes(8);
-  return (b.readUInt32LE(0) & 0x1fffff) * 2 ** 32 + b.readUInt32LE(4);
+  return REGISTER_NONCE_MIN + (b.readUInt32LE(0) & 0xfffff) * 2 ** 32 + b.readUInt32LE(4);
 }
 
 /**
- * A logical client: its own (client id, sequence) stream, one operation at a
+ * A logical client: its own (session id, sequence) stream, one operation at a
  * time, so the cluster's exactly-once table can answer a retry with the first
- * answer. Many sessions share one PaxosClient (one socket).
+ * answer. The session id is handed out by the cluster (a `register` through the
+ * log) before the first write, and again after the cluster says the session
+ * expired. Many sessions share one PaxosClient (one socket).
  */
 export class Session {
-  cid = randomCid();
+  /** The session id the cluster gave us, or null before registering (or after it expired). */
+  cid: number | null = null;
   seq = 0;
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -128,7 +146,7 @@ export class PaxosClient {
   private preferred = 0;
   private readonly outbox = new Map<number, OpRequest[]>();
   private outboxScheduled = false;
-  private readonly readCid = randomCid();
+  private readonly readCid = randomNonce();
   private readSeq = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -186,35 +204,80 @@ export class PaxosClient {
   }
 
   /** @internal used by Session */
-  send(session: Session, op: KvOp): Promise<OpResult> {
-    if (this.closed) return Promise.reject(new PaxosClientError('closed', 'client is closed'));
+  async send(session: Session, op: KvOp): Promise<OpResult> {
+    if (this.closed) throw new PaxosClientError('closed', 'client is closed');
     const opBytes = encodeOp(op);
     // A request that cannot fit in one datagram certainly never ran: say so now.
     if (opBytes.length > OP_BYTES_MAX)
-      return Promise.resolve({
+      return {
         ok: false,
         err: `too_large: the operation is ${opBytes.length} bytes; the limit is ${OP_BYTES_MAX} bytes per request`,
         sid: -1,
         attempts: 0,
         redirects: 0,
-      });
+      };
+    const deadline = Date.now() + this.opts.timeoutMs;
     // Reads are answered by the leader's read index and never enter the log, so
-    // they must not use up the session's sequence numbers (the exactly-once
-    // table expects a session's writes to start at 1 without gaps).
-    const isRead = op.kind === 'get';
-    const cid = isRead ? this.readCid : session.cid;
-    const seq = isRead ? ++this.readSeq : ++session.seq;
-    const now = Date.now();
+    // they use the client's own read stream, not the session's sequence.
+    if (op.kind === 'get')
+      return this.request(this.readCid, ++this.readSeq, opBytes, 'read', deadline);
+    if (session.cid === null) {
+      const reg = await this.register(deadline);
+      if ('err' in reg) return reg.err;
+      session.cid = reg.id;
+      session.seq = 0;
+    }
+    const cid = session.cid;
+    const seq = ++session.seq;
+    // If the cluster says the session expired, the next write opens a new one;
+    // this write is never re-sent under it (it may have run).
+    const expired = (): void => {
+      if (session.cid === cid) session.cid = null;
+    };
+    return this.request(cid, seq, opBytes, 'write', deadline, expired);
+  }
+
+  /**
+   * Open a session through the log. Retrying is harmless: a registration changes
+   * no data, and a retry whose session is still live gets the same id.
+   */
+  private async register(deadline: number): Promise<{ id: number } | { err: OpResult }> {
+    let r: OpResult;
+    try {
+      r = await this.request(randomNonce(), 1, encodeRegister(), 'register', deadline);
+    } catch (e) {
+      if (e instanceof PaxosClientError && e.code === 'unknown')
+        throw new PaxosClientError(
+          'unavailable',
+          `no session: the registration got no answer within ${this.opts.timeoutMs} ms (the operation was not sent)`,
+        );
+      throw e;
+    }
+    const id = Number(r.value);
+    if (!r.ok || !Number.isSafeInteger(id) || id < 1 || id >= REGISTER_NONCE_MIN)
+      return { err: { ...r, ok: false, err: `register: ${r.err ?? 'bad answer'}` } };
+    return { id };
+  }
+
+  private request(
+    cid: number,
+    seq: number,
+    op: Uint8Array,
+    kind: RequestKind,
+    deadline: number,
+    onExpired?: () => void,
+  ): Promise<OpResult> {
+    if (this.closed) return Promise.reject(new PaxosClientError('closed', 'client is closed'));
     return new Promise<OpResult>((resolve, reject) => {
       const p: Pending = {
-        session,
         cid,
         seq,
-        op: opBytes,
-        isWrite: op.kind !== 'get',
+        op,
+        kind,
+        onExpired,
         target: this.preferred,
-        sentAt: now,
-        deadline: now + this.opts.timeoutMs,
+        sentAt: Date.now(),
+        deadline,
         backoffMs: this.opts.retryMs,
         attempts: 0,
         redirects: 0,
@@ -290,12 +353,9 @@ export class PaxosClient {
       if (now >= p.deadline) {
         this.pending.delete(key);
         p.reject(
-          new PaxosClientError(
-            'unknown',
-            p.isWrite
-              ? `outcome unknown: no answer within ${this.opts.timeoutMs} ms (the write may or may not have taken effect)`
-              : `no answer within ${this.opts.timeoutMs} ms`,
-          ),
+          p.kind === 'write'
+            ? this.unknown(p, `no answer within ${this.opts.timeoutMs} ms`)
+            : new PaxosClientError('unknown', `no answer within ${this.opts.timeoutMs} ms`),
         );
         continue;
       }
@@ -345,22 +405,15 @@ export class PaxosClient {
         this.pending.delete(key);
         const sid = this.servers[p.target].sid;
         this.preferred = p.target;
-        if (r.result.err === 'session_expired' && p.attempts === 1 && p.redirects === 0) {
-          // Refused before it ran: safe to resend under a fresh session.
-          p.session.cid = randomCid();
-          p.session.seq = 1;
-          p.cid = p.session.cid;
-          p.seq = 1;
-          this.pending.set(`${p.cid}:1`, p);
-          this.transmit(p);
-          return;
-        }
-        if (r.result.err === 'session_expired' && p.isWrite) {
-          p.session.cid = randomCid();
-          p.session.seq = 0;
-          p.reject(
-            new PaxosClientError('unknown', 'outcome unknown: the session expired during retries'),
-          );
+        // session_expired (evicted, or a late copy of an earlier transmission that
+        // ran before the eviction) and stale cannot prove that this write never
+        // ran: it is never re-sent, under this session or a new one.
+        if (
+          p.kind === 'write' &&
+          (r.result.err === 'session_expired' || r.result.err === 'stale')
+        ) {
+          if (r.result.err === 'session_expired') p.onExpired?.();
+          p.reject(this.unknown(p, `the cluster answered ${r.result.err}`));
           return;
         }
         p.resolve({ ...r.result, sid, attempts: p.attempts, redirects: p.redirects });
@@ -387,6 +440,13 @@ export class PaxosClient {
           return;
         }
         this.pending.delete(key);
+        // bad_op and too_large are decided from the bytes and the cluster's limits
+        // (the same on every node), so they prove that no transmission ran. Any
+        // other refusal proves it only for a request sent once.
+        if (p.kind === 'write' && p.attempts > 1 && r.code !== 'bad_op' && r.code !== 'too_large') {
+          p.reject(this.unknown(p, `the cluster answered ${r.code}: ${r.message}`));
+          return;
+        }
         p.resolve({
           ok: false,
           err: `${r.code}: ${r.message}`,
@@ -396,6 +456,15 @@ export class PaxosClient {
         });
         return;
     }
+  }
+
+  private unknown(p: Pending, why: string): PaxosClientError {
+    const request = `${p.cid}:${p.seq}`;
+    return new PaxosClientError(
+      'unknown',
+      `outcome unknown for request ${request}: ${why} (the write may or may not have taken effect; find ${request} in the order logs)`,
+      request,
+    );
   }
 
   /** Ask one server for its status; null if it does not answer in time. */
@@ -422,7 +491,11 @@ export class PaxosClient {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     for (const p of this.pending.values())
-      p.reject(new PaxosClientError(p.isWrite ? 'unknown' : 'closed', 'client closed'));
+      p.reject(
+        p.kind === 'write'
+          ? this.unknown(p, 'client closed')
+          : new PaxosClientError('closed', 'client closed'),
+      );
     this.pending.clear();
     this.sock.close();
   }

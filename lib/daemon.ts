@@ -9,7 +9,15 @@ import type { NodeConfig, ServerAddr } from './io/config';
 import { OrderLog } from './io/orderlog';
 import { StorageError } from './io/recordlog';
 import { DurableStore } from './io/storage';
-import { KvStateMachine, decodeOp } from './sm/kv';
+import {
+  admissionError,
+  encodeLimits,
+  KvStateMachine,
+  LIMITS_CID,
+  parseCommand,
+  REGISTER_NONCE_MIN,
+  type SmLimits,
+} from './sm/kv';
 import { decodeRequest, encodeReply, resultBytes, type ClientReply } from './wire/client';
 import { clusterTag, Kind, Keyring, NO_KEYS, open, seal } from './wire/envelope';
 import { decodePeerBody, encodePeerBody } from './wire/peer';
@@ -151,6 +159,7 @@ export class PaxosNode {
   private fatal: Error | null = null;
   private readonly log: (line: string) => void;
   private clock = 0;
+  private limitsNoted = false;
 
   private constructor(
     readonly opts: NodeOptions,
@@ -168,7 +177,8 @@ export class PaxosNode {
       this.addrOf.set(s.sid, s);
     }
     this.self = this.addrOf.get(opts.sid)!;
-    this.sm = new KvStateMachine(cfg.limits.sessionsMax, cfg.limits.valueBytesMax);
+    // No limits from the config: the cluster's are recorded in the log (see onOp).
+    this.sm = new KvStateMachine();
     this.replica = new Replica({
       ...replicaOptions(cfg, opts.sid),
       prng: new Prng(opts.seed ?? (opts.sid * 7919 + Date.now()) >>> 0),
@@ -214,6 +224,7 @@ export class PaxosNode {
           `sid ${opts.sid}: empty data directory ${dataDir}: joining as a non-voter until it is safe (Paxos Made Live rule); use --init only when creating a new cluster`,
         );
     }
+    node.noteLimits();
     await node.bind();
     node.handle(node.replica.ready());
     node.ticker = setInterval(() => node.onTick(), cfg.timing.tickMs);
@@ -244,8 +255,46 @@ export class PaxosNode {
     return `paxosd sid=${s.sid} ready peer=${s.host}:${s.peerPort} client=${s.host}:${s.clientPort} data=${this.dataDir} orderlog=${this.orderLog.file} voter=${this.replica.voter}`;
   }
 
-  status(): ReplicaStatus & { dataBytes: number } {
-    return { ...this.replica.status(), dataBytes: this.store.sizeBytes() };
+  status(): ReplicaStatus & {
+    dataBytes: number;
+    sessionsMax: number | null;
+    valueBytesMax: number | null;
+    limitsMismatch: string | null;
+  } {
+    const l = this.sm.limits;
+    return {
+      ...this.replica.status(),
+      dataBytes: this.store.sizeBytes(),
+      sessionsMax: l?.sessionsMax ?? null,
+      valueBytesMax: l?.valueBytesMax ?? null,
+      limitsMismatch: this.limitsMismatch(),
+    };
+  }
+
+  /**
+   * Where this node's config file disagrees with the cluster's limits (recorded
+   * in the log; they decide, the file does not), or null.
+   */
+  limitsMismatch(): string | null {
+    const cluster = this.sm.limits;
+    if (!cluster) return null;
+    const local = this.opts.config.limits;
+    const diffs: string[] = [];
+    for (const k of ['sessionsMax', 'valueBytesMax'] as const)
+      if (local[k] !== cluster[k]) diffs.push(`${k} ${local[k]} (cluster: ${cluster[k]})`);
+    return diffs.length === 0 ? null : `config file ${diffs.join(', ')}`;
+  }
+
+  /** Say once, when the cluster's limits become known here, if the config file disagrees. */
+  private noteLimits(): void {
+    const l = this.sm.limits;
+    if (!l || this.limitsNoted) return;
+    this.limitsNoted = true;
+    const m = this.limitsMismatch();
+    if (m)
+      this.log(
+        `sid ${this.opts.sid}: limits differ from the cluster's: ${m}; the cluster's limits apply (recorded in the log when it was created)`,
+      );
   }
 
   async stop(): Promise<void> {
@@ -339,6 +388,9 @@ export class PaxosNode {
           recordsSynced: this.counters.recordsSynced,
           walSyncedSegment: this.walSynced?.segment ?? null,
           walSyncedOffset: this.walSynced?.offset ?? null,
+          sessionsMax: s.sessionsMax,
+          valueBytesMax: s.valueBytesMax,
+          limitsMismatch: s.limitsMismatch,
         },
       });
       return;
@@ -354,10 +406,9 @@ export class PaxosNode {
   }
 
   private onOp(rinfo: dgram.RemoteInfo, cid: number, seq: number, op: Buffer): void {
-    const checked = decodeOp(op, this.opts.config.limits.valueBytesMax);
+    const checked = parseCommand(op);
     if (typeof checked === 'string') {
-      const code =
-        checked.includes('exceeds') || checked.includes('too large') ? 'too_large' : 'bad_op';
+      const code = checked.includes('too large') ? 'too_large' : 'bad_op';
       this.reply(rinfo, { t: 'error', cid, seq, code, message: checked });
       return;
     }
@@ -389,6 +440,8 @@ export class PaxosNode {
       }
       return;
     }
+    const refusal = this.admitCommand(cid, seq, checked);
+    if (refusal) return this.reply(rinfo, refusal);
     const r = this.replica.submit({ cid, seq, op });
     debugClient('%d: %d:%d %s -> %s', this.opts.sid, cid, seq, checked.kind, r.kind);
     switch (r.kind) {
@@ -414,6 +467,50 @@ export class PaxosNode {
           message: 'leader queue full',
         });
     }
+  }
+
+  /**
+   * Admission of a command into the log, decided here once and never again at
+   * apply: the state machine applies whatever was chosen (PMMC), so every check
+   * that may refuse a command uses the cluster's limits (from the log, the same
+   * on every node), and a refusal here proves the command never ran anywhere.
+   * Returns the reply for a refused command, or null to submit it.
+   */
+  private admitCommand(
+    cid: number,
+    seq: number,
+    op: Exclude<ReturnType<typeof parseCommand>, string>,
+  ): ClientReply | null {
+    const limits = this.sm.limits;
+    if (op.kind === 'limits')
+      return { t: 'error', cid, seq, code: 'bad_op', message: 'limits is not a client operation' };
+    if (!limits) {
+      // A new cluster: nothing is admitted before its limits are in the log. The
+      // leader proposes its own; the first one chosen becomes the cluster's.
+      if (this.replica.role !== 'leader')
+        return { t: 'redirect', cid, seq, leader: this.replica.leader ?? -1 };
+      this.proposeLimits(this.opts.config.limits);
+      return { t: 'error', cid, seq, code: 'busy', message: 'recording the cluster limits' };
+    }
+    if (op.kind === 'register') {
+      if (cid < REGISTER_NONCE_MIN)
+        return { t: 'error', cid, seq, code: 'bad_op', message: 'register needs a nonce cid' };
+      return null;
+    }
+    const tooBig = admissionError(op, limits.valueBytesMax);
+    if (tooBig) return { t: 'error', cid, seq, code: 'too_large', message: tooBig };
+    // Evicted for good (ids are never reused): the state machine would refuse it
+    // too, so it need not take a slot.
+    if (this.sm.evicted(cid) || cid === LIMITS_CID || cid >= REGISTER_NONCE_MIN)
+      return { t: 'result', cid, seq, result: { ok: false, err: 'session_expired' } };
+    return null;
+  }
+
+  private proposeLimits(l: SmLimits): void {
+    const cmd = { sessionsMax: l.sessionsMax, valueBytesMax: l.valueBytesMax };
+    // Same (cid, seq) every time: the replica queues it at most once.
+    this.replica.submit({ cid: LIMITS_CID, seq: 1, op: Buffer.from(encodeLimits(cmd)) });
+    this.scheduleFlush();
   }
 
   /**
@@ -669,6 +766,7 @@ export class PaxosNode {
         this.log(`sid ${this.opts.sid}: cannot write the order log: ${(e as Error).message}`);
       }
     }
+    if (applied.length > 0) this.noteLimits();
     for (const e of events) this.log(e);
     for (const m of self) this.replica.step(this.opts.sid, m);
     return self.length > 0;

@@ -8,7 +8,7 @@ import { makeBallot } from '../lib/core/ballot';
 import { Prng } from '../lib/core/prng';
 import { Replica } from '../lib/core/replica';
 import type { Cmd, DurableRecord, Msg, Outbound, Value } from '../lib/core/types';
-import { encodeOp, KvStateMachine } from '../lib/sm/kv';
+import { encodeOp, encodeRegister, KvStateMachine, REGISTER_NONCE_MIN } from '../lib/sm/kv';
 
 const OPTS = {
   heartbeatTicks: 2,
@@ -35,6 +35,11 @@ function replica(sid: number, sids = [0, 1, 2], extra: Partial<typeof OPTS> = {}
 
 function put(cid: number, seq: number, key: string, value: string): Cmd {
   return { cid, seq, op: encodeOp({ kind: 'put', key, value }) };
+}
+
+/** Open a session (Raft's RegisterClient): the n-th registration gets session id n. */
+function register(nonce: number): Cmd {
+  return { cid: REGISTER_NONCE_MIN + nonce, seq: 1, op: encodeRegister() };
 }
 
 /** A hand-driven cluster: messages queue up until delivered, with optional drops. */
@@ -339,8 +344,10 @@ t.test(
     const net = new Net([0, 1, 2]);
     net.tick(15);
     const l0 = net.leader()!;
+    l0.submit(register(9));
+    net.tick(3);
     const c = {
-      cid: 9,
+      cid: 1,
       seq: 1,
       op: encodeOp({ kind: 'cas', key: 'x', expected: null, value: 'a' }),
     };
@@ -350,6 +357,7 @@ t.test(
     t.equal(again.kind, 'cached', 'the leader answers a retry from the session table');
     // A duplicate that reaches the log anyway (e.g. through a new leader) is not re-applied.
     const sm = new KvStateMachine(10, 1000);
+    sm.apply(1, [register(9)]);
     const r1 = sm.apply(1, [c]);
     const r2 = sm.apply(2, [c]);
     t.same(r1.results[0], { ok: true });
@@ -364,7 +372,7 @@ t.test(
   async (t) => {
     const a = new KvStateMachine(2, 1000);
     const b = new KvStateMachine(2, 1000);
-    const cmds = [put(1, 1, 'k', '1'), put(2, 1, 'k', '2'), put(3, 1, 'k', '3')];
+    const cmds = [1, 2, 3].flatMap((id) => [register(id), put(id, 1, 'k', String(id))]);
     a.apply(1, cmds);
     b.apply(1, cmds);
     t.same([...a.sessions.keys()], [2, 3], 'the least recently used session went first');

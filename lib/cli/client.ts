@@ -14,8 +14,10 @@ const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [
   (no command)           read one command per line from stdin
 
 exit codes: 0 success, 1 refused (cas mismatch, invalid operation),
-            2 usage or config error, 3 outcome unknown (timed out; a write may
-            or may not have taken effect), 4 not found (get of an unset key)`;
+            2 usage or config error, 3 no definite answer: OUTCOME UNKNOWN (a
+            write may or may not have taken effect; the message names the
+            request cid:seq to look up in the order logs) or NOT SENT (no
+            server answered before the write could be sent), 4 not found`;
 
 const EXIT = { ok: 0, refused: 1, usage: 2, unknown: 3, notFound: 4 } as const;
 
@@ -43,10 +45,15 @@ async function runOne(client: PaxosClient, op: KvOp, json: boolean): Promise<num
   try {
     r = await client.session().run(op);
   } catch (e) {
-    const unknown = e instanceof PaxosClientError && e.code === 'unknown';
+    const code = e instanceof PaxosClientError ? e.code : 'unknown';
+    const request = e instanceof PaxosClientError ? e.request : undefined;
     const msg = (e as Error).message;
-    if (json) process.stdout.write(JSON.stringify({ op, outcome: 'unknown', error: msg }) + '\n');
-    else process.stderr.write(`${unknown ? 'OUTCOME UNKNOWN' : 'error'}: ${msg}\n`);
+    // Never re-run a write here: an unknown outcome is reported, with the
+    // request's cid:seq, so that it can be looked up.
+    const outcome = code === 'unavailable' ? 'not_sent' : 'unknown';
+    if (json) process.stdout.write(JSON.stringify({ op, outcome, request, error: msg }) + '\n');
+    else
+      process.stderr.write(`${code === 'unavailable' ? 'NOT SENT' : 'OUTCOME UNKNOWN'}: ${msg}\n`);
     return EXIT.unknown;
   }
   let code: number = EXIT.ok;
@@ -110,6 +117,11 @@ async function status(
     const widths = head.map((h, c) => Math.max(h.length, ...table.map((row) => row[c].length)));
     for (const row of [head, ...table])
       process.stdout.write(row.map((v, c) => v.padEnd(widths[c])).join('  ') + '\n');
+    // The cluster's limits decide (they are in the log); a config file that
+    // disagrees is an operator's mistake or a change in progress: show it.
+    for (const [i, r] of rows.entries())
+      if (r && typeof r.limitsMismatch === 'string')
+        process.stdout.write(`sid ${servers[i].sid}: limits mismatch: ${r.limitsMismatch}\n`);
   }
   return rows.some((r) => r !== null) ? EXIT.ok : EXIT.unknown;
 }

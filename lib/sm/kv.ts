@@ -9,7 +9,52 @@ export type KvOp =
   | { kind: 'del'; key: string }
   | { kind: 'cas'; key: string; expected: string | null; value: string };
 
+/**
+ * Commands that are not key-value operations. `register` opens a session (the
+ * Raft dissertation's RegisterClient, section 6.3); `limits` records the
+ * cluster's state-machine limits in the log, once, when a new cluster starts.
+ */
+export type SysOp = { kind: 'register' } | { kind: 'limits'; limits: SmLimits };
+
+/**
+ * The limits that decide what applying a command does, or what a leader admits.
+ * They are cluster-wide: recorded in the log by a `limits` command and carried
+ * in snapshots, so that every replica applies the same log to the same state
+ * whatever its own config file says.
+ */
+export interface SmLimits {
+  /** Sessions kept in the exactly-once table; the least recently used goes first. */
+  sessionsMax: number;
+  /** Largest value (and cas expected value) a leader admits. Never checked at apply. */
+  valueBytesMax: number;
+}
+
 export const KEY_BYTES_MAX = 1024;
+
+/** The client id of the `limits` command (no session ever has it: session ids start at 1). */
+export const LIMITS_CID = 0;
+
+/**
+ * Session ids are allocated by the state machine, counting up from 1, below
+ * this bound; a `register` carries a client-chosen nonce at or above it as its
+ * client id, so that a nonce can never be mistaken for a session.
+ */
+export const REGISTER_NONCE_MIN = 2 ** 52;
+
+/**
+ * Limits of a state machine before any `limits` command was applied (a cluster
+ * whose first leader has not recorded its own yet). Protocol constants, the
+ * same in every build, so that such early commands apply alike everywhere.
+ */
+export const PROTOCOL_LIMITS: Readonly<SmLimits> = Object.freeze({
+  sessionsMax: 100_000,
+  valueBytesMax: 32_768,
+});
+
+/** Bounds a `limits` command must respect to take effect (else it is ignored, everywhere). */
+export const SESSIONS_MAX_MAX = 10_000_000;
+/** Operation bytes the state machine decodes at all (a datagram's worth; a protocol constant). */
+const OP_BYTES_MAX = 65_000;
 
 /** Items per array in a snapshot (well under the decoder's array-size limit). */
 const SNAPSHOT_CHUNK_ITEMS = 30_000;
@@ -32,9 +77,35 @@ export function encodeOp(op: KvOp): Uint8Array {
   }
 }
 
-/** Decode and check an operation; returns a reason string when it is not valid. */
-export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | string {
-  if (bytes.length > valueBytesMax * 2 + KEY_BYTES_MAX + 64) return 'operation too large';
+/** The body of a session registration (sent with a nonce >= REGISTER_NONCE_MIN as cid, seq 1). */
+export function encodeRegister(): Uint8Array {
+  return opEncoder.encode(['register']);
+}
+
+/** The body of the `limits` command (sent with cid LIMITS_CID, seq 1). */
+export function encodeLimits(l: SmLimits): Uint8Array {
+  return opEncoder.encode(['limits', l.sessionsMax, l.valueBytesMax]);
+}
+
+function validLimits(l: SmLimits): boolean {
+  return (
+    Number.isSafeInteger(l.sessionsMax) &&
+    l.sessionsMax >= 1 &&
+    l.sessionsMax <= SESSIONS_MAX_MAX &&
+    Number.isSafeInteger(l.valueBytesMax) &&
+    l.valueBytesMax >= 1 &&
+    l.valueBytesMax <= OP_BYTES_MAX
+  );
+}
+
+/**
+ * Decode a command's bytes and check their shape only: what it says, never how
+ * big its value is. The result depends on the bytes and protocol constants
+ * alone, so every replica (and every leader admitting it) decides alike.
+ * Returns the reason when the bytes are not a valid command.
+ */
+export function parseCommand(bytes: Uint8Array): KvOp | SysOp | string {
+  if (bytes.length > OP_BYTES_MAX) return 'operation too large';
   if (scanCbor(bytes, 2) !== null) return 'operation is not valid CBOR';
   let raw: unknown;
   try {
@@ -42,8 +113,16 @@ export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | strin
   } catch {
     return 'operation is not valid CBOR';
   }
-  if (!Array.isArray(raw) || raw.length < 2 || raw.length > 4) return 'operation must be an array';
-  const [kind, key] = raw as unknown[];
+  if (!Array.isArray(raw) || raw.length < 1 || raw.length > 4) return 'operation must be an array';
+  const kind = raw[0] as unknown;
+  if (kind === 'register') return raw.length === 1 ? { kind } : 'register takes nothing';
+  if (kind === 'limits') {
+    const limits = { sessionsMax: raw[1] as number, valueBytesMax: raw[2] as number };
+    if (raw.length !== 3 || !validLimits(limits)) return 'limits takes two integers in range';
+    return { kind, limits };
+  }
+  if (raw.length < 2) return 'operation must be an array';
+  const key = raw[1] as unknown;
   if (typeof key !== 'string') return 'key must be a string';
   if (Buffer.byteLength(key) > KEY_BYTES_MAX) return `key exceeds ${KEY_BYTES_MAX} bytes`;
   const checkValue = (v: unknown, nullable: boolean): string | null | undefined => {
@@ -51,7 +130,6 @@ export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | strin
     if (typeof v !== 'string') return undefined;
     return v;
   };
-  const tooBig = (v: string): boolean => Buffer.byteLength(v) > valueBytesMax;
   switch (kind) {
     case 'get':
     case 'del':
@@ -61,7 +139,6 @@ export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | strin
       const value = checkValue(raw[2], false);
       if (raw.length !== 3 || typeof value !== 'string')
         return 'put takes a key and a string value';
-      if (tooBig(value)) return `value exceeds the limit of ${valueBytesMax} bytes`;
       return { kind, key, value };
     }
     case 'cas': {
@@ -69,13 +146,35 @@ export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | strin
       const value = checkValue(raw[3], false);
       if (raw.length !== 4 || expected === undefined || typeof value !== 'string')
         return 'cas takes a key, an expected value (or null) and a new value';
-      if (tooBig(value) || (expected !== null && tooBig(expected)))
-        return `value exceeds the limit of ${valueBytesMax} bytes`;
       return { kind, key, expected, value };
     }
     default:
       return 'unknown operation (put, get, del, cas)';
   }
+}
+
+/**
+ * The leader's admission check of a key-value operation against the cluster's
+ * limits: done once, before the command enters the log, never at apply (a
+ * replica's verdict at apply would depend on its own limits; PMMC's replicas
+ * apply whatever was decided). Returns the reason for a refusal, or null.
+ */
+export function admissionError(op: KvOp, valueBytesMax: number): string | null {
+  const tooBig = (v: string | null): boolean => v !== null && Buffer.byteLength(v) > valueBytesMax;
+  if ((op.kind === 'put' || op.kind === 'cas') && tooBig(op.value))
+    return `value exceeds the limit of ${valueBytesMax} bytes`;
+  if (op.kind === 'cas' && tooBig(op.expected))
+    return `value exceeds the limit of ${valueBytesMax} bytes`;
+  return null;
+}
+
+/** Decode a client's key-value operation and check it against `valueBytesMax`. */
+export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | string {
+  const op = parseCommand(bytes);
+  if (typeof op === 'string') return op;
+  if (op.kind === 'register' || op.kind === 'limits')
+    return 'unknown operation (put, get, del, cas)';
+  return admissionError(op, valueBytesMax) ?? op;
 }
 
 /** Short, deterministic text of a value for order-log lines. */
@@ -99,34 +198,79 @@ export function describeOp(op: KvOp): string {
 }
 
 /**
- * Per-client memory of the last answer (exactly-once). `result` undefined means
- * the request was a read: a retried read is simply executed again, which is
- * still linearizable and keeps large values out of the table.
+ * A session's memory of its last answer (exactly-once). `result` undefined
+ * means the last request was a read (a retried read is simply executed again,
+ * which is still linearizable and keeps large values out of the table) or that
+ * nothing ran yet (seq 0, just registered).
  */
 interface Session {
   seq: number;
   result: CmdResult | undefined;
+  /** The nonce the session was registered with (0 for a session restored from format 3). */
+  nonce: number;
 }
 
 /**
- * The replicated key-value store. Deterministic: every node applying the same
- * chosen sequence reaches the same state, including which client sessions the
- * bounded exactly-once table evicts (least recently used, decided by log order).
+ * The replicated key-value store. Deterministic: what applying a command does
+ * depends only on the log (and snapshots of it), never on a node's config:
+ *
+ * - Sessions are registered through the log (`register`, Raft dissertation
+ *   6.3) and get ids counted up by the state machine, so an id is never reused.
+ *   A request whose session is not in the table (evicted, or never registered)
+ *   is refused with `session_expired` and never applied: it may be a late copy
+ *   of a request that already ran before its session was evicted, so it cannot
+ *   be proven fresh. This holds for seq 1 too: there is no implicit session.
+ * - The table is bounded by the cluster's `sessionsMax` and evicts the least
+ *   recently used session in log order, so every node evicts the same ones.
+ * - The limits come from the first `limits` command in the log (until then
+ *   PROTOCOL_LIMITS); later ones are ignored. Sizes are not checked at apply.
  */
 export class KvStateMachine implements StateMachine {
   readonly data = new Map<string, string>();
   /** Insertion order is recency order: the first entry is evicted first. */
   readonly sessions = new Map<number, Session>();
+  /** Live sessions by registration nonce: a retried `register` gets the same id. */
+  private readonly byNonce = new Map<number, number>();
+  /** The next session id; every id below it was handed out once, and never again. */
+  nextSessionId = 1;
+  /** The cluster's limits, or null until a `limits` command is applied. */
+  limits: SmLimits | null = null;
   appliedCommands = 0;
 
-  constructor(
-    readonly sessionsMax: number,
-    readonly valueBytesMax: number,
-  ) {}
+  /**
+   * `sessionsMax` and `valueBytesMax`, when given, are the limits the cluster was
+   * created with: every replica of one cluster must be constructed alike (tests
+   * and the simulator do). The daemon passes nothing: its cluster records its
+   * limits in the log, whatever each node's config file says.
+   */
+  constructor(sessionsMax?: number, valueBytesMax?: number) {
+    if (sessionsMax !== undefined)
+      this.limits = {
+        sessionsMax,
+        valueBytesMax: valueBytesMax ?? PROTOCOL_LIMITS.valueBytesMax,
+      };
+  }
+
+  /** The limits applying commands use now. */
+  get effectiveLimits(): SmLimits {
+    return this.limits ?? PROTOCOL_LIMITS;
+  }
+
+  /**
+   * True when `cid` names a session that was registered and since evicted. Once
+   * true at some applied slot it stays true at every later one (ids are never
+   * reused), so a leader may refuse such a request before it enters the log.
+   */
+  evicted(cid: number): boolean {
+    return cid >= 1 && cid < this.nextSessionId && !this.sessions.has(cid);
+  }
 
   cached(cid: number, seq: number): CmdResult | undefined {
     const s = this.sessions.get(cid);
-    return s && s.seq === seq ? s.result : undefined;
+    if (s) return s.seq === seq ? s.result : undefined;
+    // A retried registration whose session is still live: the same id again.
+    const id = seq === 1 ? this.byNonce.get(cid) : undefined;
+    return id === undefined ? undefined : { ok: true, value: String(id) };
   }
 
   apply(slot: number, cmds: Value): { results: CmdResult[]; lines: string[] } {
@@ -142,22 +286,23 @@ export class KvStateMachine implements StateMachine {
   }
 
   private applyOne(c: Cmd): { result: CmdResult; text: string } {
+    const op = parseCommand(c.op);
+    if (typeof op !== 'string' && op.kind === 'limits') return this.applyLimits(c, op.limits);
+    if (typeof op !== 'string' && op.kind === 'register') return this.applyRegister(c);
     const s = this.sessions.get(c.cid);
-    const op = decodeOp(c.op, this.valueBytesMax);
-    if (s) {
-      if (c.seq < s.seq) return { result: { ok: false, err: 'stale' }, text: 'stale' };
-      if (c.seq === s.seq) {
-        this.touch(c.cid, s);
-        if (s.result) return { result: s.result, text: 'duplicate' };
-        // A retried read runs again.
-        if (typeof op !== 'string' && op.kind === 'get')
-          return { result: this.read(op.key), text: `${describeOp(op)} (retry)` };
-        return { result: { ok: false, err: 'stale' }, text: 'stale' };
-      }
-    } else if (c.seq !== 1) {
-      // The session was evicted (or never existed): this may be a retry of a
-      // request already applied, so it must not run again.
+    if (!s) {
+      // Evicted or never registered: this may be a late copy of a request that
+      // already ran before its session was evicted, so it must not run (again).
       return { result: { ok: false, err: 'session_expired' }, text: 'session expired' };
+    }
+    if (c.seq < s.seq) return { result: { ok: false, err: 'stale' }, text: 'stale' };
+    if (c.seq === s.seq) {
+      this.touch(c.cid, s);
+      if (s.result) return { result: s.result, text: 'duplicate' };
+      // A retried read runs again.
+      if (typeof op !== 'string' && op.kind === 'get')
+        return { result: this.read(op.key), text: `${describeOp(op)} (retry)` };
+      return { result: { ok: false, err: 'stale' }, text: 'stale' };
     }
     this.appliedCommands++;
     let result: CmdResult;
@@ -169,9 +314,45 @@ export class KvStateMachine implements StateMachine {
       result = this.exec(op);
       text = describeOp(op) + (op.kind === 'cas' ? (result.ok ? ' ok' : ' mismatch') : '');
     }
-    const isRead = typeof op !== 'string' && op.kind === 'get';
-    this.touch(c.cid, { seq: c.seq, result: isRead ? undefined : result });
+    s.seq = c.seq;
+    s.result = typeof op !== 'string' && op.kind === 'get' ? undefined : result;
+    this.touch(c.cid, s);
     return { result, text };
+  }
+
+  /**
+   * Open a session: the id comes from the log, so it is fresh on every replica
+   * alike. Registering has no effect on the data, so a duplicated `register`
+   * that runs twice costs one unused table entry (evicted in time), nothing more.
+   */
+  private applyRegister(c: Cmd): { result: CmdResult; text: string } {
+    if (!(c.cid >= REGISTER_NONCE_MIN) || !Number.isSafeInteger(c.cid))
+      return {
+        result: { ok: false, err: 'bad_op: register needs a nonce client id' },
+        text: 'invalid (register without a nonce)',
+      };
+    const known = this.byNonce.get(c.cid);
+    if (known !== undefined) {
+      this.touch(known, this.sessions.get(known)!);
+      return { result: { ok: true, value: String(known) }, text: `register -> ${known} (again)` };
+    }
+    const id = this.nextSessionId++;
+    if (id >= REGISTER_NONCE_MIN) throw new Error('session ids exhausted');
+    this.byNonce.set(c.cid, id);
+    this.touch(id, { seq: 0, result: undefined, nonce: c.cid });
+    return { result: { ok: true, value: String(id) }, text: `register -> ${id}` };
+  }
+
+  /** The first `limits` command fixes the cluster's limits; later ones change nothing. */
+  private applyLimits(c: Cmd, l: SmLimits): { result: CmdResult; text: string } {
+    const show = (x: SmLimits): string =>
+      `sessionsMax=${x.sessionsMax} valueBytesMax=${x.valueBytesMax}`;
+    if (c.cid !== LIMITS_CID)
+      return { result: { ok: false, err: 'bad_op: limits' }, text: 'invalid (limits)' };
+    if (this.limits) return { result: { ok: true }, text: `limits ignored (${show(this.limits)})` };
+    this.limits = { sessionsMax: l.sessionsMax, valueBytesMax: l.valueBytesMax };
+    this.evictOverflow();
+    return { result: { ok: true }, text: `limits ${show(l)}` };
   }
 
   private read(key: string): CmdResult {
@@ -200,19 +381,27 @@ export class KvStateMachine implements StateMachine {
   private touch(cid: number, s: Session): void {
     this.sessions.delete(cid);
     this.sessions.set(cid, s);
-    while (this.sessions.size > this.sessionsMax) {
-      const oldest = this.sessions.keys().next().value as number;
+    this.evictOverflow();
+  }
+
+  private evictOverflow(): void {
+    const max = this.effectiveLimits.sessionsMax;
+    while (this.sessions.size > max) {
+      const [oldest, s] = this.sessions.entries().next().value as [number, Session];
       this.sessions.delete(oldest);
+      if (this.byNonce.get(s.nonce) === oldest) this.byNonce.delete(s.nonce);
     }
   }
 
   /**
-   * Format 3: [3, appliedCommands, kvChunks, sessionChunks]. Both tables are
-   * split into chunks of at most SNAPSHOT_CHUNK_ITEMS items, because the CBOR
-   * decoder's array-size limit (set low for hostile datagrams) applies to every
-   * array. Results are arrays [ok, hasValue, value, err], not objects: the strict
-   * decoder turns CBOR maps into Maps, and a restored table must answer retries
-   * with exactly the first answer (and snapshot identically on every node).
+   * Format 4: [4, appliedCommands, kvChunks, sessionChunks, limits, nextSessionId]
+   * with sessions as (cid, seq, result, nonce) and limits [sessionsMax,
+   * valueBytesMax] or null. Both tables are split into chunks of at most
+   * SNAPSHOT_CHUNK_ITEMS items, because the CBOR decoder's array-size limit (set
+   * low for hostile datagrams) applies to every array. Results are arrays [ok,
+   * hasValue, value, err], not objects: the strict decoder turns CBOR maps into
+   * Maps, and a restored table must answer retries with exactly the first
+   * answer (and snapshot identically on every node).
    */
   snapshot(): Uint8Array {
     const kv: string[][] = [[]];
@@ -230,16 +419,29 @@ export class KvStateMachine implements StateMachine {
         cid,
         s.seq,
         r ? [r.ok, r.value !== undefined, r.value ?? null, r.err ?? null] : null,
+        s.nonce,
       );
     }
-    return opEncoder.encode([3, this.appliedCommands, kv, sessions]);
+    const limits = this.limits ? [this.limits.sessionsMax, this.limits.valueBytesMax] : null;
+    return opEncoder.encode([4, this.appliedCommands, kv, sessions, limits, this.nextSessionId]);
   }
 
-  /** Replace the state with a snapshot's; on a bad snapshot, throws and changes nothing. */
+  /**
+   * Replace the state with a snapshot's; on a bad snapshot, throws and changes
+   * nothing. Format 3 (before sessions were registered) is read too: its
+   * sessions keep working, and its limits are unset until the log records them.
+   */
   restore(bytes: Uint8Array): void {
     const raw = opDecoder.decode(bytes) as unknown;
-    if (!Array.isArray(raw) || raw[0] !== 3 || !Array.isArray(raw[2]) || !Array.isArray(raw[3]))
-      throw new Error('snapshot: not a version 3 key-value snapshot');
+    if (
+      !Array.isArray(raw) ||
+      (raw[0] !== 3 && raw[0] !== 4) ||
+      !Array.isArray(raw[2]) ||
+      !Array.isArray(raw[3])
+    )
+      throw new Error('snapshot: not a version 3 or 4 key-value snapshot');
+    const v4 = raw[0] === 4;
+    const width = v4 ? 4 : 3;
     const data = new Map<string, string>();
     const sessions = new Map<number, Session>();
     for (const kv of raw[2] as unknown[][]) {
@@ -248,7 +450,7 @@ export class KvStateMachine implements StateMachine {
     }
     for (const ss of raw[3] as unknown[][]) {
       if (!Array.isArray(ss)) throw new Error('snapshot: bad session chunk');
-      for (let i = 0; i + 2 < ss.length; i += 3) {
+      for (let i = 0; i + width - 1 < ss.length; i += width) {
         const a = ss[i + 2] as [boolean, boolean, string | null, string | null] | null;
         let result: CmdResult | undefined;
         if (Array.isArray(a)) {
@@ -256,13 +458,29 @@ export class KvStateMachine implements StateMachine {
           if (a[1] === true) result.value = a[2];
           if (typeof a[3] === 'string') result.err = a[3];
         }
-        sessions.set(Number(ss[i]), { seq: Number(ss[i + 1]), result });
+        const nonce = v4 ? Number(ss[i + 3]) : 0;
+        sessions.set(Number(ss[i]), { seq: Number(ss[i + 1]), result, nonce });
       }
     }
+    let limits: SmLimits | null = null;
+    if (v4 && raw[4] !== null) {
+      const l = raw[4] as unknown[];
+      limits = { sessionsMax: Number(l?.[0]), valueBytesMax: Number(l?.[1]) };
+      if (!Array.isArray(l) || !validLimits(limits)) throw new Error('snapshot: bad limits');
+    }
+    const nextSessionId = v4 ? Number(raw[5]) : 1;
+    if (!Number.isSafeInteger(nextSessionId) || nextSessionId < 1)
+      throw new Error('snapshot: bad next session id');
     this.data.clear();
     for (const [k, v] of data) this.data.set(k, v);
     this.sessions.clear();
-    for (const [k, v] of sessions) this.sessions.set(k, v);
+    this.byNonce.clear();
+    for (const [k, v] of sessions) {
+      this.sessions.set(k, v);
+      if (v.nonce >= REGISTER_NONCE_MIN) this.byNonce.set(v.nonce, k);
+    }
+    this.limits = limits;
+    this.nextSessionId = nextSessionId;
     this.appliedCommands = Number(raw[1]) || 0;
   }
 }

@@ -1,0 +1,438 @@
+/**
+ * Power-loss sweep: the real storage code (RecordLog, DurableStore, OrderLog)
+ * runs a workload of start, write, sync, snapshot and rotation on the simulated
+ * disk of lib/io/fsmodel.ts, and the power is cut before EVERY file-system step
+ * in turn, with several choices of what the disk kept (only synced data; all of
+ * it, as after a process kill; random prefixes of unsynced appends and
+ * directory changes; torn appends with zero-filled tails). After each cut the
+ * real open code must start, keep every acknowledged record, and return nothing
+ * that was never written; what it returns must itself survive a second power
+ * loss (open syncs what it replays). Recovery itself is cut at every step too.
+ * The order log is checked the same way against a reference with paxos-logcmp.
+ */
+import t from 'tap';
+import type { DurableRecord } from '../lib/core/types';
+import {
+  FsModel,
+  KEEP_ALL,
+  PowerCut,
+  randomLoss,
+  STRICT_LOSS,
+  type LossChoice,
+} from '../lib/io/fsmodel';
+import { OrderLog } from '../lib/io/orderlog';
+import { RecordLog, encodeFrames } from '../lib/io/recordlog';
+import { DurableStore, encodeRecord } from '../lib/io/storage';
+import { compareLogTexts, parseOrderLog } from '../lib/logcmp';
+import { rng } from './helpers/faults';
+
+/** Torn appends: half of each unsynced append kept, the rest zero-filled; directory changes kept. */
+const TORN_ZEROS: LossChoice = {
+  dirChanges: (_d, n) => n,
+  fileTail: (_f, _s, extra) => ({ kept: extra >> 1, zeros: extra - (extra >> 1) }),
+};
+
+function choices(k: number): [string, LossChoice][] {
+  return [
+    ['strict', STRICT_LOSS],
+    ['kill', KEEP_ALL],
+    ['torn+zeros', TORN_ZEROS],
+    ['random-a', randomLoss(rng(1000 + k))],
+    ['random-b', randomLoss(rng(2000 + k))],
+  ];
+}
+
+function isCut(m: FsModel, e: unknown): boolean {
+  if (m.isCut) return true;
+  throw e;
+}
+
+function syncLog(log: { syncAsync(cb: (e: Error | null) => void): void }): Promise<void> {
+  return new Promise((resolve, reject) => log.syncAsync((e) => (e ? reject(e) : resolve())));
+}
+
+// --------------------------------------------------------------------------
+// RecordLog: what was acknowledged, epoch by epoch (an epoch starts at a rotation)
+
+interface Epoch {
+  /** Checkpoint payloads written by the rotation that started the epoch. */
+  heads: string[];
+  /** Payloads acknowledged (append returned, or a later sync completed). */
+  acked: string[];
+}
+
+interface LogRun {
+  /** Every payload handed to the log, in order (heads at their rotation). */
+  order: string[];
+  epochs: Epoch[];
+  /** Epochs whose rotation returned (epoch 0 has none). */
+  completed: number;
+}
+
+/** A value shaped like a frame: a client may store exactly these bytes. */
+const FRAME_SHAPED = Buffer.concat([
+  Buffer.from('v='),
+  encodeFrames([Buffer.from('a record that was never written')]),
+  Buffer.from('.end'),
+]).toString('latin1');
+
+const LOG_DIR = '/srv/paxos/data/1';
+
+async function logWorkload(m: FsModel, run: LogRun): Promise<void> {
+  const enc = (p: string): Buffer => Buffer.from(p, 'latin1');
+  const { log } = RecordLog.open(LOG_DIR, { sync: true, fs: m });
+  let epoch = run.epochs[0];
+  let unacked: string[] = [];
+  const write = (ps: string[]): void => {
+    run.order.push(...ps);
+    log.write(ps.map(enc));
+    unacked.push(...ps);
+  };
+  const append = (ps: string[]): void => {
+    run.order.push(...ps);
+    log.append(ps.map(enc));
+    epoch.acked.push(...unacked, ...ps);
+    unacked = [];
+  };
+  const sync = async (): Promise<void> => {
+    const now = unacked;
+    unacked = [];
+    await syncLog(log);
+    epoch.acked.push(...now);
+  };
+  const rotate = (heads: string[]): void => {
+    run.order.push(...heads);
+    const next: Epoch = { heads, acked: [] };
+    run.epochs.push(next);
+    log.rotate(heads.map(enc));
+    run.completed = run.epochs.length - 1;
+    epoch = next;
+    unacked = [];
+  };
+  append(['p1', 'p2']);
+  write(['p3']);
+  await sync();
+  write(['p4']);
+  rotate(['h1a', 'h1b']);
+  append([`p5 ${FRAME_SHAPED}`]);
+  write(['p6']);
+  write([`p7 ${FRAME_SHAPED}`]);
+  await sync();
+  write(['p8']);
+  rotate(['h2a']);
+  append(['p9']);
+  write(['p10']);
+  log.close();
+}
+
+function isSubsequence(sub: string[], of: string[]): boolean {
+  let i = 0;
+  for (const x of of) if (i < sub.length && sub[i] === x) i++;
+  return i === sub.length;
+}
+
+/** What the reopened log must hold, or why it does not. */
+function checkLog(got: string[], run: LogRun): string | null {
+  if (new Set(got).size !== got.length) return `a record is replayed twice: ${got.join(' ')}`;
+  if (!isSubsequence(got, run.order))
+    return `records out of write order or never written: ${got.join(' ')}`;
+  const has = (ps: string[]): boolean => ps.every((p) => got.includes(p));
+  const cur = run.epochs[run.completed];
+  if (has(cur.heads) && has(cur.acked)) return null;
+  // A rotation that did not return may already have replaced the old state.
+  const next = run.epochs[run.completed + 1];
+  if (next && next.heads.length > 0 && has(next.heads)) return null;
+  const lost = [...cur.heads, ...cur.acked].filter((p) => !got.includes(p));
+  return `acknowledged records lost: ${lost.map((p) => p.slice(0, 3)).join(' ')}`;
+}
+
+function reopen(m: FsModel): string[] {
+  const { log, records } = RecordLog.open(LOG_DIR, { sync: true, fs: m });
+  log.close();
+  return records.map((b) => b.toString('latin1'));
+}
+
+t.test('power-loss sweep: RecordLog (write, sync, rotation) cut at every step', async (t) => {
+  const started = Date.now();
+  const full = new FsModel();
+  await logWorkload(full, { order: [], epochs: [{ heads: [], acked: [] }], completed: 0 });
+  const steps = full.steps;
+  t.ok(steps >= 30, `the workload takes ${steps} file-system steps`);
+  let cuts = 0;
+  let recoveryCuts = 0;
+  const failures: string[] = [];
+  for (let k = 0; k <= steps; k++) {
+    for (const [name, choice] of choices(k)) {
+      const m = new FsModel();
+      m.cutAfter(k);
+      const run: LogRun = { order: [], epochs: [{ heads: [], acked: [] }], completed: 0 };
+      try {
+        await logWorkload(m, run);
+      } catch (e) {
+        isCut(m, e);
+      }
+      const where = `cut before step ${k + 1} (${full.trace[k] ?? 'end'}), ${name}`;
+      m.powerLoss(choice);
+      cuts++;
+      // Recovery may be cut too: at each of its steps, then strict loss or kill.
+      const probe = m.clone();
+      probe.cutAfter(Infinity);
+      let recoverySteps = 0;
+      try {
+        const before = probe.steps;
+        reopen(probe);
+        recoverySteps = probe.steps - before;
+      } catch {
+        // reported below by the uncut reopen
+      }
+      for (let j = 0; j < recoverySteps; j++) {
+        for (const [rname, rchoice] of [
+          ['strict', STRICT_LOSS],
+          ['kill', KEEP_ALL],
+        ] as const) {
+          const r = m.clone();
+          r.cutAfter(j);
+          try {
+            reopen(r);
+          } catch (e) {
+            isCut(r, e);
+          }
+          r.powerLoss(rchoice);
+          recoveryCuts++;
+          try {
+            const bad = checkLog(reopen(r), run);
+            if (bad) failures.push(`${where}; recovery cut at its step ${j + 1}, ${rname}: ${bad}`);
+          } catch (e) {
+            failures.push(`${where}; recovery cut at its step ${j + 1}, ${rname}: ${e}`);
+          }
+        }
+      }
+      let got: string[];
+      let log: RecordLog;
+      try {
+        const o = RecordLog.open(LOG_DIR, { sync: true, fs: m });
+        log = o.log;
+        got = o.records.map((b) => b.toString('latin1'));
+      } catch (e) {
+        failures.push(`${where}: open failed: ${e}`);
+        continue;
+      }
+      const bad = checkLog(got, run);
+      if (bad) failures.push(`${where}: ${bad}`);
+      // What open returned, plus a new acknowledged record, survives another power loss.
+      log.append([Buffer.from('after')]);
+      log.close();
+      m.powerLoss(STRICT_LOSS);
+      const again = reopen(m);
+      if (JSON.stringify(again) !== JSON.stringify([...got, 'after']))
+        failures.push(
+          `${where}: after open + ack + power loss: ${again.length} records, expected ${got.length + 1}`,
+        );
+    }
+  }
+  const ms = Date.now() - started;
+  t.same(failures.slice(0, 10), [], `no failure in ${cuts} cuts and ${recoveryCuts} recovery cuts`);
+  t.comment(
+    `RecordLog sweep: ${steps} steps, ${cuts} power cuts (${choices(0).length} per step), ${recoveryCuts} cuts during recovery, ${ms} ms`,
+  );
+});
+
+// --------------------------------------------------------------------------
+// DurableStore (WAL + snapshots) and the order log together, as the daemon uses them
+
+const DATA = '/srv/paxos/data/1';
+const ORDER = OrderLog.fileFor('/srv/paxos/logs', 1);
+const SLOTS = 14;
+
+function linesOf(slot: number): string[] {
+  const n = 1 + (slot % 3);
+  return Array.from({ length: n }, (_, i) => `${slot}.${i} c${i}:${slot} put k${slot}-${i} v${i}`);
+}
+
+const REFERENCE = Array.from({ length: SLOTS }, (_, i) => linesOf(i + 1).join('\n') + '\n').join(
+  '',
+);
+
+function accept(slot: number): DurableRecord {
+  return { t: 'accept', slot, ballot: 7, value: [] };
+}
+
+interface StoreRun {
+  snapshots: Map<number, string>;
+  /** Last snapshot whose saveSnapshot returned, and what was acknowledged after it. */
+  ackedSnap: number;
+  acked: DurableRecord[];
+  /** A snapshot being saved when the power went: it may have replaced the state. */
+  pendingSnap: { slot: number; checkpoint: DurableRecord[] } | null;
+}
+
+async function storeWorkload(m: FsModel, run: StoreRun): Promise<void> {
+  const { store } = DurableStore.open(DATA, true, m);
+  const ol = new OrderLog(ORDER, m);
+  let unacked: DurableRecord[] = [];
+  store.write([{ t: 'voter' }, { t: 'promise', ballot: 7 }]);
+  unacked.push({ t: 'voter' }, { t: 'promise', ballot: 7 });
+  for (let slot = 1; slot <= SLOTS; slot++) {
+    store.write([accept(slot)]);
+    unacked.push(accept(slot));
+    if (slot % 2 === 0) {
+      const now = unacked;
+      unacked = [];
+      await syncLog(store);
+      run.acked.push(...now);
+    }
+    ol.write(slot, linesOf(slot));
+    if (slot % 3 !== 1) ol.flush();
+    if (slot === 5 || slot === 11) {
+      const checkpoint: DurableRecord[] = [
+        { t: 'snapshot', slot },
+        { t: 'voter' },
+        { t: 'promise', ballot: 7 },
+      ];
+      const data = `state through ${slot}`;
+      run.snapshots.set(slot, data);
+      run.pendingSnap = { slot, checkpoint };
+      store.saveSnapshot(slot, Buffer.from(data), checkpoint);
+      run.pendingSnap = null;
+      run.ackedSnap = slot;
+      run.acked = [...checkpoint];
+      unacked = [];
+    }
+  }
+  ol.flush();
+  ol.close();
+  store.close();
+}
+
+function key(r: DurableRecord): string {
+  return encodeRecord(r).toString('hex');
+}
+
+/**
+ * Recover as the daemon does (PaxosNode.start): open the store, open the order
+ * log, mark a snapshot gap, then apply every slot above the snapshot again.
+ * Returns the problems found.
+ */
+function recoverStore(m: FsModel, run: StoreRun): string[] {
+  const out: string[] = [];
+  const opened = DurableStore.open(DATA, true, m);
+  const snap = opened.snapshot;
+  const got = new Set(opened.records.map(key));
+  const has = (rs: DurableRecord[]): boolean => rs.every((r) => got.has(key(r)));
+  if (snap && run.snapshots.get(snap.slot) !== Buffer.from(snap.data).toString())
+    out.push(`snapshot ${snap.slot} does not hold what was written`);
+  const slot = snap?.slot ?? 0;
+  const replaced = run.pendingSnap && slot === run.pendingSnap.slot && has(run.pendingSnap.checkpoint);
+  if (!replaced) {
+    if (slot < run.ackedSnap) out.push(`snapshot ${run.ackedSnap} lost (found ${slot})`);
+    else if (!has(run.acked))
+      out.push(
+        `acknowledged records lost: ${run.acked.filter((r) => !got.has(key(r))).map((r) => JSON.stringify(r)).join(' ')}`,
+      );
+  }
+  const ol = new OrderLog(ORDER, m);
+  if (snap && snap.slot > ol.lastSlot) ol.snapshotInstalled(snap.slot);
+  for (let s = slot + 1; s <= SLOTS; s++) ol.write(s, linesOf(s));
+  ol.flush();
+  ol.close();
+  opened.store.close();
+  const text = m.readFileSync(ORDER).toString('utf8');
+  const cmp = compareLogTexts([
+    { file: 'reference', text: REFERENCE },
+    { file: ORDER, text },
+  ]);
+  if (!cmp.ok) out.push(`order log: ${cmp.message}`);
+  // After the last gap marker every slot is there whole, once.
+  const nl = text.lastIndexOf('\n# ');
+  const gapAt = nl >= 0 ? nl + 1 : text.startsWith('# ') ? 0 : -1;
+  const after = gapAt < 0 ? text : text.slice(text.indexOf('\n', gapAt) + 1);
+  const p = parseOrderLog(ORDER, after);
+  if (typeof p === 'string') out.push(`order log: ${p}`);
+  else if (p.order.length > 0) {
+    const first = Number(p.order[0].split('.')[0]);
+    const want = REFERENCE.slice(REFERENCE.indexOf(`${first}.0 `));
+    if (after !== want) out.push(`order log after its last gap marker is not slots ${first}..${SLOTS} whole`);
+  } else if (after !== '') out.push(`order log ends with ${JSON.stringify(after.slice(0, 40))}`);
+  return out;
+}
+
+t.test('power-loss sweep: DurableStore (snapshots) and the order log cut at every step', async (t) => {
+  const started = Date.now();
+  const fresh = (): StoreRun => ({ snapshots: new Map(), ackedSnap: 0, acked: [], pendingSnap: null });
+  const full = new FsModel();
+  await storeWorkload(full, fresh());
+  const steps = full.steps;
+  t.ok(steps >= 60, `the workload takes ${steps} file-system steps`);
+  let cuts = 0;
+  let recoveryCuts = 0;
+  const failures: string[] = [];
+  for (let k = 0; k <= steps; k++) {
+    for (const [name, choice] of choices(k)) {
+      const m = new FsModel();
+      m.cutAfter(k);
+      const run = fresh();
+      try {
+        await storeWorkload(m, run);
+      } catch (e) {
+        isCut(m, e);
+      }
+      m.powerLoss(choice);
+      cuts++;
+      const where = `cut before step ${k + 1} (${full.trace[k] ?? 'end'}), ${name}`;
+      // Cut the recovery at each of its first steps too, with a strict loss.
+      for (let j = 0; j < 12; j++) {
+        const r = m.clone();
+        r.cutAfter(j);
+        try {
+          recoverStore(r, run);
+          break; // recovery finished within j steps
+        } catch (e) {
+          isCut(r, e);
+        }
+        r.powerLoss(j % 2 === 0 ? STRICT_LOSS : KEEP_ALL);
+        recoveryCuts++;
+        try {
+          for (const p of recoverStore(r, run)) failures.push(`${where}; recovery cut at ${j + 1}: ${p}`);
+        } catch (e) {
+          failures.push(`${where}; recovery cut at ${j + 1}: ${e}`);
+        }
+      }
+      try {
+        for (const p of recoverStore(m, run)) failures.push(`${where}: ${p}`);
+      } catch (e) {
+        failures.push(`${where}: ${e}`);
+      }
+    }
+  }
+  const ms = Date.now() - started;
+  t.same(failures.slice(0, 10), [], `no failure in ${cuts} cuts and ${recoveryCuts} recovery cuts`);
+  t.comment(
+    `DurableStore + order log sweep: ${steps} steps, ${cuts} power cuts, ${recoveryCuts} cuts during recovery, ${ms} ms`,
+  );
+});
+
+t.test('the model itself: power loss keeps only synced data and synced entries', async (t) => {
+  const m = new FsModel();
+  m.putFile('/d/keep', Buffer.from('x'));
+  const fd = m.openSync('/d/new', 'wx+');
+  m.writeSync(fd, Buffer.from('abc'), 0, 3, 0);
+  m.fsyncSync(fd);
+  m.closeSync(fd);
+  const c = m.clone();
+  m.powerLoss(STRICT_LOSS);
+  t.notOk(m.existsSync('/d/new'), 'a synced file whose entry was not synced is gone');
+  t.ok(m.existsSync('/d/keep'), 'a durable file stays');
+  c.powerLoss(KEEP_ALL);
+  t.equal(c.readFileSync('/d/new').toString(), 'abc', 'a kill keeps it');
+  const z = new FsModel();
+  z.putFile('/f', Buffer.from('12'));
+  const zf = z.openSync('/f', 'r+');
+  z.writeSync(zf, Buffer.from('3456'), 0, 4, 2);
+  z.powerLoss(TORN_ZEROS);
+  t.same([...z.readFileSync('/f')], [49, 50, 51, 52, 0, 0], 'a torn append: half kept, zero-filled');
+  const cut = new FsModel();
+  cut.cutAfter(1);
+  cut.mkdirSync('/a');
+  t.throws(() => cut.mkdirSync('/b'), PowerCut, 'the step after the budget cuts the power');
+  t.throws(() => cut.readdirSync('/'), PowerCut, 'and every call after it fails');
+});
