@@ -322,12 +322,16 @@ function recoverStore(m: FsModel, run: StoreRun): string[] {
   if (snap && run.snapshots.get(snap.slot) !== Buffer.from(snap.data).toString())
     out.push(`snapshot ${snap.slot} does not hold what was written`);
   const slot = snap?.slot ?? 0;
-  const replaced = run.pendingSnap && slot === run.pendingSnap.slot && has(run.pendingSnap.checkpoint);
+  const replaced =
+    run.pendingSnap && slot === run.pendingSnap.slot && has(run.pendingSnap.checkpoint);
   if (!replaced) {
     if (slot < run.ackedSnap) out.push(`snapshot ${run.ackedSnap} lost (found ${slot})`);
     else if (!has(run.acked))
       out.push(
-        `acknowledged records lost: ${run.acked.filter((r) => !got.has(key(r))).map((r) => JSON.stringify(r)).join(' ')}`,
+        `acknowledged records lost: ${run.acked
+          .filter((r) => !got.has(key(r)))
+          .map((r) => JSON.stringify(r))
+          .join(' ')}`,
       );
   }
   const ol = new OrderLog(ORDER, m);
@@ -351,65 +355,79 @@ function recoverStore(m: FsModel, run: StoreRun): string[] {
   else if (p.order.length > 0) {
     const first = Number(p.order[0].split('.')[0]);
     const want = REFERENCE.slice(REFERENCE.indexOf(`${first}.0 `));
-    if (after !== want) out.push(`order log after its last gap marker is not slots ${first}..${SLOTS} whole`);
+    if (after !== want)
+      out.push(`order log after its last gap marker is not slots ${first}..${SLOTS} whole`);
   } else if (after !== '') out.push(`order log ends with ${JSON.stringify(after.slice(0, 40))}`);
   return out;
 }
 
-t.test('power-loss sweep: DurableStore (snapshots) and the order log cut at every step', async (t) => {
-  const started = Date.now();
-  const fresh = (): StoreRun => ({ snapshots: new Map(), ackedSnap: 0, acked: [], pendingSnap: null });
-  const full = new FsModel();
-  await storeWorkload(full, fresh());
-  const steps = full.steps;
-  t.ok(steps >= 60, `the workload takes ${steps} file-system steps`);
-  let cuts = 0;
-  let recoveryCuts = 0;
-  const failures: string[] = [];
-  for (let k = 0; k <= steps; k++) {
-    for (const [name, choice] of choices(k)) {
-      const m = new FsModel();
-      m.cutAfter(k);
-      const run = fresh();
-      try {
-        await storeWorkload(m, run);
-      } catch (e) {
-        isCut(m, e);
-      }
-      m.powerLoss(choice);
-      cuts++;
-      const where = `cut before step ${k + 1} (${full.trace[k] ?? 'end'}), ${name}`;
-      // Cut the recovery at each of its first steps too, with a strict loss.
-      for (let j = 0; j < 12; j++) {
-        const r = m.clone();
-        r.cutAfter(j);
+t.test(
+  'power-loss sweep: DurableStore (snapshots) and the order log cut at every step',
+  async (t) => {
+    const started = Date.now();
+    const fresh = (): StoreRun => ({
+      snapshots: new Map(),
+      ackedSnap: 0,
+      acked: [],
+      pendingSnap: null,
+    });
+    const full = new FsModel();
+    await storeWorkload(full, fresh());
+    const steps = full.steps;
+    t.ok(steps >= 60, `the workload takes ${steps} file-system steps`);
+    let cuts = 0;
+    let recoveryCuts = 0;
+    const failures: string[] = [];
+    for (let k = 0; k <= steps; k++) {
+      for (const [name, choice] of choices(k)) {
+        const m = new FsModel();
+        m.cutAfter(k);
+        const run = fresh();
         try {
-          recoverStore(r, run);
-          break; // recovery finished within j steps
+          await storeWorkload(m, run);
         } catch (e) {
-          isCut(r, e);
+          isCut(m, e);
         }
-        r.powerLoss(j % 2 === 0 ? STRICT_LOSS : KEEP_ALL);
-        recoveryCuts++;
+        m.powerLoss(choice);
+        cuts++;
+        const where = `cut before step ${k + 1} (${full.trace[k] ?? 'end'}), ${name}`;
+        // Cut the recovery at each of its first steps too, with a strict loss.
+        for (let j = 0; j < 12; j++) {
+          const r = m.clone();
+          r.cutAfter(j);
+          try {
+            recoverStore(r, run);
+            break; // recovery finished within j steps
+          } catch (e) {
+            isCut(r, e);
+          }
+          r.powerLoss(j % 2 === 0 ? STRICT_LOSS : KEEP_ALL);
+          recoveryCuts++;
+          try {
+            for (const p of recoverStore(r, run))
+              failures.push(`${where}; recovery cut at ${j + 1}: ${p}`);
+          } catch (e) {
+            failures.push(`${where}; recovery cut at ${j + 1}: ${e}`);
+          }
+        }
         try {
-          for (const p of recoverStore(r, run)) failures.push(`${where}; recovery cut at ${j + 1}: ${p}`);
+          for (const p of recoverStore(m, run)) failures.push(`${where}: ${p}`);
         } catch (e) {
-          failures.push(`${where}; recovery cut at ${j + 1}: ${e}`);
+          failures.push(`${where}: ${e}`);
         }
-      }
-      try {
-        for (const p of recoverStore(m, run)) failures.push(`${where}: ${p}`);
-      } catch (e) {
-        failures.push(`${where}: ${e}`);
       }
     }
-  }
-  const ms = Date.now() - started;
-  t.same(failures.slice(0, 10), [], `no failure in ${cuts} cuts and ${recoveryCuts} recovery cuts`);
-  t.comment(
-    `DurableStore + order log sweep: ${steps} steps, ${cuts} power cuts, ${recoveryCuts} cuts during recovery, ${ms} ms`,
-  );
-});
+    const ms = Date.now() - started;
+    t.same(
+      failures.slice(0, 10),
+      [],
+      `no failure in ${cuts} cuts and ${recoveryCuts} recovery cuts`,
+    );
+    t.comment(
+      `DurableStore + order log sweep: ${steps} steps, ${cuts} power cuts, ${recoveryCuts} cuts during recovery, ${ms} ms`,
+    );
+  },
+);
 
 t.test('the model itself: power loss keeps only synced data and synced entries', async (t) => {
   const m = new FsModel();
@@ -429,7 +447,11 @@ t.test('the model itself: power loss keeps only synced data and synced entries',
   const zf = z.openSync('/f', 'r+');
   z.writeSync(zf, Buffer.from('3456'), 0, 4, 2);
   z.powerLoss(TORN_ZEROS);
-  t.same([...z.readFileSync('/f')], [49, 50, 51, 52, 0, 0], 'a torn append: half kept, zero-filled');
+  t.same(
+    [...z.readFileSync('/f')],
+    [49, 50, 51, 52, 0, 0],
+    'a torn append: half kept, zero-filled',
+  );
   const cut = new FsModel();
   cut.cutAfter(1);
   cut.mkdirSync('/a');
