@@ -1,7 +1,16 @@
 import minimist from 'minimist';
-import type { Sabotage } from '../sim/config';
+import type { Mutation } from '../core/replica';
+import {
+  FAMILIES,
+  MUTATIONS,
+  POST_HEAL_SHAPES,
+  SABOTAGES,
+  type Family,
+  type PostHealShape,
+  type Sabotage,
+} from '../sim/config';
 import { describeConfig, runSimulation, type SimResult, type SimRunOptions } from '../sim/cluster';
-import { replayCommand, runSweep } from '../sim/sweep';
+import { firstChoiceLines, replayCommand, runSweep } from '../sim/sweep';
 
 const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options]
 
@@ -10,8 +19,14 @@ const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options
   --nodes 3|5|7       pin the cluster size (default: drawn from the seed)
   --steps N           pin the number of fault steps
   --snapshot-every N  pin snapshotEverySlots
+  --window N          pin windowSlots
   --wipe / --no-wipe  force / forbid the lost-disk fault
-  --sabotage KIND     break the driver on purpose (drop-promise-records, drop-accept-records)
+  --family F          pin the targeted schedule family (${['none', ...FAMILIES].join(', ')})
+  --post-heal S       pin the cuts kept after the heal (${POST_HEAL_SHAPES.join(', ')})
+  --branches N        run N continuations from each seed's dangerous state (sweeps)
+  --fork-step S --fork-salt K   replay one such continuation
+  --sabotage KIND     break the driver on purpose (${SABOTAGES.join(', ')})
+  --mutation NAME     break the protocol on purpose (${MUTATIONS.join(', ')})
   --wire              send peer messages through the real wire codec (slower)
   --trace             stream the whole trace to stdout (with --seed)
   --last N            trace lines shown on failure (default 150)
@@ -21,7 +36,7 @@ const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options
 Exit status: 0 all seeds passed, 1 some seed failed, 2 usage.`;
 
 const argv = minimist(process.argv.slice(2), {
-  string: ['sabotage'],
+  string: ['sabotage', 'mutation', 'family', 'post-heal'],
   boolean: ['trace', 'quiet', 'help', 'wipe', 'lin', 'wire'],
   default: { lin: true },
   alias: { h: 'help' },
@@ -47,6 +62,7 @@ const opts: SimRunOptions = {
   nodes: intArg('nodes'),
   faultSteps: intArg('steps'),
   snapshotEverySlots: intArg('snapshot-every'),
+  windowSlots: intArg('window'),
   skipLinearizability: argv.lin === false,
   wire: argv.wire === true ? true : undefined,
 };
@@ -56,25 +72,33 @@ if (opts.nodes !== undefined && ![3, 5, 7].includes(opts.nodes)) {
 }
 if (process.argv.includes('--wipe')) opts.wipe = true;
 if (process.argv.includes('--no-wipe')) opts.wipe = false;
-if (argv.sabotage !== undefined) {
-  const s = String(argv.sabotage);
-  if (!['none', 'drop-promise-records', 'drop-accept-records'].includes(s)) {
-    process.stderr.write(`sim: unknown --sabotage ${s}\n`);
+opts.sabotage = choice<Sabotage>('sabotage', ['none', ...SABOTAGES]);
+function choice<T extends string>(name: string, allowed: readonly T[]): T | undefined {
+  const v = argv[name] as unknown;
+  if (v === undefined) return undefined;
+  if (!allowed.includes(String(v) as T)) {
+    process.stderr.write(`sim: unknown --${name} ${String(v)} (one of ${allowed.join(', ')})\n`);
     process.exit(2);
   }
-  opts.sabotage = s as Sabotage;
+  return String(v) as T;
 }
+opts.mutation = choice<Mutation | 'none'>('mutation', ['none', ...MUTATIONS]);
+opts.family = choice<Family>('family', ['none', ...FAMILIES]);
+opts.postHeal = choice<PostHealShape>('post-heal', POST_HEAL_SHAPES);
+const forkStep = intArg('fork-step');
+if (forkStep !== undefined) opts.fork = { step: forkStep, salt: intArg('fork-salt') ?? 1 };
+const branches = intArg('branches') ?? 0;
 const last = intArg('last') ?? 150;
 const out = (s: string): boolean => process.stdout.write(s + '\n');
 
 function statsLine(r: SimResult): string {
   const s = r.stats;
-  return `steps=${s.steps} ops=${s.opsCompleted}+${s.opsUnknown}? slots=${s.maxSlot} leaders=${s.leaderships} crashes=${s.crashes} (in ready ${s.crashesInReady}) restarts=${s.restarts} wipes=${s.wipes} pauses=${s.pauses} partitions=${s.partitions} snapshots=${s.snapshotsTaken}/${s.snapshotsInstalled} installed packets=${s.packets} liveMax=${s.maxLiveLatency}/${r.config.liveBound} hash=${r.hash}`;
+  return `steps=${s.steps} ops=${s.opsCompleted}+${s.opsUnknown}? slots=${s.maxSlot} leaders=${s.leaderships} crashes=${s.crashes} (kills ${s.kills}, power ${s.powerLosses}, in ready ${s.crashesInReady}) restarts=${s.restarts} wipes=${s.wipes} pauses=${s.pauses} partitions=${s.partitions} bursts=${s.bursts} snapshots=${s.snapshotsTaken}/${s.snapshotsInstalled} installed syncs=${s.syncs} packets=${s.packets} replayed=${s.replayed} danger@${s.dangerAt} liveMax=${s.maxLiveLatency}/${r.config.liveBound} hash=${r.hash}${r.fork ? ` fork=${r.fork.step}/${r.fork.salt}` : ''}`;
 }
 
 function reportFailure(r: SimResult): void {
   // Runs are deterministic: replay the seed with the trace on to show how it got there.
-  const traced = runSimulation(r.seed, { ...opts, traceLines: last });
+  const traced = runSimulation(r.seed, { ...opts, fork: r.fork, traceLines: last });
   const f = traced.failure ?? r.failure!;
   out(`\nFAIL seed ${r.seed} (${r.nodes} nodes) at step ${f.step}: ${f.invariant}`);
   out(`  ${f.detail.split('\n').join('\n  ')}`);
@@ -82,6 +106,7 @@ function reportFailure(r: SimResult): void {
   out(`--- last ${traced.trace.length} trace lines ---`);
   for (const l of traced.trace) out(l);
   out(`--- replay: ${replayCommand(r, opts)} ---`);
+  out(`--- family ${r.config.family}, post-heal ${r.config.postHeal} ---`);
   if (traced.hash !== r.hash)
     out(`WARNING: the traced replay diverged (hash ${traced.hash} vs ${r.hash})`);
 }
@@ -99,27 +124,39 @@ if (seedArg !== undefined) {
   out(
     `${r.ok ? 'PASS' : 'FAIL'} seed ${r.seed} in ${ms.toFixed(0)} ms (${Math.round(r.stats.steps / (ms / 1000))} steps/s)`,
   );
+  for (const [shape, ticks] of Object.entries(r.stats.firstChoice))
+    out(`  ${shape}: ${ticks} ticks to the next choice`);
   if (!r.ok) reportFailure(r);
   process.exit(r.ok ? 0 : 1);
 }
 
 const count = intArg('seeds') ?? 100;
 const start = intArg('start') ?? 1;
-const summary = runSweep(start, count, opts, (r, ms) => {
-  if (!argv.quiet || !r.ok)
-    out(
-      `${r.ok ? 'ok  ' : 'FAIL'} seed ${r.seed} n=${r.nodes} ${ms.toFixed(0)}ms ${statsLine(r)}${r.ok ? '' : `\n     ${r.failure!.invariant}: ${r.failure!.detail.split('\n')[0]}`}`,
-    );
-});
+const summary = runSweep(
+  start,
+  count,
+  opts,
+  (r, ms) => {
+    if (!argv.quiet || !r.ok)
+      out(
+        `${r.ok ? 'ok  ' : 'FAIL'} seed ${r.seed} n=${r.nodes} ${ms.toFixed(0)}ms ${statsLine(r)}${r.ok ? '' : `\n     ${r.failure!.invariant}: ${r.failure!.detail.split('\n')[0]}\n     replay: ${replayCommand(r, opts)}`}`,
+      );
+  },
+  { branches },
+);
 out(
   `\n${summary.seeds} seeds (${Object.entries(summary.byNodes)
     .map(([n, k]) => `${k}x${n} nodes`)
     .join(
       ', ',
-    )}), ${summary.steps} steps in ${(summary.ms / 1000).toFixed(1)} s (${(summary.cpuMs / 1000).toFixed(1)} s CPU): ${Math.round(summary.stepsPerSec)} steps/s (${Math.round(summary.stepsPerCpuSec)} per CPU second), ${summary.seedsPerSec.toFixed(2)} seeds/s; ${summary.opsCompleted} client ops; max post-heal latency ${summary.maxLiveLatency} ticks; ${summary.failures.length} failure(s)`,
+    )}), ${summary.steps} steps in ${(summary.ms / 1000).toFixed(1)} s (${(summary.cpuMs / 1000).toFixed(1)} s CPU): ${Math.round(summary.stepsPerSec)} steps/s (${Math.round(summary.stepsPerCpuSec)} per CPU second), ${summary.seedsPerSec.toFixed(2)} seeds/s; ${summary.opsCompleted} client ops; max post-heal latency ${summary.maxLiveLatency} ticks; ${summary.dangerous} seeds reached a family's dangerous state, ${summary.runs - summary.seeds} branches; ${summary.failures.length} failure(s)`,
 );
+out('worst time to the next choice, per partition shape:');
+for (const l of firstChoiceLines(summary)) out(l);
 if (summary.failures.length > 0) {
-  out(`failed seeds: ${summary.failures.map((r) => r.seed).join(' ')}`);
+  out(
+    `failed seeds: ${summary.failures.map((r) => (r.fork ? `${r.seed}@${r.fork.step}/${r.fork.salt}` : r.seed)).join(' ')}`,
+  );
   reportFailure(summary.failures[0]);
   process.exit(1);
 }

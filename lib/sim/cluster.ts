@@ -78,7 +78,10 @@ class SimNode {
   sync: { at: number; target: number; count: number; epoch: number } | null = null;
   waiters = new Map<string, number[]>();
   /** Read-index requests waiting for their read id in ready().reads. */
-  readWaiters = new Map<number, { from: number; cid: number; seq: number; key: string }>();
+  readWaiters = new Map<
+    number,
+    { from: number; cid: number; seq: number; key: string; chosenBallot: number }
+  >();
   readSeq = 0;
   /** Highest slot this node applied (for the contiguity check). */
   lastApplied = 0;
@@ -776,7 +779,13 @@ export class Simulation {
         label = this.bridgeCut(this.shuffled(sids), cut);
       }
       const blocked = new Set(cut.map(([a, b]) => `${a}>${b}`));
-      const core = connectedMajority(sids, this.quorum, (a, b) => blocked.has(`${a}>${b}`));
+      // The connected majority must be of voters: a node still rejoining after a
+      // lost disk may not vote in slots it might have accepted before until they
+      // are chosen without it (Paxos Made Live), so it cannot complete a majority.
+      const voters = sids.filter((s) =>
+        this.nodes.get(s)!.disk.records.some((r) => r.t === 'voter'),
+      );
+      const core = connectedMajority(voters, this.quorum, (a, b) => blocked.has(`${a}>${b}`));
       if (core.length === 0) continue;
       this.core = new Set(core);
       // Everyone with two-way contact to the connected majority can catch up.
@@ -862,7 +871,26 @@ export class Simulation {
             if (p.chance(0.7)) cut.push([f.sid, s]);
           }
           const until = this.now + p.range(3 * e, 15 * e);
-          const label = `stale leader ${f.sid} resumed, hears only ${others.slice(0, keep).join(',')} fully`;
+          // For a few heartbeats it hears nobody: its clock stood still while
+          // paused, so it still believes it leads (a GC pause or a stopped VM).
+          const deaf = this.now + p.range(c.timing.heartbeatTicks, e);
+          const deafCut: [number, number][] = others.map((s) => [s, f.sid]);
+          this.net.addPartition({
+            kind: 'one-way',
+            label: `stale leader ${f.sid} deaf`,
+            cut: deafCut,
+            start: this.now,
+            until: deaf,
+            flapTicks: 0,
+          });
+          // The socket buffer overflowed while it was paused: most peer
+          // datagrams are gone, client requests (reads!) survive.
+          // (A full receive buffer keeps the oldest datagrams and drops the rest.)
+          let room = p.range(0, 5);
+          l.held = l.held.filter((x) => x.payload.k !== 'peer' || room-- > 0);
+          // Clients that last talked to it still think it leads.
+          for (const cl of this.clients.values()) if (p.chance(0.5)) cl.suggestLeader(f.sid);
+          const label = `stale leader ${f.sid} resumed, deaf until ${deaf}, then hears only ${others.slice(0, keep).join(',')} fully`;
           this.net.addPartition({
             kind: 'one-way',
             label,
@@ -1216,7 +1244,13 @@ export class Simulation {
         if (this.tracing)
           this.trace(`node ${n.sid} <- client ${req.cid} #${req.seq} read: ${r.kind}`);
         if (r.kind === 'queued')
-          n.readWaiters.set(id, { from, cid: req.cid, seq: req.seq, key: op.key });
+          n.readWaiters.set(id, {
+            from,
+            cid: req.cid,
+            seq: req.seq,
+            key: op.key,
+            chosenBallot: this.oracle.maxChosenBallot,
+          });
         else if (r.kind === 'redirect')
           this.net.send(
             n.sid,
@@ -1325,7 +1359,8 @@ export class Simulation {
     }
     const now: Outbound[] = [];
     const gated: Outbound[] = [];
-    for (const o of rd.messages) (o.sync ? gated : now).push(o);
+    const ackEarly = this.cfg.sabotage === 'ack-before-sync';
+    for (const o of rd.messages) (o.sync && !ackEarly ? gated : now).push(o);
     if (crashAt === 2) {
       // Killed while sending: some of the immediate messages left.
       this.send(n, now.slice(0, this.prng.int(now.length + 1)));
@@ -1356,6 +1391,13 @@ export class Simulation {
       const w = n.readWaiters.get(id);
       if (!w) continue;
       n.readWaiters.delete(id);
+      // Read index: a majority confirmed, after the read arrived, that it promised
+      // nothing above our ballot; so nothing was chosen above it before the read arrived.
+      if (w.chosenBallot > n.replica!.promised)
+        fail(
+          'read index: no higher ballot chose before the read arrived',
+          `node ${n.sid} answered read ${w.cid}:${w.seq} at promised ${formatBallot(n.replica!.promised)}, but a value was chosen at ${formatBallot(w.chosenBallot)} before the read arrived`,
+        );
       const value = n.sm!.data.get(w.key) ?? null;
       this.net.send(
         n.sid,

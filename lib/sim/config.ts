@@ -125,7 +125,17 @@ export interface SimConfig {
   readIndex: boolean;
 }
 
-export type Sabotage = 'none' | 'drop-promise-records' | 'drop-accept-records';
+/**
+ * Deliberately broken drivers. ack-before-sync sends sync = true messages at
+ * once (the daemon bug of acknowledging before the fdatasync): only a power
+ * loss can tell, so it shows the crash model has teeth.
+ */
+export type Sabotage = 'none' | 'drop-promise-records' | 'drop-accept-records' | 'ack-before-sync';
+export const SABOTAGES: readonly Sabotage[] = [
+  'drop-promise-records',
+  'drop-accept-records',
+  'ack-before-sync',
+];
 
 export interface SimOverrides {
   nodes?: number;

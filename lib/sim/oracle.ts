@@ -70,6 +70,8 @@ export class Oracle {
   clock: () => number = () => 0;
   /** Told of each new choice: slot, ballot, the acceptors that made it. */
   onChosen: (slot: number, ballot: number, ackers: number[]) => void = () => undefined;
+  /** Highest ballot at which a quorum accepted anything so far. */
+  maxChosenBallot = 0;
   /** Slot -> the value first applied there by any node (a value applied is never replaced). */
   private readonly appliedKey = new Map<number, string>();
 
@@ -107,6 +109,7 @@ export class Oracle {
       if (!set) per.set(m.ballot, (set = new Set()));
       set.add(sid);
       if (set.size < this.quorum) continue;
+      if (m.ballot > this.maxChosenBallot) this.maxChosenBallot = m.ballot;
       const p = this.proposals.get(slot)?.get(m.ballot);
       if (!p)
         fail(

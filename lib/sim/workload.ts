@@ -87,6 +87,11 @@ export class SimClient {
     this.nextOpAt = prng.int(o.thinkMax + 1);
   }
 
+  /** Believe `sid` leads (a schedule family: clients that last talked to a stale leader). */
+  suggestLeader(sid: number): void {
+    this.leaderGuess = sid;
+  }
+
   private newOp(): KvOp {
     const key = this.prng.pick(this.o.keys);
     const fresh = `c${this.cid}.${this.seq}`;
