@@ -32,13 +32,25 @@ const TORN_ZEROS: LossChoice = {
   fileTail: (_f, _s, extra) => ({ kept: extra >> 1, zeros: extra - (extra >> 1) }),
 };
 
-function choices(k: number): [string, LossChoice][] {
+type Crash = [string, (m: FsModel) => void];
+
+const loss =
+  (choice: LossChoice) =>
+  (m: FsModel): void =>
+    m.powerLoss(choice);
+
+/** A process kill keeps the page cache: written data and directory changes stay, unsynced. */
+const KILL: Crash = ['kill', (m) => m.crash()];
+
+/** What may happen at a cut: power losses of several kinds, or a kill. */
+function crashes(k: number): Crash[] {
   return [
-    ['strict', STRICT_LOSS],
-    ['kill', KEEP_ALL],
-    ['torn+zeros', TORN_ZEROS],
-    ['random-a', randomLoss(rng(1000 + k))],
-    ['random-b', randomLoss(rng(2000 + k))],
+    ['strict', loss(STRICT_LOSS)],
+    KILL,
+    ['all-kept', loss(KEEP_ALL)],
+    ['torn+zeros', loss(TORN_ZEROS)],
+    ['random-a', loss(randomLoss(rng(1000 + k)))],
+    ['random-b', loss(randomLoss(rng(2000 + k)))],
   ];
 }
 
@@ -162,7 +174,7 @@ t.test('power-loss sweep: RecordLog (write, sync, rotation) cut at every step', 
   let recoveryCuts = 0;
   const failures: string[] = [];
   for (let k = 0; k <= steps; k++) {
-    for (const [name, choice] of choices(k)) {
+    for (const [name, crash] of crashes(k)) {
       const m = new FsModel();
       m.cutAfter(k);
       const run: LogRun = { order: [], epochs: [{ heads: [], acked: [] }], completed: 0 };
@@ -172,7 +184,7 @@ t.test('power-loss sweep: RecordLog (write, sync, rotation) cut at every step', 
         isCut(m, e);
       }
       const where = `cut before step ${k + 1} (${full.trace[k] ?? 'end'}), ${name}`;
-      m.powerLoss(choice);
+      crash(m);
       cuts++;
       // Recovery may be cut too: at each of its steps, then strict loss or kill.
       const probe = m.clone();
@@ -186,10 +198,7 @@ t.test('power-loss sweep: RecordLog (write, sync, rotation) cut at every step', 
         // reported below by the uncut reopen
       }
       for (let j = 0; j < recoverySteps; j++) {
-        for (const [rname, rchoice] of [
-          ['strict', STRICT_LOSS],
-          ['kill', KEEP_ALL],
-        ] as const) {
+        for (const [rname, rcrash] of [['strict', loss(STRICT_LOSS)], KILL] as Crash[]) {
           const r = m.clone();
           r.cutAfter(j);
           try {
@@ -197,7 +206,7 @@ t.test('power-loss sweep: RecordLog (write, sync, rotation) cut at every step', 
           } catch (e) {
             isCut(r, e);
           }
-          r.powerLoss(rchoice);
+          rcrash(r);
           recoveryCuts++;
           try {
             const bad = checkLog(reopen(r), run);
@@ -219,6 +228,14 @@ t.test('power-loss sweep: RecordLog (write, sync, rotation) cut at every step', 
       }
       const bad = checkLog(got, run);
       if (bad) failures.push(`${where}: ${bad}`);
+      // What open returned is durable before anything can act on it.
+      const branch = m.clone();
+      branch.powerLoss(STRICT_LOSS);
+      const kept = reopen(branch);
+      if (JSON.stringify(kept) !== JSON.stringify(got))
+        failures.push(
+          `${where}: open returned ${got.length} records, a power loss right after it left ${kept.length}`,
+        );
       // What open returned, plus a new acknowledged record, survives another power loss.
       log.append([Buffer.from('after')]);
       log.close();
@@ -233,7 +250,7 @@ t.test('power-loss sweep: RecordLog (write, sync, rotation) cut at every step', 
   const ms = Date.now() - started;
   t.same(failures.slice(0, 10), [], `no failure in ${cuts} cuts and ${recoveryCuts} recovery cuts`);
   t.comment(
-    `RecordLog sweep: ${steps} steps, ${cuts} power cuts (${choices(0).length} per step), ${recoveryCuts} cuts during recovery, ${ms} ms`,
+    `RecordLog sweep: ${steps} steps, ${cuts} power cuts (${crashes(0).length} per step), ${recoveryCuts} cuts during recovery, ${ms} ms`,
   );
 });
 
@@ -316,6 +333,15 @@ function key(r: DurableRecord): string {
 function recoverStore(m: FsModel, run: StoreRun): string[] {
   const out: string[] = [];
   const opened = DurableStore.open(DATA, true, m);
+  const branch = m.clone();
+  branch.powerLoss(STRICT_LOSS);
+  const kept = DurableStore.open(DATA, true, branch);
+  if (
+    JSON.stringify(kept.records.map(key)) !== JSON.stringify(opened.records.map(key)) ||
+    kept.snapshot?.slot !== opened.snapshot?.slot
+  )
+    out.push(`what open returned did not survive a power loss right after it`);
+  kept.store.close();
   const snap = opened.snapshot;
   const got = new Set(opened.records.map(key));
   const has = (rs: DurableRecord[]): boolean => rs.every((r) => got.has(key(r)));
@@ -379,7 +405,7 @@ t.test(
     let recoveryCuts = 0;
     const failures: string[] = [];
     for (let k = 0; k <= steps; k++) {
-      for (const [name, choice] of choices(k)) {
+      for (const [name, crash] of crashes(k)) {
         const m = new FsModel();
         m.cutAfter(k);
         const run = fresh();
@@ -388,7 +414,7 @@ t.test(
         } catch (e) {
           isCut(m, e);
         }
-        m.powerLoss(choice);
+        crash(m);
         cuts++;
         const where = `cut before step ${k + 1} (${full.trace[k] ?? 'end'}), ${name}`;
         // Cut the recovery at each of its first steps too, with a strict loss.
@@ -401,7 +427,8 @@ t.test(
           } catch (e) {
             isCut(r, e);
           }
-          r.powerLoss(j % 2 === 0 ? STRICT_LOSS : KEEP_ALL);
+          if (j % 2 === 0) r.powerLoss(STRICT_LOSS);
+          else r.crash();
           recoveryCuts++;
           try {
             for (const p of recoverStore(r, run))
