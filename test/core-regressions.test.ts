@@ -1,0 +1,169 @@
+// Regression tests for the schedules of issues 9 and 16, each named after the
+// rule it checks: Lamport, "Paxos Made Simple" (PMS); van Renesse & Altinbuken,
+// "Paxos Made Moderately Complex" (PMMC); Chandra et al., "Paxos Made Live"
+// (PML). Each drives real `Replica` objects through a hand-made schedule of
+// delayed, duplicated, lost and re-delivered datagrams, pauses, kills and power
+// losses (test/helpers/core-net.ts), and fails on the code before the fixes.
+import t, { type Test } from 'tap';
+import type { Msg } from '../lib/core/types';
+import { cmd, CoreNet, type Env } from './helpers/core-net';
+
+const A = 0;
+
+/** Lose every datagram between the two groups, in both directions. */
+function apart(e: Env, left: number[], right: number[]): boolean {
+  return (
+    (left.includes(e.from) && right.includes(e.to)) ||
+    (right.includes(e.from) && left.includes(e.to))
+  );
+}
+
+function isType(e: Env, ...types: Msg['t'][]): boolean {
+  return types.includes(e.msg.t);
+}
+
+/** Remove and return the queued datagrams that match. */
+function take(net: CoreNet, pred: (e: Env) => boolean): Env[] {
+  const out = net.queue.filter(pred);
+  net.queue = net.queue.filter((e) => !pred(e));
+  return out;
+}
+
+/** Heal every cut, resume every node and let the cluster settle. */
+function heal(net: CoreNet, ticks = 60): void {
+  net.drop = () => false;
+  net.burstMax = Infinity;
+  for (const s of [...net.paused]) net.resume(s);
+  net.tick(ticks);
+}
+
+/** Tick until one of `sids` leads; returns it (the test fails if none does). */
+function electAmong(t: Test, net: CoreNet, sids: number[], max = 100): number {
+  const took = net.tickUntil(() => net.leaders().some((r) => sids.includes(r.sid)), max);
+  const l = net.leaders().find((r) => sids.includes(r.sid));
+  t.ok(took <= max && l, `one of ${sids.join(',')} leads (after ${took} ticks)`);
+  return l ? l.sid : -1;
+}
+
+function appliedAt(net: CoreNet, sid: number, slot: number): string | undefined {
+  return net.applied.get(sid)!.get(slot);
+}
+
+t.test(
+  'PMMC decisions (issue 9.1): a leader that learns by catch-up a slot chosen at a higher ballot steps down; its commit index never covers it',
+  async (t) => {
+    // 5 nodes: A (0) leads at b1, V (1) is the only other acceptor of its value
+    // x for slot 1; C (2), D (3), E (4) elect C at b2 and choose y at slot 1.
+    const net = new CoreNet([0, 1, 2, 3, 4]);
+    net.tick(15);
+    t.equal(net.leader()?.sid, A, 'A leads at b1');
+    net.drop = (e) => e.from === A && e.to > 1;
+    net.submit(A, cmd(1, 1, 'x'));
+    net.run();
+    t.ok(net.node(1).acceptedEntry(1), 'V accepted x at b1');
+    net.pause(A);
+    net.drop = (e) => apart(e, [1], [2, 3, 4]);
+    const c = electAmong(t, net, [2, 3, 4]);
+    net.submit(c, cmd(2, 1, 'y'));
+    net.tick(3);
+    t.equal(appliedAt(net, 4, 1), '2:1:y', 'y is chosen at slot 1 at b2');
+    // A delayed copy of a catch-up request A once sent (from slot 1) reaches C,
+    // whose answer reaches A; A, resumed, hears nothing else of b2 and talks to V.
+    net.drop = (e) =>
+      apart(e, [1], [2, 3, 4]) ||
+      (apart(e, [A], [2, 3, 4]) && !(e.to === A && isType(e, 'catchupResp')));
+    net.inject(A, c, { t: 'catchupReq', from: 1, to: 1 });
+    net.resume(A);
+    net.run();
+    t.not(net.node(A).role, 'leader', 'A stepped down on learning slot 1 chosen by another');
+    t.notOk(appliedAt(net, 1, 1) === '1:1:x', 'V did not mark its b1 value chosen');
+    heal(net);
+    t.equal(appliedAt(net, 1, 1), '2:1:y', 'V applies y at slot 1 like everyone');
+    t.same(net.violations, [], 'no safety violation');
+  },
+);
+
+t.test(
+  'PMMC (issue 9.2): a candidate that learned a slot chosen during Phase 1 never proposes a new command into it',
+  async (t) => {
+    const net = new CoreNet([0, 1, 2, 3, 4]);
+    // A campaigns at b1; its prepare reaches V (1) and E (4); every promise to A is
+    // delayed (we keep it in the history and deliver it later).
+    net.drop = (e) =>
+      (e.to === A && isType(e, 'promise')) ||
+      (e.from === A && (e.to === 2 || e.to === 3) && isType(e, 'prepare'));
+    t.ok(net.tickUntil(() => net.node(A).role === 'candidate', 40) <= 40, 'A campaigns');
+    const b1 = net.node(A).ballot;
+    // V (promised b1) stays quiet meanwhile: it neither campaigns nor promises b2.
+    net.pause(A);
+    net.pause(1);
+    // C, D, E (E promised b1 too) elect C at b2 and choose y at slot 1.
+    net.drop = (e) => e.from === A || e.to === A || apart(e, [1], [2, 3, 4]);
+    const c = electAmong(t, net, [2, 3, 4]);
+    net.submit(c, cmd(2, 1, 'y'));
+    net.tick(3);
+    t.equal(appliedAt(net, 4, 1), '2:1:y', 'y is chosen at slot 1');
+    // A, still a candidate at b1, gets a late catch-up answer, then its late promises.
+    net.inject(A, c, { t: 'catchupReq', from: 1, to: 1 });
+    for (const e of take(net, (e) => e.to === A)) net.deliver(e);
+    t.equal(net.node(A).chosenThrough, 1, 'A learned slot 1 while a candidate');
+    const promises = net.sent((e) => e.to === A && isType(e, 'promise'));
+    t.same(
+      [...new Set(promises.map((e) => e.from))].sort(),
+      [0, 1, 4],
+      'promises at b1 from A, V and E are in flight',
+    );
+    for (const e of promises) if ((e.msg as { ballot: number }).ballot === b1) net.deliver(e);
+    t.equal(net.node(A).role, 'leader', 'A wins b1 with the late promises');
+    net.drop = (e) => (e.from === A && e.to > 1) || apart(e, [1], [2, 3, 4]);
+    net.resume(1);
+    net.submit(A, cmd(1, 1, 'x'));
+    net.run();
+    t.notOk(appliedAt(net, 1, 1) === '1:1:x', 'V never applies x at slot 1');
+    heal(net);
+    t.equal(appliedAt(net, 1, 1), '2:1:y', 'V applies y at slot 1 like everyone');
+    t.same(net.violations, [], 'no safety violation');
+  },
+);
+
+t.test(
+  'PMMC (issue 9.3): installing a snapshot deposes a leader, so its commit index never covers slots it did not choose',
+  async (t) => {
+    const net = new CoreNet([0, 1, 2, 3, 4], { snapshotEverySlots: 2 });
+    net.tick(15);
+    t.equal(net.leader()?.sid, A, 'A leads at b1');
+    net.drop = (e) => e.from === A && e.to > 1;
+    net.submit(A, cmd(1, 1, 'x'));
+    net.run();
+    net.pause(A);
+    net.drop = (e) => apart(e, [1], [2, 3, 4]);
+    const c = electAmong(t, net, [2, 3, 4]);
+    for (let i = 1; i <= 4; i++) {
+      net.submit(c, cmd(2, i, `y${i}`));
+      net.tick(1);
+    }
+    net.tick(3);
+    t.ok(net.node(c).base >= 1, 'C compacted slot 1 into a snapshot');
+    t.equal(appliedAt(net, 4, 1), '2:1:y1', 'y1 is chosen at slot 1');
+    // A's delayed catch-up request is answered with a snapshot offer; A, still
+    // leader at b1, fetches and installs it, talking to nobody else but V.
+    const transfer = (e: Env): boolean =>
+      isType(e, 'catchupReq', 'catchupResp', 'snapshotReq', 'snapshotResp');
+    net.drop = (e) =>
+      apart(e, [1], [2, 3, 4]) ||
+      apart(
+        e,
+        [A],
+        [2, 3, 4].filter((s) => s !== c),
+      ) ||
+      (apart(e, [A], [c]) && !transfer(e));
+    net.inject(A, c, { t: 'catchupReq', from: 1, to: 1 });
+    net.resume(A);
+    net.run();
+    t.ok(net.node(A).stats.snapshotsInstalled >= 1, 'A installed the snapshot');
+    t.not(net.node(A).role, 'leader', 'and stepped down');
+    t.notOk(appliedAt(net, 1, 1) === '1:1:x', 'V never applies x at slot 1');
+    heal(net);
+    t.same(net.violations, [], 'no safety violation');
+  },
+);
