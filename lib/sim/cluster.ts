@@ -245,6 +245,8 @@ export class Simulation {
   private logical = 0;
   private faultsOn = true;
   private lastWiped = -1;
+  /** Scheduled lost disks done (each waits until every node votes again). */
+  private wipesDone = 0;
   private hash = 0x811c9dc5;
   private readonly traceCap: number;
   private readonly traceRing: string[] = [];
@@ -450,7 +452,8 @@ export class Simulation {
       this.injectFaults();
       this.runFamily();
     }
-    this.net.reinject(now);
+    // Old datagrams keep coming while clients run; the drain at the end is quiet.
+    if (now < this.cfg.faultSteps + this.cfg.liveSteps) this.net.reinject(now);
     for (const label of this.net.update(now)) if (this.tracing) this.trace(`heal ${label}`);
     for (const n of this.nodes.values()) {
       if (!n.up && n.restartAt >= 0 && n.restartAt <= now) this.start(n);
@@ -559,7 +562,11 @@ export class Simulation {
         if (this.tracing) this.trace(`node ${n.sid} (down) will lose power before its restart`);
       }
     }
-    if (this.now === f.wipeAt || (this.now === f.wipeAgainAt && this.allVoters())) {
+    const wipeDue =
+      (f.wipeAt >= 0 && this.now >= f.wipeAt && this.wipesDone === 0) ||
+      (f.wipeAgainAt >= 0 && this.now >= f.wipeAgainAt && this.wipesDone === 1);
+    if (wipeDue && this.allVoters()) {
+      this.wipesDone++;
       // One lost disk at a time: the rejoin rule (Paxos Made Live) covers a node
       // that forgot its promises, not several forgetting at once.
       const n = p.pick([...this.nodes.values()].filter((x) => x.sid !== this.lastWiped));
@@ -1574,6 +1581,10 @@ export class Simulation {
       case 'accepted':
         if (msg.ballot > n.committedBallot) n.committedBallot = msg.ballot;
         for (const s of msg.slots) {
+          // An ack for a slot already chosen (by other acks) is not part of the
+          // choosing majority: the core may send it before the learned record is
+          // synced (learned values need no sync, Ready.mustSync), harmlessly.
+          if (this.oracle.chosen.has(s)) continue;
           const prev = n.acked.get(s);
           if (prev === undefined || prev < msg.ballot) n.acked.set(s, msg.ballot);
         }
@@ -1597,7 +1608,7 @@ export class Simulation {
     for (const ev of this.history) {
       if (ev.result === 'unknown') continue;
       const cl = [...this.clients.values()].find((c) => c.cid === ev.client)!;
-      const k = `${ev.client}:${cl.seqOf.get(ev)}`;
+      const k = `${cl.cidOf.get(ev)}:${cl.seqOf.get(ev)}`;
       const runs = this.oracle.executions.get(k) ?? [];
       const answer = JSON.stringify(ev.result);
       const ok = runs.some(

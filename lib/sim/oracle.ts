@@ -224,6 +224,9 @@ export class Oracle {
           text === 'duplicate' ||
           text === 'stale' ||
           text === 'session expired' ||
+          // Opening a session changes no data; a late duplicate may open another.
+          text.startsWith('register') ||
+          text.startsWith('limits') ||
           text.startsWith('get ')
         )
           continue;

@@ -1,7 +1,7 @@
 import type { HistoryEvent, KvResult } from '../check/linearizability';
 import type { Prng } from '../core/prng';
 import type { CmdResult } from '../core/types';
-import { encodeOp, type KvOp } from '../sm/kv';
+import { encodeOp, encodeRegister, REGISTER_NONCE_MIN, type KvOp } from '../sm/kv';
 
 /** What a client sends to a node and what the node answers (the daemon's client protocol). */
 export type ClientRequest = { cid: number; seq: number; op: Uint8Array };
@@ -41,6 +41,8 @@ interface Outstanding {
   event: HistoryEvent;
   /** Sim tick of the call (the history uses a finer logical clock). */
   callTick: number;
+  /** Opening a session first (a `register` through the log; cid is its nonce). */
+  registering: boolean;
 }
 
 export interface ClientHooks {
@@ -61,6 +63,13 @@ export interface ClientHooks {
 export class SimClient {
   seq = 0;
   private readSeq = 0;
+  /**
+   * The session id the cluster gave this client (lib/client.ts does the same):
+   * null before the first write and after a session_expired answer.
+   */
+  session: number | null = null;
+  private sessionSeq = 0;
+  private registrations = 0;
   cur: Outstanding | null = null;
   private leaderGuess: number | null = null;
   private nextOpAt = 0;
@@ -70,9 +79,12 @@ export class SimClient {
   /** Latency (ticks) of each op completed after `liveFrom`, measured from max(call, liveFrom). */
   maxLiveLatency = 0;
   liveFrom = Infinity;
-  private readonly writeResults = new Map<number, string>();
+  /** First answer per request cid:seq. */
+  private readonly writeResults = new Map<string, string>();
   /** The seq of each of this client's history events. */
   readonly seqOf = new Map<HistoryEvent, number>();
+  /** The cid (session id, or read stream) of each of this client's history events. */
+  readonly cidOf = new Map<HistoryEvent, number>();
   private lastSeen = new Map<string, string | null>();
 
   constructor(
@@ -129,8 +141,14 @@ export class SimClient {
     if (this.stopped || now < this.nextOpAt) return;
     const op = this.newOp();
     const read = op.kind === 'get' && this.o.readIndex === true;
-    const cid = read ? this.cid + READ_CID_OFFSET : this.cid;
-    const seq = read ? ++this.readSeq : ++this.seq;
+    if (!read) ++this.seq; // numbers this client's written values
+    const registering = !read && this.session === null;
+    const cid = read
+      ? this.cid + READ_CID_OFFSET
+      : registering
+        ? REGISTER_NONCE_MIN + this.cid * 2 ** 20 + ++this.registrations
+        : this.session!;
+    const seq = read ? ++this.readSeq : registering ? 1 : ++this.sessionSeq;
     const event: HistoryEvent = {
       client: this.cid,
       call: this.h.clock(),
@@ -140,11 +158,13 @@ export class SimClient {
     };
     this.history.push(event);
     this.seqOf.set(event, seq);
+    this.cidOf.set(event, cid);
     this.cur = {
       cid,
       seq,
       op,
-      bytes: encodeOp(op),
+      bytes: registering ? encodeRegister() : encodeOp(op),
+      registering,
       // Some reads go to any node: a stale leader must still not answer from old state.
       target: read && this.prng.chance(0.3) ? this.prng.pick(this.sids) : this.pickTarget(null),
       resendAt: 0,
@@ -165,7 +185,8 @@ export class SimClient {
   }
 
   onReply(from: number, r: ClientReply): void {
-    if (r.t === 'result' && r.cid === this.cid) this.checkWriteResult(r.seq, r.result);
+    if (r.t === 'result' && r.cid < REGISTER_NONCE_MIN && r.cid !== this.cid + READ_CID_OFFSET)
+      this.checkWriteResult(`${r.cid}:${r.seq}`, r.result);
     const c = this.cur;
     if (!c || r.seq !== c.seq || r.cid !== c.cid) return;
     const now = this.h.now();
@@ -190,6 +211,24 @@ export class SimClient {
         return;
       case 'result': {
         this.leaderGuess = from;
+        if (c.registering) {
+          // The session is open: now send the operation itself under it.
+          const id = Number(r.result.value);
+          if (!r.result.ok || !Number.isSafeInteger(id) || id < 1 || id >= REGISTER_NONCE_MIN)
+            this.h.fail('register answers a session id', JSON.stringify(r.result));
+          this.session = id;
+          this.sessionSeq = 0;
+          c.registering = false;
+          c.cid = id;
+          c.seq = ++this.sessionSeq;
+          c.bytes = encodeOp(c.op);
+          this.seqOf.set(c.event, c.seq);
+          this.cidOf.set(c.event, c.cid);
+          this.transmit(c);
+          return;
+        }
+        // Evicted: the next write opens a new session (this one is never re-sent).
+        if (r.result.err === 'session_expired' && this.session === c.cid) this.session = null;
         c.event.ret = this.h.clock();
         c.event.result = toKvResult(c.op, r.result);
         if (c.op.kind === 'get' && r.result.ok) this.lastSeen.set(c.op.key, r.result.value ?? null);
@@ -214,22 +253,23 @@ export class SimClient {
   }
 
   /** A write's answer never changes: every answer for one cid:seq must be the same. */
-  private checkWriteResult(seq: number, result: CmdResult): void {
+  private checkWriteResult(key: string, result: CmdResult): void {
     // The session table keeps only each client's latest answer: a request retried
     // late may be answered "stale" or "session_expired", which says nothing about
     // its outcome. Only real answers must agree.
     if (result.err === 'stale' || result.err === 'session_expired') return;
     const text = JSON.stringify(result);
-    const prev = this.writeResults.get(seq);
+    const prev = this.writeResults.get(key);
     if (prev === undefined) {
-      const op = seq === this.cur?.seq ? this.cur.op : undefined;
-      if (op && op.kind !== 'get') this.writeResults.set(seq, text);
+      const cur = this.cur;
+      const op = cur && !cur.registering && key === `${cur.cid}:${cur.seq}` ? cur.op : undefined;
+      if (op && op.kind !== 'get') this.writeResults.set(key, text);
       return;
     }
     if (prev !== text)
       this.h.fail(
         'one answer per request',
-        `client ${this.cid} seq ${seq} was answered ${prev} and later ${text}`,
+        `client ${this.cid} request ${key} was answered ${prev} and later ${text}`,
       );
   }
 }
