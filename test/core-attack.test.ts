@@ -329,3 +329,39 @@ t.test(
     t.same(net.conflicts(), [], 'no slot is applied with two different values');
   },
 );
+
+t.test(
+  "checkInvariants: a delayed commit of an older ballot stepped between becomeLeader and the leader's own accept is no broken invariant (daemon steps many datagrams per ready(); the simulator checks after every step)",
+  bug(
+    'F3 in notes/core-findings.md: learnCommit marks an in-flight slot chosen without retiring it',
+  ),
+  async (t) => {
+    // L=0 chooses v at slot 1 with {0, 1}; its commit to 1 is delayed. C=1
+    // campaigns at 2.1, learns v at slot 1 as accepted at 1.0 and re-proposes it.
+    // Before C's next ready() (the daemon batches steps), L's old commit arrives:
+    // learnCommit marks slot 1 chosen while it is still in flight.
+    const net = new Net([0, 1, 2]);
+    net.campaign(0);
+    net.deliver(() => true);
+    net.submit(0, put(1, 1, 'k', 'v'));
+    net.deliver(or(self, is('accept', 0, 1), is('accepted', 1, 0)));
+    t.ok(net.node(0).chosenValue(1), 'L chose v at slot 1 with {0, 1}');
+    const oldCommit = net.hold((p) => p.from === 0 && p.to === 1 && p.msg.t === 'commit');
+    t.equal(oldCommit.length, 1, "L's commit to 1 is in flight");
+    net.drop(() => true);
+    // 2 stops hearing L (a pause), so it promises C instead of sticking to L.
+    net.tick([2], OPTS.electionTicks + 2, () => false);
+    net.drop(() => true);
+    net.campaign(1);
+    net.deliver((p) => p.msg.t === 'prepare' && (p.to === 1 || p.to === 2));
+    const promises = net.hold(is('promise'));
+    const C = net.node(1);
+    for (const p of promises) C.step(p.from, p.msg);
+    t.equal(C.role, 'leader', 'C leads at 2.1 and re-proposes slot 1');
+    C.step(0, oldCommit[0].msg);
+    t.doesNotThrow(() => C.checkInvariants(), 'invariants hold after the old commit');
+    t.doesNotThrow(() => net.collect(1), 'and after ready()');
+    net.deliver(() => true);
+    t.same(net.conflicts(), [], 'no slot is applied with two different values');
+  },
+);
