@@ -365,3 +365,33 @@ t.test(
     t.same(net.conflicts(), [], 'no slot is applied with two different values');
   },
 );
+
+t.test(
+  "issue 16.3: a node cut off from the leader but two-way with a follower does not depose the healthy leader when the link returns (its campaign's self-promise makes it nack the leader's next accept)",
+  bug(
+    'F4 in notes/core-findings.md: a failed campaign leaves its own promise raised; the nack deposes a live leader',
+  ),
+  async (t) => {
+    const net = new Net([0, 1, 2]);
+    const all = () => true;
+    net.tick([0, 1, 2], 4 * OPTS.electionTicks, all);
+    const L = [0, 1, 2].find((s) => net.node(s).role === 'leader');
+    t.ok(L !== undefined, 'a leader is elected');
+    if (L === undefined) return;
+    const N = [0, 1, 2].find((s) => s !== L)!;
+    const F = [0, 1, 2].find((s) => s !== L && s !== N)!;
+    // The L-N link fails both ways; F still hears both (a bridge).
+    const cut = (p: Packet) => (p.from === L && p.to === N) || (p.from === N && p.to === L);
+    net.drop(cut);
+    net.tick([0, 1, 2], 10 * OPTS.electionTicks, (p) => !cut(p));
+    net.drop(cut);
+    t.equal(net.node(L).role, 'leader', 'L keeps leading with F (two-way majority)');
+    t.ok(net.node(N).stats.elections > 0, 'N campaigned (two-way with F), F refused (live leader)');
+    const downs = net.node(L).stats.stepDowns;
+    // The link returns and a client writes.
+    net.submit(L, put(1, 1, 'k', 'v'));
+    net.tick([0, 1, 2], 2 * OPTS.electionTicks, all);
+    t.equal(net.node(L).stats.stepDowns, downs, 'L did not step down');
+    t.equal(net.node(L).role, 'leader', 'L still leads');
+  },
+);
