@@ -167,3 +167,94 @@ t.test(
     t.same(net.violations, [], 'no safety violation');
   },
 );
+
+t.test(
+  'PMS phase 2a (issue 9.4): a candidate counts every accepted value a promise reports, however far beyond its own chosen prefix',
+  async (t) => {
+    // The old horizon: a candidate ignored promise entries above from + 16 * window
+    // + 4096. With window 1 that is 4112 slots: B chooses 4120 with A while C is away.
+    const N = 4120;
+    const net = new CoreNet([0, 1, 2], { windowSlots: 1 });
+    net.tick(15);
+    t.equal(net.leader()?.sid, A, 'A leads');
+    const staleB = net.sent((e) => e.from === 1 && e.to === 2 && isType(e, 'heartbeat')).pop()!;
+    net.drop = (e) => e.from === 2 || e.to === 2;
+    net.checks = false;
+    for (let i = 1; i <= N; i++) {
+      net.submit(A, cmd(1, i, `a${i}`));
+      net.run();
+    }
+    net.checks = true;
+    net.tick(1);
+    t.equal(net.node(1).chosenThrough, N, `B knows ${N} slots chosen`);
+    net.crash(A);
+    // C comes back; B's current heartbeats to C are lost (a burst by type), while
+    // an old copy of one from before the load (chosen 0) is delivered again and
+    // again: C looks caught up to itself and campaigns from slot 1.
+    net.drop = (e) => isType(e, 'heartbeat') && apart(e, [1], [2]);
+    const took = net.tickUntil(() => {
+      if (net.node(2).role === 'leader') return true;
+      net.deliver(staleB);
+      return false;
+    }, 200);
+    t.ok(took <= 200, `C leads (after ${took} ticks)`);
+    t.ok(net.node(2).chosenThrough >= N, 'C learned every slot B reported chosen');
+    net.submit(2, cmd(3, 1, 'z'));
+    net.tick(3);
+    t.equal(appliedAt(net, 2, N + 1), '3:1:z', `z lands after slot ${N}`);
+    t.equal(appliedAt(net, 2, 4114), `1:4114:a4114`, 'slot 4114 keeps its chosen value at C');
+    t.same(net.violations, [], 'no safety violation');
+  },
+);
+
+t.test(
+  "PMS (issue 9.5): a ballot reaches Phase 2 only after its proposer's own promise of it is durable, so a power loss cannot make it propose twice at one ballot",
+  async (t) => {
+    const net = new CoreNet([0, 1, 2]);
+    // A's disk is slow: its records of this campaign are written, not yet synced.
+    net.manualSync.add(A);
+    t.ok(net.tickUntil(() => net.node(A).role !== 'follower', 40) <= 40, 'A campaigns');
+    const b1 = net.node(A).ballot;
+    // An old heartbeat of C from before it promised anything (kept for later).
+    const staleC = net
+      .sent((e) => e.from === 2 && e.to === A && isType(e, 'heartbeat'))
+      .filter((e) => (e.msg as { promised: number }).promised === 0)
+      .pop()!;
+    t.ok(staleC, 'a heartbeat C sent before promising b1 is in the history');
+    // B and C promised b1 (their disks synced); A's own promise waits for A's sync.
+    if (net.node(A).role === 'leader') {
+      // Only C misses A's accepts; B accepts v1 at b1.
+      net.drop = (e) => e.from === A && e.to === 2;
+      net.submit(A, cmd(1, 1, 'v1'));
+      net.run();
+    }
+    // Power loss at A: its unsynced promise (and anything after it) is gone.
+    net.restart(A, 'power');
+    net.manualSync.delete(A);
+    t.equal(net.node(A).promised, 0, 'A restarts with no promise of b1');
+    // B is paused. C's current heartbeats to A are lost; the old one arrives again
+    // and again, so A sees a live majority and nothing promised above 0.
+    // C's election timer does not fire meanwhile (it answers, but does not campaign).
+    net.pause(1);
+    net.frozen.add(2);
+    net.drop = (e) => e.from === 2 && e.to === A && isType(e, 'heartbeat');
+    const took = net.tickUntil(() => {
+      if (net.node(A).role === 'leader') return true;
+      net.deliver(staleC);
+      return false;
+    }, 100);
+    t.ok(took <= 100, `A leads again (after ${took} ticks)`);
+    t.equal(
+      net.node(A).ballot,
+      b1,
+      'at the same ballot b1 (a legal reuse: nothing was proposed at it)',
+    );
+    net.submit(A, cmd(1, 2, 'v2'));
+    net.run();
+    t.equal(appliedAt(net, A, 1), '1:2:v2', 'v2 is chosen at slot 1 by A and C');
+    net.frozen.clear();
+    heal(net);
+    t.equal(appliedAt(net, 1, 1), '1:2:v2', 'B applies v2 at slot 1 as well');
+    t.same(net.violations, [], 'no safety violation (one value per slot per ballot)');
+  },
+);
