@@ -395,6 +395,7 @@ export class Simulation {
       }
       this.finalChecks();
     } catch (e) {
+      this.noChoiceYet();
       if (!(e instanceof SimFailure)) {
         const err = e as Error;
         failure = {
@@ -512,6 +513,16 @@ export class Simulation {
     if (this.cfg.family === 'wipe-after-choice' && this.faultsOn)
       this.wipeAfterChoice(slot, ackers);
     void ballot;
+  }
+
+  /** Waits with no choice by the end of the run count as long as the run lasted (a lower bound). */
+  private noChoiceYet(): void {
+    for (const [shape, start] of this.waitingChoice) {
+      const key = `${shape} (no choice by the end)`;
+      const t = this.now - start;
+      if (t > (this.stats.firstChoice[key] ?? -1)) this.stats.firstChoice[key] = t;
+    }
+    this.waitingChoice.clear();
   }
 
   /** Wait for the next choice, for the worst-time-to-choice figure of `shape`. */
