@@ -269,6 +269,7 @@ export class ClientProxy {
   }
 
   close(): void {
+    if (this.closed) return;
     this.closed = true;
     for (const t of this.timers) clearTimeout(t);
     for (const s of this.front.values()) s.close();
