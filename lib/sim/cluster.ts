@@ -482,6 +482,8 @@ export class Simulation {
       if (rate === 1 || rate > 1 || !this.prng.chance(1 - rate)) this.tickNode(n);
       if (rate > 1 && this.prng.chance(rate - 1)) this.tickNode(n);
       this.flush(n);
+      // Every step of every live node (and after every event in some seeds).
+      if (n.up) this.checkReplica(n);
     }
     // Syncs that take no time complete before the next tick.
     for (const n of this.nodes.values()) this.completeSync(n);
@@ -489,10 +491,15 @@ export class Simulation {
 
   private tickNode(n: SimNode): void {
     n.replica!.tick();
-    this.checkReplica(n);
+    this.checkFine(n);
   }
 
-  /** The replica's own assertions (Replica.checkInvariants), after every step. */
+  /** After each event (message, tick, turn), in the seeds that ask for it (the check costs O(log)). */
+  private checkFine(n: SimNode): void {
+    if (this.cfg.checkEveryEvent) this.checkReplica(n);
+  }
+
+  /** The replica's own assertions (Replica.checkInvariants). */
   private checkReplica(n: SimNode): void {
     try {
       n.replica!.checkInvariants();
@@ -1245,7 +1252,7 @@ export class Simulation {
       this.mix(msgNumber(pl.msg));
       if (this.tracing) this.trace(`${p.from} -> ${p.to} ${describeMsg(pl.msg)}`);
       n.replica!.step(p.from, pl.msg);
-      this.checkReplica(n);
+      this.checkFine(n);
     } else {
       this.onClientRequest(n, p.from, pl.req);
     }
@@ -1287,7 +1294,7 @@ export class Simulation {
       }
     }
     const r = n.replica!.submit({ cid: req.cid, seq: req.seq, op: req.op });
-    this.checkReplica(n);
+    this.checkFine(n);
     this.mix(0xc1 + r.kind.length);
     if (this.tracing) this.trace(`node ${n.sid} <- client ${req.cid} #${req.seq}: ${r.kind}`);
     const reply = (rep: ClientReply): void =>
@@ -1315,7 +1322,7 @@ export class Simulation {
     for (let round = 0; round < 64; round++) {
       if (!n.up || n.paused(this.now)) return;
       const rd = n.replica!.ready();
-      this.checkReplica(n);
+      this.checkFine(n);
       if (
         rd.persist.length === 0 &&
         rd.messages.length === 0 &&
@@ -1467,7 +1474,7 @@ export class Simulation {
       if (this.tracing) this.trace(`${n.sid} -> self ${describeMsg(m)}`);
       this.mix(MSG_CODE[m.t]);
       n.replica!.step(n.sid, m);
-      this.checkReplica(n);
+      this.checkFine(n);
     }
   }
 

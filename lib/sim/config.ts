@@ -123,6 +123,11 @@ export interface SimConfig {
   mutation: Mutation | 'none';
   /** Gets take the leader's read-index path (submitRead) instead of a log slot. */
   readIndex: boolean;
+  /**
+   * Replica.checkInvariants after every message, tick and turn (else once per
+   * node per step): it walks the log, so a quarter of the seeds pay for it.
+   */
+  checkEveryEvent: boolean;
 }
 
 /**
@@ -285,6 +290,7 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
     sabotage: o.sabotage ?? 'none',
     mutation: o.mutation ?? 'none',
     readIndex: p.chance(0.5),
+    checkEveryEvent: p.chance(0.25),
   };
 }
 
@@ -303,6 +309,6 @@ export function describeConfig(c: SimConfig): string {
     `  net loss=${pct(c.net.loss)} dup=${pct(c.net.dup)} delay=${c.net.delayMin}..${c.net.delayMax} spikes=${pct(c.net.spike)} up to ${c.net.spikeMax} replay=${pct(r.rate)}/step x1..${r.burst} within ${r.delayMax} (archive ${r.archive})`,
     `  faults/step crash=${pct(f.crash)} (power loss ${pct(f.powerLoss)}, then power after kill ${pct(f.powerAfterKill)}) crashInReady=${pct(f.crashInReady)} pause=${pct(f.pause)} slowDisk=${pct(f.slowDisk)} partition=${pct(f.partition)} burst=${pct(f.burst)} wipe=${f.wipeAt >= 0 ? `@${f.wipeAt}${f.wipeAgainAt >= 0 ? `,@${f.wipeAgainAt}` : ''}` : 'no'}`,
     `  family=${c.family}${c.family !== 'none' ? `@${c.familyAt}` : ''} postHeal=${c.postHeal} clock rates ${c.clockRates.some((x) => x !== 1) ? c.clockRates.join(' ') : 'exact'}`,
-    `  clients=${c.clients} keys=${c.keys} think<=${c.thinkMax} flushPerMessage=${c.flushPerMessage} reads=${c.readIndex ? 'read-index' : 'log'}${c.sabotage !== 'none' ? ` SABOTAGE=${c.sabotage}` : ''}${c.mutation !== 'none' ? ` MUTATION=${c.mutation}` : ''}`,
+    `  clients=${c.clients} keys=${c.keys} think<=${c.thinkMax} flushPerMessage=${c.flushPerMessage} invariants=${c.checkEveryEvent ? 'every event' : 'every step'} reads=${c.readIndex ? 'read-index' : 'log'}${c.sabotage !== 'none' ? ` SABOTAGE=${c.sabotage}` : ''}${c.mutation !== 'none' ? ` MUTATION=${c.mutation}` : ''}`,
   ].join('\n');
 }
