@@ -11,8 +11,8 @@ import { connectedMajority } from '../lib/sim/network';
 import { encodeOp, KvStateMachine } from '../lib/sm/kv';
 import { firstChoiceLines, replayCommand, runSweep } from '../lib/sim/sweep';
 
-/** Seeds per cluster size in the CI sweep (3 sizes): ~90 s on a 2-core machine. */
-const SEEDS_PER_SIZE = Number(process.env.SIM_SEEDS ?? 150);
+/** Seeds per cluster size in the CI sweep (3 sizes): ~30 s of CPU (more wall time on a loaded machine). */
+const SEEDS_PER_SIZE = Number(process.env.SIM_SEEDS ?? 250);
 
 function explain(r: SimResult, opts: Parameters<typeof replayCommand>[1] = {}): string {
   if (r.ok) return 'ok';
