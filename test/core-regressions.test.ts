@@ -177,7 +177,13 @@ t.test(
     const net = new CoreNet([0, 1, 2], { windowSlots: 1 });
     net.tick(15);
     t.equal(net.leader()?.sid, A, 'A leads');
-    const staleB = net.sent((e) => e.from === 1 && e.to === 2 && isType(e, 'heartbeat')).pop()!;
+    // From before A was elected: B heard C and followed no leader (pre-vote counts it).
+    const staleB = net
+      .sent((e) => e.from === 1 && e.to === 2 && isType(e, 'heartbeat'))
+      .find((e) => {
+        const hb = e.msg as Extract<Msg, { t: 'heartbeat' }>;
+        return hb.leader === 0 && hb.heard.includes(2);
+      })!;
     net.drop = (e) => e.from === 2 || e.to === 2;
     net.checks = false;
     for (let i = 1; i <= N; i++) {
@@ -402,6 +408,46 @@ t.test(
     const total = net.node(A).status();
     t.ok(took <= 300, `F caught up under load in ${took} ticks (leader at slot ${total.applied})`);
     t.ok(asked() <= 30, `in ${asked()} snapshot round trips`);
+    t.same(net.violations, [], 'no safety violation');
+  },
+);
+
+function hasSlot1(e: Env): boolean {
+  return (
+    isType(e, 'accept') && (e.msg as Extract<Msg, { t: 'accept' }>).entries.some(([s]) => s === 1)
+  );
+}
+
+/** Election periods as ticks: the longest randomised election timeout. */
+const PERIOD = 10 + Math.floor(10 / 3);
+
+t.test(
+  'progress (issue 16.1, 3 nodes): a deaf node that knows a longer chosen prefix does not stop a connected majority from electing',
+  async (t) => {
+    const net = new CoreNet([0, 1, 2]);
+    net.tick(15);
+    t.equal(net.leader()?.sid, A, 'A leads');
+    // Slot 1's accept reaches B only once the others are accepted everywhere:
+    // A's chosen prefix jumps from 0 to 13 ...
+    net.drop = (e) => e.from === A && e.to !== A && isType(e, 'accept') && hasSlot1(e);
+    for (let i = 1; i <= 13; i++) {
+      net.submit(A, cmd(1, i, `s${i}`));
+      net.run();
+    }
+    t.equal(net.node(A).chosenThrough, 0, 'nothing contiguous chosen yet');
+    net.drop = (e) => e.to !== 1 && e.from === A;
+    net.inject(A, 1, net.sent((e) => e.from === A && e.to === 1 && hasSlot1(e))[0].msg);
+    for (const e of take(net, (e) => e.to === A && isType(e, 'accepted'))) net.deliver(e);
+    t.equal(net.node(A).chosenThrough, 13, "A's chosen prefix jumped to 13");
+    // ... and A crashes before telling anyone, restarts at once (its records say
+    // 13 chosen) and from now on hears nobody, while everybody hears it.
+    net.restart(A, 'kill');
+    net.queue = [];
+    net.drop = (e) => e.to === A && e.from !== A;
+    const took = net.tickUntil(() => net.leaders().some((r) => r.sid !== A), 40 * PERIOD);
+    t.ok(took <= 5 * PERIOD, `B or C leads within 5 election periods (took ${took} ticks)`);
+    net.tick(5);
+    t.ok(net.node(1).chosenThrough >= 13 && net.node(2).chosenThrough >= 13, 'and chose 1..13');
     t.same(net.violations, [], 'no safety violation');
   },
 );

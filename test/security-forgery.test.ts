@@ -64,6 +64,7 @@ function forgedMessages(from: number, chosen: number, liveBallot: number): Msg[]
       hi: 0,
       base: chosen + 1000,
       entries: future.map((s, i) => [s, huge, bogus(200 + i)]),
+      incs: [0, 0, 0],
     },
     {
       t: 'promise',
@@ -73,9 +74,10 @@ function forgedMessages(from: number, chosen: number, liveBallot: number): Msg[]
       hi: 0,
       base: 0,
       entries: future.map((s, i) => [s, liveBallot, bogus(300 + i)]),
+      incs: [0, 0, 0],
     },
-    { t: 'accepted', ballot: liveBallot, slots: future },
-    { t: 'accepted', ballot: huge, slots: future },
+    { t: 'accepted', ballot: liveBallot, slots: future, incs: [0, 0, 0] },
+    { t: 'accepted', ballot: huge, slots: future, incs: [0, 0, 0] },
     { t: 'nack', ballot: liveBallot, promised: huge },
     {
       t: 'heartbeat',
@@ -86,6 +88,7 @@ function forgedMessages(from: number, chosen: number, liveBallot: number): Msg[]
       eligible: true,
       voter: true,
       heard: [],
+      leader: 0,
     },
     { t: 'catchupReq', from: 1, to: chosen },
     {

@@ -333,6 +333,7 @@ function peerSeed(g: Gen, from: number, chosen: number, ballot: number): Buffer 
         [slot, ballot, fuzzValue(g)],
         [slot + 1, -1, []],
       ],
+      incs: [0, 0, 0],
     },
     {
       t: 'accept',
@@ -343,7 +344,7 @@ function peerSeed(g: Gen, from: number, chosen: number, ballot: number): Buffer 
       ],
       commit: chosen,
     },
-    { t: 'accepted', ballot, slots: [slot, slot + 1, slot + 2] },
+    { t: 'accepted', ballot, slots: [slot, slot + 1, slot + 2], incs: [0, 0, 0] },
     { t: 'nack', ballot, promised: ballot + 512 },
     { t: 'commit', ballot, through: slot },
     {
@@ -355,6 +356,7 @@ function peerSeed(g: Gen, from: number, chosen: number, ballot: number): Buffer 
       eligible: true,
       voter: true,
       heard: [],
+      leader: 0,
     },
     { t: 'catchupReq', from: slot, to: slot + 10 },
     { t: 'catchupResp', from: slot, entries: [fuzzValue(g), []], snapshot: 0, snapshotBytes: 0 },

@@ -80,7 +80,8 @@ interface Entry {
 
 interface InFlight {
   value: Value;
-  acks: Set<number>;
+  /** Acceptor SID -> the incarnation its accepted named for itself. */
+  acks: Map<number, number>;
   timeout: Timeout;
 }
 
@@ -93,6 +94,10 @@ interface Phase1 {
   complete: Set<number>;
   /** Highest-ballot accepted value per slot seen in promises (Infinity = known chosen). */
   merged: Map<number, { ballot: number; value: Value }>;
+  /** Newest incarnation of every node named in any promise so far (by sid index). */
+  incs: number[];
+  /** Acceptor SID -> the incarnation its promise named for itself. */
+  promiseInc: Map<number, number>;
   timeout: Timeout;
 }
 
@@ -103,6 +108,8 @@ interface PeerInfo {
   voter: boolean;
   /** Did this peer's last heartbeat say it hears us? */
   hearsUs: boolean;
+  /** Did it say it follows a live leader (so it would not promise our prepare)? */
+  followsLeader: boolean;
   /** Tick at which that heartbeat arrived. */
   at: number;
 }
@@ -123,6 +130,9 @@ export interface ReplicaStatus {
   queued: number;
   inflight: number;
 }
+
+/** Incarnations are epoch * INC_EPOCH + random: epoch-major order, random tie-break. */
+const INC_EPOCH = 1 << 20;
 
 /** Snapshot chunks sent per request (one catchupBytesMax each). */
 const SNAPSHOT_WINDOW_CHUNKS = 8;
@@ -164,6 +174,17 @@ export class Replica {
   private readonly log = new Map<number, Entry>();
   /** Slots <= base are chosen, applied and only held in the snapshot. */
   base = 0;
+  /**
+   * Incarnation of every node as far as we know (index = position in `sids`; 0 =
+   * the original one). A node that lost its disk takes a new, higher one and
+   * every voter that answers its rejoin records it before answering; promises and
+   * accepteds carry this table, and a proposer discards a vote from an older
+   * incarnation of a node once any vote names a newer one (crash-consistent
+   * quorums, Michael et al., "Recovering Shared Objects Without Stable Storage",
+   * DISC 2017): a vote the node forgot cannot complete a quorum behind its back.
+   */
+  readonly incs: number[];
+  private readonly sidIndex = new Map<number, number>();
 
   // ---- learner ----
   /** Every slot <= chosenThrough is known chosen (contiguous prefix). */
@@ -195,6 +216,8 @@ export class Replica {
   private p1: Phase1 | null = null;
   /** First slot our Phase 1 covered: every slot from here on is ours to propose at `ballot`. */
   private leaderFrom = 1;
+  /** Newest incarnations named in our quorum's votes (see `incs`). */
+  private incView: number[] = [];
   private nextSlot = 1;
   private readonly inflight = new Map<number, InFlight>();
   private queue: Cmd[] = [];
@@ -227,6 +250,8 @@ export class Replica {
     /** Offset up to which the last request asked (a window of chunks). */
     askedTo: number;
     peer: number;
+    /** Sources tried for this snapshot (switching keeps the bytes received). */
+    tried: Set<number>;
     timeout: Timeout;
     reported: number;
   } | null = null;
@@ -247,7 +272,18 @@ export class Replica {
    * restart, count; a delayed heartbeat or answer sent before the disk was lost
    * cannot (PML: evidence must postdate the amnesia).
    */
-  private rejoin: { nonce: number; promised: Map<number, number>; threshold: number } | null = null;
+  private rejoin: {
+    nonce: number;
+    /** Our new incarnation (0 while we still ask which ones the voters know). */
+    inc: number;
+    /** Voters that told us which incarnation of ours they know. */
+    asked: Set<number>;
+    /** Newest incarnation of ours any voter knows. */
+    known: number;
+    /** Promises of voters that recorded `inc` (answers made after recording it). */
+    promised: Map<number, number>;
+    threshold: number;
+  } | null = null;
 
   // ---- outputs of the current turn ----
   private persistOut: DurableRecord[] = [];
@@ -278,6 +314,8 @@ export class Replica {
     this.sids = [...opts.sids].sort((a, b) => a - b);
     if (!this.sids.includes(opts.sid)) throw new Error(`sid ${opts.sid} is not in the cluster`);
     this.mutations = new Set(opts.mutations ?? []);
+    this.incs = this.sids.map(() => 0);
+    this.sids.forEach((s, i) => this.sidIndex.set(s, i));
     this.quorum =
       Math.floor(this.sids.length / 2) + (this.mutations.has('minority-quorum') ? 0 : 1);
     this.slotsAheadMax = 16 * opts.windowSlots + 4096;
@@ -309,6 +347,11 @@ export class Replica {
         case 'voter':
           this.voter = true;
           break;
+        case 'incarnation': {
+          const i = this.sidIndex.get(r.sid);
+          if (i !== undefined && r.inc > this.incs[i]) this.incs[i] = r.inc;
+          break;
+        }
         case 'accept': {
           if (r.slot <= this.base) break;
           const e = this.log.get(r.slot);
@@ -443,7 +486,7 @@ export class Replica {
       this.releaseReads();
     }
     for (const [to, a] of this.acceptedOut)
-      this.send(to, { t: 'accepted', ballot: a.ballot, slots: a.slots });
+      this.send(to, { t: 'accepted', ballot: a.ballot, slots: a.slots, incs: [...this.incs] });
     this.acceptedOut.clear();
     // The driver rotates the WAL to the checkpoint after persisting this turn's
     // records: it must include what was recorded after the snapshot was taken.
@@ -541,6 +584,9 @@ export class Replica {
   /** Records that rebuild everything above the snapshot: the WAL head after rotation. */
   checkpoint(slot: number): DurableRecord[] {
     const out: DurableRecord[] = [{ t: 'snapshot', slot }];
+    this.sids.forEach((sid, i) => {
+      if (this.incs[i] > 0) out.push({ t: 'incarnation', sid, inc: this.incs[i] });
+    });
     if (this.voter) out.push({ t: 'voter' });
     if (this.promised > 0) out.push({ t: 'promise', ballot: this.promised });
     const slots = [...this.log.keys()].filter((s) => s > this.base).sort((a, b) => a - b);
@@ -636,6 +682,13 @@ export class Replica {
     // Pre-vote check: campaigning without two-way contact with a majority only
     // inflates ballots (nobody could answer) and disrupts the cluster later.
     if (!this.voter || this.twoWayCount() < this.quorum) return;
+    // Pre-vote (etcd): peers that follow a live leader would not promise us, so
+    // a campaign they cannot join only raises our own promise, and that raised
+    // promise would make us refuse the live leader's accepts when links heal.
+    let support = 1;
+    for (const s of this.sids)
+      if (s !== this.sid && this.twoWay(s) && !this.peers.get(s)!.followsLeader) support++;
+    if (support < this.quorum) return;
     const waited = this.now - Math.max(this.leaderLostAt, this.leaderSeenAt);
     const periods = Math.floor(waited / this.election.after);
     // Bounded wait: after this many periods without a leader, campaign even if
@@ -667,6 +720,8 @@ export class Replica {
       covered: new Map(),
       complete: new Set(),
       merged: new Map(),
+      incs: [...this.incs],
+      promiseInc: new Map(),
       timeout,
     };
     this.trace(`campaign ballot ${formatBallot(this.ballot)} from slot ${this.p1.from}`);
@@ -744,6 +799,7 @@ export class Replica {
     this.leaderSeenAt = this.now;
     this.stats.leaderships++;
     this.leaderFrom = p1.from;
+    this.incView = p1.incs;
     // The next slot is above everything chosen or accepted that we know of, by
     // promise or by catch-up during Phase 1: a new command proposed into a slot
     // already chosen would be a second value there (PMMC: a leader proposes only
@@ -818,6 +874,7 @@ export class Replica {
       eligible: this.eligible(),
       voter: this.voter,
       heard: this.sids.filter((s) => s !== this.sid && this.alive(s)),
+      leader: this.role === 'follower' && this.hearsLiveLeader(-1) ? this.leader! + 1 : 0,
     };
     for (const s of this.sids) if (s !== this.sid) this.send(s, msg);
     if (!this.voter) this.requestRejoin();
@@ -830,6 +887,7 @@ export class Replica {
       eligible: m.eligible,
       voter: m.voter,
       hearsUs: m.heard.includes(this.sid),
+      followsLeader: m.leader > 0,
       at: this.now,
     });
     if (m.leading) {
@@ -846,30 +904,77 @@ export class Replica {
     }
   }
 
-  /** Ask every voter for its promise, echoing a nonce drawn after this restart. */
+  /**
+   * Rejoin in two steps, each answered by every voter that hears it: (1) which
+   * incarnations of ours do you know? (2) record our new one, higher than all of
+   * them, and tell us your promise and highest slot. A nonce drawn after this
+   * restart tags both, so no answer made before the disk was lost can count.
+   */
   private requestRejoin(): void {
     if (!this.rejoin)
-      this.rejoin = { nonce: this.o.prng.int(0x7fffffff) + 1, promised: new Map(), threshold: 0 };
-    for (const s of this.sids)
-      if (s !== this.sid) this.send(s, { t: 'rejoinReq', nonce: this.rejoin.nonce });
+      this.rejoin = {
+        nonce: this.o.prng.int(0x7fffffff) + 1,
+        inc: 0,
+        asked: new Set(),
+        known: this.incs[this.sidIndex.get(this.sid)!],
+        promised: new Map(),
+        threshold: 0,
+      };
+    const { nonce, inc } = this.rejoin;
+    for (const s of this.sids) if (s !== this.sid) this.send(s, { t: 'rejoinReq', nonce, inc });
   }
 
   private onRejoinReq(from: number, m: Extract<Msg, { t: 'rejoinReq' }>): void {
     if (!this.voter) return;
+    const i = this.sidIndex.get(from)!;
+    if (m.inc > this.incs[i]) {
+      // Durable before the answer (rejoinResp is a sync message): from now on our
+      // promises and accepteds name this incarnation, voiding the node's old votes.
+      this.incs[i] = m.inc;
+      this.persistOut.push({ t: 'incarnation', sid: from, inc: m.inc });
+    }
     this.send(from, {
       t: 'rejoinResp',
       nonce: m.nonce,
+      inc: m.inc > 0 && this.incs[i] === m.inc ? m.inc : 0,
+      known: this.incs[i],
       promised: this.promised,
       next: Math.max(this.role === 'leader' ? this.nextSlot : 0, this.maxLogSlot() + 1),
     });
   }
 
+  /** A new incarnation of ours, above every one `known` names (epoch-major order). */
+  private takeIncarnation(r: NonNullable<Replica['rejoin']>, known: number): void {
+    const epoch = Math.floor(known / INC_EPOCH) + 1;
+    r.inc = epoch * INC_EPOCH + 1 + this.o.prng.int(INC_EPOCH - 1);
+    r.promised.clear();
+    r.threshold = 0;
+    this.incs[this.sidIndex.get(this.sid)!] = r.inc;
+    this.persistOut.push({ t: 'incarnation', sid: this.sid, inc: r.inc });
+    for (const s of this.sids)
+      if (s !== this.sid) this.send(s, { t: 'rejoinReq', nonce: r.nonce, inc: r.inc });
+  }
+
   private onRejoinResp(from: number, m: Extract<Msg, { t: 'rejoinResp' }>): void {
     const r = this.rejoin;
     if (this.voter || !r || m.nonce !== r.nonce) return;
+    const need = this.sids.length - this.quorum + 1;
+    if (m.known > r.known) r.known = m.known;
+    if (r.inc === 0) {
+      // Step 1: n - quorum + 1 answers meet every set that recorded an earlier
+      // incarnation of ours in a completed rejoin, so ours goes above all of them.
+      r.asked.add(from);
+      if (r.asked.size >= need) this.takeIncarnation(r, r.known);
+      return;
+    }
+    if (m.inc !== r.inc) {
+      // Someone knows an incarnation of ours at least as new: take a higher one.
+      if (m.known >= r.inc && m.known !== r.inc) this.takeIncarnation(r, m.known);
+      return;
+    }
     // Sampled until enough voters answered, then frozen: a threshold that kept
     // rising with every answer would chase the leader's next slot forever.
-    if (r.promised.size >= this.sids.length - this.quorum + 1 && r.threshold > 0) return;
+    if (r.promised.size >= need && r.threshold > 0) return;
     r.promised.set(from, Math.max(m.promised, r.promised.get(from) ?? 0));
     // Above every slot these voters accepted or a leader among them proposed,
     // sampled after our restart: a slot we voted for before the disk was lost and
@@ -950,7 +1055,16 @@ export class Replica {
     hi: number,
     entries: PromiseEntry[],
   ): Msg {
-    return { t: 'promise', ballot: m.ballot, from: m.from, lo, hi, base: this.base, entries };
+    return {
+      t: 'promise',
+      ballot: m.ballot,
+      from: m.from,
+      lo,
+      hi,
+      base: this.base,
+      entries,
+      incs: [...this.incs],
+    };
   }
 
   private onAccept(from: number, m: Extract<Msg, { t: 'accept' }>): void {
@@ -1007,6 +1121,22 @@ export class Replica {
       this.stepDown(null);
       return;
     }
+    // Crash-consistent quorums: a promise from an incarnation older than one some
+    // promise names is a vote its node forgot; it does not count (nor do earlier
+    // ones from that incarnation). Values it reported stay merged: every accepted
+    // value above the chosen ballot is the chosen value (PMS P2b), so extra
+    // reports cannot mislead.
+    for (const sid of this.mergeIncs(p1.incs, m.incs))
+      if ((p1.promiseInc.get(sid) ?? Infinity) < p1.incs[this.sidIndex.get(sid)!]) {
+        p1.complete.delete(sid);
+        p1.covered.delete(sid);
+        p1.promiseInc.delete(sid);
+      }
+    const fromInc = m.incs[this.sidIndex.get(from)!] ?? 0;
+    if (fromInc < p1.incs[this.sidIndex.get(from)!]) return;
+    const prevInc = p1.promiseInc.get(from);
+    if (prevInc !== undefined && prevInc !== fromInc) p1.covered.delete(from);
+    p1.promiseInc.set(from, fromInc);
     for (const [slot, ballot, value] of m.entries) {
       // Every accepted value above p1.from counts, however far ahead: an acceptor
       // accepts up to its own chosen prefix + slotsAheadMax, which may be far past
@@ -1028,10 +1158,19 @@ export class Replica {
 
   private onAccepted(from: number, m: Extract<Msg, { t: 'accepted' }>): void {
     if (this.role !== 'leader' || m.ballot !== this.ballot) return;
+    // Crash-consistent quorums (see `incs`): drop acks from incarnations older
+    // than one this accepted names, and ignore this one if it is itself older.
+    for (const sid of this.mergeIncs(this.incView, m.incs)) {
+      const newest = this.incView[this.sidIndex.get(sid)!];
+      for (const f of this.inflight.values())
+        if ((f.acks.get(sid) ?? Infinity) < newest) f.acks.delete(sid);
+    }
+    const fromInc = m.incs[this.sidIndex.get(from)!] ?? 0;
+    if (fromInc < this.incView[this.sidIndex.get(from)!]) return;
     for (const slot of m.slots) {
       const f = this.inflight.get(slot);
       if (!f) continue;
-      f.acks.add(from);
+      f.acks.set(from, fromInc);
       if (f.acks.size >= this.quorum) {
         this.inflight.delete(slot);
         this.choose(slot, this.ballot, f.value);
@@ -1043,7 +1182,7 @@ export class Replica {
   private propose(slot: number, value: Value): void {
     const timeout = new Timeout('accept', this.o.retransmitTicks, this.o.retransmitMaxTicks);
     timeout.start();
-    this.inflight.set(slot, { value, acks: new Set(), timeout });
+    this.inflight.set(slot, { value, acks: new Map(), timeout });
     this.newAccepts.push(slot);
     this.stats.proposedSlots++;
     this.stats.proposedCmds += value.length;
@@ -1217,6 +1356,9 @@ export class Replica {
       if (e.ballot !== ballot) break;
       e.chosen = true;
       this.persistOut.push({ t: 'chosen', slot: s, ballot });
+      // Still in flight at our higher ballot: we proposed this same value (our
+      // Phase 1 found it, PMS P2c), so the slot is done.
+      this.inflight.delete(s);
     }
     this.advanceChosen();
   }
@@ -1277,12 +1419,22 @@ export class Replica {
       if (r.timeout.fired()) {
         r.timeout.backoff(this.o.prng);
         if (r.timeout.attempts > 1) {
-          // One retransmission unanswered: the source may be dead; another peer.
+          // One retransmission unanswered: the source may be dead. Another peer
+          // continues at the same offset (snapshots of one slot are identical:
+          // the state machine is deterministic); when none is left, catch-up.
+          const next = this.sids.find((s) => s !== this.sid && !r.tried.has(s) && this.alive(s));
           this.eventsOut.push(
-            `sid ${this.sid}: snapshot transfer from ${r.peer} stalled; asking another peer`,
+            `sid ${this.sid}: snapshot transfer from ${r.peer} stalled; ${next === undefined ? 'starting over' : `continuing from ${next}`}`,
           );
-          this.snapRecv = null;
-          this.requestCatchup(r.peer);
+          if (next === undefined) {
+            this.snapRecv = null;
+            this.requestCatchup(r.peer);
+          } else {
+            r.peer = next;
+            r.tried.add(next);
+            r.timeout.start();
+            this.askSnapshot(r);
+          }
         } else {
           this.askSnapshot(r);
         }
@@ -1363,6 +1515,7 @@ export class Replica {
           received: 0,
           askedTo: 0,
           peer: from,
+          tried: new Set([from]),
           timeout,
           reported: 0,
         };
@@ -1383,6 +1536,17 @@ export class Replica {
       this.catchup = null;
       if (this.knownChosen > this.chosenThrough) this.requestCatchup();
     }
+  }
+
+  /** Raise `into` to the newest incarnations in `from`; returns the SIDs raised. */
+  private mergeIncs(into: number[], from: number[]): number[] {
+    const raised: number[] = [];
+    for (let i = 0; i < into.length && i < from.length; i++)
+      if (from[i] > into[i]) {
+        into[i] = from[i];
+        raised.push(this.sids[i]);
+      }
+    return raised;
   }
 
   /** Keep the current snapshot while someone fetched it recently (bounded count). */
@@ -1452,14 +1616,16 @@ export class Replica {
       r.received = 0;
       r.reported = 0;
     }
-    if (m.total !== r.total || m.offset < r.received || m.offset >= r.askedTo) return;
+    if (m.total !== r.total) return;
+    // Any chunk shows the source is alive: only silence moves us to another.
+    r.timeout.start();
+    if (m.offset < r.received || m.offset >= r.askedTo) return;
     if (m.data.length === 0 && m.offset < r.total) return;
     r.parts.set(m.offset, m.data);
     const before = r.received;
     for (let p = r.parts.get(r.received); p && p.length > 0; p = r.parts.get(r.received))
       r.received += p.length;
     if (r.received === before) return;
-    r.timeout.start();
     const pct = Math.floor((100 * r.received) / Math.max(1, r.total));
     if (pct >= r.reported + 10 || r.received >= r.total) {
       r.reported = pct;

@@ -36,11 +36,13 @@ export type Msg =
       hi: number;
       base: number;
       entries: PromiseEntry[];
+      /** The sender's view of every node's incarnation (index = position in sorted sids). */
+      incs: number[];
     }
   /** Phase 2a for several slots, with the leader's contiguous chosen prefix. */
   | { t: 'accept'; ballot: number; entries: [number, Value][]; commit: number }
-  /** Phase 2b for several slots. */
-  | { t: 'accepted'; ballot: number; slots: number[] }
+  /** Phase 2b for several slots; incs as in promise. */
+  | { t: 'accepted'; ballot: number; slots: number[]; incs: number[] }
   /** Refusal: the sender has promised `promised`, higher than `ballot`. */
   | { t: 'nack'; ballot: number; promised: number }
   /** Slots <= through are chosen; those accepted at `ballot` are chosen with that value. */
@@ -57,14 +59,24 @@ export type Msg =
       voter: boolean;
       /** SIDs the sender heard within an election timeout (two-way contact is judged from it). */
       heard: number[];
+      /** 1 + SID of the live leader the sender follows (pre-vote), 0 if none. */
+      leader: number;
     }
   /**
    * Lost-disk rejoin (PML): a non-voter asks voters for their promise, with a nonce
    * drawn after its restart, so that only answers made after the restart count.
    */
-  | { t: 'rejoinReq'; nonce: number }
-  /** next: above every slot the sender accepted (and, if it leads, proposed). */
-  | { t: 'rejoinResp'; nonce: number; promised: number; next: number }
+  /**
+   * inc = 0: "which incarnation of me do you know?"; inc > 0: "record this as my
+   * incarnation" (the answer then comes after that record is durable).
+   */
+  | { t: 'rejoinReq'; nonce: number; inc: number }
+  /**
+   * inc: the incarnation the sender recorded for the requester (0: none recorded
+   * by this request); known: the incarnation it knows for the requester; next:
+   * above every slot the sender accepted (and, if it leads, proposed).
+   */
+  | { t: 'rejoinResp'; nonce: number; inc: number; known: number; promised: number; next: number }
   /** Read index: is `ballot` still the highest this acceptor promised? (batched reads) */
   | { t: 'confirm'; ballot: number; round: number }
   | { t: 'confirmed'; ballot: number; round: number }
@@ -86,6 +98,8 @@ export type DurableRecord =
   | { t: 'learn'; slot: number; value: Value }
   /** This node may vote (bootstrap, or the Paxos Made Live rejoin rule passed). */
   | { t: 'voter' }
+  /** Node `sid` (this one or a peer) is at incarnation `inc` (it lost its disk before). */
+  | { t: 'incarnation'; sid: number; inc: number }
   /** Checkpoint head: the snapshot file for `slot` is durable. */
   | { t: 'snapshot'; slot: number };
 
@@ -115,6 +129,8 @@ export const SYNC_BEFORE_SEND: ReadonlySet<Msg['t']> = new Set([
   'promise',
   'accepted',
   'confirmed',
+  // "I recorded your new incarnation": from then on my votes name it.
+  'rejoinResp',
 ]);
 
 /** Result of applying one command, as returned to the client. */

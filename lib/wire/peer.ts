@@ -42,6 +42,7 @@ export const SCHEMA: Record<MsgType, { code: number; fields: readonly Field[] }>
       ['hi', 'uint'],
       ['base', 'uint'],
       ['entries', 'promiseEntries'],
+      ['incs', 'slots'],
     ],
   },
   accept: {
@@ -57,6 +58,7 @@ export const SCHEMA: Record<MsgType, { code: number; fields: readonly Field[] }>
     fields: [
       ['ballot', 'uint'],
       ['slots', 'slots'],
+      ['incs', 'slots'],
     ],
   },
   nack: {
@@ -83,16 +85,22 @@ export const SCHEMA: Record<MsgType, { code: number; fields: readonly Field[] }>
       ['eligible', 'bool'],
       ['voter', 'bool'],
       ['heard', 'slots'],
+      ['leader', 'uint'],
     ],
   },
   rejoinReq: {
     code: 14,
-    fields: [['nonce', 'uint']],
+    fields: [
+      ['nonce', 'uint'],
+      ['inc', 'uint'],
+    ],
   },
   rejoinResp: {
     code: 15,
     fields: [
       ['nonce', 'uint'],
+      ['inc', 'uint'],
+      ['known', 'uint'],
       ['promised', 'uint'],
       ['next', 'uint'],
     ],
