@@ -3,15 +3,19 @@ import t, { type Test } from 'tap';
 import { checkLinearizable } from '../lib/check/linearizability';
 import { compareLogs } from '../lib/logcmp';
 import { Cluster, sleep, startHistoryLoad, startLoad, verifyReadable } from './helpers/cluster';
-import { isRoot, rng, which } from './helpers/faults';
+import { dataDirOf, isRoot, requireOrSkip, rng, which } from './helpers/faults';
+import { cutWal, StaleCutError, StatusProbe } from './helpers/powerloss';
 
 // Jepsen-style chaos on real processes: a mixed put/get/cas/del load on a few
 // hot keys records a history while a seeded nemesis SIGKILLs and restarts
 // nodes, SIGSTOPs and SIGCONTs them and (as root, with iptables) drops a share
-// of a node's peer traffic or cuts it off one way or both ways. Never more than
+// of a node's peer traffic, cuts it off one way or both ways, or cuts its power
+// (see helpers/powerloss.ts: its WAL loses the unsynced tail). Never more than
 // a minority is faulty at once, and at most one fault of each kind is active.
-// Afterwards: the history must be linearizable, every node must catch up, the
-// order logs must agree and every acknowledged unique write must read back.
+// Each kind runs at least once and each iptables fault must drop packets.
+// Afterwards: no operation got an error answer, the history must be
+// linearizable, every node must catch up, the order logs must agree and every
+// acknowledged unique write must read back.
 //
 // Set CHAOS_SEED to repeat a run (each subtest uses CHAOS_SEED + n).
 
@@ -21,8 +25,9 @@ const NEMESIS_MAX_FAULTS = 60;
 const TAG = `paxos-chaos-${process.pid}`;
 
 // ---------------------------------------------------------------------------
-// iptables (root only), every rule tagged with TAG and restricted to 127.0.0.1
-// on lo and to one of this cluster's peer ports.
+// iptables (root only), every rule tagged with TAG plus the id of the fault
+// that added it, and restricted to 127.0.0.1 on lo and to one of this
+// cluster's ports.
 
 function iptablesUsable(): { ok: boolean; why: string } {
   if (!isRoot()) return { ok: false, why: 'not running as root' };
@@ -37,27 +42,40 @@ function ipt(args: string[]): void {
   if (r.status !== 0) throw new Error(`iptables ${args.join(' ')} failed: ${r.stderr || r.error}`);
 }
 
-/** Packets dropped so far by TAG-ged rules (added up by removeTaggedRules). */
-let droppedPackets = 0;
+/** The comment of the rules of one fault (the trailing slash keeps f1 apart from f12). */
+const faultTag = (id: number): string => `${TAG}/f${id}/`;
 
-/** Delete every rule tagged with TAG from INPUT and OUTPUT; returns how many. */
-function removeTaggedRules(): number {
-  let removed = 0;
+/** Packets matched so far by the rules whose comment contains `tag`. */
+function packetsOf(tag: string): number {
+  let n = 0;
   for (const chain of ['INPUT', 'OUTPUT']) {
     const l = spawnSync('iptables', ['-w', '-L', chain, '-v', '-n', '-x'], {
       encoding: 'utf8',
       timeout: 10_000,
     });
     for (const line of (l.stdout ?? '').split('\n'))
-      if (line.includes(TAG)) droppedPackets += Number(line.trim().split(/\s+/)[0]) || 0;
+      if (line.includes(tag)) n += Number(line.trim().split(/\s+/)[0]) || 0;
+  }
+  return n;
+}
+
+/** Delete every rule whose comment contains `tag` (default: all of this run's); returns how many. */
+function removeRules(tag = TAG): number {
+  let removed = 0;
+  for (const chain of ['INPUT', 'OUTPUT']) {
     // Bounded: each pass deletes what it lists.
     for (let pass = 0; pass < 5; pass++) {
       const r = spawnSync('iptables', ['-w', '-S', chain], { encoding: 'utf8', timeout: 10_000 });
       if (r.status !== 0) break;
-      const lines = r.stdout.split('\n').filter((l) => l.startsWith('-A ') && l.includes(TAG));
+      const lines = r.stdout.split('\n').filter((l) => l.startsWith('-A ') && l.includes(tag));
       if (lines.length === 0) break;
       for (const l of lines) {
-        const args = l.split(/\s+/).filter((x) => x !== '');
+        // -S prints the comment in double quotes; -D wants it bare (else the
+        // delete matches nothing and the rule stays).
+        const args = l
+          .split(/\s+/)
+          .filter((x) => x !== '')
+          .map((x) => x.replace(/^"(.*)"$/, '$1'));
         args[0] = '-D';
         const d = spawnSync('iptables', ['-w', ...args], { encoding: 'utf8', timeout: 10_000 });
         if (d.status === 0) removed++;
@@ -67,9 +85,16 @@ function removeTaggedRules(): number {
   return removed;
 }
 
-function rulePrefix(chain: 'INPUT' | 'OUTPUT', portFlag: '--dport' | '--sport', port: number) {
+/** Insert a DROP rule for UDP on lo between 127.0.0.1 addresses, port-matched, tagged. */
+function dropRule(
+  tag: string,
+  chain: 'INPUT' | 'OUTPUT',
+  portFlag: '--dport' | '--sport',
+  port: number,
+  extra: string[] = [],
+): void {
   const iface = chain === 'INPUT' ? ['-i', 'lo'] : ['-o', 'lo'];
-  return [
+  ipt([
     '-I',
     chain,
     ...iface,
@@ -81,16 +106,30 @@ function rulePrefix(chain: 'INPUT' | 'OUTPUT', portFlag: '--dport' | '--sport', 
     'udp',
     portFlag,
     String(port),
-  ];
+    ...extra,
+    '-m',
+    'comment',
+    '--comment',
+    tag,
+    '-j',
+    'DROP',
+  ]);
 }
-const tagArgs = ['-m', 'comment', '--comment', TAG, '-j', 'DROP'];
+
+/** Remove the `added` rules of one fault; throws (an injection error) if any stays. */
+function heal(tag: string, added: number): void {
+  const removed = removeRules(tag);
+  if (removed !== added) throw new Error(`removed ${removed} of the ${added} rules tagged ${tag}`);
+}
 
 const IPT = iptablesUsable();
+// Under CI=true no iptables is a failure; the process-level faults still run.
+requireOrSkip(t, 'chaos: iptables loss, partitions and power loss', IPT.ok ? false : IPT.why);
 if (IPT.ok) {
   // No rule survives the process, whatever happens to the test.
   process.on('exit', () => {
     try {
-      removeTaggedRules();
+      removeRules();
     } catch {
       // best effort
     }
@@ -99,7 +138,7 @@ if (IPT.ok) {
 
 // ---------------------------------------------------------------------------
 
-type Kind = 'kill' | 'stop' | 'loss' | 'partition';
+type Kind = 'kill' | 'stop' | 'loss' | 'partition' | 'power';
 
 async function chaos(t: Test, n: number): Promise<void> {
   const seed = SEED + n;
@@ -109,13 +148,16 @@ async function chaos(t: Test, n: number): Promise<void> {
   t.comment(`seed ${seed} (CHAOS_SEED=${SEED}; set CHAOS_SEED to repeat)`);
   const kinds: Kind[] = ['kill', 'stop'];
   if (IPT.ok) {
-    kinds.push('loss', 'partition');
+    kinds.push('loss', 'partition', 'power');
     t.teardown(() => {
-      removeTaggedRules();
+      removeRules();
     });
-  } else t.comment(`kernel-level packet faults skipped: ${IPT.why}`);
+  } else t.comment(`kernel-level faults (loss, partitions, power loss) skipped: ${IPT.why}`);
 
   const c = await Cluster.start(t, { n, name: `paxos-chaos${n}`, clientTimeoutMs: 5000 });
+  const probe = new StatusProbe(c);
+  await probe.start();
+  t.teardown(() => probe.close());
   await c.waitLeader(15_000);
   await c.waitWritable(15_000);
   const client = c.client({ timeoutMs: 5000 });
@@ -133,19 +175,55 @@ async function chaos(t: Test, n: number): Promise<void> {
   const faulty = new Set<number>();
   const activeKinds = new Set<Kind>();
   const counts: Record<string, number> = {};
+  /** Packets the rules of each kind dropped (iptables counters, read before deletion). */
+  const dropped: Record<string, number> = {};
+  const power = { cut: 0, bytes: 0, notCut: [] as string[] };
   const events: string[] = [];
   const errors: string[] = [];
   const tasks: Promise<void>[] = [];
   const t0 = Date.now();
   const at = (): string => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
-  const peerPort = (sid: number): number => c.servers[sid].peerPort;
+  let faultId = 0;
 
   const run = async (kind: Kind, sid: number): Promise<void> => {
+    const tag = faultTag(++faultId);
+    const { peerPort, clientPort } = c.servers[sid];
     try {
       if (kind === 'kill') {
         await c.kill(sid, 'SIGKILL');
         const hold = between(500, 2000);
         events.push(`${at()} kill ${sid} ${hold}ms`);
+        await sleep(hold);
+        await c.restart(sid);
+      } else if (kind === 'power') {
+        // Power loss: first nothing the node says reaches anyone (peers or
+        // clients; only our status probe hears it), then it reports the WAL end
+        // of its last completed sync, is killed and its WAL is cut back there.
+        // Everything it vouched for lies before that point; the tail after it
+        // (written, not yet synced) is what a power loss may take.
+        dropRule(tag, 'OUTPUT', '--sport', peerPort);
+        dropRule(tag, 'OUTPUT', '--sport', clientPort, ['!', '--dport', String(probe.port)]);
+        const point = await probe.walSynced(sid, 1000);
+        await c.kill(sid, 'SIGKILL');
+        heal(tag, 2);
+        let what: string;
+        if (!point) {
+          what = 'no sync since its start: killed only';
+          power.notCut.push(`sid ${sid} ${what}`);
+        } else {
+          try {
+            const r = cutWal(dataDirOf(c, sid), point);
+            power.cut++;
+            power.bytes += r.dropped;
+            what = `cut ${point.segment}@${point.offset} (-${r.dropped}B)`;
+          } catch (e) {
+            if (!(e instanceof StaleCutError)) throw e;
+            what = `killed only (${e.message})`;
+            power.notCut.push(`sid ${sid} ${what}`);
+          }
+        }
+        const hold = between(500, 2000);
+        events.push(`${at()} power ${sid} ${what} ${hold}ms`);
         await sleep(hold);
         await c.restart(sid);
       } else if (kind === 'stop') {
@@ -155,31 +233,29 @@ async function chaos(t: Test, n: number): Promise<void> {
         await sleep(hold);
         c.cont(sid);
       } else if (kind === 'loss') {
-        const port = peerPort(sid);
-        ipt([
-          ...rulePrefix('INPUT', '--dport', port),
+        dropRule(tag, 'INPUT', '--dport', peerPort, [
           '-m',
           'statistic',
           '--mode',
           'random',
           '--probability',
           '0.2',
-          ...tagArgs,
         ]);
         const hold = between(1000, 3000);
         events.push(`${at()} loss20% ${sid} ${hold}ms`);
         await sleep(hold);
-        removeTaggedRules();
+        dropped.loss = (dropped.loss ?? 0) + packetsOf(tag);
+        heal(tag, 1);
       } else {
-        const port = peerPort(sid);
         const mode = pick(['in', 'out', 'full'] as const);
-        if (mode !== 'out') ipt([...rulePrefix('INPUT', '--dport', port), ...tagArgs]);
-        if (mode !== 'in') ipt([...rulePrefix('OUTPUT', '--sport', port), ...tagArgs]);
+        if (mode !== 'out') dropRule(tag, 'INPUT', '--dport', peerPort);
+        if (mode !== 'in') dropRule(tag, 'OUTPUT', '--sport', peerPort);
         const hold = between(1000, 3000);
         events.push(`${at()} partition-${mode} ${sid} ${hold}ms`);
         counts[`partition-${mode}`] = (counts[`partition-${mode}`] ?? 0) + 1;
         await sleep(hold);
-        removeTaggedRules();
+        dropped.partition = (dropped.partition ?? 0) + packetsOf(tag);
+        heal(tag, mode === 'full' ? 2 : 1);
       }
     } catch (e) {
       errors.push(`${kind} ${sid}: ${(e as Error).message}`);
@@ -189,24 +265,18 @@ async function chaos(t: Test, n: number): Promise<void> {
     }
   };
 
-  // Only one loss and one partition can be active at once and both delete
-  // every tagged rule when they end: a loss ending early may lift a partition
-  // early too (the partition is then shorter, never longer). Keep them apart.
-  const exclusive = (k: Kind): boolean =>
-    (k === 'loss' && activeKinds.has('partition')) ||
-    (k === 'partition' && activeKinds.has('loss'));
-
   let injected = 0;
-  const dropped0 = droppedPackets;
   for (let i = 0; i < 1000 && injected < NEMESIS_MAX_FAULTS; i++) {
     if (Date.now() - t0 >= NEMESIS_MS) break;
     await sleep(between(200, 700));
     if (Date.now() - t0 >= NEMESIS_MS) break;
     if (faulty.size >= maxFaulty) continue;
-    const free = kinds.filter((k) => !activeKinds.has(k) && !exclusive(k));
+    const free = kinds.filter((k) => !activeKinds.has(k));
     const healthy = c.sids.filter((s) => !faulty.has(s));
     if (free.length === 0 || healthy.length === 0) continue;
-    const kind = pick(free);
+    // Every kind at least once (the asserts below rely on it), then at random.
+    const unseen = free.filter((k) => !counts[k]);
+    const kind = pick(unseen.length > 0 ? unseen : free);
     const sid = pick(healthy);
     faulty.add(sid);
     activeKinds.add(kind);
@@ -218,7 +288,7 @@ async function chaos(t: Test, n: number): Promise<void> {
   await Promise.all(tasks);
 
   // ---- heal everything (the tasks healed themselves; make sure)
-  if (IPT.ok) removeTaggedRules();
+  if (IPT.ok) removeRules();
   for (const sid of c.sids) {
     if (c.pidOf(sid) === undefined) await c.restart(sid);
     else if (!c.isRunning(sid)) c.cont(sid);
@@ -231,17 +301,38 @@ async function chaos(t: Test, n: number): Promise<void> {
   t.comment(`faults injected in ${nemesisMs} ms: ${injected} ${JSON.stringify(counts)}`);
   t.comment(`events: ${events.join('; ')}`);
   t.same(errors, [], 'every fault was injected and healed');
-  if (IPT.ok) t.comment(`packets dropped by the iptables rules: ${droppedPackets - dropped0}`);
+  for (const k of kinds) t.ok((counts[k] ?? 0) > 0, `fault ${k} was injected (${counts[k] ?? 0}x)`);
+  if (IPT.ok) {
+    // A rule that matched nothing means the fault did not happen (wrong port,
+    // wrong interface, rule order): the run would then test less than it says.
+    t.comment(`packets dropped by the iptables rules: ${JSON.stringify(dropped)}`);
+    t.ok((dropped.loss ?? 0) > 0, `the loss rules dropped packets (${dropped.loss ?? 0})`);
+    t.ok(
+      (dropped.partition ?? 0) > 0,
+      `the partition rules dropped packets (${dropped.partition ?? 0})`,
+    );
+    t.comment(
+      `power losses: ${power.cut} cut at the last synced offset, ${power.bytes} unsynced bytes dropped${
+        power.notCut.length ? `; not cut: ${power.notCut.join('; ')}` : ''
+      }`,
+    );
+    t.ok(power.cut > 0, `a power loss cut a WAL back to its last synced offset (${power.cut}x)`);
+  }
 
   // ---- checks
   t.comment(
-    `history: ${h.history.length} ops, ${h.acked} acked, ${h.unknown} unknown, ${h.failed} failed${
-      h.failures.length ? ` (${h.failures.slice(0, 5).join('; ')})` : ''
-    }`,
+    `history: ${h.history.length} ops, ${h.acked} acked, ${h.unknown} unknown, ${h.failed} failed`,
   );
   t.comment(
     `unique puts: ${r.records.length}, ${r.acked.length} acked, ${r.unknown.length} unknown, ${r.failed.length} failed`,
   );
+  // Faults may leave an outcome unknown (a timeout), never an error: every
+  // request either runs once or not at all, and none is invalid, stale or from
+  // an expired session here. An error answer means a bug (client or server).
+  t.equal(h.failed, 0, 'no history operation got an error answer', { failures: h.failures });
+  t.equal(r.failed.length, 0, 'no unique put got an error answer', {
+    failed: r.failed.slice(0, 10).map((x) => `${x.key}: ${x.outcome} ${x.err}`),
+  });
   t.ok(h.acked > 200, `the history is non-trivial (${h.acked} ops completed)`);
   const lin = checkLinearizable(h.history);
   t.comment(`checker: ${lin.checkedKeys} keys, ${lin.explored} states explored`);

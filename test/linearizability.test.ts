@@ -335,6 +335,16 @@ t.test('known result with ret null must still take effect', async (t) => {
   t.notOk(checkLinearizable(h3).ok);
 });
 
+t.test('a required write with an unknown twin of the same effect and no return', async (t) => {
+  // Found by the brute-force cross-check (test/linearizability-reference.test.ts):
+  // the twin rule kept the unknown put (lower index) as its class's candidate and
+  // then skipped it as unneeded, so the required put was never placed.
+  const h = [ev(0, 8, null, put('a'), 'unknown'), ev(1, 8, null, put('a'), OK)];
+  const r = checkLinearizable(h);
+  t.ok(r.ok, r.message);
+  t.ok(checkLinearizable([...h, ev(2, 9, 10, get(), val('a'))]).ok);
+});
+
 t.test('cas success and failure', async (t) => {
   const h = seq(
     [cas('a', 'b'), saw(null)],

@@ -645,7 +645,10 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
       const dValid = step(state, D) >= 0;
       // Of several writes with the same effect only the one returning first need be tried:
       // swapping it with a later-returning twin in any valid completion keeps it valid.
-      // (Twins get the same rank below; the deadline op returns first anyway.)
+      // (Twins get the same rank below; the deadline op returns first anyway.) On a tie,
+      // a required op beats an unknown-outcome twin: the unknown one may be left out,
+      // the required one may not (and an unknown op that no one needs is skipped below,
+      // which would drop the whole class).
       for (let r = start; r < candTop; r++) {
         const i = cand[r];
         const c = effect[i];
@@ -654,7 +657,12 @@ function checkKey(key: string, input: HistoryEvent[], maxStates: number): KeyRes
           classBest[c] = i;
         } else {
           const b = classBest[c];
-          if (retTime[i] < retTime[b] || (retTime[i] === retTime[b] && i < b)) classBest[c] = i;
+          if (
+            retTime[i] < retTime[b] ||
+            (retTime[i] === retTime[b] &&
+              (required[i] > required[b] || (required[i] === required[b] && i < b)))
+          )
+            classBest[c] = i;
         }
       }
       let w = start;
