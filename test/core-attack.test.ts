@@ -151,7 +151,10 @@ class Net {
 
   /** Start Phase 1 now (see the header: when to campaign is a liveness choice). */
   campaign(sid: number): void {
-    (this.node(sid) as unknown as { startPhase1(): void }).startPhase1();
+    const r = this.node(sid) as unknown as { startPhase1?: () => void };
+    if (typeof r.startPhase1 !== 'function')
+      throw new Error('Replica.startPhase1 was renamed: update Net.campaign()');
+    r.startPhase1();
     this.collect(sid);
   }
 
