@@ -10,6 +10,8 @@ import { cmd, CoreNet, type Env } from './helpers/core-net';
 
 const A = 0;
 
+type Heartbeat = Extract<Msg, { t: 'heartbeat' }>;
+
 /** Lose every datagram between the two groups, in both directions. */
 function apart(e: Env, left: number[], right: number[]): boolean {
   return (
@@ -181,8 +183,9 @@ t.test(
     const staleB = net
       .sent((e) => e.from === 1 && e.to === 2 && isType(e, 'heartbeat'))
       .find((e) => {
-        const hb = e.msg as Extract<Msg, { t: 'heartbeat' }>;
-        return hb.leader === 0 && hb.heard.includes(2);
+        // (Optional fields: the same file runs against the code before the fixes.)
+        const hb = e.msg as Heartbeat & { leader?: number; heard?: number[] };
+        return (hb.leader ?? 0) === 0 && (hb.heard ?? [2]).includes(2);
       })!;
     net.drop = (e) => e.from === 2 || e.to === 2;
     net.checks = false;
@@ -264,8 +267,6 @@ t.test(
     t.same(net.violations, [], 'no safety violation (one value per slot per ballot)');
   },
 );
-
-type Heartbeat = Extract<Msg, { t: 'heartbeat' }>;
 
 /** The last heartbeat `from` sent to `to` so far that matches. */
 function lastHeartbeat(
