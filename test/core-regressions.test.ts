@@ -422,33 +422,74 @@ function hasSlot1(e: Env): boolean {
 /** Election periods as ticks: the longest randomised election timeout. */
 const PERIOD = 10 + Math.floor(10 / 3);
 
+/**
+ * Leader A proposes slots 1..13; slot 1's accept is lost but for A itself, the
+ * others are accepted everywhere. Then slot 1's accept reaches `late` and their
+ * acknowledgements come back: A's chosen prefix jumps from 0 to 13 while every
+ * other node's stays at 0 (the commit that would tell them is not sent yet).
+ */
+function jumpChosenPrefix(t: Test, net: CoreNet, late: number[]): void {
+  net.drop = (e) => e.from === A && e.to !== A && hasSlot1(e);
+  for (let i = 1; i <= 13; i++) {
+    net.submit(A, cmd(1, i, `s${i}`));
+    net.run();
+  }
+  t.equal(net.node(A).chosenThrough, 0, 'nothing contiguous chosen yet');
+  const slot1 = net.sent((e) => e.from === A && hasSlot1(e))[0].msg;
+  for (const s of late) net.inject(A, s, slot1);
+  for (const e of take(net, (e) => e.to === A && isType(e, 'accepted'))) net.deliver(e);
+  t.equal(net.node(A).chosenThrough, 13, "A's chosen prefix jumped to 13");
+  net.drop = () => false;
+}
+
+/** Ticks until a node other than `deaf` leads (max + 1 if none in 40 periods). */
+function electionTime(net: CoreNet, deaf: number): number {
+  return net.tickUntil(() => net.leaders().some((r) => r.sid !== deaf), 40 * PERIOD);
+}
+
 t.test(
   'progress (issue 16.1, 3 nodes): a deaf node that knows a longer chosen prefix does not stop a connected majority from electing',
   async (t) => {
     const net = new CoreNet([0, 1, 2]);
     net.tick(15);
     t.equal(net.leader()?.sid, A, 'A leads');
-    // Slot 1's accept reaches B only once the others are accepted everywhere:
-    // A's chosen prefix jumps from 0 to 13 ...
-    net.drop = (e) => e.from === A && e.to !== A && isType(e, 'accept') && hasSlot1(e);
-    for (let i = 1; i <= 13; i++) {
-      net.submit(A, cmd(1, i, `s${i}`));
-      net.run();
-    }
-    t.equal(net.node(A).chosenThrough, 0, 'nothing contiguous chosen yet');
-    net.drop = (e) => e.to !== 1 && e.from === A;
-    net.inject(A, 1, net.sent((e) => e.from === A && e.to === 1 && hasSlot1(e))[0].msg);
-    for (const e of take(net, (e) => e.to === A && isType(e, 'accepted'))) net.deliver(e);
-    t.equal(net.node(A).chosenThrough, 13, "A's chosen prefix jumped to 13");
-    // ... and A crashes before telling anyone, restarts at once (its records say
-    // 13 chosen) and from now on hears nobody, while everybody hears it.
+    jumpChosenPrefix(t, net, [1]);
+    // A crashes before telling anyone, restarts at once (its records say 13
+    // chosen) and from now on hears nobody, while everybody hears it.
     net.restart(A, 'kill');
     net.queue = [];
     net.drop = (e) => e.to === A && e.from !== A;
-    const took = net.tickUntil(() => net.leaders().some((r) => r.sid !== A), 40 * PERIOD);
+    const took = electionTime(net, A);
     t.ok(took <= 5 * PERIOD, `B or C leads within 5 election periods (took ${took} ticks)`);
     net.tick(5);
     t.ok(net.node(1).chosenThrough >= 13 && net.node(2).chosenThrough >= 13, 'and chose 1..13');
+    t.same(net.violations, [], 'no safety violation');
+  },
+);
+
+t.test(
+  'progress (issue 16.1, 5 nodes): a connected majority elects although a deaf peer it hears knows a longer chosen prefix',
+  async (t) => {
+    const net = new CoreNet([0, 1, 2, 3, 4]);
+    net.tick(15);
+    t.equal(net.leader()?.sid, A, 'A leads');
+    const D = 1;
+    jumpChosenPrefix(t, net, [D, 2]);
+    // A crashes mid-send: its commit reaches D only. D then hears nobody, while
+    // 2, 3 and 4 (a fully connected majority) hear D.
+    net.drop = (e) => e.from === A && e.to !== D;
+    net.run();
+    net.crash(A);
+    t.equal(net.node(D).chosenThrough, 13, 'D knows 13 slots chosen');
+    t.equal(net.node(2).chosenThrough, 0, 'the majority knows none');
+    net.drop = (e) => e.to === D && e.from !== D;
+    const took = electionTime(net, D);
+    t.ok(took <= 5 * PERIOD, `one of 2, 3, 4 leads within 5 election periods (took ${took} ticks)`);
+    net.tick(5);
+    t.ok(
+      [2, 3, 4].every((s) => net.node(s).chosenThrough >= 13),
+      'and chose 1..13',
+    );
     t.same(net.violations, [], 'no safety violation');
   },
 );
