@@ -225,6 +225,8 @@ export class Replica {
   private newAccepts: number[] = [];
   private commitSent = 0;
   private lastNoopAt = 0;
+  /** When a rejoining peer last asked us to record its incarnation. */
+  private rejoinAskedAt = -1;
 
   // ---- read index (linearizable reads without a log slot) ----
   /** Reads that arrived since the last confirmation round began. */
@@ -494,7 +496,7 @@ export class Replica {
     const out: Ready = {
       persist: this.persistOut,
       mustSync: this.persistOut.some(
-        (r) => r.t === 'promise' || r.t === 'accept' || r.t === 'voter',
+        (r) => r.t === 'promise' || r.t === 'accept' || r.t === 'voter' || r.t === 'incarnation',
       ),
       snapshot: this.snapshotOut,
       messages: this.messagesOut,
@@ -778,15 +780,16 @@ export class Replica {
     }
     for (const [to, slots] of resend)
       for (const msg of this.buildAccepts(slots)) this.send(to, msg);
-    // A rejoining peer needs a complete instance that began after it came back.
-    if (this.inflight.size === 0 && this.queue.length === 0) {
-      for (const [sid, p] of this.peers) {
-        if (!p.voter && this.alive(sid) && this.now - this.lastNoopAt >= this.o.electionTicks) {
-          this.lastNoopAt = this.now;
-          this.propose(this.nextSlot++, []);
-          break;
-        }
-      }
+    // A rejoining peer that recorded its incarnation with us waits for a slot at or
+    // above the `next` we told it to be chosen: when idle, propose a no-op for it.
+    if (
+      this.inflight.size === 0 &&
+      this.queue.length === 0 &&
+      this.rejoinAskedAt > this.lastNoopAt &&
+      this.now - this.lastNoopAt >= this.o.electionTicks
+    ) {
+      this.lastNoopAt = this.now;
+      this.propose(this.nextSlot++, []);
     }
   }
 
@@ -927,6 +930,7 @@ export class Replica {
   private onRejoinReq(from: number, m: Extract<Msg, { t: 'rejoinReq' }>): void {
     if (!this.voter) return;
     const i = this.sidIndex.get(from)!;
+    if (m.inc > 0) this.rejoinAskedAt = this.now;
     if (m.inc > this.incs[i]) {
       // Durable before the answer (rejoinResp is a sync message): from now on our
       // promises and accepteds name this incarnation, voiding the node's old votes.

@@ -172,7 +172,7 @@ export interface Ready {
   persist: DurableRecord[];
   /**
    * True when `persist` holds a record whose loss would break a promise made to
-   * peers (promise, accept, voter): the driver must fsync before releasing
+   * peers (promise, accept, voter, incarnation): the driver must fsync before releasing
    * sync = true messages. Chosen markers and learned values may ride along with
    * the next sync: a majority holds them already.
    */
