@@ -493,3 +493,42 @@ t.test(
     t.same(net.violations, [], 'no safety violation');
   },
 );
+
+/** Leaderships won by any node during `ticks` ticks (each one is a leader change). */
+function leaderChanges(
+  net: CoreNet,
+  ticks: number,
+  load: boolean,
+): { changes: number; done: number } {
+  const won = (): number => net.sids.reduce((n, s) => n + net.node(s).stats.leaderships, 0);
+  const before = won();
+  let seq = 0;
+  const applied = (): number => net.applied.get(net.sids[0])!.size;
+  const appliedBefore = applied();
+  for (let i = 0; i < ticks; i++) {
+    const l = net.leader();
+    if (load && l && i % 5 === 0) net.submit(l.sid, cmd(9, ++seq, `c${seq}`));
+    net.tick(1);
+  }
+  return { changes: won() - before, done: applied() - appliedBefore };
+}
+
+t.test(
+  'progress (issue 16.2): a bridge partition does not cause leader churn (acceptors do not promise while they hear a live leader)',
+  async (t) => {
+    for (const [n, left, right] of [
+      [3, [0], [2]],
+      [5, [0, 1], [3, 4]],
+    ] as [number, number[], number[]][]) {
+      const net = new CoreNet([...Array(n).keys()]);
+      net.tick(15);
+      t.equal(net.leader()?.sid, A, `${n} nodes: A leads`);
+      // The bridge: the middle node hears both sides, the sides do not hear each other.
+      net.drop = (e) => apart(e, left, right);
+      const { changes, done } = leaderChanges(net, 100 * PERIOD, true);
+      t.ok(changes <= 2, `${n} nodes: ${changes} leader changes in 100 election periods`);
+      t.ok(done >= 200, `${n} nodes: ${done} of ${(100 * PERIOD) / 5} slots applied meanwhile`);
+      t.same(net.violations, [], `${n} nodes: no safety violation`);
+    }
+  },
+);
