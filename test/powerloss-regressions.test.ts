@@ -13,7 +13,12 @@ import { FsModel, PowerCut, STRICT_LOSS, type LossChoice } from '../lib/io/fsmod
 import type { Fsys } from '../lib/io/fsys';
 import { writeKeyFile } from '../lib/io/keys';
 import { OrderLog } from '../lib/io/orderlog';
-import { encodeFrames, RecordLog, RECORD_HEADER_BYTES } from '../lib/io/recordlog';
+import {
+  encodeFrames,
+  RecordLog,
+  RECORD_HEADER_BYTES,
+  type RecordLogOpenResult,
+} from '../lib/io/recordlog';
 import { DurableStore, encodeRecord } from '../lib/io/storage';
 import { compareLogTexts } from '../lib/logcmp';
 
@@ -172,37 +177,48 @@ function frameShapedAccept(): DurableRecord {
   return { t: 'accept', slot: 9, ballot: 4, value: [{ cid: 1, seq: 1, op }] };
 }
 
-t.test(
-  'the torn-tail scan never looks inside the bad record (issue 16 #9: frame-shaped value)',
-  async (t) => {
-    const dir = tmpDir(t, 'frameval');
-    const good = encodeRecord({ t: 'promise', ballot: 4 });
-    const evil = encodeRecord(frameShapedAccept());
-    const innerAt = evil.indexOf(INNER);
-    t.ok(innerAt > 0, 'the record holds a valid frame');
+/**
+ * Write `good` then `evil` (a record holding a valid frame) as a segment, tear
+ * `evil` just after its embedded frame (cut, or zero-filled), open. `legacy`
+ * writes an old header-less, unsalted segment by hand.
+ */
+function openTornFrameShaped(dir: string, legacy: boolean, zeroFill: boolean): RecordLogOpenResult {
+  const good = encodeRecord({ t: 'promise', ballot: 4 });
+  const evil = encodeRecord(frameShapedAccept());
+  const file = path.join(dir, 'wal-0000000000000001.log');
+  fs.rmSync(dir, { recursive: true, force: true });
+  if (legacy) {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(file, encodeFrames([good, evil]));
+  } else {
     const { log } = RecordLog.open(dir, { sync: true });
     log.append([good]);
     log.append([evil]);
     log.close();
-    const file = path.join(dir, 'wal-0000000000000001.log');
-    const whole = fs.readFileSync(file);
-    const evilAt = RECORD_HEADER_BYTES + good.length;
-    const innerEnd = evilAt + RECORD_HEADER_BYTES + innerAt + INNER.length;
+  }
+  const whole = fs.readFileSync(file);
+  const evilAt = whole.length - RECORD_HEADER_BYTES - evil.length;
+  const innerEnd = evilAt + RECORD_HEADER_BYTES + evil.indexOf(INNER) + INNER.length;
+  if (zeroFill) fs.writeFileSync(file, Buffer.from(whole).fill(0, innerEnd + 2));
+  else fs.writeFileSync(file, whole.subarray(0, innerEnd + 2));
+  return RecordLog.open(dir, { sync: true });
+}
 
-    // Torn by truncation just after the embedded frame.
-    fs.writeFileSync(file, whole.subarray(0, innerEnd + 2));
-    const cut = RecordLog.open(dir, { sync: true });
-    cut.log.close();
-    t.same(cut.records, [good], 'truncated inside the value: a torn tail, the node starts');
-    t.equal(cut.tornBytes, innerEnd + 2 - evilAt, 'and cuts the torn record');
-
-    // Torn by a zero-filled tail (the size reached the disk, the last block did not).
-    const zeroed = Buffer.from(whole);
-    zeroed.fill(0, innerEnd + 2);
-    fs.writeFileSync(file, zeroed);
-    const z = RecordLog.open(dir, { sync: true });
-    z.log.close();
-    t.same(z.records, [good], 'zero-filled after the embedded frame: a torn tail, the node starts');
+t.test(
+  'a frame-shaped client value does not turn a torn tail into corruption (issue 16 #9)',
+  async (t) => {
+    const base = tmpDir(t, 'frameval');
+    t.ok(encodeRecord(frameShapedAccept()).indexOf(INNER) > 0, 'the record holds a valid frame');
+    const good = encodeRecord({ t: 'promise', ballot: 4 });
+    for (const legacy of [false, true]) {
+      for (const zeroFill of [false, true]) {
+        const what = `${legacy ? 'old unsalted segment' : 'segment'}, torn by ${zeroFill ? 'a zero-filled tail' : 'truncation'} just after the embedded frame`;
+        const o = openTornFrameShaped(path.join(base, `${legacy}-${zeroFill}`), legacy, zeroFill);
+        o.log.close();
+        t.same(o.records, [good], `${what}: a torn tail, the node starts`);
+        t.ok(o.tornBytes > 0, `${what}: the torn record is cut`);
+      }
+    }
   },
 );
 

@@ -8,6 +8,7 @@ import {
   StorageError,
   RECORD_BYTES_MAX,
   RECORD_HEADER_BYTES,
+  SEGMENT_HEADER_BYTES,
   encodeFrames,
   writeFileAtomic,
   writeFileChecked,
@@ -25,9 +26,9 @@ function payloads(from: number, n: number): Buffer[] {
   return Array.from({ length: n }, (_, k) => payload(from + k));
 }
 
-/** Byte offset of record `i` in a segment holding `list`. */
+/** Byte offset of record `i` in a segment written by RecordLog holding `list`. */
 function offsetOf(list: Buffer[], i: number): number {
-  let off = 0;
+  let off = SEGMENT_HEADER_BYTES;
   for (let k = 0; k < i; k++) off += RECORD_HEADER_BYTES + list[k].length;
   return off;
 }
@@ -126,8 +127,8 @@ t.test('round trip many records across reopen', async (t) => {
     t.equal(r.log.syncs, calls);
     const bytes = all.reduce((s, p) => s + RECORD_HEADER_BYTES + p.length, 0);
     t.equal(r.log.bytesWritten, bytes);
-    t.equal(r.log.sizeBytes(), bytes);
-    t.equal(fs.statSync(path.join(dir, SEG1)).size, bytes);
+    t.equal(r.log.sizeBytes(), SEGMENT_HEADER_BYTES + bytes);
+    t.equal(fs.statSync(path.join(dir, SEG1)).size, SEGMENT_HEADER_BYTES + bytes);
     r.log.close();
     r.log.close(); // idempotent
     t.equal(storageErr(t, () => r.log.append([payload(0)])).code, 'ECLOSED');
@@ -153,7 +154,7 @@ t.test('payload validation does not fail the log', async (t) => {
   const { log } = RecordLog.open(dir, { sync: false });
   t.throws(() => log.append([payload(1), Buffer.alloc(0)]), RangeError);
   t.throws(() => log.append([Buffer.alloc(RECORD_BYTES_MAX + 1)]), RangeError);
-  t.equal(log.sizeBytes(), 0, 'nothing of the rejected batch was written');
+  t.equal(log.sizeBytes(), SEGMENT_HEADER_BYTES, 'nothing of the rejected batch was written');
   const max = Buffer.alloc(RECORD_BYTES_MAX, 7);
   log.append([max]);
   log.close();
@@ -195,7 +196,10 @@ t.test('crash during rotate: replay sees old segments then the new one', async (
   t.same(fs.readdirSync(dir).sort(), [SEG1, SEG2]);
   const r = RecordLog.open(dir, { sync: true });
   t.same(r.records, [...payloads(0, 5), Buffer.from('head')]);
-  t.equal(r.log.sizeBytes(), offsetOf(payloads(0, 5), 5) + RECORD_HEADER_BYTES + 4);
+  t.equal(
+    r.log.sizeBytes(),
+    offsetOf(payloads(0, 5), 5) + SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 4,
+  );
   r.log.append([payload(9)]);
   r.log.rotate([Buffer.from('head2')]);
   t.same(fs.readdirSync(dir), ['wal-0000000000000003.log']);
@@ -339,6 +343,46 @@ t.test('flipped byte in a middle record length -> ECORRUPT', async (t) => {
   t.equal(err2.offset, off);
 });
 
+t.test('a length field damaged to run past the end of the file -> ECORRUPT', async (t) => {
+  // The salted checksums let the scan look inside what the bad length claims:
+  // the records it would swallow are found and the damage is reported.
+  const dir = t.testdir();
+  const file = path.join(dir, SEG1);
+  const list = payloads(0, 10);
+  {
+    const { log } = RecordLog.open(dir, { sync: true });
+    log.append(list);
+    log.close();
+  }
+  const off = offsetOf(list, 3);
+  flipByte(file, off + 2); // + 0x40 << 16: a possible length, far past the end
+  const err = storageErr(t, () => RecordLog.open(dir, { sync: true }));
+  t.equal(err.code, 'ECORRUPT');
+  t.equal(err.offset, off);
+  t.match(err.message, /truncated payload/);
+});
+
+t.test('segment header: torn in the last segment is a torn tail, elsewhere ECORRUPT', async (t) => {
+  const dir = t.testdir();
+  const file = path.join(dir, SEG1);
+  fs.writeFileSync(file, Buffer.from('PXWS\x01\x00\x00', 'latin1')); // header cut short
+  const r = RecordLog.open(dir, { sync: true });
+  t.same(r.records, []);
+  t.equal(r.tornBytes, 7);
+  r.log.append([payload(1)]);
+  r.log.close();
+  const again = RecordLog.open(dir, { sync: true });
+  t.same(again.records, [payload(1)], 'a fresh header was written and the log works');
+  again.log.close();
+
+  const dir2 = t.testdir();
+  twoSegmentDir(dir2, payloads(0, 3), [Buffer.from('head')]);
+  flipByte(path.join(dir2, SEG1), 9); // inside the salt
+  const err = storageErr(t, () => RecordLog.open(dir2, { sync: true }));
+  t.equal(err.code, 'ECORRUPT');
+  t.match(err.message, /bad segment header checksum/);
+});
+
 t.test('flipped byte in the last record (nothing valid after) -> torn tail', async (t) => {
   // Deliberate: a damaged final record with nothing valid after it cannot be
   // told apart from a torn write of that record, so it is cut off.
@@ -444,7 +488,7 @@ t.test('failed write (fd closed under the log) fails the log for good', async (t
   fs.closeSync(fd);
   const err = storageErr(t, () => log.append([payload(2)]));
   t.equal(err.code, 'EBADF');
-  t.equal(err.offset, RECORD_HEADER_BYTES + payload(1).length);
+  t.equal(err.offset, SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload(1).length);
   t.equal(storageErr(t, () => log.append([payload(3)])).code, 'EBADF');
   t.equal(storageErr(t, () => log.append([])).code, 'EBADF');
   // do not call log.close(): the fd number may have been reused by now

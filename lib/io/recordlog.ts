@@ -4,9 +4,12 @@
  * The log stores opaque, non-empty payload Buffers (the caller CBOR-encodes
  * them). A log directory holds segment files named
  * `wal-<16-digit zero-padded number>.log`; records are replayed segment by
- * segment in numeric order. Each record is framed as
+ * segment in numeric order. A segment starts with a 16-byte header holding a
+ * random salt (segmentHeader), then each record is framed as
  *
- *     [u32le payloadLength][u32le crc32c(payload)][payload]
+ *     [u32le payloadLength][u32le crc32c(payload) XOR salt][payload]
+ *
+ * (Segments written before headers existed have none and salt 0.)
  *
  * Payload lengths are 1..RECORD_BYTES_MAX. A length of 0 is never written, so a
  * run of zero bytes (e.g. a preallocated / partially written tail) can never
@@ -22,6 +25,7 @@
  * The only safe reaction is to crash and recover from what is on disk.
  */
 
+import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { crc32c } from './crc32c';
 import {
@@ -137,10 +141,11 @@ function checkPayload(p: Uint8Array, i: number): void {
 
 /**
  * Frame payloads into one contiguous buffer of
- * `[u32le len][u32le crc32c][payload]` records. Throws RangeError for an empty
- * or over-long payload.
+ * `[u32le len][u32le crc32c(payload) ^ salt][payload]` records (`salt` is the
+ * segment's, see segmentHeader; 0 gives the header-less format of old
+ * segments). Throws RangeError for an empty or over-long payload.
  */
-export function encodeFrames(payloads: readonly Uint8Array[]): Buffer {
+export function encodeFrames(payloads: readonly Uint8Array[], salt = 0): Buffer {
   let total = 0;
   for (let i = 0; i < payloads.length; i++) {
     checkPayload(payloads[i], i);
@@ -150,18 +155,61 @@ export function encodeFrames(payloads: readonly Uint8Array[]): Buffer {
   let pos = 0;
   for (const p of payloads) {
     out.writeUInt32LE(p.length, pos);
-    out.writeUInt32LE(crc32c(p), pos + 4);
+    out.writeUInt32LE((crc32c(p) ^ salt) >>> 0, pos + 4);
     out.set(p, pos + RECORD_HEADER_BYTES);
     pos += RECORD_HEADER_BYTES + p.length;
   }
   return out;
 }
 
+/** Size of a segment header: u32le magic "PXWS", u32le version, u32le salt, u32le crc32c of those 12 bytes. */
+export const SEGMENT_HEADER_BYTES = 16;
+const SEGMENT_MAGIC = 0x53575850; // "PXWS"; as a length it would exceed RECORD_BYTES_MAX
+const SEGMENT_VERSION = 1;
+
+/**
+ * The header a segment starts with. Its random salt is mixed into every
+ * frame's checksum, so that only frames written into this segment by this log
+ * check out: a client value holding bytes shaped like a frame (or a frame of
+ * another segment) never does. That is what lets the torn-tail scan look at
+ * every byte after a bad record without being fooled.
+ */
+export function segmentHeader(salt: number): Buffer {
+  const h = Buffer.alloc(SEGMENT_HEADER_BYTES);
+  h.writeUInt32LE(SEGMENT_MAGIC, 0);
+  h.writeUInt32LE(SEGMENT_VERSION, 4);
+  h.writeUInt32LE(salt >>> 0, 8);
+  h.writeUInt32LE(crc32c(h, 0, 12), 12);
+  return h;
+}
+
+/** A fresh salt: random and never 0 (0 means "no header", the old format). */
+function newSalt(): number {
+  return randomBytes(4).readUInt32LE(0) >>> 0 || 1;
+}
+
+/**
+ * Where a segment's frames start and its salt: after a valid header, or at 0
+ * with salt 0 for a segment without one (written before headers existed, or
+ * empty, or whose header never reached the disk: no magic). A string describes
+ * a damaged header.
+ */
+export function segmentLayout(buf: Buffer): { start: number; salt: number } | string {
+  if (buf.length < 4 || buf.readUInt32LE(0) !== SEGMENT_MAGIC) return { start: 0, salt: 0 };
+  if (buf.length < SEGMENT_HEADER_BYTES) return `truncated segment header (${buf.length} bytes)`;
+  if (crc32c(buf, 0, 12) !== buf.readUInt32LE(12)) return 'bad segment header checksum';
+  const version = buf.readUInt32LE(4);
+  if (version !== SEGMENT_VERSION) return `unknown segment version ${version}`;
+  const salt = buf.readUInt32LE(8);
+  if (salt === 0) return 'segment header with salt 0';
+  return { start: SEGMENT_HEADER_BYTES, salt };
+}
+
 /**
  * Check the frame at `pos`. `bad` is '' for a valid record (then `len` is its
  * payload length), otherwise a description of the defect.
  */
-function checkFrame(buf: Buffer, pos: number): { bad: string; len: number } {
+function checkFrame(buf: Buffer, pos: number, salt: number): { bad: string; len: number } {
   const size = buf.length;
   if (size - pos < RECORD_HEADER_BYTES) {
     return { bad: `truncated header (${size - pos} of ${RECORD_HEADER_BYTES} bytes)`, len: -1 };
@@ -175,34 +223,37 @@ function checkFrame(buf: Buffer, pos: number): { bad: string; len: number } {
     };
   }
   const start = pos + RECORD_HEADER_BYTES;
-  if (crc32c(buf, start, start + len) !== buf.readUInt32LE(pos + 4)) {
+  if ((crc32c(buf, start, start + len) ^ salt) >>> 0 !== buf.readUInt32LE(pos + 4)) {
     return { bad: 'bad checksum', len };
   }
   return { bad: '', len };
 }
 
 /** Offset of the first well-formed frame with a valid checksum at or after `from`, or -1. */
-function findValidFrame(buf: Buffer, from: number): number {
+function findValidFrame(buf: Buffer, from: number, salt: number): number {
   const size = buf.length;
   for (let q = from; q + RECORD_HEADER_BYTES < size; q++) {
     const len = buf.readUInt32LE(q);
     if (len === 0 || len > RECORD_BYTES_MAX) continue;
     const start = q + RECORD_HEADER_BYTES;
     if (start + len > size) continue;
-    if (crc32c(buf, start, start + len) === buf.readUInt32LE(q + 4)) return q;
+    if ((crc32c(buf, start, start + len) ^ salt) >>> 0 === buf.readUInt32LE(q + 4)) return q;
   }
   return -1;
 }
 
 /**
  * Where to look for valid records after the bad frame at `pos` (see
- * RecordLog.open), or -1 when nothing after it can be outside its own extent.
- * A header whose length is possible bounds the record: its payload is the
- * writer's data (a client value may hold bytes shaped like a frame), so the
- * scan starts after it. A torn append (a prefix of what was written, maybe
- * followed by zeros) never damages a header while keeping what follows it.
+ * RecordLog.open), or -1 when there is nothing to look at. In a salted segment,
+ * every byte after `pos`: a frame that checks out there was written by this log,
+ * even inside what a damaged length field claims. In an old, unsalted segment a
+ * client value may hold bytes shaped like a frame, so a header whose length is
+ * possible bounds the record and the scan starts after it (a torn append, a
+ * prefix of what was written maybe followed by zeros, never damages a header
+ * while keeping what follows it).
  */
-function scanStartAfterBadFrame(buf: Buffer, pos: number, len: number): number {
+function scanStartAfterBadFrame(buf: Buffer, pos: number, len: number, salt: number): number {
+  if (salt !== 0) return pos + 1;
   if (buf.length - pos < RECORD_HEADER_BYTES) return -1;
   if (len === 0 || len > RECORD_BYTES_MAX) return pos + 1;
   const end = pos + RECORD_HEADER_BYTES + len;
@@ -211,6 +262,8 @@ function scanStartAfterBadFrame(buf: Buffer, pos: number, len: number): number {
 
 interface Segment {
   num: bigint;
+  /** Mixed into every frame checksum (0: an old segment without a header). */
+  salt: number;
   name: string;
   file: string;
   size: number;
@@ -300,11 +353,12 @@ export class RecordLog {
    *   be intact, except possibly a torn tail at the end of the LAST segment.
    * - When a frame at offset P of the last segment is invalid (truncated
    *   header, truncated payload, impossible length 0 or > RECORD_BYTES_MAX, or
-   *   bad checksum), the bytes after the bad record are scanned at every byte
-   *   offset for a well-formed frame (sane length, fits in the file, matching
-   *   crc32c). The bad record's own extent (its header's length, when that
-   *   length is possible) is never scanned: its payload is a client's data and
-   *   may contain bytes shaped like a frame.
+   *   bad checksum), the bytes after P are scanned at every byte offset for a
+   *   well-formed frame (sane length, fits in the file, checksum matching with
+   *   the segment's salt). A client value may hold bytes shaped like a frame,
+   *   but not one salted for this segment (see segmentHeader). In an old
+   *   segment without a header (salt 0) the bad record's own extent (its
+   *   header's length, when possible) is skipped instead.
    *   - If one is found, the damage is NOT at the tail: valid data follows it,
    *     so dropping it would silently lose acknowledged records. open() throws
    *     StorageError 'ECORRUPT' naming the file and offset P.
@@ -319,7 +373,9 @@ export class RecordLog {
    *   leave exactly this state, so refusing to start here would turn every
    *   crash during a write into an outage.
    * - Any invalid frame in a non-last segment is 'ECORRUPT' (rotate() syncs a
-   *   segment before the next one is created).
+   *   segment before the next one is created). A damaged segment header is
+   *   'ECORRUPT' too, except in the last segment, where it means the segment
+   *   was never synced: all of it is a torn tail.
    * - With opts.sync, every replayed segment, the directory and its parents
    *   are fsynced before open returns (what a killed process left in the page
    *   cache is replayed; it must be durable before anything depends on it).
@@ -360,9 +416,24 @@ export class RecordLog {
       } catch (err) {
         throw wrapFsError(err, 'read', file);
       }
-      let pos = 0;
+      const m = SEGMENT_RE.exec(name) as RegExpExecArray;
+      const num = BigInt(m[1]);
+      const layout = segmentLayout(buf);
+      if (typeof layout === 'string') {
+        if (!isLast) {
+          throw corrupt(file, 0, layout, '. This is not the last segment, so it cannot be torn.');
+        }
+        // The header is synced with (before) the first record acknowledged from
+        // this segment, so a damaged one means nothing here was acknowledged.
+        tornAt = 0;
+        tornBytes = buf.length;
+        segments.push({ num, salt: 0, name, file, size: 0 });
+        continue;
+      }
+      const salt = layout.salt;
+      let pos = layout.start;
       while (pos < buf.length) {
-        const { bad, len } = checkFrame(buf, pos);
+        const { bad, len } = checkFrame(buf, pos, salt);
         if (bad === '') {
           const start = pos + RECORD_HEADER_BYTES;
           records.push(Buffer.from(buf.subarray(start, start + len)));
@@ -377,8 +448,8 @@ export class RecordLog {
             '. This is not the last segment, so it cannot be a torn tail.',
           );
         }
-        const from = scanStartAfterBadFrame(buf, pos, len);
-        const next = from < 0 ? -1 : findValidFrame(buf, from);
+        const from = scanStartAfterBadFrame(buf, pos, len, salt);
+        const next = from < 0 ? -1 : findValidFrame(buf, from, salt);
         if (next >= 0) {
           throw corrupt(file, pos, bad, `. A valid record follows at offset ${next}.`);
         }
@@ -386,8 +457,7 @@ export class RecordLog {
         tornBytes = buf.length - pos;
         break;
       }
-      const m = SEGMENT_RE.exec(name) as RegExpExecArray;
-      segments.push({ num: BigInt(m[1]), name, file, size: tornAt >= 0 ? tornAt : buf.length });
+      segments.push({ num, salt, name, file, size: tornAt >= 0 ? tornAt : buf.length });
     }
 
     // What we replay may be only in the page cache (a kill after a write, or
@@ -423,7 +493,7 @@ export class RecordLog {
       } catch (err) {
         throw wrapFsError(err, 'create', file);
       }
-      segments.push({ num: 1n, name, file, size: 0 });
+      segments.push({ num: 1n, salt: 0, name, file, size: 0 });
     } else {
       const last = segments[segments.length - 1];
       try {
@@ -439,13 +509,26 @@ export class RecordLog {
           throw wrapFsError(err, 'ftruncate (cutting torn tail)', last.file);
         }
       }
-      if (sync) {
-        try {
-          fsys.fsyncSync(fd);
-        } catch (err) {
-          closeQuietly(fsys, fd);
-          throw wrapFsError(err, 'fsync (replayed segment)', last.file, 'ESYNC');
-        }
+    }
+    const last = segments[segments.length - 1];
+    if (last.size === 0) {
+      // An empty segment (new, or all of it torn) gets a header and a salt.
+      const salt = newSalt();
+      try {
+        writeAll(fsys, fd, segmentHeader(salt), 0);
+      } catch (err) {
+        closeQuietly(fsys, fd);
+        throw wrapFsError(err, 'write of the segment header', last.file);
+      }
+      last.salt = salt;
+      last.size = SEGMENT_HEADER_BYTES;
+    }
+    if (sync) {
+      try {
+        fsys.fsyncSync(fd);
+      } catch (err) {
+        closeQuietly(fsys, fd);
+        throw wrapFsError(err, 'fsync (replayed segment)', last.file, 'ESYNC');
       }
     }
     if (sync) {
@@ -518,8 +601,8 @@ export class RecordLog {
 
   /** Frame and write a batch at the end of the current segment; returns its bytes. */
   private writeFrames(payloads: readonly Uint8Array[]): number {
-    const frames = encodeFrames(payloads);
     const seg = this.current;
+    const frames = encodeFrames(payloads, seg.salt);
     try {
       writeAll(this.fsys, this.fd, frames, seg.size);
     } catch (err) {
@@ -588,7 +671,8 @@ export class RecordLog {
   rotate(headPayloads: readonly Uint8Array[]): void {
     this.checkWritable();
     const fsys = this.fsys;
-    const frames = encodeFrames(headPayloads);
+    const salt = newSalt();
+    const frames = Buffer.concat([segmentHeader(salt), encodeFrames(headPayloads, salt)]);
     if (this.sync) {
       try {
         // Else a torn tail of this segment would sit in front of the new one.
@@ -630,7 +714,7 @@ export class RecordLog {
     const oldFd = this.fd;
     this.fd = fd;
     const old = this.segments;
-    this.segments = [{ num, name, file, size: frames.length }];
+    this.segments = [{ num, salt, name, file, size: frames.length }];
     if (this.syncsInFlight > 0) {
       // An asynchronous sync still uses it; closing now could let the fd number
       // be reused under that sync.

@@ -15,7 +15,7 @@ import { Replica } from '../../lib/core/replica';
 import { replicaOptions } from '../../lib/daemon';
 import { loadNodeConfig } from '../../lib/io/config';
 import { crc32c } from '../../lib/io/crc32c';
-import { RECORD_HEADER_BYTES } from '../../lib/io/recordlog';
+import { RECORD_HEADER_BYTES, segmentLayout } from '../../lib/io/recordlog';
 import { DurableStore } from '../../lib/io/storage';
 import { KvStateMachine } from '../../lib/sm/kv';
 import {
@@ -141,18 +141,21 @@ export interface WalFrame {
 }
 
 /**
- * The frames of a WAL segment as laid out on disk ([u32 len][u32 crc][payload]),
+ * The frames of a WAL segment as laid out on disk (after its header: [u32 len][u32 crc^salt][payload]),
  * followed by length only; `rest` is what is left after the last whole frame.
  */
 export function walFrames(file: string): { frames: WalFrame[]; size: number; rest: number } {
   const buf = fs.readFileSync(file);
   const frames: WalFrame[] = [];
-  let pos = 0;
+  const layout = segmentLayout(buf);
+  if (typeof layout === 'string') throw new Error(`${file}: ${layout}`);
+  let pos = layout.start;
   while (pos + RECORD_HEADER_BYTES <= buf.length) {
     const len = buf.readUInt32LE(pos);
     if (len === 0 || pos + RECORD_HEADER_BYTES + len > buf.length) break;
     const start = pos + RECORD_HEADER_BYTES;
-    const crcOk = crc32c(buf, start, start + len) === buf.readUInt32LE(pos + 4);
+    const crcOk =
+      (crc32c(buf, start, start + len) ^ layout.salt) >>> 0 === buf.readUInt32LE(pos + 4);
     frames.push({ offset: pos, len, crcOk });
     pos += RECORD_HEADER_BYTES + len;
   }
