@@ -532,3 +532,44 @@ t.test(
     }
   },
 );
+
+t.test(
+  'progress (issue 16.3): a node nobody hears does not raise its ballot, and its return does not depose a healthy leader',
+  async (t) => {
+    for (const seed of [1, 2, 3]) {
+      const net = new CoreNet([0, 1, 2], {}, seed);
+      net.tick(15);
+      t.equal(net.leader()?.sid, A, `seed ${seed}: A leads`);
+      const C = 2;
+      const a = net.node(A);
+      const [ballot, stepDowns] = [a.ballot, a.stats.stepDowns];
+      const elections = net.node(C).stats.elections;
+      // C hears B only (a majority with itself); nobody hears C.
+      net.drop = (e) => (e.from === C && e.to !== C) || (e.from === A && e.to === C);
+      net.tick(20 * PERIOD);
+      const c = net.node(C);
+      t.equal(c.stats.elections - elections, 0, `seed ${seed}: C never campaigned`);
+      t.ok(c.promised <= ballot, `seed ${seed}: C's promise stays at the leader's ballot`);
+      net.drop = () => false;
+      net.tick(5 * PERIOD);
+      t.equal(net.leader()?.sid, A, `seed ${seed}: A still leads after C's links return`);
+      t.equal(a.ballot, ballot, `seed ${seed}: at the same ballot`);
+      t.equal(a.stats.stepDowns, stepDowns, `seed ${seed}: it never stepped down`);
+      t.same(net.violations, [], `seed ${seed}: no safety violation`);
+    }
+  },
+);
+
+t.test(
+  'progress (issue 16.4): nodes do not wait for higher-ranked peers that cannot hear anyone (phantom candidates)',
+  async (t) => {
+    // 7 nodes; the top three ranks hear nobody (everybody hears them).
+    const net = new CoreNet([0, 1, 2, 3, 4, 5, 6]);
+    net.drop = (e) => e.to <= 2 && e.from !== e.to;
+    const took = electionTime(net, -1);
+    const l = net.leader();
+    t.ok(l && l.sid >= 3, `a reachable node leads (sid ${l?.sid})`);
+    t.ok(took <= 2 * PERIOD, `within 2 election periods (took ${took} ticks)`);
+    t.same(net.violations, [], 'no safety violation');
+  },
+);
