@@ -198,21 +198,10 @@ const or =
   (p) =>
     ps.some((f) => f(p));
 
-/**
- * A test that shows a bug not fixed yet is marked todo so that the suite stays
- * green; ATTACK_STRICT=1 runs it as a plain test (it must fail until the fix).
- */
-function bug(why: string): { todo?: string } {
-  return process.env.ATTACK_STRICT ? {} : { todo: `bug: ${why}` };
-}
-
 // ---------------------------------------------------------------------------
 
 t.test(
   'PML/RSO: a node back from a lost disk must not accept below a ballot it promised before (5 nodes; the rejoin sample predates a peer promising that ballot)',
-  bug(
-    'F1 in notes/core-findings.md: rejoin promise sampled before a peer promised the lost ballot',
-  ),
   async (t) => {
     // C=4 campaigns at 1.4 and gets Z=3's promise; Z loses its disk. Z's rejoin
     // sample comes from 0, 1 and 2 -- 2 answers BEFORE C's delayed prepare reaches
@@ -272,8 +261,10 @@ t.test(
     net.deliver(is('prepare', C, P2));
     net.inject(zPromise);
     net.deliver(or(is('promise', P2, C), is('promise', Z, C)));
-    t.equal(net.node(C).role, 'leader', "C leads at 1.4 with {C, 2, Z's pre-loss promise}");
-    net.submit(C, put(3, 1, 'k', 'w'));
+    // Fixed by crash-consistent quorums: P2 recorded Z's new incarnation when it
+    // answered Z's rejoin, and its promise names it, so Z's pre-loss promise no
+    // longer counts and C has no quorum.
+    t.not(net.node(C).role, 'leader', "C cannot lead with Z's forgotten promise");
     net.deliver(among([C, P2, Z]));
     t.same(net.conflicts(), [], 'no slot is applied with two different values');
   },
@@ -281,9 +272,6 @@ t.test(
 
 t.test(
   'PML: a node back from a lost disk votes only after every slot it may have accepted before is decided (5 nodes; the rejoin threshold samples peers before a delayed accept reaches them)',
-  bug(
-    'F2 in notes/core-findings.md: rejoin threshold sampled before a delayed accept reaches a peer',
-  ),
   async (t) => {
     // L=0 leads at 1.0 and proposes slots 2 and 3; Z=4 accepts both and loses its
     // disk. The rejoin sample (1, 2, 3) predates the accepts reaching them: threshold
@@ -310,8 +298,10 @@ t.test(
     // Z loses its disk; its rejoin request is answered by 1, 2 and 3 (L's answer is lost).
     net.fresh(Z, false);
     net.tick([Z], OPTS.heartbeatTicks, () => false);
-    net.deliver((p) => p.msg.t === 'rejoinReq' && p.to !== L);
-    net.deliver(is('rejoinResp'));
+    // Both rejoin steps complete with 1, 2 and 3: they record Z's new incarnation.
+    net.deliver(
+      (p) => (p.msg.t === 'rejoinReq' || p.msg.t === 'rejoinResp') && p.to !== L && p.from !== L,
+    );
     net.drop(() => true);
     // The delayed accepts arrive: slot 2 at 1, 2, 3; slot 3 only at 1.
     // (Each proposal went out in its own turn, so each accept carries one slot.)
@@ -322,8 +312,10 @@ t.test(
       if (slot === 2 || p.to === X) net.inject([p]);
     }
     net.deliver((p) => p.msg.t === 'accept' || (p.msg.t === 'accepted' && p.to === L));
-    t.ok(net.node(L).chosenValue(3), 'L chose v3 at slot 3 with {0, Z-old, 1}');
-    t.ok(net.applied.get(L)!.has(3), 'and applied it (a client may have its answer)');
+    // Fixed by crash-consistent quorums: 1's accepted names Z's new incarnation,
+    // so L drops Z's pre-loss ack for slot 3 and slot 3 is not chosen with it.
+    t.notOk(net.node(L).chosenValue(3), "L does not count Z's forgotten vote for slot 3");
+    t.notOk(net.applied.get(L)!.has(3), 'nor apply slot 3');
     // L's commit reaches 2 and 3 only; then L and 1 are cut off for good.
     net.deliver((p) => p.from === L && (p.to === 2 || p.to === 3) && p.msg.t === 'commit');
     net.drop(() => true);
@@ -341,9 +333,6 @@ t.test(
 
 t.test(
   "checkInvariants: a delayed commit of an older ballot stepped between becomeLeader and the leader's own accept is no broken invariant (daemon steps many datagrams per ready(); the simulator checks after every step)",
-  bug(
-    'F3 in notes/core-findings.md: learnCommit marks an in-flight slot chosen without retiring it',
-  ),
   async (t) => {
     // L=0 chooses v at slot 1 with {0, 1}; its commit to 1 is delayed. C=1
     // campaigns at 2.1, learns v at slot 1 as accepted at 1.0 and re-proposes it.
@@ -377,9 +366,6 @@ t.test(
 
 t.test(
   "issue 16.3: a node cut off from the leader but two-way with a follower does not depose the healthy leader when the link returns (its campaign's self-promise makes it nack the leader's next accept)",
-  bug(
-    'F4 in notes/core-findings.md: a failed campaign leaves its own promise raised; the nack deposes a live leader',
-  ),
   async (t) => {
     const net = new Net([0, 1, 2]);
     const all = () => true;
@@ -395,7 +381,9 @@ t.test(
     net.tick([0, 1, 2], 10 * OPTS.electionTicks, (p) => !cut(p));
     net.drop(cut);
     t.equal(net.node(L).role, 'leader', 'L keeps leading with F (two-way majority)');
-    t.ok(net.node(N).stats.elections > 0, 'N campaigned (two-way with F), F refused (live leader)');
+    // Fixed by pre-vote: F's heartbeats say it follows a live leader, so N does not
+    // raise its own promise in a campaign nobody would join.
+    t.equal(net.node(N).stats.elections, 0, 'N did not campaign (F follows a live leader)');
     const downs = net.node(L).stats.stepDowns;
     // The link returns and a client writes.
     net.submit(L, put(1, 1, 'k', 'v'));
@@ -429,9 +417,6 @@ class BlobSm implements StateMachine {
 
 t.test(
   'issue 9.10/16.5: a snapshot transfer finishes under 10% loss of chunks (switching source must not throw away the bytes already received)',
-  bug(
-    'F5 in notes/core-findings.md: one lost retransmitted chunk restarts the transfer from offset 0 at another peer',
-  ),
   async (t) => {
     // 2,000 chunks of 64 bytes. A window of 8 chunks is asked at a time; a gap is
     // re-asked once; if that chunk is lost too (10% here) the receiver drops
