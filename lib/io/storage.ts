@@ -14,6 +14,7 @@ const CHOSEN = 3;
 const LEARN = 4;
 const VOTER = 5;
 const SNAPSHOT = 6;
+const INCARNATION = 7;
 
 export function encodeRecord(r: DurableRecord): Buffer {
   switch (r.t) {
@@ -29,6 +30,8 @@ export function encodeRecord(r: DurableRecord): Buffer {
       return encoder.encode([VOTER]);
     case 'snapshot':
       return encoder.encode([SNAPSHOT, r.slot]);
+    case 'incarnation':
+      return encoder.encode([INCARNATION, r.sid, r.inc]);
   }
 }
 
@@ -52,6 +55,8 @@ export function decodeRecord(buf: Buffer, where: string): DurableRecord {
       return { t: 'voter' };
     case SNAPSHOT:
       return { t: 'snapshot', slot: n(1) };
+    case INCARNATION:
+      return { t: 'incarnation', sid: n(1), inc: n(2) };
     default:
       return bad();
   }
