@@ -98,6 +98,16 @@ async function bigSnapshot(t: tap.Test, mode: 'keys' | 'sessions'): Promise<void
     `load: ${r.acked.length} distinct keys acked${mode === 'sessions' ? ', each by a new session,' : ''} in ${r.elapsedMs} ms (${r.ackPerSec.toFixed(0)} acks/s), ${r.unknown.length} unknown, ${r.failed.length} failed`,
   );
   t.equal(r.failed.length, 0, 'no write was refused or failed');
+  // The regression needs the snapshot to outgrow cbor-x's 70,000-element array
+  // limit: more than 35,000 keys (two entries each) or 23,333 sessions (three).
+  // A run that got fewer acknowledged would pass without testing it.
+  const wanted = mode === 'keys' ? KEYS : SESSIONS;
+  const threshold = mode === 'keys' ? 35_000 : 23_333;
+  t.equal(r.acked.length, wanted, `all ${wanted} writes were acknowledged`);
+  t.ok(
+    r.acked.length > threshold,
+    `more than ${threshold} ${mode} acknowledged (${r.acked.length})`,
+  );
   const through = (await c.status(restarted))?.applied ?? 0;
   // A little more load until both live nodes have snapshotted every key.
   const more = startPacedLoad(client, {

@@ -73,10 +73,11 @@ t.test(
     t.comment(
       `load: ${r.ops.length} puts (${mbps.toFixed(2)} MB of keys+values) in ${r.elapsedMs} ms: ${r.acked} acked (${r.ackPerSec.toFixed(0)} acks/s), ${r.unknown} unknown, ${r.failed.length} failed`,
     );
-    if (r.ops.length < TOTAL)
-      t.comment(`NOTE: only ${r.ops.length} of ${TOTAL} writes fit in 60 s on this machine`);
+    // The claim is 50,000 writes: a slow run that issued fewer must not pass as
+    // if it had done them. Only a follower is killed, so no outcome is unknown.
+    t.equal(r.ops.length, TOTAL, `all ${TOTAL} writes were issued within 60 s`);
     t.equal(r.failed.length, 0, 'no write was refused or failed', { failed: r.failed.slice(0, 5) });
-    t.ok(r.acked >= Math.min(TOTAL, r.ops.length) * 0.99, `nearly all writes acknowledged`);
+    t.equal(r.acked, TOTAL, `all ${TOTAL} writes were acknowledged (${r.unknown} unknown)`);
 
     const applied = await c.waitSameApplied(c.sids, 30_000);
     const err = lastRun(stderrText(c, lagger));
