@@ -3,7 +3,8 @@ import { compareLogs } from '../logcmp';
 const files = process.argv.slice(2);
 if (files.length < 1) {
   process.stderr.write(
-    'usage: paxos-logcmp FILE... (exit 0: all agree, 1: divergence, 2: usage)\n',
+    'usage: paxos-logcmp FILE... (exit 0: all agree, 1: divergence, lines missing or a damaged\n' +
+      'line other than a partial last one, 2: usage)\n',
   );
   process.exit(2);
 }
