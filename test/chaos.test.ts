@@ -338,6 +338,11 @@ async function chaos(t: Test, n: number): Promise<void> {
   t.comment(`checker: ${lin.checkedKeys} keys, ${lin.explored} states explored`);
   t.ok(lin.ok, lin.message);
 
+  // Bounded: a cluster that never recovered would make every read-back wait for
+  // its full client timeout (minutes in all).
+  const writable = await c.waitWritable(20_000).catch((e: Error) => e);
+  t.type(writable, 'number', 'the cluster takes writes again after the faults healed');
+  if (typeof writable !== 'number') return;
   const read = await verifyReadable(client, r, 8);
   t.equal(read.readErrors.length, 0, 'every read-back got an answer', {
     e: read.readErrors.slice(0, 5),
