@@ -6,7 +6,7 @@
 // losses (test/helpers/core-net.ts), and fails on the code before the fixes.
 import t, { type Test } from 'tap';
 import type { Msg } from '../lib/core/types';
-import { cmd, CoreNet, type Env } from './helpers/core-net';
+import { cmd, CoreNet, type CoreOpts, type Env } from './helpers/core-net';
 
 const A = 0;
 
@@ -371,30 +371,37 @@ t.test(
   },
 );
 
+/** The follower that falls behind in the catch-up tests. */
+const F = 2;
+
+/**
+ * A 3-node cluster led by A whose node F missed `slots` slots (one 40-byte
+ * command per tick); snapshot chunks are 64 bytes.
+ */
+function withLaggingFollower(t: Test, opts: Partial<CoreOpts>, slots: number): CoreNet {
+  const net = new CoreNet([0, 1, 2], { catchupBytesMax: 64, ...opts });
+  net.tick(15);
+  t.equal(net.leader()?.sid, A, 'A leads');
+  net.drop = (e) => e.from === F || e.to === F;
+  for (let i = 1; i <= slots; i++) {
+    net.submit(A, cmd(1, i, `k${i}`, 40));
+    net.tick(1);
+  }
+  net.drop = () => false;
+  return net;
+}
+
 t.test(
   'catch-up (issue 9.10): a snapshot transfer keeps the snapshot it started and a window of chunks per round trip, so it finishes under a steady write load',
   async (t) => {
-    // One slot per tick, a snapshot every 5 slots; F (2) misses 40 slots (8 snapshots).
-    const net = new CoreNet([0, 1, 2], {
-      snapshotEverySlots: 5,
-      keepSlots: 20,
-      catchupBytesMax: 64,
-    });
-    net.tick(15);
-    t.equal(net.leader()?.sid, A, 'A leads');
-    const F = 2;
-    net.drop = (e) => e.from === F || e.to === F;
-    let seq = 0;
+    // One slot per tick, a snapshot every 5 slots; F misses 40 slots (8 snapshots).
+    const net = withLaggingFollower(t, { snapshotEverySlots: 5, keepSlots: 20 }, 40);
+    t.ok(net.node(A).stats.snapshotsTaken >= 8, 'the leader took 8 snapshots meanwhile');
+    let seq = 40;
     const load = (): void => {
       const l = net.leader();
       if (l) net.submit(l.sid, cmd(1, ++seq, `k${seq}`, 40));
     };
-    for (let i = 0; i < 40; i++) {
-      load();
-      net.tick(1);
-    }
-    t.ok(net.node(A).stats.snapshotsTaken >= 8, 'the leader took 8 snapshots meanwhile');
-    net.drop = () => false;
     // From now on a round trip takes two ticks, and the load goes on.
     const asked = (): number => net.sent((e) => e.from === F && isType(e, 'snapshotReq')).length;
     const took = net.tickUntil(
@@ -570,6 +577,56 @@ t.test(
     const l = net.leader();
     t.ok(l && l.sid >= 3, `a reachable node leads (sid ${l?.sid})`);
     t.ok(took <= 2 * PERIOD, `within 2 election periods (took ${took} ticks)`);
+    t.same(net.violations, [], 'no safety violation');
+  },
+);
+
+t.test(
+  'catch-up (issue 16.5): when the snapshot source dies mid-transfer, another peer is asked after one timeout',
+  async (t) => {
+    // A long retransmit cap (the config allows up to 2 election timeouts).
+    const opts = { snapshotEverySlots: 5, keepSlots: 2, retransmitMaxTicks: 20 };
+    const net = withLaggingFollower(t, opts, 30);
+    // A round trip takes two ticks; A dies once the first chunks reached F.
+    const fromA = (): Env[] =>
+      net.sent((e) => e.from === A && e.to === F && isType(e, 'snapshotResp'));
+    t.ok(net.tickUntil(() => fromA().length > 0, 60, true) <= 60, 'F fetches the snapshot from A');
+    net.tickSlow(1);
+    net.crash(A);
+    t.equal(net.node(F).stats.snapshotsInstalled, 0, 'A died mid-transfer');
+    const took = net.tickUntil(() => net.node(F).stats.snapshotsInstalled > 0, 20 * PERIOD, true);
+    t.ok(took <= 2 * PERIOD, `F installed the snapshot from B ${took} ticks after A died`);
+    t.ok(
+      net.sent((e) => e.from === 1 && e.to === F && isType(e, 'snapshotResp')).length > 0,
+      'B served it',
+    );
+    t.same(net.violations, [], 'no safety violation');
+  },
+);
+
+t.test(
+  'PMS phase 1 (issue 16.6): a candidate re-asks only the promise ranges it lacks, so tail drop cannot keep it from a quorum',
+  async (t) => {
+    // Six slots of two 200-byte commands each, accepted everywhere; A dies before
+    // anyone else learns them chosen. A promise then takes one chunk per slot.
+    const net = new CoreNet([0, 1, 2], { batchBytesMax: 500, windowSlots: 8 });
+    net.tick(15);
+    t.equal(net.leader()?.sid, A, 'A leads');
+    for (let i = 1; i <= 12; i++) net.node(A).submit(cmd(1, i, `v${i}`, 200));
+    net.collect(A);
+    net.drop = (e) => e.from === A && isType(e, 'commit', 'heartbeat');
+    net.run();
+    t.equal(net.node(1).chosenThrough, 0, 'B knows nothing chosen');
+    t.ok(net.node(1).acceptedEntry(6), 'B accepted 6 slots');
+    net.crash(A);
+    net.drop = () => false;
+    // Tail drop: at most three datagrams per link per round trip get through.
+    net.burstMax = 3;
+    const took = electionTime(net, A);
+    t.ok(took <= 5 * PERIOD, `B or C leads within 5 election periods (took ${took} ticks)`);
+    net.tick(PERIOD);
+    const l = net.leader();
+    t.ok(l && l.chosenThrough >= 6, 'and chose the 6 accepted slots (accepts are retransmitted)');
     t.same(net.violations, [], 'no safety violation');
   },
 );
