@@ -164,93 +164,119 @@ function reopen(m: FsModel): string[] {
   return records.map((b) => b.toString('latin1'));
 }
 
-t.test('power-loss sweep: RecordLog (write, sync, rotation) cut at every step', async (t) => {
+/**
+ * Recovery of the log: open, check what it returned; what open returned must
+ * survive a power loss right after it (nothing more written), and so must a
+ * record acknowledged after it.
+ */
+let afterSeq = 0;
+
+function recoverLog(m: FsModel, run: LogRun): string[] {
+  const out: string[] = [];
+  const { log, records } = RecordLog.open(LOG_DIR, { sync: true, fs: m });
+  const got = records.map((b) => b.toString('latin1'));
+  // Records an earlier (cut) recovery appended are not part of the workload.
+  const bad = checkLog(
+    got.filter((p) => !p.startsWith('after-')),
+    run,
+  );
+  if (bad) out.push(bad);
+  const branch = m.clone();
+  branch.powerLoss(STRICT_LOSS);
+  const kept = reopen(branch);
+  if (JSON.stringify(kept) !== JSON.stringify(got))
+    out.push(
+      `open returned ${got.length} records, a power loss right after it left ${kept.length}`,
+    );
+  const after = `after-${++afterSeq}`;
+  log.append([Buffer.from(after)]);
+  log.close();
+  const acked = m.clone();
+  acked.powerLoss(STRICT_LOSS);
+  const again = reopen(acked);
+  if (JSON.stringify(again) !== JSON.stringify([...got, after]))
+    out.push(`after open + ack + power loss: ${again.length} records, expected ${got.length + 1}`);
+  return out;
+}
+
+interface Sweep {
+  steps: number;
+  cuts: number;
+  recoveryCuts: number;
+  failures: string[];
+  ms: number;
+}
+
+/**
+ * Run `workload` once to count its file-system steps; then, for every step k,
+ * run it again with the power cut before step k, crash it in each way of
+ * crashes(k), and recover: first with the recovery itself cut at each of its
+ * steps (then a strict power loss or a kill, and a full recovery), then
+ * uncut. `recover` returns the problems it finds (and throws PowerCut when cut).
+ */
+async function sweep<R>(
+  workload: (m: FsModel, run: R) => Promise<void>,
+  fresh: () => R,
+  recover: (m: FsModel, run: R) => string[],
+): Promise<Sweep> {
   const started = Date.now();
   const full = new FsModel();
-  await logWorkload(full, { order: [], epochs: [{ heads: [], acked: [] }], completed: 0 });
-  const steps = full.steps;
-  t.ok(steps >= 30, `the workload takes ${steps} file-system steps`);
-  let cuts = 0;
-  let recoveryCuts = 0;
-  const failures: string[] = [];
-  for (let k = 0; k <= steps; k++) {
+  await workload(full, fresh());
+  const res: Sweep = { steps: full.steps, cuts: 0, recoveryCuts: 0, failures: [], ms: 0 };
+  const attempt = (m: FsModel, run: R, where: string): void => {
+    try {
+      for (const p of recover(m, run)) res.failures.push(`${where}: ${p}`);
+    } catch (e) {
+      res.failures.push(`${where}: ${e}`);
+    }
+  };
+  for (let k = 0; k <= full.steps; k++) {
     for (const [name, crash] of crashes(k)) {
       const m = new FsModel();
       m.cutAfter(k);
-      const run: LogRun = { order: [], epochs: [{ heads: [], acked: [] }], completed: 0 };
+      const run = fresh();
       try {
-        await logWorkload(m, run);
+        await workload(m, run);
       } catch (e) {
         isCut(m, e);
       }
-      const where = `cut before step ${k + 1} (${full.trace[k] ?? 'end'}), ${name}`;
       crash(m);
-      cuts++;
-      // Recovery may be cut too: at each of its steps, then strict loss or kill.
-      const probe = m.clone();
-      probe.cutAfter(Infinity);
-      let recoverySteps = 0;
-      try {
-        const before = probe.steps;
-        reopen(probe);
-        recoverySteps = probe.steps - before;
-      } catch {
-        // reported below by the uncut reopen
-      }
-      for (let j = 0; j < recoverySteps; j++) {
+      res.cuts++;
+      const where = `cut before step ${k + 1} (${full.trace[k] ?? 'end'}), ${name}`;
+      for (let j = 0; j < 1000; j++) {
+        const r = m.clone();
+        r.cutAfter(j);
+        try {
+          recover(r, run);
+          break; // recovery takes fewer steps
+        } catch (e) {
+          isCut(r, e);
+        }
         for (const [rname, rcrash] of [['strict', loss(STRICT_LOSS)], KILL] as Crash[]) {
-          const r = m.clone();
-          r.cutAfter(j);
-          try {
-            reopen(r);
-          } catch (e) {
-            isCut(r, e);
-          }
-          rcrash(r);
-          recoveryCuts++;
-          try {
-            const bad = checkLog(reopen(r), run);
-            if (bad) failures.push(`${where}; recovery cut at its step ${j + 1}, ${rname}: ${bad}`);
-          } catch (e) {
-            failures.push(`${where}; recovery cut at its step ${j + 1}, ${rname}: ${e}`);
-          }
+          const x = r.clone();
+          rcrash(x);
+          res.recoveryCuts++;
+          attempt(x, run, `${where}; recovery cut before its step ${j + 1}, ${rname}`);
         }
       }
-      let got: string[];
-      let log: RecordLog;
-      try {
-        const o = RecordLog.open(LOG_DIR, { sync: true, fs: m });
-        log = o.log;
-        got = o.records.map((b) => b.toString('latin1'));
-      } catch (e) {
-        failures.push(`${where}: open failed: ${e}`);
-        continue;
-      }
-      const bad = checkLog(got, run);
-      if (bad) failures.push(`${where}: ${bad}`);
-      // What open returned is durable before anything can act on it.
-      const branch = m.clone();
-      branch.powerLoss(STRICT_LOSS);
-      const kept = reopen(branch);
-      if (JSON.stringify(kept) !== JSON.stringify(got))
-        failures.push(
-          `${where}: open returned ${got.length} records, a power loss right after it left ${kept.length}`,
-        );
-      // What open returned, plus a new acknowledged record, survives another power loss.
-      log.append([Buffer.from('after')]);
-      log.close();
-      m.powerLoss(STRICT_LOSS);
-      const again = reopen(m);
-      if (JSON.stringify(again) !== JSON.stringify([...got, 'after']))
-        failures.push(
-          `${where}: after open + ack + power loss: ${again.length} records, expected ${got.length + 1}`,
-        );
+      attempt(m, run, where);
     }
   }
-  const ms = Date.now() - started;
-  t.same(failures.slice(0, 10), [], `no failure in ${cuts} cuts and ${recoveryCuts} recovery cuts`);
+  res.ms = Date.now() - started;
+  return res;
+}
+
+t.test('power-loss sweep: RecordLog (write, sync, rotation) cut at every step', async (t) => {
+  const fresh = (): LogRun => ({ order: [], epochs: [{ heads: [], acked: [] }], completed: 0 });
+  const r = await sweep(logWorkload, fresh, recoverLog);
+  t.ok(r.steps >= 30, `the workload takes ${r.steps} file-system steps`);
+  t.same(
+    r.failures.slice(0, 10),
+    [],
+    `no failure in ${r.cuts} cuts and ${r.recoveryCuts} recovery cuts`,
+  );
   t.comment(
-    `RecordLog sweep: ${steps} steps, ${cuts} power cuts (${crashes(0).length} per step), ${recoveryCuts} cuts during recovery, ${ms} ms`,
+    `RecordLog sweep: ${r.steps} steps, ${r.cuts} cuts (${crashes(0).length} per step), ${r.recoveryCuts} cuts during recovery, ${r.ms} ms`,
   );
 });
 
@@ -390,68 +416,21 @@ function recoverStore(m: FsModel, run: StoreRun): string[] {
 t.test(
   'power-loss sweep: DurableStore (snapshots) and the order log cut at every step',
   async (t) => {
-    const started = Date.now();
     const fresh = (): StoreRun => ({
       snapshots: new Map(),
       ackedSnap: 0,
       acked: [],
       pendingSnap: null,
     });
-    const full = new FsModel();
-    await storeWorkload(full, fresh());
-    const steps = full.steps;
-    t.ok(steps >= 60, `the workload takes ${steps} file-system steps`);
-    let cuts = 0;
-    let recoveryCuts = 0;
-    const failures: string[] = [];
-    for (let k = 0; k <= steps; k++) {
-      for (const [name, crash] of crashes(k)) {
-        const m = new FsModel();
-        m.cutAfter(k);
-        const run = fresh();
-        try {
-          await storeWorkload(m, run);
-        } catch (e) {
-          isCut(m, e);
-        }
-        crash(m);
-        cuts++;
-        const where = `cut before step ${k + 1} (${full.trace[k] ?? 'end'}), ${name}`;
-        // Cut the recovery at each of its first steps too, with a strict loss.
-        for (let j = 0; j < 12; j++) {
-          const r = m.clone();
-          r.cutAfter(j);
-          try {
-            recoverStore(r, run);
-            break; // recovery finished within j steps
-          } catch (e) {
-            isCut(r, e);
-          }
-          if (j % 2 === 0) r.powerLoss(STRICT_LOSS);
-          else r.crash();
-          recoveryCuts++;
-          try {
-            for (const p of recoverStore(r, run))
-              failures.push(`${where}; recovery cut at ${j + 1}: ${p}`);
-          } catch (e) {
-            failures.push(`${where}; recovery cut at ${j + 1}: ${e}`);
-          }
-        }
-        try {
-          for (const p of recoverStore(m, run)) failures.push(`${where}: ${p}`);
-        } catch (e) {
-          failures.push(`${where}: ${e}`);
-        }
-      }
-    }
-    const ms = Date.now() - started;
+    const r = await sweep(storeWorkload, fresh, recoverStore);
+    t.ok(r.steps >= 60, `the workload takes ${r.steps} file-system steps`);
     t.same(
-      failures.slice(0, 10),
+      r.failures.slice(0, 10),
       [],
-      `no failure in ${cuts} cuts and ${recoveryCuts} recovery cuts`,
+      `no failure in ${r.cuts} cuts and ${r.recoveryCuts} recovery cuts`,
     );
     t.comment(
-      `DurableStore + order log sweep: ${steps} steps, ${cuts} power cuts, ${recoveryCuts} cuts during recovery, ${ms} ms`,
+      `DurableStore + order log sweep: ${r.steps} steps, ${r.cuts} cuts (${crashes(0).length} per step), ${r.recoveryCuts} cuts during recovery, ${r.ms} ms`,
     );
   },
 );

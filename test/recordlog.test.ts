@@ -345,17 +345,20 @@ t.test('flipped byte in a middle record length -> ECORRUPT', async (t) => {
   t.equal(err2.offset, off);
 });
 
+/** Write `list` with one synced append into a new log in `dir`; returns the segment file. */
+function logWith(dir: string, list: Buffer[]): string {
+  const { log } = RecordLog.open(dir, { sync: true });
+  log.append(list);
+  log.close();
+  return path.join(dir, SEG1);
+}
+
 t.test('a length field damaged to run past the end of the file -> ECORRUPT', async (t) => {
   // The salted checksums let the scan look inside what the bad length claims:
   // the records it would swallow are found and the damage is reported.
   const dir = t.testdir();
-  const file = path.join(dir, SEG1);
   const list = payloads(0, 10);
-  {
-    const { log } = RecordLog.open(dir, { sync: true });
-    log.append(list);
-    log.close();
-  }
+  const file = logWith(dir, list);
   const off = offsetOf(list, 3);
   flipByte(file, off + 2); // + 0x40 << 16: a possible length, far past the end
   const err = storageErr(t, () => RecordLog.open(dir, { sync: true }));
