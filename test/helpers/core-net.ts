@@ -168,6 +168,8 @@ export class CoreNet {
       d.snapshot = { slot: rd.snapshot.slot, data: rd.snapshot.data };
       d.records = [...rd.snapshot.checkpoint];
       d.synced = d.records.length;
+      // Everything written so far is in the durable checkpoint: release what waited.
+      for (const h of this.held.get(sid)!) h[1] = Math.min(h[1], d.synced);
     }
     for (const e of rd.events) this.events.push(`t=${this.now} ${e}`);
     for (const a of rd.applied) this.noteApplied(sid, a.slot, valueText(a.cmds));
@@ -338,6 +340,8 @@ export class CoreNet {
     this.crash(sid);
     const d = this.disk.get(sid)!;
     if (kind === 'power') d.records = d.records.slice(0, d.synced);
+    // Opening the log syncs what it replays before anything is sent (the daemon's rule).
+    d.synced = d.records.length;
     const r = this.make(sid);
     r.restore(d.snapshot, d.records);
     this.nodes.set(sid, r);
