@@ -261,6 +261,7 @@ export class Simulation {
   /** Partition shapes waiting for the next choice: shape -> start step. */
   private readonly waitingChoice = new Map<string, number>();
   private chosenCount = 0;
+  private lastChoiceAt = 0;
   /** State of the targeted schedule family. */
   private fam: { phase: number; sid: number; until: number; count: number } = {
     phase: 0,
@@ -511,6 +512,7 @@ export class Simulation {
   /** A value was chosen (as the oracle sees the accepted messages). */
   private onChosen(slot: number, ballot: number, ackers: number[]): void {
     this.chosenCount++;
+    this.lastChoiceAt = this.now;
     for (const [shape, start] of this.waitingChoice) {
       const t = this.now - start;
       const prev = this.stats.firstChoice[shape] ?? -1;
@@ -1685,7 +1687,7 @@ export class Simulation {
       if (r.applied !== max || r.chosenThrough !== max)
         fail(
           'liveness',
-          `node ${n.sid} applied ${r.applied} (chosen ${r.chosenThrough}) while others reached ${max}${cuts}`,
+          `node ${n.sid} (${r.voter ? 'voter' : 'non-voter'}) applied ${r.applied} (chosen ${r.chosenThrough}) while others reached ${max} (last choice at step ${this.lastChoiceAt})${cuts}`,
         );
       // Gated messages with no sync running to release them would wait forever.
       if (n.pipeline.length > 0 && !n.sync)
