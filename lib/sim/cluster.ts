@@ -696,15 +696,7 @@ export class Simulation {
       }
     } else if (kind === 'one-way') {
       pk = 'one-way';
-      const links = p.range(1, sids.length);
-      const names: string[] = [];
-      for (let i = 0; i < links; i++) {
-        const a = p.pick(sids);
-        const b = p.pick(sids.filter((s) => s !== a));
-        cut.push([a, b]);
-        names.push(`${a}->${b}`);
-      }
-      label = `one-way ${names.join(' ')}`;
+      label = this.oneWayCut(cut);
     } else if (kind === 'bridge') {
       pk = 'bridge';
       label = this.bridgeCut(shuffled, cut);
@@ -726,6 +718,21 @@ export class Simulation {
     this.stats.partitions++;
     this.mix(0xc0de + cut.length);
     if (this.tracing) this.trace(`partition ${label} until ${until}`);
+  }
+
+  /** 1..n random one-way cuts (a -> b carries nothing, b -> a still works). Adds them, returns a label. */
+  private oneWayCut(cut: [number, number][]): string {
+    const p = this.prng;
+    const sids = this.cfg.sids;
+    const names: string[] = [];
+    const links = p.range(1, sids.length);
+    for (let i = 0; i < links; i++) {
+      const a = p.pick(sids);
+      const b = p.pick(sids.filter((s) => s !== a));
+      cut.push([a, b]);
+      names.push(`${a}->${b}`);
+    }
+    return `one-way ${names.join(' ')}`;
   }
 
   /**
@@ -793,15 +800,7 @@ export class Simulation {
         for (const s of cutFrom) cut.push([s, best.sid]);
         label = `one-way into ${best.sid} from ${cutFrom.join(',')}`;
       } else if (shape === 'one-way-random') {
-        const names: string[] = [];
-        const links = p.range(1, sids.length);
-        for (let i = 0; i < links; i++) {
-          const a = p.pick(sids);
-          const b = p.pick(sids.filter((s) => s !== a));
-          cut.push([a, b]);
-          names.push(`${a}->${b}`);
-        }
-        label = `one-way ${names.join(' ')}`;
+        label = this.oneWayCut(cut);
       } else {
         label = this.bridgeCut(this.shuffled(sids), cut);
       }
