@@ -123,10 +123,15 @@ async function replayFirstWrite(
   };
   const sx = x.session();
   t.match(await sx.put('k', 'x1'), { ok: true }, 'first write of a session acknowledged');
+  // (Retransmissions, if the answer was slow, are copies of the same request.)
   const first = captured.filter((r) => r.ops.some((o) => o.kind === 'put'));
-  t.equal(first.length, 1, 'its datagram was captured');
-  const [seq1] = first[0].ops;
-  t.equal(seq1.seq, 1, 'it is the session’s seq 1');
+  t.ok(first.length >= 1, 'its datagram was captured');
+  t.same(
+    new Set(first.map((r) => `${r.ops[0].cid}:${r.ops[0].seq}`)).size,
+    1,
+    'one request (cid:seq)',
+  );
+  t.equal(first[0].ops[0].seq, 1, 'it is the session’s seq 1');
   // Newer sessions push it out of the table; one of them overwrites k.
   for (let i = 0; i < 3; i++) t.match(await others.session().put(`o${i}`, 'v'), { ok: true });
   t.match(await others.session().put('k', 'y'), { ok: true }, 'k overwritten');

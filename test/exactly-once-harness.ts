@@ -288,11 +288,11 @@ export function lossyPolicy(
     stats[k] = (stats[k] ?? 0) + 1;
   };
   const fate = (send: () => void, dir: string): Verdict => {
-    if (prng.chance(0.05)) {
+    if (prng.chance(0.08)) {
       bump(`${dir}Dropped`);
       return 'drop';
     }
-    if (prng.chance(0.15)) {
+    if (prng.chance(0.2)) {
       // A late copy: long after the client gave up on it or moved on.
       bump(`${dir}Duplicated`);
       proxy.later(prng.range(50, 800), send);
