@@ -68,6 +68,12 @@ export interface Limits {
   windowSlots: number;
   batchBytesMax: number;
   pendingMax: number;
+  /**
+   * sessionsMax and valueBytesMax decide what applying a command does, so they are
+   * the cluster's, not this node's: the first leader of a new cluster records its
+   * own in the log, and later these fields only serve to report a mismatch
+   * (status `limitsMismatch`). See lib/sm/kv.ts SmLimits.
+   */
   sessionsMax: number;
   valueBytesMax: number;
   catchupBytesMax: number;

@@ -591,7 +591,8 @@ export function replayDataDir(configFile: string, sid: number, dir: string): Rep
   const cfg = loadNodeConfig(configFile);
   const opened = DurableStore.open(dir, false);
   try {
-    const sm = new KvStateMachine(cfg.limits.sessionsMax, cfg.limits.valueBytesMax);
+    // As the daemon: the cluster's limits come from the log, not from the config file.
+    const sm = new KvStateMachine();
     const replica = new Replica({
       ...replicaOptions(cfg, sid),
       prng: new Prng(1),
