@@ -102,6 +102,8 @@ export class OrderLog {
   constructor(
     readonly file: string,
     private readonly fsys: Fsys = nodeFs,
+    /** Bound on unwritten lines kept in memory (tests make it small). */
+    private readonly pendingBytesMax = ORDER_LOG_PENDING_BYTES_MAX,
   ) {
     const dir = path.dirname(file);
     mkdirDurable(fsys, dir, true);
@@ -211,7 +213,7 @@ export class OrderLog {
     this.pending.splice(0, k);
     this.pendingBytes = this.pending.reduce((n, c) => n + c.buf.length, 0);
     this.writtenOfFirst = off - at;
-    if (this.pendingBytes <= ORDER_LOG_PENDING_BYTES_MAX) return;
+    if (this.pendingBytes <= this.pendingBytesMax) return;
     // The file cannot take the lines for long: keep the slot already begun in
     // the file (so it ends whole), replace the rest by one gap marker.
     const keep = this.writtenOfFirst > 0 ? this.pending.slice(0, 1) : [];
