@@ -85,6 +85,27 @@ t.test('the invariants catch a driver that acknowledges before the sync', async 
     t.ok(r.stats.powerLosses > 0, `seed ${r.seed}: failed after a power loss`);
 });
 
+// The other side: a process kill keeps the page cache (written records are
+// replayed, then synced by the open), so the same broken driver goes unseen when
+// every crash is a kill. A kill model that dropped unsynced records would fail here.
+t.test('a process kill keeps written records: ack-before-sync survives kills', async (t) => {
+  const opts = {
+    sabotage: 'ack-before-sync' as const,
+    nodes: 3,
+    powerLoss: 0,
+    family: 'none' as const,
+  };
+  let kills = 0;
+  const s = runSweep(1, 40, opts, (r) => (kills += r.stats.kills));
+  t.ok(kills > 0, `${kills} process kills in 40 seeds`);
+  const durability = s.failures.filter((r) =>
+    /survive restarts|promise|P2b|chosen/.test(r.failure!.invariant),
+  );
+  t.equal(durability.length, 0, 'no durability failure without power loss', {
+    failures: durability.map((r) => explain(r, opts)),
+  });
+});
+
 t.test('connected majority: bridges and one-way cuts', async (t) => {
   const cut = (pairs: [number, number][]) => {
     const set = new Set(pairs.map(([a, b]) => `${a}>${b}`));

@@ -154,6 +154,8 @@ export interface SimOverrides {
   mutation?: Mutation | 'none';
   family?: Family;
   postHeal?: PostHealShape;
+  /** Share of crashes that are power losses (0 = process kills only, also no power loss after a kill). */
+  powerLoss?: number;
 }
 
 export const NODE_COUNTS = [3, 5, 7] as const;
@@ -268,8 +270,8 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
     syncTicks,
     faults: {
       crash,
-      powerLoss: p.pick([0, 0.3, 0.5, 1]),
-      powerAfterKill: p.pick([0, 0.2, 0.5]),
+      powerLoss: pin(o.powerLoss, p.pick([0, 0.3, 0.5, 1])),
+      powerAfterKill: p.pick([0, 0.2, 0.5]) * (o.powerLoss === 0 ? 0 : 1),
       crashInReady: on(0.4) ? p.pick([0.0005, 0.002]) * storm : 0,
       pause: on(0.4) ? p.pick([0.002, 0.005]) : 0,
       slowDisk: on(0.4) ? p.pick([0.002, 0.005, 0.02]) : 0,
