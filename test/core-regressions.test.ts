@@ -69,8 +69,9 @@ t.test(
     net.submit(c, cmd(2, 1, 'y'));
     net.tick(3);
     t.equal(appliedAt(net, 4, 1), '2:1:y', 'y is chosen at slot 1 at b2');
-    // A delayed copy of a catch-up request A once sent (from slot 1) reaches C,
-    // whose answer reaches A; A, resumed, hears nothing else of b2 and talks to V.
+    // A late catch-up request of A's (injected: any request from slot 1 is
+    // answered up to the responder's chosen prefix) reaches C, whose answer
+    // reaches A; A, resumed, hears nothing else of b2 and talks to V.
     net.drop = (e) =>
       apart(e, [1], [2, 3, 4]) ||
       (apart(e, [A], [2, 3, 4]) && !(e.to === A && isType(e, 'catchupResp')));
