@@ -2,6 +2,7 @@
  * Ballots are (round, sid) pairs ordered lexicographically. They are packed into
  * one integer, round * SID_LIMIT + sid, so that plain numeric comparison is that
  * order and the wire carries one number. Ballot 0 is "none" (nothing promised).
+ * Every sid must be below SID_LIMIT (lib/limits.ts asserts SID_MAX < SID_LIMIT).
  */
 export const SID_LIMIT = 256;
 

@@ -34,6 +34,7 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
+import { PAYLOAD_BYTES_MAX, SERVERS_MAX, SID_MAX, SID_MIN } from '../limits';
 
 export class ConfigError extends Error {
   readonly file: string;
@@ -158,12 +159,6 @@ export const DEFAULT_LOG_DIR = 'logs';
 export const DEFAULT_CLIENT_TIMEOUT_MS = 5000;
 export const DEFAULT_CLIENT_RETRY_MS = 20;
 
-export const SID_MIN = 0;
-export const SID_MAX = 255;
-export const MAX_SERVERS = 255;
-/** Largest UDP payload we are willing to produce. */
-export const DATAGRAM_BYTES_MAX = 60000;
-
 // ---------------------------------------------------------------------------
 // Generic helpers
 
@@ -274,8 +269,8 @@ class Validator {
   serverList(field: string, v: unknown): unknown[] {
     if (!Array.isArray(v)) this.fail(field, `expected an array, got ${describe(v)}`);
     if (v.length < 1) this.fail(field, 'at least 1 server is required, got 0');
-    if (v.length > MAX_SERVERS) {
-      this.fail(field, `too many servers: at most ${MAX_SERVERS} allowed, got ${v.length}`);
+    if (v.length > SERVERS_MAX) {
+      this.fail(field, `too many servers: at most ${SERVERS_MAX} allowed, got ${v.length}`);
     }
     return v;
   }
@@ -396,10 +391,10 @@ function parseLimits(v: Validator, raw: unknown): Limits {
   v.noUnknown(p, o, LIMITS_KEYS, 'limits');
   const d = DEFAULT_LIMITS;
   const windowSlots = v.optInt(p, o, 'windowSlots', d.windowSlots, 1, 1024);
-  const batchBytesMax = v.optInt(p, o, 'batchBytesMax', d.batchBytesMax, 1024, DATAGRAM_BYTES_MAX);
+  const batchBytesMax = v.optInt(p, o, 'batchBytesMax', d.batchBytesMax, 1024, PAYLOAD_BYTES_MAX);
   const pendingMax = v.optInt(p, o, 'pendingMax', d.pendingMax, 1, 10_000_000);
   const sessionsMax = v.optInt(p, o, 'sessionsMax', d.sessionsMax, 1, 10_000_000);
-  const valueBytesMax = v.optInt(p, o, 'valueBytesMax', d.valueBytesMax, 16384, DATAGRAM_BYTES_MAX);
+  const valueBytesMax = v.optInt(p, o, 'valueBytesMax', d.valueBytesMax, 16384, PAYLOAD_BYTES_MAX);
   if (valueBytesMax >= batchBytesMax - 1024) {
     v.fail(
       'limits.valueBytesMax',
@@ -412,7 +407,7 @@ function parseLimits(v: Validator, raw: unknown): Limits {
     'catchupBytesMax',
     d.catchupBytesMax,
     1024,
-    DATAGRAM_BYTES_MAX,
+    PAYLOAD_BYTES_MAX,
   );
   const clientRatePerSource = v.optInt(
     p,

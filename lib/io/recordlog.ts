@@ -15,8 +15,11 @@
  * run of zero bytes (e.g. a preallocated / partially written tail) can never
  * parse as a valid record.
  *
- * All I/O is synchronous: the caller runs it inline so that one append() of a
- * batch of records costs one write + one fdatasync (group commit).
+ * Writes are synchronous: one append() of a batch of records costs one write
+ * + one fdatasync (group commit). The daemon instead pipelines: write() now,
+ * then syncAsync() runs the fdatasync on the libuv thread pool so the event
+ * loop keeps receiving while the disk works; what depends on the batch is
+ * released only when that sync completes. Open, rotate and close are synchronous.
  *
  * Failure policy: after ANY I/O error (write, fsync, ...) the RecordLog marks
  * itself failed and every later call throws. A failed fsync is never retried:
@@ -57,8 +60,11 @@ const SEGMENT_DIGITS = 16;
  *   'ENOSPC', 'EBADF', 'ENOENT', ...).
  */
 export class StorageError extends Error {
+  /** 'ECORRUPT', 'ESYNC', 'ECLOSED' or an errno code (see above). */
   code: string;
+  /** The file the failed operation was about, if any. */
   file?: string;
+  /** Byte offset in `file` of the bad record or failed write, if known. */
   offset?: number;
   /** errno code of the underlying fs error, if any (e.g. 'EIO' for an 'ESYNC'). */
   sysCode?: string;
@@ -273,6 +279,7 @@ function segmentName(num: bigint): string {
   return `wal-${num.toString().padStart(SEGMENT_DIGITS, '0')}.log`;
 }
 
+/** How RecordLog.open opens a log. */
 export interface RecordLogOptions {
   /** fdatasync/fsync for durability. false = no syncs at all (tests, simulations). */
   sync: boolean;
@@ -280,6 +287,7 @@ export interface RecordLogOptions {
   fs?: Fsys;
 }
 
+/** What RecordLog.open returns: the log, ready for appends, and what it replayed. */
 export interface RecordLogOpenResult {
   log: RecordLog;
   /** All payloads of all segments, in order. */
@@ -288,8 +296,15 @@ export interface RecordLogOpenResult {
   tornBytes: number;
 }
 
+/**
+ * An open log directory: appends to its last segment, compacts by rotate(),
+ * and fails permanently on the first I/O error (see the failure policy above).
+ * Create one with RecordLog.open, which replays what is on disk first.
+ */
 export class RecordLog {
+  /** The log directory. */
   readonly dir: string;
+  /** Whether writes are synced (RecordLogOptions.sync). */
   readonly sync: boolean;
 
   private fd: number;

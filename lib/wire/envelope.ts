@@ -1,5 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { crc32c } from '../io/crc32c';
+import { DATAGRAM_BYTES_MAX, DATAGRAM_HEADROOM_BYTES } from '../limits';
 
 /**
  * Every datagram, peer or client, starts with this fixed header:
@@ -12,8 +13,13 @@ import { crc32c } from '../io/crc32c';
 export const HEADER_BYTES = 10;
 export const TAG_BYTES = 32;
 export const WIRE_VERSION = 1;
-/** Largest datagram we send or accept (UDP over IPv4 carries at most 65,507). */
-export const DATAGRAM_BYTES_MAX = 65_000;
+// Re-exported for the envelope's users; defined, with its reason, in lib/limits.ts.
+export { DATAGRAM_BYTES_MAX };
+
+// The envelope must fit in the room a datagram keeps besides its payload.
+if (HEADER_BYTES + TAG_BYTES >= DATAGRAM_HEADROOM_BYTES) {
+  throw new Error('lib/wire/envelope.ts: HEADER_BYTES + TAG_BYTES >= DATAGRAM_HEADROOM_BYTES');
+}
 
 export const enum Kind {
   Peer = 1,

@@ -1,5 +1,6 @@
 import { Decoder, Encoder, setSizeLimits } from 'cbor-x';
-import type { Cmd, Msg, MsgType, Value } from '../core/types';
+import type { Cmd, Msg, MsgType, PromiseEntry, Value } from '../core/types';
+import { CBOR_ARRAY_ITEMS_MAX } from '../limits';
 import { scanCbor } from './scan';
 
 /*
@@ -8,9 +9,8 @@ import { scanCbor } from './scan';
  * field types; encode and validate are both driven by it.
  */
 
-// Hostile sizes must fail fast instead of allocating: no array or map in a
-// 64 KB datagram can legitimately be larger than this.
-setSizeLimits({ maxArraySize: 70_000, maxMapSize: 1_000, maxObjectSize: 1_000 });
+// Hostile sizes must fail fast instead of allocating (see CBOR_ARRAY_ITEMS_MAX).
+setSizeLimits({ maxArraySize: CBOR_ARRAY_ITEMS_MAX, maxMapSize: 1_000, maxObjectSize: 1_000 });
 
 type FieldType =
   | 'uint' // non-negative safe integer (ballots, slots, sizes)
@@ -25,7 +25,58 @@ type FieldType =
 
 type Field = readonly [name: string, type: FieldType];
 
-export const SCHEMA: Record<MsgType, { code: number; fields: readonly Field[] }> = {
+/** The message variant whose tag is T, and the names of its fields (the tag aside). */
+type MsgOf<T extends MsgType> = Extract<Msg, { t: T }>;
+type FieldName<T extends MsgType> = Exclude<keyof MsgOf<T>, 't'>;
+
+/** The wire types that can carry a field of TypeScript type V (never: none can). */
+type WireTypeOf<V> = [V] extends [boolean]
+  ? 'bool'
+  : [V] extends [number]
+    ? 'uint' | 'ballotOrChosen'
+    : [V] extends [Uint8Array]
+      ? 'bytes'
+      : [V] extends [PromiseEntry[]]
+        ? 'promiseEntries'
+        : [V] extends [[number, Value][]]
+          ? 'acceptEntries'
+          : [V] extends [Value[]]
+            ? 'values'
+            : [V] extends [Value]
+              ? 'value'
+              : [V] extends [number[]]
+                ? 'slots'
+                : never;
+
+/** One field of message T: a name T has, with a wire type that fits its TypeScript type. */
+type FieldOf<T extends MsgType> = {
+  [K in FieldName<T>]: readonly [name: K, type: WireTypeOf<MsgOf<T>[K]>];
+}[FieldName<T>];
+
+/**
+ * The shape of the schema table: an entry for every message type, whose fields
+ * are fields of that message. A renamed or retyped field fails to compile here;
+ * a missing or repeated one fails SchemaProblems below.
+ */
+export type PeerSchema = { [T in MsgType]: { code: number; fields: readonly FieldOf<T>[] } };
+
+/** Names listed more than once in a field list. */
+type Repeated<F, Seen = never> = F extends readonly [readonly [infer N, unknown], ...infer Rest]
+  ? (N extends Seen ? N : never) | Repeated<Rest, Seen | N>
+  : never;
+
+/**
+ * What is wrong with a schema table S (never: nothing): "t.name unlisted" for a
+ * field of message t that its entry leaves out (it would never reach the wire),
+ * "t.name repeated" for one listed twice. S must keep its literal types (as const).
+ */
+export type SchemaProblems<S extends PeerSchema> = {
+  [T in MsgType]:
+    | `${T}.${Exclude<FieldName<T>, S[T]['fields'][number][0]> & string} unlisted`
+    | `${T}.${Repeated<S[T]['fields']> & string} repeated`;
+}[MsgType];
+
+export const SCHEMA = {
   prepare: {
     code: 1,
     fields: [
@@ -151,7 +202,14 @@ export const SCHEMA: Record<MsgType, { code: number; fields: readonly Field[] }>
       ['data', 'bytes'],
     ],
   },
-};
+} as const satisfies PeerSchema;
+
+// Fails to compile, naming the problem, unless every field of every message is
+// listed exactly once.
+const schemaComplete: [SchemaProblems<typeof SCHEMA>] extends [never]
+  ? true
+  : SchemaProblems<typeof SCHEMA> = true;
+void schemaComplete;
 
 const BY_CODE = new Map<number, { t: MsgType; fields: readonly Field[] }>();
 for (const [t, s] of Object.entries(SCHEMA))

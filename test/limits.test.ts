@@ -1,0 +1,36 @@
+// lib/limits.ts: the relations between the cross-layer limits hold, and each
+// one is checked (a broken value is named, and the module would refuse to load).
+import t from 'tap';
+import { SID_LIMIT } from '../lib/core/ballot';
+import { LIMITS, limitViolations, PAYLOAD_BYTES_MAX, SID_MAX } from '../lib/limits';
+
+t.test('the limits in force break no relation', async (t) => {
+  t.same(limitViolations(LIMITS), []);
+  t.ok(SID_MAX < SID_LIMIT, 'every sid packs into a ballot without carrying into the round');
+  t.equal(
+    PAYLOAD_BYTES_MAX,
+    60_000,
+    'the config bound for batch/value/catch-up bytes is unchanged',
+  );
+});
+
+t.test('each relation is checked', async (t) => {
+  const cases: [Partial<typeof LIMITS>, string][] = [
+    [
+      { datagramBytesMax: 65_508, cborArrayItemsMax: 70_000 },
+      'DATAGRAM_BYTES_MAX <= UDP_IPV4_PAYLOAD_BYTES_MAX',
+    ],
+    [{ payloadBytesMax: 0 }, 'PAYLOAD_BYTES_MAX > 0'],
+    [{ payloadBytesMax: LIMITS.datagramBytesMax }, 'PAYLOAD_BYTES_MAX < DATAGRAM_BYTES_MAX'],
+    [
+      { cborArrayItemsMax: LIMITS.datagramBytesMax - 1 },
+      'CBOR_ARRAY_ITEMS_MAX >= DATAGRAM_BYTES_MAX',
+    ],
+    [{ sidMin: -1 }, '0 <= SID_MIN <= SID_MAX'],
+    [{ sidMax: SID_LIMIT, serversMax: 1 }, 'SID_MAX < SID_LIMIT'],
+    [{ serversMax: LIMITS.sidMax + 2 }, 'SERVERS_MAX <= SID_MAX - SID_MIN + 1'],
+  ];
+  for (const [change, relation] of cases) {
+    t.same(limitViolations({ ...LIMITS, ...change }), [relation], relation);
+  }
+});
