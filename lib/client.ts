@@ -32,14 +32,16 @@ export class PaxosClientError extends Error {
     /**
      * 'unknown': a write may or may not have taken effect (no answer in time, or
      * an answer such as session_expired that cannot prove it never ran); look it
-     * up by `request` (cid:seq) in the order logs. 'unavailable': the operation
-     * was never sent (no session could be opened in time). 'closed': the client
-     * was closed.
+     * up by `request` (cid:seq) in the order logs. Also used, with notSent, when
+     * no session could be opened in time (then the write was never sent).
+     * 'closed': the client was closed.
      */
-    readonly code: 'unknown' | 'unavailable' | 'closed',
+    readonly code: 'unknown' | 'closed',
     message: string,
     /** The request as `cid:seq`, the name it has in the order logs (writes). */
     readonly request?: string,
+    /** True when the operation itself was never sent (it certainly did not run). */
+    readonly notSent = false,
   ) {
     super(message);
   }
@@ -248,8 +250,10 @@ export class PaxosClient {
     } catch (e) {
       if (e instanceof PaxosClientError && e.code === 'unknown')
         throw new PaxosClientError(
-          'unavailable',
+          'unknown',
           `no session: the registration got no answer within ${this.opts.timeoutMs} ms (the operation was not sent)`,
+          undefined,
+          true,
         );
       throw e;
     }

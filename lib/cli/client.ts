@@ -45,15 +45,14 @@ async function runOne(client: PaxosClient, op: KvOp, json: boolean): Promise<num
   try {
     r = await client.session().run(op);
   } catch (e) {
-    const code = e instanceof PaxosClientError ? e.code : 'unknown';
+    const notSent = e instanceof PaxosClientError && e.notSent;
     const request = e instanceof PaxosClientError ? e.request : undefined;
     const msg = (e as Error).message;
     // Never re-run a write here: an unknown outcome is reported, with the
     // request's cid:seq, so that it can be looked up.
-    const outcome = code === 'unavailable' ? 'not_sent' : 'unknown';
+    const outcome = notSent ? 'not_sent' : 'unknown';
     if (json) process.stdout.write(JSON.stringify({ op, outcome, request, error: msg }) + '\n');
-    else
-      process.stderr.write(`${code === 'unavailable' ? 'NOT SENT' : 'OUTCOME UNKNOWN'}: ${msg}\n`);
+    else process.stderr.write(`${notSent ? 'NOT SENT' : 'OUTCOME UNKNOWN'}: ${msg}\n`);
     return EXIT.unknown;
   }
   let code: number = EXIT.ok;
