@@ -104,12 +104,13 @@ export class CoreNet {
   applied = new Map<number, Map<number, string>>();
   /** Safety violations seen (agreement, one value per slot per ballot, replica invariants). */
   violations: string[] = [];
-  /** Every node's events and every elected leader, in order (for leader-change counts). */
+  /** Every node's `Ready.events` lines, in order, stamped with the tick (for debugging). */
   events: string[] = [];
   private firstApplied = new Map<number, string>();
   private proposals = new Map<string, string>();
   private nextId = 1;
-  private incarnation = 0;
+  /** Replica objects built so far (each restart gets its own PRNG stream). */
+  private built = 0;
   now = 0;
 
   constructor(
@@ -135,7 +136,7 @@ export class CoreNet {
     return new Replica({
       sid,
       sids: this.sids,
-      prng: new Prng(this.seed * 1000 + sid + 1 + 97 * this.incarnation++),
+      prng: new Prng(this.seed * 1000 + sid + 1 + 97 * this.built++),
       sm: new LogMachine(),
       ...this.opts,
     });
