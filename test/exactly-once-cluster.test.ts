@@ -212,6 +212,15 @@ t.test(
       { ok: true, value: 'a2' },
       'k2 holds the last acknowledged write',
     );
+    // A restarted node says so at start, from its own recovered state.
+    await c.stopNode(2);
+    c.logs.get(2)!.length = 0;
+    await c.startNode(2, false);
+    t.ok(
+      c.logs.get(2)!.some((l) => /limits differ/.test(l)),
+      'sid 2 says so again right at its restart',
+    );
+    await c.waitLeader(10_000);
     // The cluster's limits still hold under the new leader.
     t.match(
       await client.session().put('big2', big),
