@@ -30,6 +30,7 @@
  *   across restarts);
  * - `Replica.checkInvariants()` of every replica.
  */
+import { createHash } from 'node:crypto';
 import { formatBallot } from '../core/ballot';
 import { Prng } from '../core/prng';
 import { Replica, type Mutation } from '../core/replica';
@@ -156,7 +157,7 @@ class Packet {
   ) {}
   /** Destination and content: two packets with one key are interchangeable (made lazily: replays never ask). */
   get key(): string {
-    if (this.k === null) this.k = `${this.to}<${this.from}:${serialize(this.msg)}`;
+    if (this.k === null) this.k = `${this.to}<${this.from}:${msgKey(this.msg)}`;
     return this.k;
   }
 }
@@ -235,73 +236,89 @@ const SKIP_FIELDS = new Set([
 /** Differences of times beyond this are all alike (every timeout here is shorter). */
 const TIME_CAP = 64;
 
-function ser(x: unknown, out: string[], now: number | null, field = ''): void {
-  if (x === null || x === undefined) {
-    out.push('_');
-    return;
-  }
+/** A canonical string of a value (Maps in insertion order: iteration order decides behaviour). */
+function ser(x: unknown, now: number | null, field = ''): string {
+  if (x === null || x === undefined) return '_';
   switch (typeof x) {
     case 'number':
-      if (now !== null && TIME_FIELDS.has(field)) out.push(`~${Math.min(TIME_CAP, now - x)}`);
-      else out.push(Number.isFinite(x) ? String(x) : x > 0 ? 'I' : '-I');
-      return;
+      if (now !== null && TIME_FIELDS.has(field)) return `~${Math.min(TIME_CAP, now - x)}`;
+      return Number.isFinite(x) ? `${x}` : x > 0 ? 'I' : '-I';
     case 'string':
-      out.push(JSON.stringify(x));
-      return;
+      return JSON.stringify(x);
     case 'boolean':
-      out.push(x ? 'T' : 'F');
-      return;
+      return x ? 'T' : 'F';
     case 'function':
-      return;
+      return '';
   }
-  if (x instanceof Uint8Array) {
-    out.push(`b${Buffer.from(x.buffer, x.byteOffset, x.byteLength).toString('hex')}`);
-    return;
-  }
+  if (x instanceof Uint8Array)
+    return `b${Buffer.from(x.buffer, x.byteOffset, x.byteLength).toString('hex')}`;
+  let s: string;
   if (Array.isArray(x)) {
-    out.push('[');
-    for (const v of x) {
-      ser(v, out, now, field);
-      out.push(',');
-    }
-    out.push(']');
-    return;
+    s = '[';
+    for (const v of x) s += `${ser(v, now, field)},`;
+    return `${s}]`;
   }
   if (x instanceof Map) {
-    // Insertion order is part of the state (iteration order decides behaviour).
-    out.push('M{');
-    for (const [k, v] of x) {
-      ser(k, out, now);
-      out.push(':');
-      ser(v, out, now, field === 'lastHeard' ? 'at' : '');
-      out.push(',');
-    }
-    out.push('}');
-    return;
+    s = 'M{';
+    // Values of lastHeard are tick times.
+    const vf = field === 'lastHeard' ? 'at' : '';
+    for (const [k, v] of x) s += `${ser(k, now)}:${ser(v, now, vf)},`;
+    return `${s}}`;
   }
   if (x instanceof Set) {
-    out.push('S{');
-    for (const v of x) {
-      ser(v, out, now);
-      out.push(',');
-    }
-    out.push('}');
-    return;
+    s = 'S{';
+    for (const v of x) s += `${ser(v, now)},`;
+    return `${s}}`;
   }
-  out.push('{');
+  s = '{';
   for (const k of Object.keys(x as object)) {
     if (SKIP_FIELDS.has(k) || k === 'now') continue;
-    out.push(k, '=');
-    ser((x as Record<string, unknown>)[k], out, now, k);
-    out.push(';');
+    s += `${k}=${ser((x as Record<string, unknown>)[k], now, k)};`;
   }
-  out.push('}');
+  return `${s}}`;
 }
 
 function serialize(x: unknown, now: number | null = null): string {
-  const out: string[] = [];
-  ser(x, out, now);
-  return out.join('');
+  return ser(x, now);
+}
+
+/** Identity of a message's content; the common types without the generic walker (hot path). */
+function msgKey(m: Msg): string {
+  switch (m.t) {
+    case 'prepare':
+      return `P${m.ballot},${m.from}`;
+    case 'promise':
+      return `R${m.ballot},${m.from},${m.lo},${m.hi},${m.base},${m.entries.map(([s, b, v]) => `${s}@${b}=${valueKey(v)}`).join(' ')}`;
+    case 'accept':
+      return `A${m.ballot},${m.commit},${m.entries.map(([s, v]) => `${s}=${valueKey(v)}`).join(' ')}`;
+    case 'accepted':
+      return `a${m.ballot},${m.slots.join('.')}`;
+    case 'nack':
+      return `N${m.ballot},${m.promised}`;
+    case 'commit':
+      return `C${m.ballot},${m.through}`;
+    case 'heartbeat':
+      return `H${m.promised},${m.leading ? 1 : 0},${m.chosen},${m.next},${m.eligible ? 1 : 0},${m.voter ? 1 : 0},${m.heard.join('.')}`;
+    default:
+      return serialize(m);
+  }
+}
+
+function recordKey(r: DurableRecord): string {
+  switch (r.t) {
+    case 'promise':
+      return `p${r.ballot}`;
+    case 'accept':
+      return `a${r.slot}@${r.ballot}=${valueKey(r.value)}`;
+    case 'chosen':
+      return `c${r.slot}@${r.ballot}`;
+    case 'learn':
+      return `l${r.slot}=${valueKey(r.value)}`;
+    case 'voter':
+      return 'v';
+    default:
+      return serialize(r);
+  }
 }
 
 /** A short, readable description of a message (counterexample traces). */
@@ -541,11 +558,8 @@ export class World {
     // Replayed records that were never synced are not durable yet (a power loss
     // may still take them): a message vouching for them waits for a sync, which
     // is the driver contract applied to the records of the previous incarnation.
-    const unsyncedMust = n.written
-      .slice(n.synced)
-      .some((r) => r.t === 'promise' || r.t === 'accept' || r.t === 'voter');
     n.syncedGen = 0;
-    n.writeGen = unsyncedMust ? 1 : 0;
+    n.writeGen = n.synced < n.written.length ? 1 : 0;
     this.turns(n);
   }
 
@@ -812,7 +826,7 @@ export class World {
         );
       }
       parts.push(
-        `|w${serialize(n.written)}s${n.synced}g${n.writeGen - n.syncedGen}h${serialize(n.held.map((h) => h.out))}t${n.ticks}`,
+        `|w${n.written.map(recordKey).join(' ')}s${n.synced}g${n.writeGen - n.syncedGen}h${n.held.map((h) => `${h.out.to}:${msgKey(h.out.msg)}`).join(' ')}t${n.ticks}`,
       );
     }
     parts.push(
@@ -1009,7 +1023,8 @@ export function explore(partial: Partial<ExploreOptions> = {}, start: Event[] = 
     if (w.violation) return report(w);
     const left = opts.depth - path.length;
     if (opts.hash !== 'none') {
-      const key = w.stateKey();
+      // A 160-bit digest: a million states fit in memory (keys are a few KB each).
+      const key = createHash('sha1').update(w.stateKey()).digest('base64');
       const before = seen.get(key);
       // Explored before with as much depth left and a sleep set inside ours:
       // everything we would explore here was explored then.
