@@ -53,6 +53,12 @@ t.test('same seed, same run: byte-identical trace hash and history', async (t) =
   t.equal(traced.trace.length, 50, 'trace ring keeps the last lines');
   const other = runSimulation(4243, opts);
   t.not(other.hash, a.hash, 'another seed, another run');
+  // A branch (continuation from a step) replays exactly too, and differs.
+  const fork = { step: 400, salt: 1 };
+  const f1 = runSimulation(4242, { ...opts, fork });
+  const f2 = runSimulation(4242, { ...opts, fork });
+  t.equal(f1.hash, f2.hash, 'a branch replays exactly');
+  t.not(f1.hash, a.hash, 'a branch is another continuation');
 });
 
 t.test('the invariants catch a driver that loses durable records', async (t) => {
