@@ -4,7 +4,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { PaxosClient } from '../client';
-import type { ClientConfig } from '../io/config';
+import {
+  DEFAULT_CLIENT_RETRY_MS,
+  DEFAULT_CLIENT_TIMEOUT_MS,
+  type ClientConfig,
+} from '../io/config';
 import { writeKeyFile } from '../io/keys';
 import { warn } from './log';
 
@@ -72,8 +76,8 @@ export class LocalCluster {
       file: configFile,
       leader: 0,
       servers: this.nodes.map((n) => ({ sid: n.sid, host: '127.0.0.1', clientPort: n.clientPort })),
-      timeoutMs: 5000,
-      retryMs: 20,
+      timeoutMs: DEFAULT_CLIENT_TIMEOUT_MS,
+      retryMs: DEFAULT_CLIENT_RETRY_MS,
       clusterId: 'bench',
     };
   }
