@@ -638,7 +638,7 @@ function incarnationOf(net: CoreNet, sid: number): number {
 }
 
 t.test(
-  "crash-consistent quorums (PML rejoin; Michael et al., DISC 2017): a new incarnation is above every incarnation a voter still remembers, so the node's votes count again (finding on HEAD: fails)",
+  "crash-consistent quorums (PML rejoin; Michael et al., DISC 2017): a new incarnation is above every incarnation a voter still remembers, so the node's votes count again",
   async (t) => {
     // 5 nodes. Node 4 loses its disk and rejoins as incarnation X1, which every
     // voter records. Nodes 1, 2 and 3 then lose their disks one after another
@@ -647,6 +647,7 @@ t.test(
     // it and it draws X2 in the same epoch as X1. When X2 < X1, node 0's votes
     // (which name X1) make every vote of node 4 (naming X2) void, for good: with
     // 2 and 3 down, the three live nodes never choose anything again.
+    // (Fails on 1d6c285..a64a3fd: see notes/core-findings.md.)
     for (const seed of [1, 2, 3, 4, 5]) {
       const net = new CoreNet([0, 1, 2, 3, 4], {}, seed);
       net.tick(15);
