@@ -842,7 +842,9 @@ export class World {
     parts.push(
       `|b${this.dups},${this.drops},${this.crashes},${this.submits.join(',')}|s${[...this.submittedTo].sort().join(',')}`,
     );
-    parts.push(`|o${serialize([...this.acceptedBy].sort())}${serialize([...this.applied].sort())}`);
+    // The oracle's sets in a canonical order: who voted first changes nothing.
+    const votes = [...this.acceptedBy].map(([k, by]) => `${k}:${[...by].sort().join('.')}`);
+    parts.push(`|o${votes.sort().join(' ')}|${serialize([...this.applied].sort())}`);
     return parts.join('');
   }
 
@@ -970,6 +972,8 @@ export interface ExploreResult {
   events: number;
   /** States cut because their hash was seen with at least as much depth left. */
   pruned: number;
+  /** Distinct states (hash digests) reached. */
+  distinct: number;
   /** Events not taken because they were in the sleep set. */
   slept: number;
   /** Deepest path explored. */
@@ -985,7 +989,12 @@ export interface ExploreResult {
  * warm-up. The current world is advanced in place for the first child of a
  * state and rebuilt by replay for the others (no state copies).
  */
-export function explore(partial: Partial<ExploreOptions> = {}, start: Event[] = []): ExploreResult {
+export function explore(
+  partial: Partial<ExploreOptions> = {},
+  start: Event[] = [],
+  /** Called with every state's digest as it is reached (tests compare reductions with it). */
+  onState?: (digest: string) => void,
+): ExploreResult {
   const opts = withDefaults(partial);
   const started = Date.now();
   const warmup = warmupPath(opts);
@@ -997,6 +1006,7 @@ export function explore(partial: Partial<ExploreOptions> = {}, start: Event[] = 
     states: 0,
     events: 0,
     pruned: 0,
+    distinct: 0,
     slept: 0,
     maxDepth: 0,
     timeMs: 0,
@@ -1025,6 +1035,7 @@ export function explore(partial: Partial<ExploreOptions> = {}, start: Event[] = 
     if (opts.hash !== 'none') {
       // A 160-bit digest: a million states fit in memory (keys are a few KB each).
       const key = createHash('sha1').update(w.stateKey()).digest('base64');
+      onState?.(key);
       const before = seen.get(key);
       // Explored before with as much depth left and a sleep set inside ours:
       // everything we would explore here was explored then.
@@ -1077,6 +1088,7 @@ export function explore(partial: Partial<ExploreOptions> = {}, start: Event[] = 
 
   visit(build(opts, prefix, []), new Map());
   res.timeMs = Date.now() - started;
+  res.distinct = seen.size;
   return res;
 }
 
