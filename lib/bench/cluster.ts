@@ -31,19 +31,25 @@ interface NodeProc {
   stopped: boolean;
 }
 
-/** Ports that were free a moment ago: bind them all at once to port 0, then release. */
-export async function freeUdpPorts(n: number): Promise<number[]> {
+/**
+ * `count` distinct free UDP ports on 127.0.0.1: every socket stays bound until
+ * all ports are known, so no port is handed out twice.
+ */
+export async function freeUdpPorts(count: number): Promise<number[]> {
   const socks: dgram.Socket[] = [];
   try {
-    for (let i = 0; i < n; i++) {
+    const ports: number[] = [];
+    for (let i = 0; i < count; i++) {
       const s = dgram.createSocket('udp4');
       socks.push(s);
       await new Promise<void>((resolve, reject) => {
         s.once('error', reject);
         s.bind(0, '127.0.0.1', () => resolve());
       });
+      ports.push(s.address().port);
     }
-    return socks.map((s) => s.address().port);
+    if (new Set(ports).size !== ports.length) throw new Error(`duplicate ports ${ports.join()}`);
+    return ports;
   } finally {
     await Promise.all(socks.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }

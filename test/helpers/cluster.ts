@@ -8,7 +8,6 @@
  * fails. Set PAXOS_E2E_KEEP=1 to keep the temp directory.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -19,6 +18,7 @@ import {
   type OpResult,
   type Session,
 } from '../../lib/client';
+import { freeUdpPorts } from '../../lib/bench/cluster';
 import type { HistoryEvent } from '../../lib/check/linearizability';
 import { loadKeyring } from '../../lib/io/keys';
 import type { Keyring } from '../../lib/wire/envelope';
@@ -78,29 +78,8 @@ export async function waitFor<T>(
   );
 }
 
-/**
- * `count` distinct free UDP ports on 127.0.0.1: every socket stays bound until
- * all ports are known, so no port is handed out twice.
- */
-export async function freeUdpPorts(count: number): Promise<number[]> {
-  const socks: dgram.Socket[] = [];
-  try {
-    const ports: number[] = [];
-    for (let i = 0; i < count; i++) {
-      const s = dgram.createSocket('udp4');
-      socks.push(s);
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.bind(0, '127.0.0.1', () => resolve());
-      });
-      ports.push(s.address().port);
-    }
-    if (new Set(ports).size !== ports.length) throw new Error(`duplicate ports ${ports.join()}`);
-    return ports;
-  } finally {
-    await Promise.all(socks.map((s) => new Promise<void>((r) => s.close(() => r()))));
-  }
-}
+// Shared with paxos-bench's local cluster.
+export { freeUdpPorts };
 
 export interface NodeStatus {
   sid: number;
