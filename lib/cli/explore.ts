@@ -20,6 +20,8 @@ modes (default: one exhaustive search of --depth events after the warm-up)
                        exhaustive search of --depth events
   --seed S             first seed of --walks / --around (default 1)
   --prefix P           random events before each --around search (default 30)
+  --prefix-ticks T --prefix-crashes K --prefix-dups D --prefix-drops D --prefix-submits S
+                       budgets of those random prefixes (default 15, 2, 3, 3, 3)
 
 model
   --warmup W           none | connected | leader (default connected)
@@ -147,6 +149,13 @@ if (argv.walks !== undefined) {
     seed,
     walks: int('around', 0),
     prefixDepth: int('prefix', 30),
+    walkBudgets: {
+      ticksPerNode: int('prefix-ticks', 15),
+      crashes: int('prefix-crashes', 2),
+      dups: int('prefix-dups', 3),
+      drops: int('prefix-drops', 3),
+      submitsPerCmd: int('prefix-submits', 3),
+    },
   });
   process.stdout.write(
     `around: ${r.walks} random prefixes from seed ${seed}, ${r.states} states, ${r.events} events, ${r.timeMs} ms${r.violation ? `; failing prefix seed ${r.seed}` : ''}\n`,
