@@ -627,9 +627,17 @@ export class Replica {
     );
   }
 
+  /**
+   * Voters (us included) with two-way contact: only they can answer a prepare or
+   * an accept, so only they make a quorum possible. A peer still rejoining after
+   * a lost disk does not count, or a leader whose only contact is a majority
+   * including a non-voter would keep leading, and keep others from campaigning,
+   * without ever getting a value chosen.
+   */
   private twoWayCount(): number {
-    let n = 0;
-    for (const s of this.sids) if (this.twoWay(s)) n++;
+    let n = this.voter ? 1 : 0;
+    for (const s of this.sids)
+      if (s !== this.sid && this.twoWay(s) && this.peers.get(s)!.voter) n++;
     return n;
   }
 
@@ -688,8 +696,11 @@ export class Replica {
     // a campaign they cannot join only raises our own promise, and that raised
     // promise would make us refuse the live leader's accepts when links heal.
     let support = 1;
-    for (const s of this.sids)
-      if (s !== this.sid && this.twoWay(s) && !this.peers.get(s)!.followsLeader) support++;
+    for (const s of this.sids) {
+      if (s === this.sid || !this.twoWay(s)) continue;
+      const p = this.peers.get(s)!;
+      if (p.voter && !p.followsLeader) support++;
+    }
     if (support < this.quorum) return;
     const waited = this.now - Math.max(this.leaderLostAt, this.leaderSeenAt);
     const periods = Math.floor(waited / this.election.after);
@@ -944,6 +955,7 @@ export class Replica {
       known: this.incs[i],
       promised: this.promised,
       next: Math.max(this.role === 'leader' ? this.nextSlot : 0, this.maxLogSlot() + 1),
+      incs: [...this.incs],
     });
   }
 
@@ -964,6 +976,15 @@ export class Replica {
     if (this.voter || !r || m.nonce !== r.nonce) return;
     const need = this.sids.length - this.quorum + 1;
     if (m.known > r.known) r.known = m.known;
+    // Our lost disk held other nodes' incarnations too: re-learn them, or a node
+    // that rejoined before us could later draw one below what we forgot and have
+    // its votes voided for good by those who still remember.
+    const self = this.sidIndex.get(this.sid)!;
+    for (let i = 0; i < this.incs.length && i < m.incs.length; i++)
+      if (i !== self && m.incs[i] > this.incs[i]) {
+        this.incs[i] = m.incs[i];
+        this.persistOut.push({ t: 'incarnation', sid: this.sids[i], inc: m.incs[i] });
+      }
     if (r.inc === 0) {
       // Step 1: n - quorum + 1 answers meet every set that recorded an earlier
       // incarnation of ours in a completed rejoin, so ours goes above all of them.

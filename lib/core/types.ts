@@ -76,7 +76,16 @@ export type Msg =
    * by this request); known: the incarnation it knows for the requester; next:
    * above every slot the sender accepted (and, if it leads, proposed).
    */
-  | { t: 'rejoinResp'; nonce: number; inc: number; known: number; promised: number; next: number }
+  | {
+      t: 'rejoinResp';
+      nonce: number;
+      inc: number;
+      known: number;
+      promised: number;
+      next: number;
+      /** The sender's whole incarnation table: a rejoining node re-learns what its disk held. */
+      incs: number[];
+    }
   /** Read index: is `ballot` still the highest this acceptor promised? (batched reads) */
   | { t: 'confirm'; ballot: number; round: number }
   | { t: 'confirmed'; ballot: number; round: number }

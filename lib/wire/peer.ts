@@ -154,6 +154,7 @@ export const SCHEMA = {
       ['known', 'uint'],
       ['promised', 'uint'],
       ['next', 'uint'],
+      ['incs', 'slots'],
     ],
   },
   confirm: {
