@@ -97,6 +97,12 @@ export interface ExploreOptions {
    * of two independent events only one order is explored.
    */
   sleepSets: boolean;
+  /**
+   * A restart syncs the replayed records before anything is sent (the daemon's
+   * rule). Off: they stay unsynced, a power loss after the restart may still
+   * take them, and sync = true messages wait for the next sync event.
+   */
+  syncOnOpen: boolean;
   /** Stop after this many distinct states (result.complete = false). */
   maxStates: number;
   /** Stop after this much wall time, ms (result.complete = false). */
@@ -114,6 +120,7 @@ export const DEFAULT_OPTIONS: ExploreOptions = {
   hash: 'full',
   mutations: [],
   sleepSets: true,
+  syncOnOpen: true,
   maxStates: 1_000_000,
   timeLimitMs: 60_000,
 };
@@ -560,6 +567,9 @@ export class World {
     // is the driver contract applied to the records of the previous incarnation.
     n.syncedGen = 0;
     n.writeGen = n.synced < n.written.length ? 1 : 0;
+    // The daemon fsyncs the replayed segments on start, before anything is sent
+    // (README, durability); without that, the next explicit sync does it.
+    if (this.opts.syncOnOpen) this.syncDisk(n);
     this.turns(n);
   }
 

@@ -32,6 +32,7 @@ model
   --drops D            explicit drops per path (default 0; a message never delivered is lost anyway)
   --submits S          submissions per command (client retries, default 2)
   --tick-policy P      any | quiescent (default any)
+  --no-sync-on-open    a restart does not sync the replayed records (the daemon does)
   --heartbeat H --election E --window W --retransmit R   timing in ticks (2, 3, 1, 2)
   --mutation M         test-only protocol bug(s), comma-separated: ignore-promise-values,
                        accept-below-promise, minority-quorum, read-without-confirm
@@ -45,8 +46,8 @@ Exit status: 0 no violation, 1 a violation (its trace is printed), 2 usage.`;
 
 const argv = minimist(process.argv.slice(2), {
   string: ['warmup', 'tick-policy', 'hash', 'mutation'],
-  boolean: ['help', 'iterative', 'sleep'],
-  default: { sleep: true },
+  boolean: ['help', 'iterative', 'sleep', 'sync-on-open'],
+  default: { sleep: true, 'sync-on-open': true },
   alias: { h: 'help' },
 });
 
@@ -109,6 +110,7 @@ const opts: ExploreOptions = {
   hash: oneOf('hash', ['full', 'observable', 'none'], d.hash),
   mutations,
   sleepSets: argv.sleep as boolean,
+  syncOnOpen: argv['sync-on-open'] as boolean,
   maxStates: int('max-states', d.maxStates),
   timeLimitMs: 1000 * int('time-limit', 600),
 };
@@ -117,7 +119,7 @@ if (opts.timing.heartbeatTicks < 1 || opts.timing.electionTicks < 1 || opts.timi
   usage('--heartbeat, --election and --window must be at least 1');
 
 const seed = int('seed', 1);
-const settings = `depth ${opts.depth}, warm-up ${opts.warmup}, ${opts.commands} command(s), budgets ${JSON.stringify(opts.budgets)}, timing ${JSON.stringify(opts.timing)}, ticks ${opts.tickPolicy}, hash ${opts.hash}, sleep sets ${opts.sleepSets ? 'on' : 'off'}${mutations.length ? `, mutations ${mutations.join(',')}` : ''}`;
+const settings = `depth ${opts.depth}, warm-up ${opts.warmup}, ${opts.commands} command(s), budgets ${JSON.stringify(opts.budgets)}, timing ${JSON.stringify(opts.timing)}, ticks ${opts.tickPolicy}, hash ${opts.hash}, sleep sets ${opts.sleepSets ? 'on' : 'off'}, sync on open ${opts.syncOnOpen ? 'on' : 'off'}${mutations.length ? `, mutations ${mutations.join(',')}` : ''}`;
 process.stdout.write(`explore: ${settings}\n`);
 
 function printViolation(v: ExploreResult['violation']): void {
