@@ -45,6 +45,12 @@ export interface ReplicaOptions {
   snapshotEveryBytes?: number;
   /** Chosen slots kept below a snapshot so that slightly lagging peers catch up without it. */
   keepSlots?: number;
+  /**
+   * How far beyond its chosen prefix an acceptor accepts (default 16 windows +
+   * 4096): a bound on what a confused or hostile leader can make it store. The
+   * simulator makes it small so that its edge is reached in a few slots.
+   */
+  slotsAheadMax?: number;
   /** Deterministic trace sink (simulator, debug). */
   trace?: (line: string) => void;
   /**
@@ -320,7 +326,7 @@ export class Replica {
     this.sids.forEach((s, i) => this.sidIndex.set(s, i));
     this.quorum =
       Math.floor(this.sids.length / 2) + (this.mutations.has('minority-quorum') ? 0 : 1);
-    this.slotsAheadMax = 16 * opts.windowSlots + 4096;
+    this.slotsAheadMax = opts.slotsAheadMax ?? 16 * opts.windowSlots + 4096;
     this.keepSlots = opts.keepSlots ?? Math.min(100, Math.floor(opts.snapshotEverySlots / 2));
     this.heartbeat = new Timeout('heartbeat', opts.heartbeatTicks);
     this.heartbeat.start();
