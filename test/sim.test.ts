@@ -8,7 +8,7 @@ import t from 'tap';
 import { runSimulation, type SimResult } from '../lib/sim/cluster';
 import { FAMILIES, POST_HEAL_SHAPES } from '../lib/sim/config';
 import { connectedMajority } from '../lib/sim/network';
-import { encodeOp, KvStateMachine } from '../lib/sm/kv';
+import { encodeOp, encodeRegister, KvStateMachine, REGISTER_NONCE_MIN } from '../lib/sm/kv';
 import { firstChoiceLines, replayCommand, runSweep } from '../lib/sim/sweep';
 
 /** Seeds per cluster size in the CI sweep (3 sizes): ~30 s of CPU (more wall time on a loaded machine). */
@@ -26,15 +26,24 @@ function explain(r: SimResult, opts: Parameters<typeof replayCommand>[1] = {}): 
 // re-encoded snapshots differently from its peers.
 t.test('KvStateMachine: snapshot -> restore -> snapshot round-trips exactly', async (t) => {
   const a = new KvStateMachine(100, 1000);
-  a.apply(1, [{ cid: 1, seq: 1, op: encodeOp({ kind: 'put', key: 'k', value: 'v' }) }]);
-  a.apply(2, [
-    { cid: 2, seq: 1, op: encodeOp({ kind: 'cas', key: 'k', expected: 'x', value: 'y' }) },
+  // Sessions are opened through the log: register two, then write with their ids.
+  const reg = a.apply(1, [
+    { cid: REGISTER_NONCE_MIN + 1, seq: 1, op: encodeRegister() },
+    { cid: REGISTER_NONCE_MIN + 2, seq: 1, op: encodeRegister() },
   ]);
+  const [c1, c2] = reg.results.map((r) => Number(r.value));
+  t.ok(c1 > 0 && c2 > 0 && c1 !== c2, 'two sessions registered');
+  a.apply(2, [{ cid: c1, seq: 1, op: encodeOp({ kind: 'put', key: 'k', value: 'v' }) }]);
+  a.apply(3, [
+    { cid: c2, seq: 1, op: encodeOp({ kind: 'cas', key: 'k', expected: 'x', value: 'y' }) },
+  ]);
+  t.ok(a.cached(c1, 1)?.ok, 'the put ran and its answer is cached');
+  t.ok(a.cached(c2, 1), 'the cas answer is cached');
   const b = new KvStateMachine(100, 1000);
   b.restore(a.snapshot());
   t.same(Buffer.from(b.snapshot()), Buffer.from(a.snapshot()), 'same bytes');
-  t.strictSame(b.cached(1, 1), a.cached(1, 1), 'cached put answer is a plain object');
-  t.strictSame(b.cached(2, 1), a.cached(2, 1), 'cached cas answer is a plain object');
+  t.strictSame(b.cached(c1, 1), a.cached(c1, 1), 'cached put answer is a plain object');
+  t.strictSame(b.cached(c2, 1), a.cached(c2, 1), 'cached cas answer is a plain object');
 });
 
 t.test('same seed, same run: byte-identical trace hash and history', async (t) => {
