@@ -647,7 +647,7 @@ t.test(
     // it and it draws X2 in the same epoch as X1. When X2 < X1, node 0's votes
     // (which name X1) make every vote of node 4 (naming X2) void, for good: with
     // 2 and 3 down, the three live nodes never choose anything again.
-    // (Failed on 1d6c285..519fd9b, passes from a004758: notes/core-findings.md.)
+    // (Failed on 519fd9b, passes from a004758: notes/core-findings.md.)
     for (const seed of [1, 2, 3, 4, 5]) {
       const net = new CoreNet([0, 1, 2, 3, 4], {}, seed);
       net.tick(15);
