@@ -111,7 +111,7 @@ for (const m of [
   'minority-quorum',
 ] satisfies Mutation[]) {
   t.test(`random walks find the protocol mutation '${m}'`, async (t) => {
-    const r = randomWalks({ ...WALKS, mutations: [m], seed: 1, walks: 2000 });
+    const r = randomWalks({ ...WALKS, mutations: [m], seed: 1, walks: 10_000 });
     t.ok(r.violation, `a violation within ${r.walks} walks`);
     if (!r.violation) return;
     t.comment(
@@ -127,14 +127,22 @@ for (const syncOnOpen of [true, false]) {
   // power loss after the restart; sync = true messages must wait for them.
   const name = syncOnOpen ? 'restart syncs the replayed records' : 'restart does not sync';
   t.test(`random walks: the real protocol keeps every invariant (${name})`, async (t) => {
-    const r = randomWalks({ ...WALKS, syncOnOpen, seed: 1, walks: 2000 });
+    const r = randomWalks({ ...WALKS, syncOnOpen, seed: 1, walks: 10_000 });
     t.comment(`${r.walks} walks of depth ${WALKS.depth}, ${r.events} events, ${r.timeMs} ms`);
     t.equal(
       r.violation,
       null,
       r.violation ? `seed ${r.seed}: ${r.violation.rule}: ${r.violation.detail}` : 'none',
     );
-    t.equal(r.walks, 2000, 'every walk ran');
-    t.ok(r.events > 2000 * 40, 'walks are deep (few end early for lack of events)');
+    t.equal(r.walks, 10_000, 'every walk ran');
+    t.ok(r.events > 10_000 * 40, 'walks are deep (few end early for lack of events)');
+    // Walks that never choose, change leader or crash would pass vacuously.
+    const c = r.coverage;
+    t.comment(
+      `walks with a slot chosen ${c.chosen}, two slots ${c.chosenTwo}, proposals at 2+ ballots ${c.ballots}, a crash ${c.crashed}`,
+    );
+    t.ok(c.chosen > 2_500, 'a quarter of the walks choose a slot');
+    t.ok(c.ballots > 500, 'one in twenty walks proposes at two ballots (a leader change)');
+    t.ok(c.crashed > 2_500, 'a quarter of the walks crash a node');
   });
 }

@@ -752,6 +752,13 @@ export class World {
     }
   }
 
+  /** Distinct ballots among all accepts sent. */
+  ballotsProposed(): number {
+    const ballots = new Set<number>();
+    for (const list of this.proposals.values()) for (const [b] of list) ballots.add(b);
+    return ballots.size;
+  }
+
   /** Give the adversary its whole budget again (after a warm-up or a random prefix). */
   resetBudgets(): void {
     for (const n of this.nodes) n.ticks = 0;
@@ -1176,29 +1183,46 @@ function found(
  * Seeded random walks for depths the exhaustive search cannot reach: walk i
  * (seed + i) takes up to opts.depth events after the warm-up.
  */
-export function randomWalks(o: WalkOptions): WalkResult {
+/** How many walks reached the states that matter (a sweep that never chooses anything proves nothing). */
+export interface WalkCoverage {
+  /** Walks in which the oracle saw a slot chosen. */
+  chosen: number;
+  /** Walks in which two slots were chosen. */
+  chosenTwo: number;
+  /** Walks with proposals at two or more ballots (a leader change with a proposal). */
+  ballots: number;
+  /** Walks with a crash (kill or power loss). */
+  crashed: number;
+}
+
+export function randomWalks(o: WalkOptions): WalkResult & { coverage: WalkCoverage } {
   const opts = withDefaults(o);
   const started = Date.now();
   const warmup = warmupPath(opts);
+  const coverage: WalkCoverage = { chosen: 0, chosenTwo: 0, ballots: 0, crashed: 0 };
   let events = 0;
+  const result = (violation: ExploreResult['violation'], walks: number, seed: number) => ({
+    violation,
+    walks,
+    events,
+    timeMs: Date.now() - started,
+    seed,
+    coverage,
+  });
   for (let i = 0; i < o.walks; i++) {
-    if (Date.now() - started > opts.timeLimitMs)
-      return { violation: null, walks: i, events, timeMs: Date.now() - started, seed: -1 };
+    if (Date.now() - started > opts.timeLimitMs) return result(null, i, -1);
     const seed = o.seed + i;
     const w = build(opts, warmup, []);
     const path: Event[] = [];
     walk(w, new Prng(seed), opts.depth, path);
     events += path.length;
-    if (w.violation)
-      return {
-        violation: found(opts, warmup, w, path),
-        walks: i + 1,
-        events,
-        timeMs: Date.now() - started,
-        seed,
-      };
+    if (w.chosen.size >= 1) coverage.chosen++;
+    if (w.chosen.size >= 2) coverage.chosenTwo++;
+    if (w.ballotsProposed() >= 2) coverage.ballots++;
+    if (w.crashes > 0) coverage.crashed++;
+    if (w.violation) return result(found(opts, warmup, w, path), i + 1, seed);
   }
-  return { violation: null, walks: o.walks, events, timeMs: Date.now() - started, seed: -1 };
+  return result(null, o.walks, -1);
 }
 
 export interface AroundOptions extends WalkOptions {

@@ -141,7 +141,8 @@ let violated = false;
 if (argv.walks !== undefined) {
   const r = randomWalks({ ...opts, seed, walks: int('walks', 0) });
   process.stdout.write(
-    `walks: ${r.walks} from seed ${seed}, ${r.events} events (${perSecond(r.events, r.timeMs)}), ${r.timeMs} ms${r.violation ? `; failing walk seed ${r.seed}` : ''}\n`,
+    `walks: ${r.walks} from seed ${seed}, ${r.events} events (${perSecond(r.events, r.timeMs)}), ${r.timeMs} ms${r.violation ? `; failing walk seed ${r.seed}` : ''}\n` +
+      `coverage: a slot chosen in ${r.coverage.chosen} walks, two slots in ${r.coverage.chosenTwo}, proposals at 2+ ballots in ${r.coverage.ballots}, a crash in ${r.coverage.crashed}\n`,
   );
   printViolation(r.violation);
   violated = r.violation !== null;
