@@ -101,7 +101,7 @@ t.test(
 const WALKS = {
   depth: 60,
   commands: 2,
-  budgets: { ticksPerNode: 12, crashes: 2, dups: 3, drops: 3, submitsPerCmd: 3 },
+  budgets: { ticksPerNode: 12, crashes: 2, dups: 3, drops: 3, submitsPerCmd: 3, reads: 2 },
   timeLimitMs: 600_000,
 };
 

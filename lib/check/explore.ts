@@ -66,6 +66,8 @@ export interface ExploreBudgets {
   drops: number;
   /** Times each command may be submitted (to a leader) per path: client retries. */
   submitsPerCmd: number;
+  /** Linearizable reads (read index) submitted to a leader per path. */
+  reads?: number;
 }
 
 export interface ExploreOptions {
@@ -144,6 +146,8 @@ export type Event =
   | { k: 'tick'; n: number }
   | { k: 'sync'; n: number }
   | { k: 'submit'; c: number; n: number }
+  /** A read-index read at a node that believes it leads. */
+  | { k: 'read'; n: number }
   /** Process kill: written records survive (the page cache), held messages do not. */
   | { k: 'kill'; n: number }
   /** Power loss: only records synced so far survive. */
@@ -366,6 +370,11 @@ export class World {
   drops = 0;
   crashes = 0;
   readonly submits: number[];
+  readsSubmitted = 0;
+  /** Highest slot with commands applied (and so answered) by a leader. */
+  private answeredThrough = 0;
+  /** Read id -> answeredThrough when it was submitted. */
+  private readonly readNeed = new Map<number, number>();
   /** Commands submitted to one leadership (sid, incarnation, ballot): a retry goes elsewhere. */
   private readonly submittedTo = new Set<string>();
   // ---- oracle ----
@@ -453,6 +462,9 @@ export class World {
         if (n.replica.role === 'leader' && !this.submittedTo.has(this.leadership(n, c)))
           out.push({ k: 'submit', c, n: n.sid });
     }
+    if (this.readsSubmitted < (b.reads ?? 0))
+      for (const n of this.nodes)
+        if (n.replica.role === 'leader') out.push({ k: 'read', n: n.sid });
     if (this.opts.tickPolicy === 'any' || this.pending.size === 0)
       for (const n of this.nodes) if (n.ticks < b.ticksPerNode) out.push({ k: 'tick', n: n.sid });
     if (this.drops < b.drops) {
@@ -526,6 +538,15 @@ export class World {
         this.turns(n);
         break;
       }
+      case 'read': {
+        const n = this.nodes[e.n];
+        const id = ++this.readsSubmitted;
+        // Every write answered before the read began must be applied where it is answered.
+        this.readNeed.set(id, this.answeredThrough);
+        n.replica.submitRead(id);
+        this.turns(n);
+        break;
+      }
       case 'kill':
       case 'power': {
         const n = this.nodes[e.n];
@@ -593,7 +614,21 @@ export class World {
         n.written.push(...rd.persist);
         if (rd.mustSync) n.writeGen++;
       }
-      for (const a of rd.applied) this.noteApplied(n, a.slot, valueKey(a.cmds));
+      for (const a of rd.applied) {
+        this.noteApplied(n, a.slot, valueKey(a.cmds));
+        // A leader answers the clients of the commands it applies (linearizability
+        // only asks a read to see writes answered before it began).
+        if (n.replica.role === 'leader' && a.cmds.length > 0)
+          this.answeredThrough = Math.max(this.answeredThrough, a.slot);
+      }
+      for (const id of rd.reads) {
+        const need = this.readNeed.get(id) ?? 0;
+        if (n.replica.applied < need)
+          this.fail(
+            'linearizable reads',
+            `node ${n.sid} answered read ${id} at applied ${n.replica.applied}, but slot ${need} was answered before the read began`,
+          );
+      }
       const self: Msg[] = [];
       for (const out of rd.messages) {
         if (out.sync && n.syncedGen < n.writeGen) n.held.push({ gen: n.writeGen, out });
@@ -762,7 +797,7 @@ export class World {
   /** Give the adversary its whole budget again (after a warm-up or a random prefix). */
   resetBudgets(): void {
     for (const n of this.nodes) n.ticks = 0;
-    this.dups = this.drops = this.crashes = 0;
+    this.dups = this.drops = this.crashes = this.readsSubmitted = 0;
     this.submits.fill(0);
   }
 
@@ -792,6 +827,8 @@ export class World {
         return { mask: 1 << e.n, budget: null };
       case 'submit':
         return { mask: 1 << e.n, budget: `submit${e.c}` };
+      case 'read':
+        return { mask: 1 << e.n, budget: 'read' };
       case 'kill':
       case 'power':
         return { mask: 1 << e.n, budget: 'crash' };
@@ -857,7 +894,7 @@ export class World {
         `|d${[...new Set(this.sent.filter((p) => p.to !== p.from).map((p) => p.key))].sort().join('#')}`,
       );
     parts.push(
-      `|b${this.dups},${this.drops},${this.crashes},${this.submits.join(',')}|s${[...this.submittedTo].sort().join(',')}`,
+      `|b${this.dups},${this.drops},${this.crashes},${this.submits.join(',')}|r${this.answeredThrough}:${[...this.readNeed.values()].join(',')}|s${[...this.submittedTo].sort().join(',')}`,
     );
     // The oracle's sets in a canonical order: who voted first changes nothing.
     const votes = [...this.acceptedBy].map(([k, by]) => `${k}:${[...by].sort().join('.')}`);
@@ -880,6 +917,8 @@ export class World {
       }
       case 'submit':
         return `submit command ${e.c + 1} to leader ${e.n}`;
+      case 'read':
+        return `read at leader ${e.n}`;
       case 'kill':
         return `kill ${e.n} (unsynced records survive)`;
       case 'power':
@@ -1126,6 +1165,7 @@ export interface WalkResult {
 /** How often each kind of event is picked (when enabled): delivery most, crashes rarely. */
 const WALK_WEIGHTS: Record<Event['k'], number> = {
   deliver: 40,
+  read: 1,
   tick: 12,
   sync: 12,
   submit: 10,

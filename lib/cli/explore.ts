@@ -31,6 +31,7 @@ model
   --dups D             re-deliveries of old messages per path (default 1)
   --drops D            explicit drops per path (default 0; a message never delivered is lost anyway)
   --submits S          submissions per command (client retries, default 2)
+  --reads R            read-index reads at a leader per path (default 0)
   --tick-policy P      any | quiescent (default any)
   --no-sync-on-open    a restart does not sync the replayed records (the daemon does)
   --heartbeat H --election E --window W --retransmit R   timing in ticks (2, 3, 1, 2)
@@ -103,6 +104,7 @@ const opts: ExploreOptions = {
     dups: int('dups', d.budgets.dups),
     drops: int('drops', d.budgets.drops),
     submitsPerCmd: int('submits', d.budgets.submitsPerCmd),
+    reads: int('reads', 0),
   },
   depth: int('depth', d.depth),
   tickPolicy: oneOf('tick-policy', ['any', 'quiescent'], d.tickPolicy),
