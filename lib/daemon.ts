@@ -6,9 +6,10 @@ import { Prng } from './core/prng';
 import { Replica, type ReplicaOptions, type ReplicaStatus } from './core/replica';
 import type { AppliedEntry, CmdResult, Msg, Outbound, Ready } from './core/types';
 import type { NodeConfig, ServerAddr } from './io/config';
+import { DirLock } from './io/dirlock';
 import { OrderLog } from './io/orderlog';
 import { StorageError } from './io/recordlog';
-import { DurableStore } from './io/storage';
+import { DurableStore, type OpenedStore } from './io/storage';
 import {
   admissionError,
   encodeLimits,
@@ -41,13 +42,39 @@ export interface NodeOptions {
   sync?: boolean;
   peerKeys?: Keyring;
   clientKeys?: Keyring;
-  /** Where progress lines go (default: stderr). */
-  log?: (line: string) => void;
+  /**
+   * Where progress lines go, with their level. Default: stderr, each line
+   * prefixed with an ISO timestamp, the level and the sid.
+   */
+  log?: (line: string, level: LogLevel) => void;
   /** Called once if the node stops itself (disk failure). Default: log only. */
   onFatal?: (err: Error) => void;
   /** Seed of the core's PRNG (election jitter). Default: derived from sid and time. */
   seed?: number;
 }
+
+export type LogLevel = 'INFO' | 'WARN' | 'ERROR';
+
+/** The default log line: `2026-01-02T03:04:05.678Z INFO sid=0 message`. */
+export function formatLogLine(sid: number, level: LogLevel, line: string, at = new Date()): string {
+  return `${at.toISOString()} ${level} sid=${sid} ${line}`;
+}
+
+function stderrLog(sid: number): (line: string, level: LogLevel) => void {
+  return (line, level) => process.stderr.write(formatLogLine(sid, level, line) + '\n');
+}
+
+/** Drop reasons an operator can fix (a config or key mistake): logged, rate-limited. */
+const OPERATOR_DROPS = new Set([
+  'wrong_cluster',
+  'missing_tag',
+  'bad_tag',
+  'bad_version',
+  'wrong_source',
+]);
+
+/** At most one log line per drop reason and source address per this many ms. */
+const DROP_LOG_EVERY_MS = 10_000;
 
 /** Counters an operator (and the tests) can read. */
 export interface NodeCounters {
@@ -157,7 +184,13 @@ export class PaxosNode {
   private flushScheduled = false;
   private stopped = false;
   private fatal: Error | null = null;
-  private readonly log: (line: string) => void;
+  private readonly log: (line: string, level?: LogLevel) => void;
+  /** Held for the life of the node: one process per data directory. */
+  private lock: DirLock | null = null;
+  /** When each (reason, source) drop was last logged, for the rate limit. */
+  private readonly dropLogged = new Map<string, number>();
+  /** Resolved when the running fdatasync completes (stop waits for it). */
+  private syncWaiters: (() => void)[] = [];
   private clock = 0;
   private limitsNoted = false;
 
@@ -168,7 +201,8 @@ export class PaxosNode {
     readonly dataDir: string,
   ) {
     const cfg = opts.config;
-    this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
+    const out = opts.log ?? stderrLog(opts.sid);
+    this.log = (l, level = 'INFO') => out(l, level);
     this.cluster = clusterTag(cfg.clusterId);
     this.peerKeys = opts.peerKeys ?? NO_KEYS;
     this.clientKeys = opts.clientKeys ?? NO_KEYS;
@@ -204,31 +238,61 @@ export class PaxosNode {
     if (!self) throw new Error(`sid ${opts.sid} is not in ${cfg.file}`);
     const dataDir = opts.dataDir ?? path.join(cfg.dataDir, String(opts.sid));
     const sync = opts.sync ?? cfg.storage.sync;
-    const opened = DurableStore.open(dataDir, sync);
-    const orderLog = new OrderLog(OrderLog.fileFor(opts.logDir ?? cfg.logDir, opts.sid));
-    const node = new PaxosNode(opts, opened.store, orderLog, dataDir);
+    // The lock comes before anything in the directory is read: opening the WAL
+    // may cut its tail, which would damage a running node's log.
+    const log = opts.log ?? stderrLog(opts.sid);
+    const lock = DirLock.acquire(dataDir, sync, (l) => log(`sid ${opts.sid}: ${l}`, 'WARN'));
+    let node: PaxosNode;
+    let opened: OpenedStore;
+    try {
+      opened = DurableStore.open(dataDir, sync);
+      let orderLog: OrderLog;
+      try {
+        orderLog = new OrderLog(OrderLog.fileFor(opts.logDir ?? cfg.logDir, opts.sid));
+      } catch (e) {
+        opened.store.close();
+        throw e;
+      }
+      node = new PaxosNode(opts, opened.store, orderLog, dataDir);
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
+    node.lock = lock;
+    try {
+      await node.recover(opened);
+    } catch (e) {
+      await node.stop(); // closes the sockets and the store, releases the lock
+      throw e;
+    }
+    return node;
+  }
+
+  /** After the lock and the open: replay, bind both ports, start ticking. */
+  private async recover(opened: OpenedStore): Promise<void> {
+    const sid = this.opts.sid;
     if (opened.tornBytes > 0)
-      node.log(
-        `sid ${opts.sid}: cut a torn record of ${opened.tornBytes} bytes at the end of the log`,
+      this.log(
+        `sid ${sid}: cut a torn record of ${opened.tornBytes} bytes at the end of the log`,
+        'WARN',
       );
-    node.replica.restore(opened.snapshot, opened.records);
+    this.replica.restore(opened.snapshot, opened.records);
     // A crash after saving a snapshot but before writing its slots to the order
     // log leaves the order log behind the snapshot; those slots are never applied
     // again, so mark the gap as a snapshot install does.
-    if (opened.snapshot && opened.snapshot.slot > orderLog.lastSlot)
-      orderLog.snapshotInstalled(opened.snapshot.slot);
+    if (opened.snapshot && opened.snapshot.slot > this.orderLog.lastSlot)
+      this.orderLog.snapshotInstalled(opened.snapshot.slot);
     if (opened.fresh) {
-      if (opts.init) node.replica.bootstrap();
+      if (this.opts.init) this.replica.bootstrap();
       else
-        node.log(
-          `sid ${opts.sid}: empty data directory ${dataDir}: joining as a non-voter until it is safe (Paxos Made Live rule); use --init only when creating a new cluster`,
+        this.log(
+          `sid ${sid}: empty data directory ${this.dataDir}: joining as a non-voter until it is safe (Paxos Made Live rule); use --init only when creating a new cluster`,
         );
     }
-    node.noteLimits();
-    await node.bind();
-    node.handle(node.replica.ready());
-    node.ticker = setInterval(() => node.onTick(), cfg.timing.tickMs);
-    return node;
+    this.noteLimits();
+    await this.bind();
+    this.handle(this.replica.ready());
+    this.ticker = setInterval(() => this.onTick(), this.opts.config.timing.tickMs);
   }
 
   private bind(): Promise<void> {
@@ -237,7 +301,9 @@ export class PaxosNode {
         sock.once('error', reject);
         sock.bind(port, this.self.host, () => {
           sock.off('error', reject);
-          sock.on('error', (e) => this.log(`sid ${this.opts.sid}: socket error: ${e.message}`));
+          sock.on('error', (e) =>
+            this.log(`sid ${this.opts.sid}: socket error: ${e.message}`, 'WARN'),
+          );
           resolve();
         });
       });
@@ -294,9 +360,15 @@ export class PaxosNode {
     if (m)
       this.log(
         `sid ${this.opts.sid}: limits differ from the cluster's: ${m}; the cluster's limits apply (recorded in the log when it was created)`,
+        'WARN',
       );
   }
 
+  /**
+   * Stop: no more input or output, then close the store once a running
+   * fdatasync has completed (closing its descriptor under it would turn a clean
+   * stop into a failed sync), then give up the data directory's lock.
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
@@ -305,12 +377,14 @@ export class PaxosNode {
       new Promise<void>((r) => this.peerSock.close(() => r())),
       new Promise<void>((r) => this.clientSock.close(() => r())),
     ]).catch(() => undefined);
+    if (this.syncing) await new Promise<void>((r) => this.syncWaiters.push(r));
     try {
       this.store.close();
       this.orderLog.close();
     } catch {
       // already closed after a fatal error
     }
+    this.lock?.release();
   }
 
   private drop(reason: string, detail?: string): void {
@@ -688,6 +762,8 @@ export class PaxosNode {
     const end = this.walEnd();
     this.store.syncAsync((err) => {
       this.syncing = false;
+      for (const w of this.syncWaiters.splice(0)) w();
+      if (this.stopped && !this.fatal) return;
       if (err) return this.die(err);
       // A rotation meanwhile synced more than this (and the segment is gone).
       if (end && end.segment === path.basename(this.store.log.segmentFiles().at(-1) ?? ''))
@@ -782,6 +858,7 @@ export class PaxosNode {
     const code = err instanceof StorageError ? err.code : 'EIO';
     this.log(
       `sid ${this.opts.sid}: FATAL storage failure (${code}): ${err.message}; stopping without acknowledging anything more`,
+      'ERROR',
     );
     void this.stop();
     this.opts.onFatal?.(err);

@@ -1,12 +1,14 @@
-import minimist from 'minimist';
 import { ConfigError, loadNodeConfig, resolveSid } from '../io/config';
 import { StorageError } from '../io/recordlog';
-import { PaxosNode } from '../daemon';
+import { DirLockError } from '../io/dirlock';
+import { formatLogLine, PaxosNode } from '../daemon';
+import { packageVersion, parseFlags } from './common';
 import { loadKeyring, writeKeyFile } from '../io/keys';
 
 const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data-dir DIR]
               [--log-dir DIR] [--init] [--no-sync]
        paxosd keygen FILE      write a fresh cluster key file (mode 0600)
+       paxosd --help | --version
 
   --sid       this node's SID (else $PAXOS_SID, else the config's "sid")
   --init      bootstrap a NEW cluster: a node with an empty data directory may
@@ -14,23 +16,27 @@ const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data
               (it may have lost a disk holding promises).
   --no-sync   skip fdatasync (benchmarks only: acknowledged writes can be lost)
 
-exit codes: 0 stopped by signal, 1 runtime/storage failure, 2 usage or config error`;
+exit codes: 0 stopped by signal (SIGTERM/SIGINT), 1 runtime/storage failure or
+            cannot bind, 2 usage or config error, or the data directory is in
+            use by another process (its lock names the pid)`;
 
 async function main(): Promise<number> {
-  const argv = minimist(process.argv.slice(2), {
-    string: ['config', 'data-dir', 'log-dir'],
-    boolean: ['init', 'sync', 'help'],
+  const argv = parseFlags(process.argv.slice(2), {
+    string: ['config', 'data-dir', 'log-dir', 'sid'],
+    boolean: ['init', 'sync', 'help', 'version'],
+    alias: { h: 'help' },
     default: { config: 'conf/paxos.config.json', sync: true },
-    unknown: (a) => {
-      if (a.startsWith('-') && !a.startsWith('--sid')) {
-        process.stderr.write(`paxosd: unknown option ${a}\n${USAGE}\n`);
-        process.exit(2);
-      }
-      return true;
-    },
   });
+  if (typeof argv === 'string') {
+    process.stderr.write(`paxosd: ${argv}\n${USAGE}\n`);
+    return 2;
+  }
   if (argv.help) {
     process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  if (argv.version) {
+    process.stdout.write(`paxosd ${packageVersion()}\n`);
     return 0;
   }
   if (argv._[0] === 'keygen') {
@@ -79,20 +85,36 @@ async function main(): Promise<number> {
       process.stderr.write(`paxosd: bad config: ${e.message}\n`);
       return 2;
     }
+    if (e instanceof DirLockError) {
+      process.stderr.write(`paxosd: ${e.message}\n`);
+      return 2;
+    }
     if (e instanceof StorageError) {
       process.stderr.write(`paxosd: storage: ${e.message}\n`);
       return 1;
     }
     const err = e as NodeJS.ErrnoException;
-    if (err.code === 'EADDRINUSE' || err.code === 'EADDRNOTAVAIL') {
+    if (err.syscall === 'bind' || err.code === 'EADDRINUSE' || err.code === 'EADDRNOTAVAIL') {
       process.stderr.write(`paxosd: cannot bind: ${err.message}\n`);
       return 1;
     }
     throw e;
   }
   process.stdout.write(node.readyLine() + '\n');
-  const stop = (): void => {
-    void node.stop().then(() => process.exit(0));
+  const sid = node.self.sid;
+  const log = (line: string): void => {
+    process.stderr.write(formatLogLine(sid, 'INFO', line) + '\n');
+  };
+  log(`paxosd ${packageVersion()} started: config ${argv.config}, data ${node.dataDir}`);
+  let stopping = false;
+  const stop = (sig: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    log(`sid ${sid}: ${sig}: stopping`);
+    void node.stop().then(() => {
+      log(`sid ${sid}: stopped`);
+      process.exit(0);
+    });
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);

@@ -249,6 +249,12 @@ class Validator {
     if (s.length > 253 || /[\s/]/.test(s)) {
       this.fail(field, `not a valid host name or address: ${JSON.stringify(s)}`);
     }
+    // The sockets are IPv4 (udp4): an IPv6 literal would fail at bind time.
+    if (s.includes(':'))
+      this.fail(
+        field,
+        `IPv6 addresses are not supported (use an IPv4 address or a host name): ${s}`,
+      );
     return s;
   }
 
