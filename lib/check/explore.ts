@@ -13,11 +13,27 @@
  * addressed to the node itself); other messages leave at once. A sync is an
  * explicit event, so a crash may come before or after it.
  *
+ * A restart replays the written records into a fresh Replica; by default it
+ * then syncs them (the daemon fsyncs replayed segments on start).
+ *
  * States are never cloned: the core has no copy operation, so a state is
  * rebuilt by replaying its event path from scratch (the core is deterministic:
- * same path, same state). A hash of each state prunes revisits (depth-first
- * search with iterative bounds: a state is explored again only when reached
- * with more depth left than before).
+ * same path, same state). Depth-first search; a SHA-1 digest of each state
+ * (the whole replica, with tick times taken relative to its clock, plus disks,
+ * network and oracle) prunes revisits: a state is explored again only when
+ * reached with more depth left, or with a sleep set that is not a superset of
+ * the one it was explored with. Sleep sets (Godefroid) skip the second order
+ * of two independent events (different nodes, different budgets).
+ *
+ * Reductions, each a choice of the adversary given up to bound the search
+ * (all documented at their code): a heartbeat still in flight is replaced by a
+ * newer one on the same link (the old one can still come back as a
+ * re-delivery); a message never delivered is a drop (explicit drops only matter
+ * with the quiescent tick policy); a crash is followed by an immediate restart
+ * (messages sent to a node that is down are lost: the same as not delivering
+ * them); client commands are submitted only to a node that believes it leads.
+ * Two kinds of states start the search (the warm-up): a connected cluster
+ * without a leader, or an elected leader known to all.
  *
  * Invariants, checked after every event:
  * - agreement: no two replicas apply, or mark chosen, different values at one slot
@@ -28,6 +44,8 @@
  *   (slot, ballot)) is the only value ever applied or marked chosen at that slot;
  * - one value per (slot, ballot) among all accepts ever sent (proposer side,
  *   across restarts);
+ * - a read-index read answers from a state that holds every write a leader
+ *   answered before the read began;
  * - `Replica.checkInvariants()` of every replica.
  */
 import { createHash } from 'node:crypto';
@@ -105,7 +123,7 @@ export interface ExploreOptions {
    * take them, and sync = true messages wait for the next sync event.
    */
   syncOnOpen: boolean;
-  /** Stop after this many distinct states (result.complete = false). */
+  /** Stop after expanding this many states (result.complete = false). */
   maxStates: number;
   /** Stop after this much wall time, ms (result.complete = false). */
   timeLimitMs: number;
@@ -1219,10 +1237,6 @@ function found(
   };
 }
 
-/**
- * Seeded random walks for depths the exhaustive search cannot reach: walk i
- * (seed + i) takes up to opts.depth events after the warm-up.
- */
 /** How many walks reached the states that matter (a sweep that never chooses anything proves nothing). */
 export interface WalkCoverage {
   /** Walks in which the oracle saw a slot chosen. */
@@ -1235,6 +1249,10 @@ export interface WalkCoverage {
   crashed: number;
 }
 
+/**
+ * Seeded random walks for depths the exhaustive search cannot reach: walk i
+ * (seed + i) takes up to opts.depth events after the warm-up.
+ */
 export function randomWalks(o: WalkOptions): WalkResult & { coverage: WalkCoverage } {
   const opts = withDefaults(o);
   const started = Date.now();
