@@ -87,6 +87,8 @@ interface Pending {
   backoffMs: number;
   attempts: number;
   redirects: number;
+  /** Validate replies answered at once (bounded: a token that keeps failing waits for the timer). */
+  validations: number;
   resolve: (r: OpResult) => void;
   reject: (e: Error) => void;
 }
@@ -145,6 +147,14 @@ export class PaxosClient {
   private readonly indexOf = new Map<number, number>();
   private readonly pending = new Map<string, Pending>();
   private readonly statusWaiters = new Map<number, (s: Record<string, unknown>) => void>();
+  /** Re-send a status request held back by a node's anti-amplification limit, by nonce. */
+  private readonly statusResend = new Map<number, () => void>();
+  /**
+   * The address token each server (by index) gave us, sent with every request
+   * to it until it answers with a new one: it lifts the server's limit on how
+   * much it may send an address that never proved it receives (RFC 9000 s.8).
+   */
+  private readonly tokens: (Buffer | undefined)[] = [];
   private preferred = 0;
   private readonly outbox = new Map<number, OpRequest[]>();
   private outboxScheduled = false;
@@ -155,7 +165,9 @@ export class PaxosClient {
   private readonly cluster: number;
   private readonly keys: Keyring;
   private readonly defaultSession: Session;
-  readonly stats = { sent: 0, retries: 0, redirects: 0, replies: 0, dropped: 0 };
+  readonly stats = { sent: 0, retries: 0, redirects: 0, replies: 0, dropped: 0, validations: 0 };
+  /** Envelope-level refusals the servers sent, by code ('auth', 'wrong_cluster'). */
+  readonly refusals: Record<string, number> = Object.create(null) as Record<string, number>;
 
   constructor(readonly opts: ClientOptions) {
     if (opts.servers.length === 0) throw new Error('no servers configured');
@@ -285,6 +297,7 @@ export class PaxosClient {
         backoffMs: this.opts.retryMs,
         attempts: 0,
         redirects: 0,
+        validations: 0,
         resolve,
         reject,
       };
@@ -329,8 +342,9 @@ export class PaxosClient {
           batch.push(ops[i++]);
           bytes += size;
         }
+        const token = this.tokens[target];
         const body = encodeRequest(
-          batch.length === 1 ? { t: 'op', ...batch[0] } : { t: 'ops', ops: batch },
+          batch.length === 1 ? { t: 'op', ...batch[0], token } : { t: 'ops', ops: batch, token },
         );
         this.sock.send(
           seal(Kind.ClientRequest, this.cluster, body, this.keys),
@@ -396,10 +410,39 @@ export class PaxosClient {
       for (const x of r.results) this.onReply({ t: 'result', ...x });
       return;
     }
+    if (r.t === 'validate') return this.onValidate(r);
+    // Request 0:0: a server refused a datagram before reading it (wrong key or
+    // cluster id); the tools name it instead of waiting for a timeout.
+    if (r.t === 'error' && r.cid === 0 && r.seq === 0)
+      this.refusals[r.code] = (this.refusals[r.code] ?? 0) + 1;
     this.onReply(r);
   }
 
-  private onReply(r: Exclude<ClientReply, { t: 'status' } | { t: 'results' }>): void {
+  /**
+   * A server held back answers too large for an address it has not validated:
+   * keep its token and ask again at once (a retry like any other: the session
+   * table answers a write that already ran from its cache, never runs it again).
+   */
+  private onValidate(r: Extract<ClientReply, { t: 'validate' }>): void {
+    const idx = this.indexOf.get(r.sid);
+    if (idx === undefined) return;
+    this.stats.validations++;
+    this.tokens[idx] = r.token;
+    for (const ref of r.ops) {
+      const p = this.pending.get(`${ref.cid}:${ref.seq}`);
+      // Twice at once at most: if the token keeps failing (the address changes
+      // under a NAT), the retry timer paces the attempts.
+      if (!p || p.validations >= 2) continue;
+      p.validations++;
+      p.target = idx;
+      this.transmit(p);
+    }
+    if (r.nonce !== null) this.statusResend.get(r.nonce)?.();
+  }
+
+  private onReply(
+    r: Exclude<ClientReply, { t: 'status' } | { t: 'results' } | { t: 'validate' }>,
+  ): void {
     const key = `${r.cid}:${r.seq}`;
     const p = this.pending.get(key);
     if (!p) return;
@@ -481,12 +524,24 @@ export class PaxosClient {
       const done = (v: Record<string, unknown> | null): void => {
         clearTimeout(t);
         this.statusWaiters.delete(nonce);
+        this.statusResend.delete(nonce);
         resolve(v);
       };
       const t = setTimeout(() => done(null), timeoutMs);
       this.statusWaiters.set(nonce, (st) => done(st));
-      const body = encodeRequest({ t: 'status', nonce });
-      this.sock.send(seal(Kind.ClientRequest, this.cluster, body, this.keys), s.clientPort, s.host);
+      let sends = 0;
+      const send = (): void => {
+        // The first send and one more after a validate reply (with its token).
+        if (sends++ >= 2) return;
+        const body = encodeRequest({ t: 'status', nonce, token: this.tokens[idx] });
+        this.sock.send(
+          seal(Kind.ClientRequest, this.cluster, body, this.keys),
+          s.clientPort,
+          s.host,
+        );
+      };
+      this.statusResend.set(nonce, send);
+      send();
     });
   }
 

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -19,8 +20,26 @@ import {
   REGISTER_NONCE_MIN,
   type SmLimits,
 } from './sm/kv';
-import { decodeRequest, encodeReply, resultBytes, type ClientReply } from './wire/client';
-import { clusterTag, Kind, Keyring, NO_KEYS, open, seal } from './wire/envelope';
+import {
+  AddressTokens,
+  AMPLIFICATION_FACTOR,
+  BATCH_OPS_MAX,
+  decodeRequest,
+  encodeReply,
+  resultBytes,
+  type ClientReply,
+  type RequestRef,
+} from './wire/client';
+import {
+  clusterTag,
+  HEADER_BYTES,
+  Kind,
+  Keyring,
+  NO_KEYS,
+  open,
+  seal,
+  TAG_BYTES,
+} from './wire/envelope';
 import { decodePeerBody, encodePeerBody } from './wire/peer';
 
 const debugPeer = createDebug('paxos:peer');
@@ -88,6 +107,12 @@ export interface NodeCounters {
   /** Histogram of records per sync: index = floor(log2(records)). */
   groupCommit: number[];
   flushes: number;
+  /** Client requests whose answer was held back by the anti-amplification limit. */
+  clientHeldBack: number;
+  /** Validate replies sent (each carries an address token). */
+  tokensIssued: number;
+  /** Requests whose token was wrong, for another address or expired. */
+  tokensRefused: number;
 }
 
 /** The replica settings a node config gives (everything but PRNG, state machine and trace). */
@@ -119,10 +144,26 @@ const REPLY_BATCH_BYTES = 48_000;
 /** Client sources tracked by the rate limiter at once. */
 const BUCKETS_MAX = 10_000;
 
-interface Waiter {
+/**
+ * Where a client answer goes, and how many bytes it may take: AMPLIFICATION_FACTOR
+ * times its share of the request datagram, or Infinity for a validated address.
+ */
+interface ReplyTo {
   address: string;
   port: number;
+  allowanceBytes: number;
+}
+
+interface Waiter extends ReplyTo {
   at: number;
+}
+
+/** A result waiting for the end of the turn, with the bytes its answer may take. */
+interface BoxedResult {
+  cid: number;
+  seq: number;
+  result: CmdResult;
+  allowanceBytes: number;
 }
 
 /**
@@ -143,6 +184,9 @@ export class PaxosNode {
     recordsSynced: 0,
     groupCommit: [],
     flushes: 0,
+    clientHeldBack: 0,
+    tokensIssued: 0,
+    tokensRefused: 0,
   };
   readonly self: ServerAddr;
   private readonly peerSock: dgram.Socket;
@@ -157,14 +201,16 @@ export class PaxosNode {
   /** Reads waiting for the read index, by read id. */
   private readonly readWaiters = new Map<
     number,
-    { address: string; port: number; cid: number; seq: number; key: string; at: number }
+    ReplyTo & { cid: number; seq: number; key: string; at: number }
   >();
   private readSeq = 0;
   /** Results waiting for the end of the turn, by client address:port. */
   private readonly replyBox = new Map<
     string,
-    { address: string; port: number; items: { cid: number; seq: number; result: CmdResult }[] }
+    { address: string; port: number; items: BoxedResult[] }
   >();
+  /** Address tokens under this process's own random secret (stateless validation). */
+  private readonly tokens = new AddressTokens(randomBytes(32));
   /** The sealed 'auth' error sent to unauthenticated clients (built once). */
   private authReply: Buffer | null = null;
   /** Outputs waiting for the sync of generation `gen` (FIFO). */
@@ -442,9 +488,25 @@ export class PaxosNode {
     }
     const req = decodeRequest(opened.body);
     if ('error' in req) return this.drop(`client_${req.error}`, `${rinfo.address}:${rinfo.port}`);
+    // An authenticated request, or one with a valid token, comes from an address
+    // that receives our datagrams; any other may carry a forged source (the
+    // victim of an amplification attack), so its answers are capped.
+    let validated = this.clientKeys.enabled;
+    if (!validated && req.token) {
+      validated = this.tokens.check(req.token, rinfo.address, rinfo.port);
+      if (!validated) this.counters.tokensRefused++;
+    }
+    const share = req.t === 'ops' ? req.ops.length : 1;
+    const to: ReplyTo = {
+      address: rinfo.address,
+      port: rinfo.port,
+      allowanceBytes: validated
+        ? Infinity
+        : Math.floor((AMPLIFICATION_FACTOR * buf.length) / share),
+    };
     if (req.t === 'status') {
       const s = this.status();
-      this.reply(rinfo, {
+      this.reply(to, {
         t: 'status',
         nonce: req.nonce,
         status: {
@@ -465,6 +527,9 @@ export class PaxosNode {
           sessionsMax: s.sessionsMax,
           valueBytesMax: s.valueBytesMax,
           limitsMismatch: s.limitsMismatch,
+          clientHeldBack: this.counters.clientHeldBack,
+          tokensIssued: this.counters.tokensIssued,
+          tokensRefused: this.counters.tokensRefused,
         },
       });
       return;
@@ -473,17 +538,17 @@ export class PaxosNode {
       // A batch costs the sender one token per operation.
       if (!this.charge(rinfo, req.ops.length - 1))
         return this.drop('client_rate_limited', `${rinfo.address}:${rinfo.port}`);
-      for (const o of req.ops) this.onOp(rinfo, o.cid, o.seq, o.op);
+      for (const o of req.ops) this.onOp(to, o.cid, o.seq, o.op);
       return;
     }
-    this.onOp(rinfo, req.cid, req.seq, req.op);
+    this.onOp(to, req.cid, req.seq, req.op);
   }
 
-  private onOp(rinfo: dgram.RemoteInfo, cid: number, seq: number, op: Buffer): void {
+  private onOp(to: ReplyTo, cid: number, seq: number, op: Buffer): void {
     const checked = parseCommand(op);
     if (typeof checked === 'string') {
       const code = checked.includes('too large') ? 'too_large' : 'bad_op';
-      this.reply(rinfo, { t: 'error', cid, seq, code, message: checked });
+      this.reply(to, { t: 'error', cid, seq, code, message: checked });
       return;
     }
     if (checked.kind === 'get') {
@@ -492,8 +557,7 @@ export class PaxosNode {
       const r = this.replica.submitRead(id);
       if (r.kind === 'queued') {
         const w = {
-          address: rinfo.address,
-          port: rinfo.port,
+          ...to,
           cid,
           seq,
           key: checked.key,
@@ -502,9 +566,9 @@ export class PaxosNode {
         this.readWaiters.set(id, w);
         this.scheduleFlush();
       } else if (r.kind === 'redirect') {
-        this.reply(rinfo, { t: 'redirect', cid, seq, leader: r.leader ?? -1 });
+        this.reply(to, { t: 'redirect', cid, seq, leader: r.leader ?? -1 });
       } else {
-        this.reply(rinfo, {
+        this.reply(to, {
           t: 'error',
           cid,
           seq,
@@ -515,7 +579,7 @@ export class PaxosNode {
       return;
     }
     const refusal = this.admitCommand(cid, seq, checked);
-    if (refusal) return this.reply(rinfo, refusal);
+    if (refusal) return this.reply(to, refusal);
     const r = this.replica.submit({ cid, seq, op });
     debugClient('%d: %d:%d %s -> %s', this.opts.sid, cid, seq, checked.kind, r.kind);
     switch (r.kind) {
@@ -523,17 +587,16 @@ export class PaxosNode {
         const key = `${cid}:${seq}`;
         let list = this.waiters.get(key);
         if (!list) this.waiters.set(key, (list = []));
-        if (list.length < 4)
-          list.push({ address: rinfo.address, port: rinfo.port, at: this.clock });
+        if (list.length < 4) list.push({ ...to, at: this.clock });
         this.scheduleFlush();
         return;
       }
       case 'cached':
-        return this.reply(rinfo, { t: 'result', cid, seq, result: r.result });
+        return this.reply(to, { t: 'result', cid, seq, result: r.result });
       case 'redirect':
-        return this.reply(rinfo, { t: 'redirect', cid, seq, leader: r.leader ?? -1 });
+        return this.reply(to, { t: 'redirect', cid, seq, leader: r.leader ?? -1 });
       case 'busy':
-        return this.reply(rinfo, {
+        return this.reply(to, {
           t: 'error',
           cid,
           seq,
@@ -617,46 +680,102 @@ export class PaxosNode {
   }
 
   /** Queue a result; all results of one turn to one client socket share datagrams. */
-  private queueResult(
-    to: { address: string; port: number },
-    cid: number,
-    seq: number,
-    result: CmdResult,
-  ): void {
+  private queueResult(to: ReplyTo, cid: number, seq: number, result: CmdResult): void {
     const key = `${to.address}:${to.port}`;
     let box = this.replyBox.get(key);
     if (!box) this.replyBox.set(key, (box = { address: to.address, port: to.port, items: [] }));
-    box.items.push({ cid, seq, result });
+    box.items.push({ cid, seq, result, allowanceBytes: to.allowanceBytes });
+  }
+
+  /** Bytes of the datagram that carries `body`. */
+  private sealedBytes(body: Uint8Array): number {
+    return HEADER_BYTES + (this.clientKeys.enabled ? TAG_BYTES : 0) + body.length;
+  }
+
+  /** True if the result's own reply datagram fits its allowance. */
+  private fits(item: BoxedResult): boolean {
+    if (item.allowanceBytes === Infinity) return true;
+    // A string takes at least its length in bytes: no need to encode a big one.
+    if (item.result.value && item.result.value.length >= item.allowanceBytes) return false;
+    const body = encodeReply({ t: 'result', cid: item.cid, seq: item.seq, result: item.result });
+    return this.sealedBytes(body) <= item.allowanceBytes;
   }
 
   private flushReplies(): void {
     for (const box of this.replyBox.values()) {
+      const send: BoxedResult[] = [];
+      const held: BoxedResult[] = [];
+      for (const item of box.items) (this.fits(item) ? send : held).push(item);
       let i = 0;
-      while (i < box.items.length) {
-        const batch: { cid: number; seq: number; result: CmdResult }[] = [];
+      while (i < send.length) {
+        const batch: BoxedResult[] = [];
         let bytes = 0;
-        while (i < box.items.length) {
-          const size = resultBytes(box.items[i].result);
+        let allowanceBytes = 0;
+        while (i < send.length) {
+          const size = resultBytes(send[i].result);
           if (batch.length > 0 && bytes + size > REPLY_BATCH_BYTES) break;
-          batch.push(box.items[i++]);
+          allowanceBytes += send[i].allowanceBytes;
+          batch.push(send[i++]);
           bytes += size;
         }
+        // Each result fits its own allowance alone, and a batch takes fewer bytes
+        // than its results one per datagram, so the batch fits their sum.
+        const results = batch.map(({ cid, seq, result }) => ({ cid, seq, result }));
         this.reply(
-          box,
-          batch.length === 1 ? { t: 'result', ...batch[0] } : { t: 'results', results: batch },
+          { address: box.address, port: box.port, allowanceBytes },
+          results.length === 1 ? { t: 'result', ...results[0] } : { t: 'results', results },
         );
+      }
+      for (let at = 0; at < held.length; at += BATCH_OPS_MAX) {
+        const chunk = held.slice(at, at + BATCH_OPS_MAX);
+        const allowanceBytes = chunk.reduce((n, x) => n + x.allowanceBytes, 0);
+        this.holdBack({ address: box.address, port: box.port, allowanceBytes }, chunk, null);
       }
     }
     this.replyBox.clear();
   }
 
-  private reply(to: { address: string; port: number }, r: ClientReply): void {
+  /**
+   * The one way out of the client port (but the fixed-size auth refusal): an
+   * answer larger than its allowance is held back, and the client gets a token
+   * instead, with which it asks again (QUIC's Retry, RFC 9000 s.8.1.2).
+   */
+  private reply(to: ReplyTo, r: ClientReply): void {
+    const out = seal(Kind.ClientReply, this.cluster, encodeReply(r), this.clientKeys);
+    if (out.length <= to.allowanceBytes) {
+      this.counters.clientOut++;
+      this.clientSock.send(out, to.port, to.address);
+      return;
+    }
+    switch (r.t) {
+      case 'status':
+        return this.holdBack(to, [], r.nonce);
+      case 'results':
+        return this.holdBack(to, r.results, null);
+      case 'validate':
+        return this.drop('client_amplification', `${to.address}:${to.port}`);
+      default:
+        return this.holdBack(to, [r], null);
+    }
+  }
+
+  /** Answer held-back requests with a validate reply (a token), if even that fits. */
+  private holdBack(to: ReplyTo, ops: RequestRef[], nonce: number | null): void {
+    this.counters.clientHeldBack += Math.max(1, ops.length);
+    const r: ClientReply = {
+      t: 'validate',
+      sid: this.opts.sid,
+      token: this.tokens.issue(to.address, to.port),
+      ops: ops.map(({ cid, seq }) => ({ cid, seq })),
+      nonce,
+    };
+    const out = seal(Kind.ClientReply, this.cluster, encodeReply(r), this.clientKeys);
+    // Only a request shaped to be tiny gets here (a real client's fits): silence.
+    if (out.length > to.allowanceBytes)
+      return this.drop('client_amplification', `${to.address}:${to.port}`);
+    this.counters.tokensIssued++;
     this.counters.clientOut++;
-    this.clientSock.send(
-      seal(Kind.ClientReply, this.cluster, encodeReply(r), this.clientKeys),
-      to.port,
-      to.address,
-    );
+    this.clientSock.send(out, to.port, to.address);
   }
 
   /** Waiters whose request was lost with a leader change: the client retries anyway. */

@@ -1,19 +1,25 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Decoder, Encoder } from 'cbor-x';
 import type { CmdResult } from '../core/types';
 import { scanCbor } from './scan';
 
 /*
  * Client protocol bodies (inside the envelope, kinds ClientRequest/ClientReply):
- *   request  [1, cid, seq, opBytes]         one operation
- *            [2, nonce]                     status
- *            [3, [[cid, seq, opBytes], ...]] several operations (one datagram)
+ *   request  [1, cid, seq, opBytes, token?]         one operation
+ *            [2, nonce, token?]                     status
+ *            [3, [[cid, seq, opBytes], ...], token?] several operations (one datagram)
  *   reply    [1, cid, seq, ok, value, err]  result (value/err may be null)
  *            [2, cid, seq, leaderSid]       redirect (-1: leader unknown)
  *            [3, cid, seq, code, message]   error (busy, bad_op, too_large, ...)
  *            [4, nonce, status]             status (a small map of scalars)
  *            [5, [[cid, seq, ok, value, err], ...]] several results (one datagram)
- * Replies to unauthenticated requests are never larger than the request except
- * results and status, which only authenticated (or trusted-network) clients get.
+ *            [6, sid, token, [[cid, seq], ...], nonce|null]  validate: these requests
+ *                 were held back by the anti-amplification limit; send them again
+ *                 with this token (nonce: a held-back status request)
+ * Anti-amplification (QUIC, RFC 9000 s.8): to an address that has not proved it
+ * receives this node's datagrams (a valid token, or an authenticated request), a
+ * node sends at most AMPLIFICATION_FACTOR times the bytes of the request datagram
+ * it answers; a reply that would be larger becomes a small 'validate' reply.
  */
 
 export interface OpRequest {
@@ -25,27 +31,101 @@ export interface OpRequest {
 /** Most operations one request datagram may carry. */
 export const BATCH_OPS_MAX = 256;
 
+/**
+ * Before an address is validated, the bytes a node sends it in answer to a
+ * request datagram are at most this many times the datagram's bytes (QUIC's
+ * factor, RFC 9000 s.8.1): a forged source cannot turn a node into an amplifier.
+ */
+export const AMPLIFICATION_FACTOR = 3;
+
+/** Bytes of an address token (a truncated HMAC-SHA256: 128 bits cannot be guessed). */
+export const TOKEN_BYTES = 16;
+
+/**
+ * Width of a token's time bucket. A token is accepted in its own bucket and the
+ * next one, so it lives 1-2 buckets: a client re-validates at most once per
+ * bucket, and an address a client has left stays validated for at most 2 buckets.
+ */
+export const TOKEN_BUCKET_MS = 60_000;
+
+/** A request's address token (present once the client was given one). */
+type Token = { token?: Buffer };
+
 export type ClientRequest =
-  ({ t: 'op' } & OpRequest) | { t: 'ops'; ops: OpRequest[] } | { t: 'status'; nonce: number };
+  | ({ t: 'op' } & OpRequest & Token)
+  | ({ t: 'ops'; ops: OpRequest[] } & Token)
+  | ({ t: 'status'; nonce: number } & Token);
+
+/** A request a validate reply names. */
+export interface RequestRef {
+  cid: number;
+  seq: number;
+}
 
 export type ClientReply =
   | { t: 'result'; cid: number; seq: number; result: CmdResult }
   | { t: 'redirect'; cid: number; seq: number; leader: number }
   | { t: 'error'; cid: number; seq: number; code: string; message: string }
   | { t: 'status'; nonce: number; status: Record<string, string | number | boolean | null> }
-  | { t: 'results'; results: { cid: number; seq: number; result: CmdResult }[] };
+  | { t: 'results'; results: { cid: number; seq: number; result: CmdResult }[] }
+  | { t: 'validate'; sid: number; token: Buffer; ops: RequestRef[]; nonce: number | null };
+
+/**
+ * Stateless address validation: a token is an HMAC, under a node's own random
+ * secret, of the client's address:port and a coarse time bucket. A node keeps no
+ * state per unvalidated address: whoever shows a valid token received it at that
+ * address (a forged source never sees the reply that carries it).
+ */
+export class AddressTokens {
+  constructor(
+    private readonly secret: Buffer,
+    /** Milliseconds since the epoch (injected for tests). */
+    private readonly now: () => number = Date.now,
+  ) {
+    if (secret.length < 16) throw new Error('AddressTokens: the secret must have >= 16 bytes');
+  }
+
+  private bucket(): number {
+    return Math.floor(this.now() / TOKEN_BUCKET_MS);
+  }
+
+  private mac(address: string, port: number, bucket: number): Buffer {
+    // Domain-separated, so the secret never signs anything else.
+    return createHmac('sha256', this.secret)
+      .update(`paxosd-address-token-v1|${address}|${port}|${bucket}`)
+      .digest()
+      .subarray(0, TOKEN_BYTES);
+  }
+
+  /** A token for address:port, valid in this bucket and the next. */
+  issue(address: string, port: number): Buffer {
+    return this.mac(address, port, this.bucket());
+  }
+
+  /** True if `token` was issued by this secret to address:port in this bucket or the last. */
+  check(token: Buffer, address: string, port: number): boolean {
+    if (token.length !== TOKEN_BYTES) return false;
+    const b = this.bucket();
+    return (
+      timingSafeEqual(this.mac(address, port, b), token) ||
+      timingSafeEqual(this.mac(address, port, b - 1), token)
+    );
+  }
+}
 
 const encoder = new Encoder({ useRecords: false, tagUint8Array: false });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: false });
 
 export function encodeRequest(r: ClientRequest): Buffer {
+  // The token is a trailing field, sent only when the client holds one.
+  const tail = r.token ? [r.token] : [];
   switch (r.t) {
     case 'op':
-      return encoder.encode([1, r.cid, r.seq, r.op]);
+      return encoder.encode([1, r.cid, r.seq, r.op, ...tail]);
     case 'ops':
-      return encoder.encode([3, r.ops.map((o) => [o.cid, o.seq, o.op])]);
+      return encoder.encode([3, r.ops.map((o) => [o.cid, o.seq, o.op]), ...tail]);
     case 'status':
-      return encoder.encode([2, r.nonce]);
+      return encoder.encode([2, r.nonce, ...tail]);
   }
 }
 
@@ -81,6 +161,8 @@ export function encodeReply(r: ClientReply): Buffer {
       for (const [k, v] of Object.entries(r.status)) flat.push(k, v);
       return encoder.encode([4, r.nonce, flat]);
     }
+    case 'validate':
+      return encoder.encode([6, r.sid, r.token, r.ops.map((o) => [o.cid, o.seq]), r.nonce]);
   }
 }
 
@@ -100,16 +182,30 @@ function decodeArray(body: Uint8Array): unknown[] | string {
   return Array.isArray(raw) ? raw : 'not_array';
 }
 
+/** The optional trailing token of a request with `fields` fields before it. */
+function tokenOf(a: unknown[], fields: number): Token | null {
+  if (a.length === fields) return {};
+  if (a.length !== fields + 1) return null;
+  const tok = a[fields];
+  return Buffer.isBuffer(tok) && tok.length === TOKEN_BYTES ? { token: tok } : null;
+}
+
 export function decodeRequest(body: Uint8Array): ClientRequest | { error: string } {
   const a = decodeArray(body);
   if (typeof a === 'string') return { error: a };
-  if (a[0] === 1 && a.length === 4) {
-    if (!isUint(a[1]) || !isUint(a[2]) || a[2] < 1 || !Buffer.isBuffer(a[3]))
+  if (a[0] === 1 && (a.length === 4 || a.length === 5)) {
+    const tok = tokenOf(a, 4);
+    if (!isUint(a[1]) || !isUint(a[2]) || a[2] < 1 || !Buffer.isBuffer(a[3]) || !tok)
       return { error: 'field' };
-    return { t: 'op', cid: a[1], seq: a[2], op: a[3] };
+    return { t: 'op', cid: a[1], seq: a[2], op: a[3], ...tok };
   }
-  if (a[0] === 2 && a.length === 2 && isUint(a[1])) return { t: 'status', nonce: a[1] };
-  if (a[0] === 3 && a.length === 2 && Array.isArray(a[1])) {
+  if (a[0] === 2 && (a.length === 2 || a.length === 3) && isUint(a[1])) {
+    const tok = tokenOf(a, 2);
+    return tok ? { t: 'status', nonce: a[1], ...tok } : { error: 'field' };
+  }
+  if (a[0] === 3 && (a.length === 2 || a.length === 3) && Array.isArray(a[1])) {
+    const tok = tokenOf(a, 2);
+    if (!tok) return { error: 'field' };
     const list = a[1] as unknown[];
     if (list.length < 1 || list.length > BATCH_OPS_MAX) return { error: 'batch_size' };
     const ops: OpRequest[] = [];
@@ -120,7 +216,7 @@ export function decodeRequest(body: Uint8Array): ClientRequest | { error: string
         return { error: 'field' };
       ops.push({ cid, seq, op });
     }
-    return { t: 'ops', ops };
+    return { t: 'ops', ops, ...tok };
   }
   return { error: 'unknown_type' };
 }
@@ -172,6 +268,24 @@ export function decodeReply(body: Uint8Array): ClientReply | { error: string } {
           status[flat[i] as string] = v as string | number | boolean | null;
       }
       return { t: 'status', nonce: a[1], status };
+    }
+    case 6: {
+      if (
+        a.length !== 5 ||
+        !isUint(a[1]) ||
+        !Buffer.isBuffer(a[2]) ||
+        a[2].length !== TOKEN_BYTES ||
+        !Array.isArray(a[3]) ||
+        (a[4] !== null && !isUint(a[4]))
+      )
+        return { error: 'field' };
+      const ops: RequestRef[] = [];
+      for (const item of a[3] as unknown[]) {
+        if (!Array.isArray(item) || item.length !== 2 || !isUint(item[0]) || !isUint(item[1]))
+          return { error: 'field' };
+        ops.push({ cid: item[0], seq: item[1] });
+      }
+      return { t: 'validate', sid: a[1], token: a[2], ops, nonce: a[4] as number | null };
     }
     default:
       return { error: 'unknown_type' };

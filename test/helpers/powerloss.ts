@@ -35,6 +35,9 @@ export class StatusProbe {
   private sock: dgram.Socket | null = null;
   private nonce = 1;
   private readonly waiting = new Map<number, (s: Record<string, unknown>) => void>();
+  /** Address tokens by sid, and re-sends by nonce (a status reply exceeds 3x its request). */
+  private readonly tokens = new Map<number, Buffer>();
+  private readonly resend = new Map<number, () => void>();
   private readonly cluster: number;
   private readonly keys: Keyring;
 
@@ -53,7 +56,12 @@ export class StatusProbe {
       const o = open(buf, Kind.ClientReply, this.cluster, this.keys);
       if ('error' in o) return;
       const r = decodeReply(o.body);
-      if ('error' in r || r.t !== 'status') return;
+      if ('error' in r) return;
+      if (r.t === 'validate' && r.nonce !== null) {
+        this.tokens.set(r.sid, r.token);
+        this.resend.get(r.nonce)?.();
+      }
+      if (r.t !== 'status') return;
       this.waiting.get(r.nonce)?.(r.status);
     });
     s.unref();
@@ -75,19 +83,29 @@ export class StatusProbe {
       const got = await new Promise<Record<string, unknown> | null>((resolve) => {
         const timer = setTimeout(() => {
           this.waiting.delete(nonce);
+          this.resend.delete(nonce);
           resolve(null);
         }, timeoutMs / 2);
         this.waiting.set(nonce, (st) => {
           clearTimeout(timer);
           this.waiting.delete(nonce);
+          this.resend.delete(nonce);
           resolve(st);
         });
-        const body = encodeRequest({ t: 'status', nonce });
-        this.sock!.send(
-          seal(Kind.ClientRequest, this.cluster, body, this.keys),
-          srv.clientPort,
-          srv.host,
-        );
+        const send = (): void => {
+          const body = encodeRequest({ t: 'status', nonce, token: this.tokens.get(sid) });
+          this.sock!.send(
+            seal(Kind.ClientRequest, this.cluster, body, this.keys),
+            srv.clientPort,
+            srv.host,
+          );
+        };
+        // Once more with the token a validate reply brings (not again: no loop).
+        this.resend.set(nonce, () => {
+          this.resend.delete(nonce);
+          send();
+        });
+        send();
       });
       if (got) return got;
     }
