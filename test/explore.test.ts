@@ -122,6 +122,21 @@ for (const m of [
   });
 }
 
+t.test('random walks catch a driver that sends acknowledgements before their sync', async (t) => {
+  // The power-loss model has teeth: a kill keeps the page cache, so only a power
+  // loss can make a node forget a promise or an accept it already acknowledged.
+  const r = randomWalks({ ...WALKS, sabotage: 'release-before-sync', seed: 1, walks: 10_000 });
+  t.ok(r.violation, `a violation within ${r.walks} walks`);
+  if (!r.violation) return;
+  t.comment(
+    `${r.violation.rule}: ${r.violation.detail}; walk seed ${r.seed}, depth ${r.violation.depth}, ${r.walks} walks, ${r.timeMs} ms`,
+  );
+  t.ok(
+    r.violation.path.some((e) => e.k === 'power'),
+    'the counterexample has a power loss',
+  );
+});
+
 for (const syncOnOpen of [true, false]) {
   // Without the open-time sync, replayed unsynced records stay exposed to a
   // power loss after the restart; sync = true messages must wait for them.

@@ -123,6 +123,12 @@ export interface ExploreOptions {
    * take them, and sync = true messages wait for the next sync event.
    */
   syncOnOpen: boolean;
+  /**
+   * Break the driver on purpose (tests only): 'release-before-sync' sends
+   * sync = true messages at once, as a daemon that acknowledges before its
+   * fdatasync would. Only a power loss can expose it.
+   */
+  sabotage?: 'release-before-sync';
   /** Stop after expanding this many states (result.complete = false). */
   maxStates: number;
   /** Stop after this much wall time, ms (result.complete = false). */
@@ -649,7 +655,8 @@ export class World {
       }
       const self: Msg[] = [];
       for (const out of rd.messages) {
-        if (out.sync && n.syncedGen < n.writeGen) n.held.push({ gen: n.writeGen, out });
+        if (out.sync && n.syncedGen < n.writeGen && this.opts.sabotage !== 'release-before-sync')
+          n.held.push({ gen: n.writeGen, out });
         else this.release(n, out, self);
       }
       if (self.length === 0) return;

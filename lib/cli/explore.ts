@@ -34,6 +34,7 @@ model
   --reads R            read-index reads at a leader per path (default 0)
   --tick-policy P      any | quiescent (default any)
   --no-sync-on-open    a restart does not sync the replayed records (the daemon does)
+  --sabotage release-before-sync   break the driver: acknowledgements leave before their sync
   --heartbeat H --election E --window W --retransmit R   timing in ticks (2, 3, 1, 2)
   --mutation M         test-only protocol bug(s), comma-separated: ignore-promise-values,
                        accept-below-promise, minority-quorum, read-without-confirm
@@ -46,7 +47,7 @@ search
 Exit status: 0 no violation, 1 a violation (its trace is printed), 2 usage.`;
 
 const argv = minimist(process.argv.slice(2), {
-  string: ['warmup', 'tick-policy', 'hash', 'mutation'],
+  string: ['warmup', 'tick-policy', 'hash', 'mutation', 'sabotage'],
   boolean: ['help', 'iterative', 'sleep', 'sync-on-open'],
   default: { sleep: true, 'sync-on-open': true },
   alias: { h: 'help' },
@@ -113,6 +114,10 @@ const opts: ExploreOptions = {
   mutations,
   sleepSets: argv.sleep as boolean,
   syncOnOpen: argv['sync-on-open'] as boolean,
+  sabotage:
+    argv.sabotage === undefined
+      ? undefined
+      : oneOf('sabotage', ['release-before-sync'] as const, 'release-before-sync'),
   maxStates: int('max-states', d.maxStates),
   timeLimitMs: 1000 * int('time-limit', 600),
 };
@@ -121,7 +126,7 @@ if (opts.timing.heartbeatTicks < 1 || opts.timing.electionTicks < 1 || opts.timi
   usage('--heartbeat, --election and --window must be at least 1');
 
 const seed = int('seed', 1);
-const settings = `depth ${opts.depth}, warm-up ${opts.warmup}, ${opts.commands} command(s), budgets ${JSON.stringify(opts.budgets)}, timing ${JSON.stringify(opts.timing)}, ticks ${opts.tickPolicy}, hash ${opts.hash}, sleep sets ${opts.sleepSets ? 'on' : 'off'}, sync on open ${opts.syncOnOpen ? 'on' : 'off'}${mutations.length ? `, mutations ${mutations.join(',')}` : ''}`;
+const settings = `depth ${opts.depth}, warm-up ${opts.warmup}, ${opts.commands} command(s), budgets ${JSON.stringify(opts.budgets)}, timing ${JSON.stringify(opts.timing)}, ticks ${opts.tickPolicy}, hash ${opts.hash}, sleep sets ${opts.sleepSets ? 'on' : 'off'}, sync on open ${opts.syncOnOpen ? 'on' : 'off'}${mutations.length ? `, mutations ${mutations.join(',')}` : ''}${opts.sabotage ? `, sabotage ${opts.sabotage}` : ''}`;
 process.stdout.write(`explore: ${settings}\n`);
 
 function printViolation(v: ExploreResult['violation']): void {
