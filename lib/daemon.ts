@@ -433,9 +433,36 @@ export class PaxosNode {
     this.lock?.release();
   }
 
-  private drop(reason: string, detail?: string): void {
+  private drop(reason: string, detail?: string, from?: string): void {
     this.counters.dropped[reason] = (this.counters.dropped[reason] ?? 0) + 1;
     debugDrop('%s %s', reason, detail ?? '');
+    const why = reason.slice(reason.indexOf('_') + 1);
+    if (from !== undefined && OPERATOR_DROPS.has(why)) this.logDrop(reason, why, from);
+  }
+
+  /**
+   * Say, at most once per DROP_LOG_EVERY_MS per reason and source address, why
+   * datagrams an operator can fix were dropped (a flood costs one line).
+   */
+  private logDrop(reason: string, why: string, from: string): void {
+    const key = `${reason} ${from}`;
+    const now = Date.now();
+    const last = this.dropLogged.get(key);
+    if (last !== undefined && now - last < DROP_LOG_EVERY_MS) return;
+    if (this.dropLogged.size >= 1000) this.dropLogged.clear();
+    this.dropLogged.set(key, now);
+    const side = reason.startsWith('peer_') ? 'peer' : 'client';
+    const text: Record<string, string> = {
+      wrong_cluster: `wrong cluster (its cluster id is not "${this.opts.config.clusterId}")`,
+      missing_tag: `missing HMAC (this node has a ${side} key; the sender has none)`,
+      bad_tag: `bad HMAC (the sender's ${side} key differs)`,
+      bad_version: 'wire version mismatch',
+      wrong_source: 'unknown sender (not the configured address of that sid)',
+    };
+    this.log(
+      `sid ${this.opts.sid}: dropping ${side} datagrams from ${from}: ${text[why] ?? why} (${this.counters.dropped[reason]} so far; logged at most every ${DROP_LOG_EVERY_MS / 1000} s)`,
+      'WARN',
+    );
   }
 
   private onTick(): void {
@@ -451,12 +478,20 @@ export class PaxosNode {
     this.counters.peerIn++;
     const opened = open(buf, Kind.Peer, this.cluster, this.peerKeys);
     if ('error' in opened)
-      return this.drop(`peer_${opened.error}`, `${rinfo.address}:${rinfo.port}`);
+      return this.drop(
+        `peer_${opened.error}`,
+        `${rinfo.address}:${rinfo.port}`,
+        `${rinfo.address}:${rinfo.port}`,
+      );
     const d = decodePeerBody(opened.body);
     if ('error' in d) return this.drop(`peer_${d.error}`, `${rinfo.address}:${rinfo.port}`);
     // The claimed sender must be the configured owner of the source address.
     if (this.byAddr.get(`${rinfo.address}:${rinfo.port}`) !== d.from || d.from === this.opts.sid)
-      return this.drop('peer_wrong_source', `${d.from} from ${rinfo.address}:${rinfo.port}`);
+      return this.drop(
+        'peer_wrong_source',
+        `${d.from} from ${rinfo.address}:${rinfo.port}`,
+        `${rinfo.address}:${rinfo.port} (claims sid ${d.from})`,
+      );
     debugPeer('%d <- %d %s', this.opts.sid, d.from, d.msg.t);
     this.replica.step(d.from, d.msg);
     this.scheduleFlush();
@@ -469,16 +504,29 @@ export class PaxosNode {
       return this.drop('client_rate_limited', `${rinfo.address}:${rinfo.port}`);
     const opened = open(buf, Kind.ClientRequest, this.cluster, this.clientKeys);
     if ('error' in opened) {
-      this.drop(`client_${opened.error}`, `${rinfo.address}:${rinfo.port}`);
-      // Tell a client with the wrong key why, in no more bytes than it sent
-      // (the reply carries its own 32-byte tag: 67 bytes in all).
-      if (opened.error === 'missing_tag' || opened.error === 'bad_tag') {
-        const out = (this.authReply ??= seal(
-          Kind.ClientReply,
-          this.cluster,
-          encodeReply({ t: 'error', cid: 0, seq: 0, code: 'auth', message: 'unauthenticated' }),
-          this.clientKeys,
-        ));
+      // Client ports are ephemeral: one log line per source address.
+      this.drop(`client_${opened.error}`, `${rinfo.address}:${rinfo.port}`, rinfo.address);
+      // Tell a client with the wrong key or cluster id why, in no more bytes
+      // than it sent (the auth reply carries its own 32-byte tag: 67 bytes in
+      // all). The wrong-cluster reply is sealed with the sender's cluster tag,
+      // so that its client can open it.
+      const out =
+        opened.error === 'missing_tag' || opened.error === 'bad_tag'
+          ? (this.authReply ??= seal(
+              Kind.ClientReply,
+              this.cluster,
+              encodeReply({ t: 'error', cid: 0, seq: 0, code: 'auth', message: 'unauthenticated' }),
+              this.clientKeys,
+            ))
+          : opened.error === 'wrong_cluster'
+            ? seal(
+                Kind.ClientReply,
+                buf.readUInt32LE(4),
+                encodeReply({ t: 'error', cid: 0, seq: 0, code: 'wrong_cluster', message: '' }),
+                this.clientKeys,
+              )
+            : null;
+      if (out) {
         if (buf.length >= out.length) {
           this.counters.clientOut++;
           this.clientSock.send(out, rinfo.port, rinfo.address);

@@ -1,25 +1,75 @@
 import * as readline from 'node:readline';
-import minimist from 'minimist';
 import { PaxosClient, PaxosClientError, type OpResult } from '../client';
-import { ConfigError, loadClientConfig } from '../io/config';
+import { ConfigError, loadClientConfig, type ClientConfig } from '../io/config';
 import { loadKeyring } from '../io/keys';
 import type { KvOp } from '../sm/kv';
+import { packageVersion, parseFlags } from './common';
 
 const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [--timeout MS] COMMAND
+       paxos-client --help | --version
   put KEY VALUE          set KEY
   get KEY                print KEY's value
   del KEY                delete KEY
   cas KEY EXPECTED NEW   set KEY to NEW if it holds EXPECTED (--absent: if it is unset)
-  status                 one row per server: sid, role, ballot, leader, chosen, applied
-  (no command)           read one command per line from stdin
+  status                 one row per server: sid, role, ballot, leader, chosen, applied;
+                         exit 3 with "no quorum" / "no leader" when the cluster cannot commit
+  -                      read one command per line from stdin (also without a
+                         command when stdin is not a terminal). A line takes the
+                         same words and flags (cas --absent K V); quote values
+                         with spaces ("a b" or 'a b'); # starts a comment line.
+                         The batch stops when no server answers.
 
 exit codes: 0 success, 1 refused (cas mismatch, invalid operation),
-            2 usage or config error, 3 no definite answer: OUTCOME UNKNOWN (a
+            2 usage or config error (also: the servers say "wrong cluster id" or
+            refuse the client key), 3 no definite answer: OUTCOME UNKNOWN (a
             write may or may not have taken effect; the message names the
             request cid:seq to look up in the order logs) or NOT SENT (no
             server answered before the write could be sent), 4 not found`;
 
 const EXIT = { ok: 0, refused: 1, usage: 2, unknown: 3, notFound: 4 } as const;
+
+/**
+ * Split a stdin line into words as a shell would for simple cases: blanks
+ * separate words, '...' and "..." group (a backslash escapes the next
+ * character inside "..." and outside quotes). Returns an error message for an
+ * unclosed quote.
+ */
+function splitLine(line: string): string[] | string {
+  const words: string[] = [];
+  let cur = '';
+  let inWord = false;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
+    if (ch === ' ' || ch === '\t') {
+      if (inWord) words.push(cur);
+      cur = '';
+      inWord = false;
+    } else if (ch === "'" || ch === '"') {
+      const end = ch === "'" ? line.indexOf("'", i + 1) : closingQuote(line, i + 1);
+      if (end < 0) return `unclosed ${ch} quote`;
+      const body = line.slice(i + 1, end);
+      cur += ch === '"' ? body.replace(/\\(.)/g, '$1') : body;
+      inWord = true;
+      i = end;
+    } else if (ch === '\\' && i + 1 < line.length) {
+      cur += line[++i];
+      inWord = true;
+    } else {
+      cur += ch;
+      inWord = true;
+    }
+  }
+  if (inWord) words.push(cur);
+  return words;
+}
+
+function closingQuote(line: string, from: number): number {
+  for (let i = from; i < line.length; i++) {
+    if (line[i] === '\\') i++;
+    else if (line[i] === '"') return i;
+  }
+  return -1;
+}
 
 function parseOp(words: string[], absent: boolean): KvOp | string {
   const [cmd, ...a] = words;
@@ -40,14 +90,40 @@ function parseOp(words: string[], absent: boolean): KvOp | string {
   }
 }
 
-async function runOne(client: PaxosClient, op: KvOp, json: boolean): Promise<number> {
+/**
+ * What the servers said before reading a request (wrong cluster id, wrong
+ * key), as a message naming the config to fix; null if they said nothing.
+ */
+function refusalMessage(client: PaxosClient, cfg: ClientConfig): string | null {
+  const r = client.refusals;
+  if (r.wrong_cluster)
+    return `wrong cluster id: the servers said clusterId "${cfg.clusterId}" (${cfg.file}) is not theirs; nothing was run`;
+  if (r.auth)
+    return `unauthenticated: the servers refused this client's key (clientKeyFile in ${cfg.file}); nothing was run`;
+  return null;
+}
+
+async function runOne(
+  client: PaxosClient,
+  cfg: ClientConfig,
+  op: KvOp,
+  json: boolean,
+): Promise<number> {
   let r: OpResult;
   try {
     r = await client.session().run(op);
   } catch (e) {
+    const refused = refusalMessage(client, cfg);
     const notSent = e instanceof PaxosClientError && e.notSent;
     const request = e instanceof PaxosClientError ? e.request : undefined;
     const msg = (e as Error).message;
+    if (refused && client.stats.replies === 0) {
+      // The servers refused every datagram unread: the request never ran.
+      if (json)
+        process.stdout.write(JSON.stringify({ op, outcome: 'refused', error: refused }) + '\n');
+      else process.stderr.write(`paxos-client: ${refused}\n`);
+      return EXIT.usage;
+    }
     // Never re-run a write here: an unknown outcome is reported, with the
     // request's cid:seq, so that it can be looked up.
     const outcome = notSent ? 'not_sent' : 'unknown';
@@ -84,12 +160,29 @@ async function runOne(client: PaxosClient, op: KvOp, json: boolean): Promise<num
   return code;
 }
 
-async function status(
-  client: PaxosClient,
-  servers: { sid: number }[],
-  json: boolean,
-): Promise<number> {
+/**
+ * Why the cluster cannot commit, from the servers' answers, or null. A quorum
+ * is a majority of the configured servers (Paxos Made Simple); a leader counts
+ * only if a majority names it.
+ */
+function clusterProblem(rows: ({ leader?: unknown } | null)[]): string | null {
+  const majority = Math.floor(rows.length / 2) + 1;
+  const up = rows.filter((r) => r !== null).length;
+  if (up < majority)
+    return `no quorum: ${up} of ${rows.length} servers answered (a majority is ${majority})`;
+  const votes = new Map<unknown, number>();
+  for (const r of rows)
+    if (r && typeof r.leader === 'number') votes.set(r.leader, (votes.get(r.leader) ?? 0) + 1);
+  if (![...votes.values()].some((n) => n >= majority))
+    return `no leader: no sid is named leader by a majority (${majority}) of the servers`;
+  return null;
+}
+
+async function status(client: PaxosClient, cfg: ClientConfig, json: boolean): Promise<number> {
+  const servers = cfg.servers;
   const rows = await Promise.all(servers.map((s) => client.status(s.sid)));
+  const problem = clusterProblem(rows);
+  const refused = rows.every((r) => r === null) ? refusalMessage(client, cfg) : null;
   if (json) {
     const out = servers.map((s, i) => ({
       sid: s.sid,
@@ -122,20 +215,97 @@ async function status(
       if (r && typeof r.limitsMismatch === 'string')
         process.stdout.write(`sid ${servers[i].sid}: limits mismatch: ${r.limitsMismatch}\n`);
   }
-  return rows.some((r) => r !== null) ? EXIT.ok : EXIT.unknown;
+  if (refused) process.stderr.write(`paxos-client: ${refused}\n`);
+  else if (rows.every((r) => r === null))
+    process.stderr.write(
+      `paxos-client: no server answered: check the addresses, clusterId ("${cfg.clusterId}") and clientKeyFile in ${cfg.file}\n`,
+    );
+  if (problem) process.stderr.write(`paxos-client: ${problem}\n`);
+  return problem ? EXIT.unknown : EXIT.ok;
+}
+
+/** One stdin line: its words and flags (the same as on the command line). */
+function parseLine(line: string): { op: KvOp } | { error: string } | null {
+  const words = splitLine(line.trim());
+  if (typeof words === 'string') return { error: words };
+  if (words.length === 0 || words[0].startsWith('#')) return null;
+  const argv = parseFlags(words, { boolean: ['absent'] });
+  if (typeof argv === 'string') return { error: argv };
+  const op = parseOp(argv._.map(String), argv.absent);
+  return typeof op === 'string' ? { error: op } : { op };
+}
+
+async function batch(client: PaxosClient, cfg: ClientConfig, json: boolean): Promise<number> {
+  let worst = EXIT.ok as number;
+  const rl = readline.createInterface({ input: process.stdin, terminal: false });
+  let lineNo = 0;
+  for await (const line of rl) {
+    lineNo++;
+    const parsed = parseLine(line);
+    if (parsed === null) continue;
+    if ('error' in parsed) {
+      process.stderr.write(`skipped: ${parsed.error} (line ${lineNo})\n`);
+      worst = Math.max(worst, EXIT.usage);
+      continue;
+    }
+    const repliesBefore = client.stats.replies;
+    const code = await runOne(client, cfg, parsed.op, json);
+    if (code !== EXIT.notFound) worst = Math.max(worst, code);
+    // Not one answer during a whole timeout: every later line would wait as
+    // long. Stop (the lines not run are named by number).
+    if ((code === EXIT.unknown || code === EXIT.usage) && client.stats.replies === repliesBefore) {
+      process.stderr.write(
+        `paxos-client: stopping the batch at line ${lineNo}: the cluster is unreachable (no server answered); later lines were not run\n`,
+      );
+      rl.close();
+      break;
+    }
+  }
+  return worst;
 }
 
 async function main(): Promise<number> {
-  const argv = minimist(process.argv.slice(2), {
+  const argv = parseFlags(process.argv.slice(2), {
     string: ['config', 'timeout'],
-    boolean: ['json', 'help', 'absent'],
-    default: { config: 'conf/client.config.json' },
+    boolean: ['json', 'help', 'absent', 'version'],
+    alias: { h: 'help' },
+    default: { config: process.env.PAXOS_CLIENT_CONFIG || 'conf/client.config.json' },
   });
+  if (typeof argv === 'string') {
+    process.stderr.write(`paxos-client: ${argv}\n${USAGE}\n`);
+    return EXIT.usage;
+  }
   if (argv.help) {
     process.stdout.write(USAGE + '\n');
     return EXIT.ok;
   }
-  let cfg;
+  if (argv.version) {
+    process.stdout.write(`paxos-client ${packageVersion()}\n`);
+    return EXIT.ok;
+  }
+  const words = argv._.map(String);
+  // Stdin only when asked for, or when it is not a terminal (a pipe or a file):
+  // never wait silently on a terminal.
+  const fromStdin = words[0] === '-' || (words.length === 0 && !process.stdin.isTTY);
+  if (words.length === 0 && !fromStdin) {
+    process.stderr.write(
+      `paxos-client: no command (use - to read commands from stdin)\n${USAGE}\n`,
+    );
+    return EXIT.usage;
+  }
+  let op: KvOp | null = null;
+  if (!fromStdin && words[0] !== 'status') {
+    const parsed = parseOp(words, argv.absent);
+    if (typeof parsed === 'string') {
+      process.stderr.write(`paxos-client: ${parsed}\n${USAGE}\n`);
+      return EXIT.usage;
+    }
+    op = parsed;
+  } else if (words.length > 1) {
+    process.stderr.write(`paxos-client: unexpected argument ${words[1]}\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  let cfg: ClientConfig;
   try {
     cfg = loadClientConfig(argv.config);
   } catch (e) {
@@ -155,30 +325,10 @@ async function main(): Promise<number> {
     : undefined;
   const client = PaxosClient.fromConfig(cfg, { timeoutMs, keys });
   try {
-    const words = argv._.map(String);
-    if (words[0] === 'status') return await status(client, cfg.servers, argv.json);
-    if (words.length > 0) {
-      const op = parseOp(words, argv.absent);
-      if (typeof op === 'string') {
-        process.stderr.write(`paxos-client: ${op}\n${USAGE}\n`);
-        return EXIT.usage;
-      }
-      return await runOne(client, op, argv.json);
-    }
+    if (words[0] === 'status') return await status(client, cfg, argv.json);
+    if (op) return await runOne(client, cfg, op, argv.json);
     // The seed's "submit an operation" flow: one command per line.
-    let worst = EXIT.ok as number;
-    const rl = readline.createInterface({ input: process.stdin, terminal: false });
-    for await (const line of rl) {
-      const w = line.trim().split(/\s+/).filter(Boolean);
-      if (w.length === 0 || w[0].startsWith('#')) continue;
-      const op = parseOp(w, false);
-      const code =
-        typeof op === 'string'
-          ? (process.stderr.write(`skipped: ${op}\n`), EXIT.usage)
-          : await runOne(client, op, argv.json);
-      if (code !== EXIT.notFound) worst = Math.max(worst, code);
-    }
-    return worst;
+    return await batch(client, cfg, argv.json);
   } finally {
     client.close();
   }

@@ -1,10 +1,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import minimist from 'minimist';
 import { ConfigError, loadNodeConfig } from '../io/config';
 import { OrderLog } from '../io/orderlog';
 import { writeKeyFile } from '../io/keys';
+import { packageVersion, parseFlags } from './common';
+
+const USAGE = `usage: paxos-cluster [--config conf/paxos.config.json]    (npm start)
+       paxos-cluster --help | --version
+Runs every node of the config as its own paxosd process on this machine, with
+their output prefixed by [sid]; Ctrl-C (SIGINT) or SIGTERM stops them all. A new
+cluster (no data directory yet) is started with --init.
+
+exit codes: 0 stopped, 1 a node could not start (e.g. another paxos-cluster
+            runs on the same data directories or ports), 2 usage or config error`;
 
 /**
  * `npm start`: run every node of conf/paxos.config.json as its own paxosd
@@ -12,16 +21,34 @@ import { writeKeyFile } from '../io/keys';
  * A brand-new cluster (no data directory exists yet) is bootstrapped with --init.
  */
 function main(): void {
-  const argv = minimist(process.argv.slice(2), {
+  const argv = parseFlags(process.argv.slice(2), {
     string: ['config'],
+    boolean: ['help', 'version'],
+    alias: { h: 'help' },
     default: { config: 'conf/paxos.config.json' },
   });
+  if (typeof argv === 'string') {
+    process.stderr.write(`paxos-cluster: ${argv}\n${USAGE}\n`);
+    process.exit(2);
+  }
+  if (argv.help) {
+    process.stdout.write(USAGE + '\n');
+    process.exit(0);
+  }
+  if (argv.version) {
+    process.stdout.write(`paxos-cluster ${packageVersion()}\n`);
+    process.exit(0);
+  }
+  if (argv._.length > 0) {
+    process.stderr.write(`paxos-cluster: unexpected argument ${argv._[0]}\n${USAGE}\n`);
+    process.exit(2);
+  }
   let cfg;
   try {
     cfg = loadNodeConfig(argv.config);
   } catch (e) {
     if (e instanceof ConfigError) {
-      process.stderr.write(`bad config: ${e.message}\n`);
+      process.stderr.write(`paxos-cluster: bad config: ${e.message}\n`);
       process.exit(2);
     }
     throw e;
@@ -34,6 +61,9 @@ function main(): void {
   const fresh = dirs.every((d) => !fs.existsSync(d));
   const bin = path.join(__dirname, '..', '..', '..', 'bin', 'paxosd');
   const children: ChildProcess[] = [];
+  /** Nodes that exited with an error before their ready line. */
+  const failed: string[] = [];
+  let stopping = false;
   process.stdout.write(
     `starting ${cfg.servers.length} paxosd nodes from ${argv.config}${fresh ? ' (new cluster: --init)' : ''}\n`,
   );
@@ -51,27 +81,45 @@ function main(): void {
     if (fresh) args.push('--init');
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const prefix = `[${s.sid}] `;
+    let ready = false;
     const pipe = (stream: NodeJS.ReadableStream | null, out: NodeJS.WriteStream): void => {
       let buf = '';
       stream?.on('data', (d: Buffer) => {
         buf += d.toString();
         const lines = buf.split('\n');
         buf = lines.pop()!;
-        for (const l of lines) out.write(prefix + l + '\n');
+        for (const l of lines) {
+          if (l.startsWith('paxosd sid=')) ready = true;
+          out.write(prefix + l + '\n');
+        }
       });
     };
     pipe(child.stdout, process.stdout);
     pipe(child.stderr, process.stderr);
     child.on('exit', (code, sig) => {
       process.stdout.write(`${prefix}exited (${sig ?? code})\n`);
-      if (children.every((c) => c.exitCode !== null || c.signalCode !== null)) process.exit(0);
+      if (!ready && !stopping && code !== 0) {
+        // A node that cannot start (its data directory locked, its port taken)
+        // makes the whole launch a failure: stop the others and say so.
+        failed.push(`sid ${s.sid} (exit ${sig ?? code})`);
+        stop();
+      }
+      if (children.every((c) => c.exitCode !== null || c.signalCode !== null)) {
+        if (failed.length > 0)
+          process.stderr.write(
+            `paxos-cluster: could not start ${failed.join(', ')}: see its lines above (is another paxos-cluster running with ${argv.config}?)\n`,
+          );
+        process.exit(failed.length > 0 ? 1 : 0);
+      }
     });
     children.push(child);
   }
-  const stop = (): void => {
+  function stop(): void {
+    if (stopping) return;
+    stopping = true;
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-    setTimeout(() => process.exit(0), 3000).unref();
-  };
+    setTimeout(() => process.exit(failed.length > 0 ? 1 : 0), 3000).unref();
+  }
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
 }

@@ -1,11 +1,31 @@
 import { compareLogs } from '../logcmp';
+import { packageVersion, parseFlags } from './common';
 
-const files = process.argv.slice(2);
+const USAGE =
+  'usage: paxos-logcmp FILE... (exit 0: all agree, 1: divergence, lines missing or a damaged\n' +
+  'line other than a partial last one, 2: usage)\n' +
+  '       paxos-logcmp --help | --version\n' +
+  'Compares order logs (learned_ops*.log): each must read as a prefix of one order.';
+
+const argv = parseFlags(process.argv.slice(2), {
+  boolean: ['help', 'version'],
+  alias: { h: 'help' },
+});
+if (typeof argv === 'string') {
+  process.stderr.write(`paxos-logcmp: ${argv}\n${USAGE}\n`);
+  process.exit(2);
+}
+if (argv.help) {
+  process.stdout.write(USAGE + '\n');
+  process.exit(0);
+}
+if (argv.version) {
+  process.stdout.write(`paxos-logcmp ${packageVersion()}\n`);
+  process.exit(0);
+}
+const files = argv._.map(String);
 if (files.length < 1) {
-  process.stderr.write(
-    'usage: paxos-logcmp FILE... (exit 0: all agree, 1: divergence, lines missing or a damaged\n' +
-      'line other than a partial last one, 2: usage)\n',
-  );
+  process.stderr.write(USAGE + '\n');
   process.exit(2);
 }
 try {
