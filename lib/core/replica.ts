@@ -107,17 +107,24 @@ interface Phase1 {
   timeout: Timeout;
 }
 
+/**
+ * What a peer's heartbeats told us. UDP may re-deliver an old heartbeat at any
+ * time, so a fact whose stale "no" would hurt progress (it hears us, it votes)
+ * holds while ANY heartbeat of the last election timeout said yes, and a fact
+ * whose stale "yes" would hurt (it follows a live leader, so we should not
+ * campaign) holds only while EVERY recent heartbeat said yes. A stale
+ * heartbeat can then delay an election by at most a timeout, never depose a
+ * leader or block campaigns on its own.
+ */
 interface PeerInfo {
-  promised: number;
   chosen: number;
   eligible: boolean;
-  voter: boolean;
-  /** Did this peer's last heartbeat say it hears us? */
-  hearsUs: boolean;
-  /** Did it say it follows a live leader (so it would not promise our prepare)? */
-  followsLeader: boolean;
-  /** Tick at which that heartbeat arrived. */
-  at: number;
+  /** Tick of the last heartbeat that said it hears us (-Infinity: never). */
+  hearsUsAt: number;
+  /** Tick of the last heartbeat that said it votes. */
+  voterAt: number;
+  /** Tick of the last heartbeat that said it follows no live leader. */
+  freeAt: number;
 }
 
 export type Role = 'follower' | 'candidate' | 'leader';
@@ -628,9 +635,7 @@ export class Replica {
   private twoWay(sid: number): boolean {
     if (sid === this.sid) return true;
     const p = this.peers.get(sid);
-    return (
-      p !== undefined && p.hearsUs && this.alive(sid) && this.now - p.at <= this.o.electionTicks
-    );
+    return p !== undefined && this.alive(sid) && this.now - p.hearsUsAt <= this.o.electionTicks;
   }
 
   /**
@@ -640,10 +645,15 @@ export class Replica {
    * including a non-voter would keep leading, and keep others from campaigning,
    * without ever getting a value chosen.
    */
+  /** A peer votes if a heartbeat of the last election timeout said so. */
+  private peerVotes(sid: number): boolean {
+    const p = this.peers.get(sid);
+    return p !== undefined && this.now - p.voterAt <= this.o.electionTicks;
+  }
+
   private twoWayCount(): number {
     let n = this.voter ? 1 : 0;
-    for (const s of this.sids)
-      if (s !== this.sid && this.twoWay(s) && this.peers.get(s)!.voter) n++;
+    for (const s of this.sids) if (s !== this.sid && this.twoWay(s) && this.peerVotes(s)) n++;
     return n;
   }
 
@@ -705,7 +715,8 @@ export class Replica {
     for (const s of this.sids) {
       if (s === this.sid || !this.twoWay(s)) continue;
       const p = this.peers.get(s)!;
-      if (p.voter && !p.followsLeader) support++;
+      // Free: it said within two heartbeats that it follows no live leader.
+      if (this.peerVotes(s) && this.now - p.freeAt <= 2 * this.o.heartbeatTicks) support++;
     }
     if (support < this.quorum) return;
     const waited = this.now - Math.max(this.leaderLostAt, this.leaderSeenAt);
@@ -901,15 +912,19 @@ export class Replica {
   }
 
   private onHeartbeat(from: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
-    this.peers.set(from, {
-      promised: m.promised,
-      chosen: m.chosen,
-      eligible: m.eligible,
-      voter: m.voter,
-      hearsUs: m.heard.includes(this.sid),
-      followsLeader: m.leader > 0,
-      at: this.now,
-    });
+    const p = this.peers.get(from) ?? {
+      chosen: 0,
+      eligible: false,
+      hearsUsAt: -Infinity,
+      voterAt: -Infinity,
+      freeAt: -Infinity,
+    };
+    p.chosen = m.chosen;
+    p.eligible = m.eligible;
+    if (m.heard.includes(this.sid)) p.hearsUsAt = this.now;
+    if (m.voter) p.voterAt = this.now;
+    if (m.leader === 0) p.freeAt = this.now;
+    this.peers.set(from, p);
     if (m.leading) {
       this.noteLeader(m.promised);
       this.learnCommit(m.promised, m.chosen, from);

@@ -32,6 +32,9 @@ import { SimClient, toKvResult, type ClientReply, type ClientRequest } from './w
 export type Payload =
   { k: 'peer'; msg: Msg } | { k: 'req'; req: ClientRequest } | { k: 'rep'; rep: ClientReply };
 
+/** Leaderships allowed after the heal (measured: at most 3 in 600 seeds). */
+const LEADERSHIPS_AFTER_HEAL_MAX = 4;
+
 export const CLIENT_BASE = 1000;
 
 /**
@@ -109,6 +112,8 @@ export interface SimStats {
   maxSlot: number;
   elections: number;
   leaderships: number;
+  /** Leaderships won after the faults stopped (churn under the cuts kept after the heal). */
+  leadershipsAfterHeal: number;
   crashes: number;
   kills: number;
   powerLosses: number;
@@ -258,6 +263,8 @@ export class Simulation {
   private mustConverge: Set<number> | null = null;
   /** Nodes of the connected majority left after the heal. */
   private core: Set<number> | null = null;
+  /** Leaderships the live replicas had won when the faults stopped. */
+  private leadershipsAtHeal = 0;
   /** Partition shapes waiting for the next choice: shape -> start step. */
   private readonly waitingChoice = new Map<string, number>();
   private chosenCount = 0;
@@ -278,6 +285,7 @@ export class Simulation {
     maxSlot: 0,
     elections: 0,
     leaderships: 0,
+    leadershipsAfterHeal: 0,
     crashes: 0,
     kills: 0,
     powerLosses: 0,
@@ -771,6 +779,8 @@ export class Simulation {
       if (!n.up) n.restartAt = this.now;
     }
     for (const cl of this.clients.values()) cl.liveFrom = this.now;
+    for (const n of this.nodes.values())
+      if (n.replica) this.leadershipsAtHeal += n.replica.stats.leaderships;
     const shape = this.cfg.postHeal;
     const label = this.persistentCut(shape);
     this.awaitChoice(`after heal: ${shape}`);
@@ -1655,6 +1665,17 @@ export class Simulation {
 
   private finalChecks(): void {
     const c = this.cfg;
+    let leaderships = 0;
+    for (const n of this.nodes.values()) leaderships += n.replica?.stats.leaderships ?? 0;
+    this.stats.leadershipsAfterHeal = leaderships - this.leadershipsAtHeal;
+    // Once the faults stop, the cuts kept after the heal leave a connected
+    // majority: one election, maybe two (a node restarting at the heal), and the
+    // leader stays (issue 16: bridges and one-way links must not cause churn).
+    if (this.stats.leadershipsAfterHeal > LEADERSHIPS_AFTER_HEAL_MAX)
+      fail(
+        'no leader churn',
+        `${this.stats.leadershipsAfterHeal} leaderships won after the faults stopped (at most ${LEADERSHIPS_AFTER_HEAL_MAX})${this.core ? ` (persistent cut: ${c.postHeal})` : ''}`,
+      );
     const cuts = this.core
       ? ` (persistent cut: ${this.cfg.postHeal}, connected majority {${[...this.core].join(',')}})`
       : '';
