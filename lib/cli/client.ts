@@ -3,7 +3,7 @@ import { PaxosClient, PaxosClientError, type OpResult } from '../client';
 import { ConfigError, loadClientConfig, type ClientConfig } from '../io/config';
 import { loadKeyring } from '../io/keys';
 import type { KvOp } from '../sm/kv';
-import { packageVersion, parseFlags } from './common';
+import { handleCommonFlags, parseFlags } from './common';
 
 const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [--timeout MS] COMMAND
        paxos-client --help | --version
@@ -271,18 +271,8 @@ async function main(): Promise<number> {
     alias: { h: 'help' },
     default: { config: process.env.PAXOS_CLIENT_CONFIG || 'conf/client.config.json' },
   });
-  if (typeof argv === 'string') {
-    process.stderr.write(`paxos-client: ${argv}\n${USAGE}\n`);
-    return EXIT.usage;
-  }
-  if (argv.help) {
-    process.stdout.write(USAGE + '\n');
-    return EXIT.ok;
-  }
-  if (argv.version) {
-    process.stdout.write(`paxos-client ${packageVersion()}\n`);
-    return EXIT.ok;
-  }
+  const early = handleCommonFlags('paxos-client', USAGE, argv);
+  if (early !== null || typeof argv === 'string') return early ?? EXIT.usage;
   const words = argv._.map(String);
   // Stdin only when asked for, or when it is not a terminal (a pipe or a file):
   // never wait silently on a terminal.

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { ConfigError, loadNodeConfig } from '../io/config';
 import { OrderLog } from '../io/orderlog';
 import { writeKeyFile } from '../io/keys';
-import { packageVersion, parseFlags } from './common';
+import { handleCommonFlags, parseFlags } from './common';
 
 const USAGE = `usage: paxos-cluster [--config conf/paxos.config.json]    (npm start)
        paxos-cluster --help | --version
@@ -27,18 +27,9 @@ function main(): void {
     alias: { h: 'help' },
     default: { config: 'conf/paxos.config.json' },
   });
-  if (typeof argv === 'string') {
-    process.stderr.write(`paxos-cluster: ${argv}\n${USAGE}\n`);
-    process.exit(2);
-  }
-  if (argv.help) {
-    process.stdout.write(USAGE + '\n');
-    process.exit(0);
-  }
-  if (argv.version) {
-    process.stdout.write(`paxos-cluster ${packageVersion()}\n`);
-    process.exit(0);
-  }
+  const early = handleCommonFlags('paxos-cluster', USAGE, argv);
+  if (early !== null) process.exit(early);
+  if (typeof argv === 'string') return;
   if (argv._.length > 0) {
     process.stderr.write(`paxos-cluster: unexpected argument ${argv._[0]}\n${USAGE}\n`);
     process.exit(2);

@@ -58,3 +58,28 @@ export function parseFlags(args: string[], spec: FlagSpec): minimist.ParsedArgs 
   }
   return argv;
 }
+
+/**
+ * What every tool does first: a flag error prints it with the usage (exit 2),
+ * --help the usage (exit 0), --version the version (exit 0). Returns that exit
+ * code, or null to go on.
+ */
+export function handleCommonFlags(
+  tool: string,
+  usage: string,
+  argv: minimist.ParsedArgs | string,
+): number | null {
+  if (typeof argv === 'string') {
+    process.stderr.write(`${tool}: ${argv}\n${usage}\n`);
+    return 2;
+  }
+  if (argv.help) {
+    process.stdout.write(usage + '\n');
+    return 0;
+  }
+  if (argv.version) {
+    process.stdout.write(`${tool} ${packageVersion()}\n`);
+    return 0;
+  }
+  return null;
+}

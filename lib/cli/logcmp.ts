@@ -1,5 +1,5 @@
 import { compareLogs } from '../logcmp';
-import { packageVersion, parseFlags } from './common';
+import { handleCommonFlags, parseFlags } from './common';
 
 const USAGE =
   'usage: paxos-logcmp FILE... (exit 0: all agree, 1: divergence, lines missing or a damaged\n' +
@@ -11,18 +11,9 @@ const argv = parseFlags(process.argv.slice(2), {
   boolean: ['help', 'version'],
   alias: { h: 'help' },
 });
-if (typeof argv === 'string') {
-  process.stderr.write(`paxos-logcmp: ${argv}\n${USAGE}\n`);
-  process.exit(2);
-}
-if (argv.help) {
-  process.stdout.write(USAGE + '\n');
-  process.exit(0);
-}
-if (argv.version) {
-  process.stdout.write(`paxos-logcmp ${packageVersion()}\n`);
-  process.exit(0);
-}
+const early = handleCommonFlags('paxos-logcmp', USAGE, argv);
+if (early !== null) process.exit(early);
+if (typeof argv === 'string') process.exit(2);
 const files = argv._.map(String);
 if (files.length < 1) {
   process.stderr.write(USAGE + '\n');

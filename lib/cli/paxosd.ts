@@ -2,7 +2,7 @@ import { ConfigError, loadNodeConfig, resolveSid } from '../io/config';
 import { StorageError } from '../io/recordlog';
 import { DirLockError } from '../io/dirlock';
 import { formatLogLine, PaxosNode } from '../daemon';
-import { packageVersion, parseFlags } from './common';
+import { handleCommonFlags, packageVersion, parseFlags } from './common';
 import { loadKeyring, writeKeyFile } from '../io/keys';
 
 const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data-dir DIR]
@@ -27,18 +27,8 @@ async function main(): Promise<number> {
     alias: { h: 'help' },
     default: { config: 'conf/paxos.config.json', sync: true },
   });
-  if (typeof argv === 'string') {
-    process.stderr.write(`paxosd: ${argv}\n${USAGE}\n`);
-    return 2;
-  }
-  if (argv.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
-  if (argv.version) {
-    process.stdout.write(`paxosd ${packageVersion()}\n`);
-    return 0;
-  }
+  const early = handleCommonFlags('paxosd', USAGE, argv);
+  if (early !== null || typeof argv === 'string') return early ?? 2;
   if (argv._[0] === 'keygen') {
     const file = argv._[1];
     if (!file) {
