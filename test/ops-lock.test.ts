@@ -7,9 +7,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
-import { parseNodeConfig, PaxosNode } from '../lib/index';
+import { clientConfigFromNode, parseNodeConfig, PaxosClient, PaxosNode } from '../lib/index';
 import { DirLock, DirLockError, LOCK_FILE } from '../lib/io/dirlock';
-import { BIN, Cluster, freeUdpPorts, runBin, type RunResult } from './helpers/cluster';
+import { BIN, Cluster, freeUdpPorts, runBin, waitFor, type RunResult } from './helpers/cluster';
 
 const show = (r: RunResult): Record<string, unknown> => ({
   code: r.code,
@@ -153,4 +153,57 @@ t.test('in-process: the lock is held from start to stop', async (t) => {
   t.notOk(fs.existsSync(path.join(dir, 'data', '0', LOCK_FILE)), 'stop releases the lock');
   const second = await PaxosNode.start({ config, sid: 0, log: () => undefined });
   await second.stop();
+});
+
+t.test('stop waits for a running fdatasync before it closes the store', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'paxos-ops-stopsync-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const [peerPort, clientPort] = await freeUdpPorts(2);
+  const config = parseNodeConfig('inline', {
+    clusterId: 'stopsync',
+    servers: [{ sid: 0, host: '127.0.0.1', peerPort, clientPort }],
+    storage: { sync: true },
+    dataDir: path.join(dir, 'data'),
+    logDir: path.join(dir, 'logs'),
+  });
+  const lines: string[] = [];
+  const node = await PaxosNode.start({
+    config,
+    sid: 0,
+    init: true,
+    log: (l, level) => void lines.push(`${level} ${l}`),
+  });
+  // Hold the next fdatasync's completion back, and record the order of events.
+  const events: string[] = [];
+  const store = node.store;
+  const realSync = store.syncAsync.bind(store);
+  let held: (() => void) | null = null;
+  store.syncAsync = (done) =>
+    realSync((err) => {
+      held = () => {
+        events.push('sync done');
+        done(err);
+      };
+    });
+  const realClose = store.close.bind(store);
+  store.close = () => {
+    events.push('store closed');
+    realClose();
+  };
+  const client = PaxosClient.fromConfig(clientConfigFromNode(config), { timeoutMs: 3000 });
+  t.teardown(() => client.close());
+  void client.put('k', 'v').catch(() => undefined);
+  await waitFor('a sync in flight', () => held !== null, 5000);
+  const stopped = node.stop();
+  await new Promise((r) => setTimeout(r, 100));
+  t.same(events, [], 'the store stays open while the sync runs');
+  held!();
+  await stopped;
+  t.same(events, ['sync done', 'store closed'], 'closed after the sync completed');
+  t.notOk(
+    lines.some((l) => l.startsWith('ERROR')),
+    'no storage failure logged',
+    { lines },
+  );
+  t.notOk(fs.existsSync(path.join(dir, 'data', '0', LOCK_FILE)), 'lock released');
 });
