@@ -1,4 +1,3 @@
-import minimist from 'minimist';
 import {
   explore,
   exploreAround,
@@ -8,6 +7,7 @@ import {
   type ExploreResult,
 } from '../check/explore';
 import type { Mutation } from '../core/replica';
+import { handleCommonFlags, parseFlags } from './common';
 
 const USAGE = `usage: node dist/lib/cli/explore.js [--depth N] [options]
 
@@ -46,12 +46,46 @@ search
 
 Exit status: 0 no violation, 1 a violation (its trace is printed), 2 usage.`;
 
-const argv = minimist(process.argv.slice(2), {
-  string: ['warmup', 'tick-policy', 'hash', 'mutation', 'sabotage'],
-  boolean: ['help', 'iterative', 'sleep', 'sync-on-open'],
+const parsed = parseFlags(process.argv.slice(2), {
+  // Numbers are parsed (and checked) by int() below.
+  string: [
+    'depth',
+    'warmup',
+    'commands',
+    'ticks',
+    'crashes',
+    'dups',
+    'drops',
+    'submits',
+    'reads',
+    'tick-policy',
+    'heartbeat',
+    'election',
+    'window',
+    'retransmit',
+    'mutation',
+    'hash',
+    'max-states',
+    'time-limit',
+    'walks',
+    'around',
+    'seed',
+    'prefix',
+    'prefix-ticks',
+    'prefix-crashes',
+    'prefix-dups',
+    'prefix-drops',
+    'prefix-submits',
+    'sabotage',
+  ],
+  boolean: ['help', 'version', 'iterative', 'sleep', 'sync-on-open'],
   default: { sleep: true, 'sync-on-open': true },
   alias: { h: 'help' },
 });
+const early = handleCommonFlags('explore', USAGE, parsed);
+if (early !== null) process.exit(early);
+if (typeof parsed === 'string') process.exit(2);
+const argv = parsed;
 
 function usage(why: string): never {
   process.stderr.write(`explore: ${why}\n${USAGE}\n`);
@@ -71,11 +105,6 @@ function oneOf<T extends string>(name: string, allowed: readonly T[], dflt: T): 
   if (v === undefined) return dflt;
   if (!allowed.includes(v as T)) usage(`--${name} must be one of ${allowed.join(', ')}`);
   return v as T;
-}
-
-if (argv.help) {
-  process.stdout.write(`${USAGE}\n`);
-  process.exit(0);
 }
 
 const MUTATIONS: readonly Mutation[] = [
