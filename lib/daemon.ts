@@ -372,6 +372,7 @@ export class PaxosNode {
     sessionsMax: number | null;
     valueBytesMax: number | null;
     limitsMismatch: string | null;
+    drops: string;
   } {
     const l = this.sm.limits;
     return {
@@ -380,7 +381,16 @@ export class PaxosNode {
       sessionsMax: l?.sessionsMax ?? null,
       valueBytesMax: l?.valueBytesMax ?? null,
       limitsMismatch: this.limitsMismatch(),
+      drops: this.dropSummary(),
     };
+  }
+
+  /** Dropped datagrams by reason, `reason=count` separated by spaces ('' if none). */
+  dropSummary(): string {
+    return Object.entries(this.counters.dropped)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
   }
 
   /**
@@ -575,6 +585,7 @@ export class PaxosNode {
           sessionsMax: s.sessionsMax,
           valueBytesMax: s.valueBytesMax,
           limitsMismatch: s.limitsMismatch,
+          drops: s.drops,
           clientHeldBack: this.counters.clientHeldBack,
           tokensIssued: this.counters.tokensIssued,
           tokensRefused: this.counters.tokensRefused,

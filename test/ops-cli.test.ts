@@ -141,6 +141,16 @@ t.test('misconfiguration is named; stdin mode; no quorum', async (t) => {
       const n = (c.stderrOf(s, 1 << 20).match(/wrong cluster/g) ?? []).length;
       t.ok(n <= 1, `sid ${s}: at most one wrong-cluster line (${n})`);
     }
+    const st = await cli(['status', '--json']);
+    t.equal(st.code, 0, 'status --json: exit 0', show(st));
+    const rows = JSON.parse(st.stdout) as { drops?: string }[];
+    t.ok(
+      rows.some((r) => /\bclient_wrong_cluster=\d+/.test(r.drops ?? '')),
+      'status --json counts the drops by reason',
+      { rows },
+    );
+    const plain = await cli(['status']);
+    t.match(plain.stdout, /sid \d: dropped: .*client_wrong_cluster=\d+/, 'status shows them');
   });
 
   t.test('a node with another peer key is named in the others logs', async (t) => {

@@ -214,6 +214,10 @@ async function status(client: PaxosClient, cfg: ClientConfig, json: boolean): Pr
     for (const [i, r] of rows.entries())
       if (r && typeof r.limitsMismatch === 'string')
         process.stdout.write(`sid ${servers[i].sid}: limits mismatch: ${r.limitsMismatch}\n`);
+    // Datagrams a node dropped, by reason (wrong_cluster, bad_tag: a config to fix).
+    for (const [i, r] of rows.entries())
+      if (r && typeof r.drops === 'string' && r.drops !== '')
+        process.stdout.write(`sid ${servers[i].sid}: dropped: ${r.drops}\n`);
   }
   if (refused) process.stderr.write(`paxos-client: ${refused}\n`);
   else if (rows.every((r) => r === null))
