@@ -217,6 +217,8 @@ export class PaxosNode {
   private readonly pipeline: { gen: number; messages: Outbound[] }[] = [];
   /** Bumped by each write that must be durable before what follows it is released. */
   private writeGen = 0;
+  /** Generation of the last mustSync record: a sync is due up to it. */
+  private mustSyncGen = 0;
   private syncedGen = 0;
   private syncing = false;
   private unsyncedRecords = 0;
@@ -893,7 +895,11 @@ export class PaxosNode {
       if (rd.persist.length > 0) {
         this.store.write(rd.persist);
         this.unsyncedRecords += rd.persist.length;
-        if (rd.mustSync) this.writeGen++;
+        // Every record gets a generation: a sync message waits for all records
+        // handed out before it (Outbound.sync), chosen markers and learned values
+        // included. Only mustSync records ask for a sync on their own.
+        this.writeGen++;
+        if (rd.mustSync) this.mustSyncGen = this.writeGen;
       }
       if (rd.snapshot) {
         const s = rd.snapshot;
@@ -932,7 +938,8 @@ export class PaxosNode {
   }
 
   private kickSync(): void {
-    if (this.syncing || this.fatal || this.syncedGen >= this.writeGen) return;
+    const due = Math.max(this.mustSyncGen, this.pipeline.at(-1)?.gen ?? 0);
+    if (this.syncing || this.fatal || this.syncedGen >= due) return;
     this.syncing = true;
     const target = this.writeGen;
     const records = this.unsyncedRecords;

@@ -76,6 +76,8 @@ class SimNode {
   /** sync = true messages waiting for the sync of generation `gen` (FIFO). */
   pipeline: { gen: number; messages: Outbound[] }[] = [];
   writeGen = 0;
+  /** Generation of the last mustSync record (PaxosNode.mustSyncGen). */
+  mustSyncGen = 0;
   syncedGen = 0;
   /** The fsync in progress: completes at `at`, covering records[0, count) of `epoch`. */
   sync: { at: number; target: number; count: number; epoch: number } | null = null;
@@ -1156,6 +1158,7 @@ export class Simulation {
     n.held = [];
     n.pipeline = [];
     n.writeGen = 0;
+    n.mustSyncGen = 0;
     n.syncedGen = 0;
     n.sync = null;
     n.waiters.clear();
@@ -1378,7 +1381,10 @@ export class Simulation {
     }
     if (rd.persist.length > 0) {
       this.write(n, rd.persist);
-      if (rd.mustSync) n.writeGen++;
+      // As the daemon: every record gets a generation (a sync message waits for
+      // all records before it); only mustSync records ask for a sync themselves.
+      n.writeGen++;
+      if (rd.mustSync) n.mustSyncGen = n.writeGen;
     }
     if (rd.snapshot) {
       if (crashAt === 1) {
@@ -1504,7 +1510,8 @@ export class Simulation {
 
   /** Start an fsync covering every record written so far, unless one is running or none is needed. */
   private kickSync(n: SimNode): void {
-    if (!n.up || n.sync || n.syncedGen >= n.writeGen) return;
+    const due = Math.max(n.mustSyncGen, n.pipeline.at(-1)?.gen ?? 0);
+    if (!n.up || n.sync || n.syncedGen >= due) return;
     const slow = this.faultsOn && n.slowUntil > this.now;
     const [lo, hi] = this.cfg.syncTicks;
     const ticks = slow ? n.slowDelay : hi > 0 ? this.prng.range(lo, hi) : 0;
@@ -1613,10 +1620,6 @@ export class Simulation {
       case 'accepted':
         if (msg.ballot > n.committedBallot) n.committedBallot = msg.ballot;
         for (const s of msg.slots) {
-          // An ack for a slot already chosen (by other acks) is not part of the
-          // choosing majority: the core may send it before the learned record is
-          // synced (learned values need no sync, Ready.mustSync), harmlessly.
-          if (this.oracle.chosen.has(s)) continue;
           const prev = n.acked.get(s);
           if (prev === undefined || prev < msg.ballot) n.acked.set(s, msg.ballot);
         }
