@@ -1123,7 +1123,7 @@ export class Simulation {
     }
     // Opening the data directory syncs the replayed records before anything is
     // sent (issue 9: acknowledging replayed, never-synced state is unsafe).
-    n.disk.synced = n.disk.records.length;
+    if (c.sabotage !== 'no-sync-on-open') n.disk.synced = n.disk.records.length;
     const sm = new KvStateMachine(c.limits.sessionsMax, c.limits.valueBytesMax);
     const ro: ReplicaOptions & { slotsAheadMax?: number } = {
       sid: n.sid,

@@ -135,11 +135,18 @@ export interface SimConfig {
  * once (the daemon bug of acknowledging before the fdatasync): only a power
  * loss can tell, so it shows the crash model has teeth.
  */
-export type Sabotage = 'none' | 'drop-promise-records' | 'drop-accept-records' | 'ack-before-sync';
+export type Sabotage =
+  | 'none'
+  | 'drop-promise-records'
+  | 'drop-accept-records'
+  | 'ack-before-sync'
+  /** Open does not sync the records it replays (issue 9 #6: a kill keeps the page cache). */
+  | 'no-sync-on-open';
 export const SABOTAGES: readonly Sabotage[] = [
   'drop-promise-records',
   'drop-accept-records',
   'ack-before-sync',
+  'no-sync-on-open',
 ];
 
 export interface SimOverrides {
