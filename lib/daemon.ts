@@ -27,6 +27,7 @@ import {
   decodeRequest,
   encodeReply,
   resultBytes,
+  resultReplyBytesMax,
   type ClientReply,
   type RequestRef,
 } from './wire/client';
@@ -748,15 +749,17 @@ export class PaxosNode {
     box.items.push({ cid, seq, result, allowanceBytes: to.allowanceBytes });
   }
 
-  /** Bytes of the datagram that carries `body`. */
-  private sealedBytes(body: Uint8Array): number {
-    return HEADER_BYTES + (this.clientKeys.enabled ? TAG_BYTES : 0) + body.length;
+  /** Bytes of the datagram that carries `body` (or a body of that many bytes). */
+  private sealedBytes(body: Uint8Array | number): number {
+    const n = typeof body === 'number' ? body : body.length;
+    return HEADER_BYTES + (this.clientKeys.enabled ? TAG_BYTES : 0) + n;
   }
 
   /** True if the result's own reply datagram fits its allowance. */
   private fits(item: BoxedResult): boolean {
     if (item.allowanceBytes === Infinity) return true;
-    // A string takes at least its length in bytes: no need to encode a big one.
+    // Encode only when the bounds cannot decide (a string takes at least its length).
+    if (this.sealedBytes(resultReplyBytesMax(item.result)) <= item.allowanceBytes) return true;
     if (item.result.value && item.result.value.length >= item.allowanceBytes) return false;
     const body = encodeReply({ t: 'result', cid: item.cid, seq: item.seq, result: item.result });
     return this.sealedBytes(body) <= item.allowanceBytes;

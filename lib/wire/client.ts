@@ -146,6 +146,15 @@ export function resultBytes(result: CmdResult): number {
   );
 }
 
+/**
+ * Bytes a single-result reply body takes, at most (no encoding: CBOR takes at
+ * most 9 bytes per integer and 5 + UTF-8 bytes per string).
+ */
+export function resultReplyBytesMax(result: CmdResult): number {
+  const str = (v: string | null | undefined): number => (v ? 5 + Buffer.byteLength(v) : 1);
+  return 2 + 9 + 9 + 1 + str(result.value) + str(result.err);
+}
+
 export function encodeReply(r: ClientReply): Buffer {
   switch (r.t) {
     case 'result':
