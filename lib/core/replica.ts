@@ -1505,13 +1505,16 @@ export class Replica {
   }
 
   /** Ask a peer for chosen values; `avoid` is a peer that just failed us. */
-  private requestCatchup(avoid = -1): void {
+  private requestCatchup(avoid = -1, prefer = -1): void {
     let others = this.sids.filter((s) => s !== this.sid && this.alive(s));
+    // A peer we hear but that cannot hear us would never answer: two-way first.
+    const twoWay = others.filter((s) => this.twoWay(s));
+    if (twoWay.length > 0) others = twoWay;
     if (others.length > 1) others = others.filter((s) => s !== avoid);
     if (others.length === 0) return;
-    let peer = this.knownChosenFrom;
+    let peer = others.includes(prefer) ? prefer : this.knownChosenFrom;
     const attempts = this.catchup ? this.catchup.attempts : 0;
-    if (peer === this.sid || peer < 0 || peer === avoid || attempts > 0 || !this.alive(peer))
+    if (peer !== prefer && (!others.includes(peer) || peer === avoid || attempts > 0))
       peer = others[(attempts + this.o.prng.int(others.length)) % others.length];
     if (!this.catchup) {
       const timeout = new Timeout('catchup', this.o.retransmitTicks, this.o.retransmitMaxTicks);
@@ -1578,9 +1581,9 @@ export class Replica {
     this.advanceChosen();
     this.learnCommit(this.lastCommit.ballot, this.lastCommit.through, this.knownChosenFrom);
     if (this.chosenThrough > before && this.catchup) {
-      // Progress: ask for the next chunk right away (no timer wait).
+      // Progress: ask the same peer for the next chunk right away (no timer wait).
       this.catchup = null;
-      if (this.knownChosen > this.chosenThrough) this.requestCatchup();
+      if (this.knownChosen > this.chosenThrough) this.requestCatchup(-1, from);
     }
   }
 
