@@ -89,6 +89,7 @@ function forgedMessages(from: number, chosen: number, liveBallot: number): Msg[]
       voter: true,
       heard: [],
       leader: 0,
+      tick: 7,
     },
     { t: 'catchupReq', from: 1, to: chosen },
     {

@@ -357,6 +357,7 @@ function peerSeed(g: Gen, from: number, chosen: number, ballot: number): Buffer 
       voter: true,
       heard: [],
       leader: 0,
+      tick: 7,
     },
     { t: 'catchupReq', from: slot, to: slot + 10 },
     { t: 'catchupResp', from: slot, entries: [fuzzValue(g), []], snapshot: 0, snapshotBytes: 0 },

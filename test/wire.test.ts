@@ -49,6 +49,7 @@ const SAMPLES: Msg[] = [
     voter: true,
     heard: [0, 2],
     leader: 0,
+    tick: 7,
   },
   { t: 'rejoinReq', nonce: 123456, inc: 0 },
   {

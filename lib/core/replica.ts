@@ -216,6 +216,8 @@ export class Replica {
   ballot = 0;
   leader: number | null = null;
   private leaderBallot = 0;
+  /** Highest heartbeat tick seen from the leader of `leaderBallot`. */
+  private leaderTick = -1;
   private leaderSeenAt = 0;
   private leaderLostAt = 0;
   private maxBallotSeen = 0;
@@ -886,13 +888,24 @@ export class Replica {
   }
 
   /** A message from whoever leads `ballot`. */
-  private noteLeader(ballot: number): void {
+  /**
+   * A message from whoever leads `ballot`. It shows that leader alive only if it
+   * is news: a higher ballot than we follow, or a heartbeat whose tick is above
+   * every earlier one of that leadership (`tick`, heartbeats only). UDP may
+   * re-deliver a dead leader's old messages at any time; they must not keep its
+   * followers from electing another.
+   */
+  private noteLeader(ballot: number, tick = -1): void {
     this.noteBallot(ballot);
-    if (ballot >= this.leaderBallot && this.role === 'follower') {
+    if (this.role !== 'follower' || ballot < this.leaderBallot) return;
+    if (ballot > this.leaderBallot) {
       this.leaderBallot = ballot;
-      this.leader = ballotSid(ballot);
-      this.leaderSeenAt = this.now;
-    }
+      this.leaderTick = tick;
+    } else if (tick > this.leaderTick) {
+      this.leaderTick = tick;
+    } else return;
+    this.leader = ballotSid(ballot);
+    this.leaderSeenAt = this.now;
   }
 
   private broadcastHeartbeat(): void {
@@ -905,6 +918,7 @@ export class Replica {
       eligible: this.eligible(),
       voter: this.voter,
       heard: this.sids.filter((s) => s !== this.sid && this.alive(s)),
+      tick: this.now,
       leader: this.role === 'follower' && this.hearsLiveLeader(-1) ? this.leader! + 1 : 0,
     };
     for (const s of this.sids) if (s !== this.sid) this.send(s, msg);
@@ -926,7 +940,7 @@ export class Replica {
     if (m.leader === 0) p.freeAt = this.now;
     this.peers.set(from, p);
     if (m.leading) {
-      this.noteLeader(m.promised);
+      this.noteLeader(m.promised, m.tick);
       this.learnCommit(m.promised, m.chosen, from);
     } else {
       // A follower's promise alone deposes no leader: if it promised above us it

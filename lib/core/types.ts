@@ -61,6 +61,8 @@ export type Msg =
       heard: number[];
       /** 1 + SID of the live leader the sender follows (pre-vote), 0 if none. */
       leader: number;
+      /** The sender's tick count: a leader's heartbeats are news only if it grows. */
+      tick: number;
     }
   /**
    * Lost-disk rejoin (PML): a non-voter asks voters for their promise, with a nonce

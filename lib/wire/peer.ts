@@ -137,6 +137,7 @@ export const SCHEMA = {
       ['voter', 'bool'],
       ['heard', 'slots'],
       ['leader', 'uint'],
+      ['tick', 'uint'],
     ],
   },
   rejoinReq: {
