@@ -89,9 +89,22 @@ function alive(h: Holder): boolean {
     // EPERM: it exists but belongs to another user.
     if (errno(e) !== 'EPERM') return false;
   }
+  // A zombie (killed, not yet reaped: in a container whose init does not reap,
+  // maybe never) holds no files and runs no code: it holds no lock either.
+  if (stateOf(h.pid) === 'Z') return false;
   if (h.start === null) return true;
   const now = startTimeOf(h.pid);
   return now === null || now === h.start;
+}
+
+/** Process state letter (field 3 of /proc/<pid>/stat: R, S, D, Z...), or null if unknown. */
+function stateOf(pid: number): string | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? null;
+  } catch {
+    return null;
+  }
 }
 
 function sameHolder(a: Holder | null, b: Holder | null): boolean {

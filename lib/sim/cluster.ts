@@ -1,5 +1,5 @@
 import { checkLinearizable, type HistoryEvent } from '../check/linearizability';
-import { formatBallot } from '../core/ballot';
+import { ballotRound, formatBallot } from '../core/ballot';
 import { Prng } from '../core/prng';
 import { Replica, type ReplicaOptions } from '../core/replica';
 import type { CmdResult, DurableRecord, Msg, Outbound, Ready } from '../core/types';
@@ -116,6 +116,8 @@ export interface SimStats {
   leaderships: number;
   /** Leaderships won after the faults stopped (churn under the cuts kept after the heal). */
   leadershipsAfterHeal: number;
+  /** Ballot rounds promised after the faults stopped (inflation by campaigns nobody joins). */
+  roundsAfterHeal: number;
   crashes: number;
   kills: number;
   powerLosses: number;
@@ -267,6 +269,8 @@ export class Simulation {
   private core: Set<number> | null = null;
   /** Leaderships the live replicas had won when the faults stopped. */
   private leadershipsAtHeal = 0;
+  /** Highest ballot round any live replica had promised when the faults stopped. */
+  private roundAtHeal = 0;
   /** Partition shapes waiting for the next choice: shape -> start step. */
   private readonly waitingChoice = new Map<string, number>();
   private chosenCount = 0;
@@ -288,6 +292,7 @@ export class Simulation {
     elections: 0,
     leaderships: 0,
     leadershipsAfterHeal: 0,
+    roundsAfterHeal: 0,
     crashes: 0,
     kills: 0,
     powerLosses: 0,
@@ -456,6 +461,11 @@ export class Simulation {
   private step(): void {
     const now = ++this.now;
     this.mix(now);
+    // The heal restarted every node (in the step after it): their
+    // promises as of the heal, from disk for those that were down.
+    if (now === this.cfg.faultSteps + 2)
+      for (const n of this.nodes.values())
+        this.roundAtHeal = Math.max(this.roundAtHeal, ballotRound(n.replica?.promised ?? 0));
     const fork = this.opts.fork;
     if (fork && fork.step === now) {
       // Same prefix, another continuation: shift the one PRNG stream.
@@ -1671,6 +1681,10 @@ export class Simulation {
     let leaderships = 0;
     for (const n of this.nodes.values()) leaderships += n.replica?.stats.leaderships ?? 0;
     this.stats.leadershipsAfterHeal = leaderships - this.leadershipsAtHeal;
+    let round = 0;
+    for (const n of this.nodes.values())
+      round = Math.max(round, ballotRound(n.replica?.promised ?? 0));
+    this.stats.roundsAfterHeal = round - this.roundAtHeal;
     // Once the faults stop, the cuts kept after the heal leave a connected
     // majority: one election, maybe two (a node restarting at the heal), and the
     // leader stays (issue 16: bridges and one-way links must not cause churn).
