@@ -51,6 +51,8 @@ export interface ReplicaOptions {
    * simulator makes it small so that its edge is reached in a few slots.
    */
   slotsAheadMax?: number;
+  /** Snapshot chunks sent per request (default SNAPSHOT_WINDOW_CHUNKS; the simulator uses 1). */
+  snapshotWindowChunks?: number;
   /** Deterministic trace sink (simulator, debug). */
   trace?: (line: string) => void;
   /**
@@ -1649,7 +1651,8 @@ export class Replica {
     // A window of chunks per request: one round trip per chunk cannot keep up
     // with a steady write load over a long link.
     const chunk = Math.max(1, this.o.catchupBytesMax);
-    for (let i = 0; i < SNAPSHOT_WINDOW_CHUNKS && (offset < data.length || i === 0); i++) {
+    const window = this.o.snapshotWindowChunks ?? SNAPSHOT_WINDOW_CHUNKS;
+    for (let i = 0; i < window && (offset < data.length || i === 0); i++) {
       this.send(from, {
         t: 'snapshotResp',
         slot,
@@ -1663,7 +1666,8 @@ export class Replica {
 
   /** Request the next window of chunks, from the first byte not yet received. */
   private askSnapshot(r: NonNullable<Replica['snapRecv']>): void {
-    r.askedTo = r.received + SNAPSHOT_WINDOW_CHUNKS * Math.max(1, this.o.catchupBytesMax);
+    const window = this.o.snapshotWindowChunks ?? SNAPSHOT_WINDOW_CHUNKS;
+    r.askedTo = r.received + window * Math.max(1, this.o.catchupBytesMax);
     this.send(r.peer, { t: 'snapshotReq', slot: r.slot, offset: r.received });
   }
 

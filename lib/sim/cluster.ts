@@ -1150,7 +1150,12 @@ export class Simulation {
       mutations: c.mutation === 'none' ? [] : [c.mutation],
       trace: this.tracing ? (line) => this.trace(`  ${line}`) : undefined,
     };
-    if (c.limits.slotsAheadMax !== undefined) ro.slotsAheadMax = c.limits.slotsAheadMax;
+    if (c.limits.slotsAheadMax !== undefined) {
+      // Small-edge seeds: a small horizon and one snapshot chunk per round trip,
+      // so that a snapshot transfer racing new snapshots is reachable.
+      ro.slotsAheadMax = c.limits.slotsAheadMax;
+      ro.snapshotWindowChunks = 1;
+    }
     const replica = new Replica(ro);
     // restore() reads the records; hand it a copy like a fresh read from disk.
     replica.restore(n.disk.snapshot, [...n.disk.records]);
