@@ -179,6 +179,8 @@ export class Replica {
   private readonly keepSlots: number;
   /** How far beyond the chosen prefix an accept or learned value may reach. */
   private readonly slotsAheadMax: number;
+  /** Snapshot chunks per request (ReplicaOptions.snapshotWindowChunks). */
+  private readonly snapshotWindowChunks: number;
 
   // ---- durable acceptor state (rebuilt from records at restart) ----
   /** Highest ballot promised; no accept below it is ever taken. */
@@ -338,6 +340,7 @@ export class Replica {
     this.quorum =
       Math.floor(this.sids.length / 2) + (this.mutations.has('minority-quorum') ? 0 : 1);
     this.slotsAheadMax = opts.slotsAheadMax ?? 16 * opts.windowSlots + 4096;
+    this.snapshotWindowChunks = opts.snapshotWindowChunks ?? SNAPSHOT_WINDOW_CHUNKS;
     this.keepSlots = opts.keepSlots ?? Math.min(100, Math.floor(opts.snapshotEverySlots / 2));
     this.heartbeat = new Timeout('heartbeat', opts.heartbeatTicks);
     this.heartbeat.start();
@@ -623,12 +626,6 @@ export class Replica {
     if (sid === this.sid) return true;
     const at = this.lastHeard.get(sid);
     return at !== undefined && this.now - at <= this.o.electionTicks;
-  }
-
-  private aliveCount(): number {
-    let n = 0;
-    for (const s of this.sids) if (this.alive(s)) n++;
-    return n;
   }
 
   /**
@@ -1651,8 +1648,7 @@ export class Replica {
     // A window of chunks per request: one round trip per chunk cannot keep up
     // with a steady write load over a long link.
     const chunk = Math.max(1, this.o.catchupBytesMax);
-    const window = this.o.snapshotWindowChunks ?? SNAPSHOT_WINDOW_CHUNKS;
-    for (let i = 0; i < window && (offset < data.length || i === 0); i++) {
+    for (let i = 0; i < this.snapshotWindowChunks && (offset < data.length || i === 0); i++) {
       this.send(from, {
         t: 'snapshotResp',
         slot,
@@ -1666,8 +1662,7 @@ export class Replica {
 
   /** Request the next window of chunks, from the first byte not yet received. */
   private askSnapshot(r: NonNullable<Replica['snapRecv']>): void {
-    const window = this.o.snapshotWindowChunks ?? SNAPSHOT_WINDOW_CHUNKS;
-    r.askedTo = r.received + window * Math.max(1, this.o.catchupBytesMax);
+    r.askedTo = r.received + this.snapshotWindowChunks * Math.max(1, this.o.catchupBytesMax);
     this.send(r.peer, { t: 'snapshotReq', slot: r.slot, offset: r.received });
   }
 
