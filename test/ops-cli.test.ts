@@ -51,6 +51,7 @@ t.test('every CLI: --help, --version, unknown flag -> exit 2, without reading st
     ['paxos-client', BIN.client],
     ['paxos-cluster', CLUSTER_BIN],
     ['paxos-logcmp', BIN.logcmp],
+    ['paxos-bench', path.join(ROOT, 'bin', 'paxos-bench')],
   ];
   for (const [name, bin] of tools) {
     const help = await runOpenStdin(bin, ['--help']);

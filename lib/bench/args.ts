@@ -75,7 +75,8 @@ export function parseOptions(args: string[]): Options | null {
       'node-arg',
       'failover-rounds',
     ],
-    boolean: ['json', 'sync', 'failover', 'sweep', 'keep', 'help', 'hmac'],
+    boolean: ['json', 'sync', 'failover', 'sweep', 'keep', 'help', 'version', 'hmac'],
+    alias: { h: 'help' },
     default: { op: 'put', clients: '1,16,64', duration: '5', warmup: '1', sync: true, sweep: true },
     unknown: (a) => {
       if (a.startsWith('-') && !/^--catchup(=|$)/.test(a))
@@ -83,7 +84,7 @@ export function parseOptions(args: string[]): Options | null {
       return true;
     },
   });
-  if (argv.help) return null;
+  if (argv.help || argv.version) return null;
   const num = (name: string, v: unknown, min: number, int = true): number => {
     const n = Number(v);
     if (

@@ -4,6 +4,7 @@ import { PaxosClient } from '../client';
 import { ConfigError, loadClientConfig } from '../io/config';
 import { loadKeyring } from '../io/keys';
 import { parseOptions, UsageError, USAGE, type Options } from '../bench/args';
+import { packageVersion } from './common';
 import { catchup } from '../bench/catchup';
 import { LocalCluster, sleep, waitForLeader } from '../bench/cluster';
 import { fmtProbe, probeDisk } from '../bench/diskprobe';
@@ -49,7 +50,10 @@ function options(args: string[]): Options | number {
     throw e;
   }
   if (!opts) {
-    process.stdout.write(USAGE + '\n');
+    // --help or --version: nothing to run.
+    process.stdout.write(
+      args.includes('--version') ? `paxos-bench ${packageVersion()}\n` : USAGE + '\n',
+    );
     return 0;
   }
   return opts;
