@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
+import type * as http from 'node:http';
 import * as path from 'node:path';
 import createDebug from 'debug';
 import { Prng } from './core/prng';
@@ -11,6 +12,7 @@ import { DirLock } from './io/dirlock';
 import { OrderLog } from './io/orderlog';
 import { StorageError } from './io/recordlog';
 import { DurableStore, type OpenedStore } from './io/storage';
+import { NodeMetrics, serveMetrics } from './metrics';
 import {
   admissionError,
   encodeLimits,
@@ -71,6 +73,8 @@ export interface NodeOptions {
   onFatal?: (err: Error) => void;
   /** Seed of the core's PRNG (election jitter). Default: derived from sid and time. */
   seed?: number;
+  /** Serve Prometheus metrics at http://HOST:PORT/metrics (off when absent). */
+  metrics?: { host: string; port: number };
 }
 
 export type LogLevel = 'INFO' | 'WARN' | 'ERROR';
@@ -95,6 +99,12 @@ const OPERATOR_DROPS = new Set([
 
 /** At most one log line per drop reason and source address per this many ms. */
 const DROP_LOG_EVERY_MS = 10_000;
+
+/** A result's label in the replies-by-outcome metric (a small, fixed set). */
+function outcomeOf(r: CmdResult): string {
+  if (r.ok) return 'ok';
+  return r.err === 'session_expired' ? 'session_expired' : 'failed';
+}
 
 /** Counters an operator (and the tests) can read. */
 export interface NodeCounters {
@@ -189,6 +199,9 @@ export class PaxosNode {
     tokensIssued: 0,
     tokensRefused: 0,
   };
+  /** What only the metrics endpoint needs (the rest is in `counters` and `status`). */
+  readonly metrics = new NodeMetrics();
+  private metricsServer: http.Server | null = null;
   readonly self: ServerAddr;
   private readonly peerSock: dgram.Socket;
   private readonly clientSock: dgram.Socket;
@@ -340,6 +353,17 @@ export class PaxosNode {
     }
     this.noteLimits();
     await this.bind();
+    if (this.opts.metrics) {
+      const { host, port } = this.opts.metrics;
+      this.metricsServer = await serveMetrics(host, port, () =>
+        this.metrics.render({
+          sid: this.opts.sid,
+          status: () => this.status(),
+          counters: this.counters,
+        }),
+      );
+      this.log(`sid ${this.opts.sid}: metrics at http://${host}:${port}/metrics`);
+    }
     this.handle(this.replica.ready());
     this.ticker = setInterval(() => this.onTick(), this.opts.config.timing.tickMs);
   }
@@ -432,6 +456,8 @@ export class PaxosNode {
     if (this.stopped) return;
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
+    const metricsServer = this.metricsServer;
+    if (metricsServer) await new Promise<void>((r) => metricsServer.close(() => r()));
     await Promise.all([
       new Promise<void>((r) => this.peerSock.close(() => r())),
       new Promise<void>((r) => this.clientSock.close(() => r())),
@@ -607,6 +633,7 @@ export class PaxosNode {
   }
 
   private onOp(to: ReplyTo, cid: number, seq: number, op: Buffer): void {
+    this.metrics.requestIn(`${cid}:${seq}`, Date.now());
     const checked = parseCommand(op);
     if (typeof checked === 'string') {
       const code = checked.includes('too large') ? 'too_large' : 'bad_op';
@@ -743,6 +770,7 @@ export class PaxosNode {
 
   /** Queue a result; all results of one turn to one client socket share datagrams. */
   private queueResult(to: ReplyTo, cid: number, seq: number, result: CmdResult): void {
+    this.metrics.replyOut(`${cid}:${seq}`, outcomeOf(result), Date.now());
     const key = `${to.address}:${to.port}`;
     let box = this.replyBox.get(key);
     if (!box) this.replyBox.set(key, (box = { address: to.address, port: to.port, items: [] }));
@@ -805,6 +833,12 @@ export class PaxosNode {
    * instead, with which it asks again (QUIC's Retry, RFC 9000 s.8.1.2).
    */
   private reply(to: ReplyTo, r: ClientReply): void {
+    if (r.t === 'result' || r.t === 'redirect' || r.t === 'error')
+      this.metrics.replyOut(
+        `${r.cid}:${r.seq}`,
+        r.t === 'result' ? outcomeOf(r.result) : r.t === 'error' ? r.code : r.t,
+        Date.now(),
+      );
     const out = seal(Kind.ClientReply, this.cluster, encodeReply(r), this.clientKeys);
     if (out.length <= to.allowanceBytes) {
       this.counters.clientOut++;
@@ -928,6 +962,8 @@ export class PaxosNode {
     const gated: Outbound[] = [];
     for (const o of rd.messages) (o.sync ? gated : now).push(o);
     if (gated.length > 0) this.pipeline.push({ gen: this.writeGen, messages: gated });
+    this.metrics.appliedSlots += rd.applied.length;
+    this.metrics.observeRole(this.replica.role, this.replica.leader);
     if (this.emit(now, rd.applied, rd.events)) this.scheduleFlush();
     for (const id of rd.reads) {
       const w = this.readWaiters.get(id);

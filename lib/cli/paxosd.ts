@@ -4,9 +4,10 @@ import { DirLockError } from '../io/dirlock';
 import { formatLogLine, PaxosNode } from '../daemon';
 import { handleCommonFlags, packageVersion, parseFlags } from './common';
 import { loadKeyring, writeKeyFile } from '../io/keys';
+import { parseListen } from '../metrics';
 
 const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data-dir DIR]
-              [--log-dir DIR] [--init] [--no-sync]
+              [--log-dir DIR] [--init] [--no-sync] [--metrics HOST:PORT]
        paxosd keygen FILE      write a fresh cluster key file (mode 0600)
        paxosd --help | --version
 
@@ -14,6 +15,7 @@ const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data
   --init      bootstrap a NEW cluster: a node with an empty data directory may
               vote at once. Without it an empty node waits until it is safe
               (it may have lost a disk holding promises).
+  --metrics   serve Prometheus metrics at http://HOST:PORT/metrics (off by default)
   --no-sync   skip fdatasync (benchmarks only: acknowledged writes can be lost)
 
 exit codes: 0 stopped by signal (SIGTERM/SIGINT), 1 runtime/storage failure or
@@ -22,7 +24,7 @@ exit codes: 0 stopped by signal (SIGTERM/SIGINT), 1 runtime/storage failure or
 
 async function main(): Promise<number> {
   const argv = parseFlags(process.argv.slice(2), {
-    string: ['config', 'data-dir', 'log-dir', 'sid'],
+    string: ['config', 'data-dir', 'log-dir', 'sid', 'metrics'],
     boolean: ['init', 'sync', 'help', 'version'],
     alias: { h: 'help' },
     default: { config: 'conf/paxos.config.json', sync: true },
@@ -53,6 +55,11 @@ async function main(): Promise<number> {
     process.stderr.write(`paxosd: unexpected argument ${argv._[0]}\n${USAGE}\n`);
     return 2;
   }
+  const metrics = argv.metrics === undefined ? undefined : parseListen(String(argv.metrics));
+  if (typeof metrics === 'string') {
+    process.stderr.write(`paxosd: ${metrics}\n${USAGE}\n`);
+    return 2;
+  }
   let node: PaxosNode;
   try {
     const config = loadNodeConfig(argv.config);
@@ -63,6 +70,7 @@ async function main(): Promise<number> {
       dataDir: argv['data-dir'] || undefined,
       logDir: argv['log-dir'] || undefined,
       init: argv.init,
+      metrics,
       sync: argv.sync === false ? false : undefined,
       peerKeys: config.keyFile ? loadKeyring(config.keyFile, config.file, 'keyFile') : undefined,
       clientKeys: config.clientKeyFile
@@ -84,7 +92,12 @@ async function main(): Promise<number> {
       return 1;
     }
     const err = e as NodeJS.ErrnoException;
-    if (err.syscall === 'bind' || err.code === 'EADDRINUSE' || err.code === 'EADDRNOTAVAIL') {
+    if (
+      err.syscall === 'bind' ||
+      err.syscall === 'listen' ||
+      err.code === 'EADDRINUSE' ||
+      err.code === 'EADDRNOTAVAIL'
+    ) {
       process.stderr.write(`paxosd: cannot bind: ${err.message}\n`);
       return 1;
     }

@@ -141,6 +141,8 @@ export interface ReplicaStatus {
   leader: number | null;
   chosen: number;
   applied: number;
+  /** Highest slot this node has heard is chosen (from any peer): how far it could apply. */
+  known: number;
   base: number;
   queued: number;
   inflight: number;
@@ -543,6 +545,7 @@ export class Replica {
       leader: this.leader,
       chosen: this.chosenThrough,
       applied: this.applied,
+      known: Math.max(this.knownChosen, this.chosenThrough),
       base: this.base,
       queued: this.queue.length,
       inflight: this.inflight.size,

@@ -131,6 +131,8 @@ export interface ClusterOptions {
    * slow fdatasync) in its own process group; signals go to the whole group.
    */
   wrapper?: string[];
+  /** Extra paxosd arguments for node `sid` (e.g. --metrics HOST:PORT). */
+  nodeArgs?: (sid: number) => string[];
 }
 
 interface NodeProc {
@@ -381,6 +383,7 @@ export class Cluster {
   private spawnNode(sid: number, init: boolean): Promise<void> {
     const args = [BIN.paxosd, '--config', this.nodeConfigFile(sid), '--sid', String(sid)];
     if (init) args.push('--init');
+    args.push(...(this.opts.nodeArgs?.(sid) ?? []));
     const errFd = fs.openSync(this.stderrFile(sid), 'a');
     fs.writeSync(errFd, `=== ${new Date().toISOString()} paxosd ${args.slice(1).join(' ')}\n`);
     const wrapper = this.opts.wrapper ?? [];
