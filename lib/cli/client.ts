@@ -11,8 +11,12 @@ const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [
   get KEY                print KEY's value
   del KEY                delete KEY
   cas KEY EXPECTED NEW   set KEY to NEW if it holds EXPECTED (--absent: if it is unset)
-  status                 one row per server: sid, role, ballot, leader, chosen, applied;
+  status                 one row per server: sid, role, ballot, leader, chosen, applied,
+                         lag (slots behind the leader's chosen), syncs, drops;
                          exit 3 with "no quorum" / "no leader" when the cluster cannot commit
+  status --watch [S]     the same table, refreshed every S seconds (default 1) until Ctrl-C
+  health                 exit 0 only if a majority names one leader and a linearizable
+                         read completes within the timeout; else exit 3 with the reason
   -                      read one command per line from stdin (also without a
                          command when stdin is not a terminal). A line takes the
                          same words and flags (cas --absent K V); quote values
@@ -178,11 +182,87 @@ function clusterProblem(rows: ({ leader?: unknown } | null)[]): string | null {
   return null;
 }
 
+/** The key `health` reads (any key would do: the read index, not the value, is the check). */
+const HEALTH_KEY = 'paxosd.health';
+
+/**
+ * A health check as an orchestrator wants it: the cluster can commit (a majority
+ * answers and names one leader) and serves a linearizable read (a read-index
+ * round trip through that leader) within the timeout.
+ */
+async function health(
+  client: PaxosClient,
+  cfg: ClientConfig,
+  json: boolean,
+  timeoutMs: number,
+): Promise<number> {
+  const rows = await Promise.all(cfg.servers.map((s) => client.status(s.sid)));
+  let problem = refusalMessage(client, cfg) ?? clusterProblem(rows);
+  let readMs: number | null = null;
+  if (!problem) {
+    const started = Date.now();
+    try {
+      await client.get(HEALTH_KEY);
+      readMs = Date.now() - started;
+    } catch (e) {
+      problem = `no linearizable read within ${timeoutMs} ms (${(e as Error).message})`;
+    }
+  }
+  const answered = rows.filter((r) => r !== null).length;
+  const leaders = rows.map((r) => (r && typeof r.leader === 'number' ? r.leader : null));
+  const leader =
+    leaders.find((l) => l !== null && leaders.filter((x) => x === l).length * 2 > rows.length) ??
+    null;
+  if (json)
+    process.stdout.write(
+      JSON.stringify({
+        healthy: !problem,
+        leader,
+        answered,
+        servers: rows.length,
+        readMs,
+        problem,
+      }) + '\n',
+    );
+  else if (problem) process.stderr.write(`paxos-client: unhealthy: ${problem}\n`);
+  else
+    process.stdout.write(
+      `healthy: leader ${leader} (${answered} of ${rows.length} servers answered), linearizable read in ${readMs} ms\n`,
+    );
+  return problem ? EXIT.unknown : EXIT.ok;
+}
+
+/** `status`, redrawn every `everyS` seconds until interrupted (bounded by nothing else: a terminal tool). */
+async function watch(client: PaxosClient, cfg: ClientConfig, everyS: number): Promise<number> {
+  for (;;) {
+    const rows = await Promise.all(cfg.servers.map((s) => client.status(s.sid)));
+    // Clear the screen and home the cursor, then the same table as `status`.
+    process.stdout.write(
+      '\x1b[2J\x1b[H' + `${new Date().toISOString()}  every ${everyS} s, Ctrl-C to stop\n`,
+    );
+    printStatus(cfg, rows, false);
+    await new Promise((r) => setTimeout(r, everyS * 1000));
+  }
+}
+
+type StatusRow = Awaited<ReturnType<PaxosClient['status']>>;
+
 async function status(client: PaxosClient, cfg: ClientConfig, json: boolean): Promise<number> {
+  const rows = await Promise.all(cfg.servers.map((s) => client.status(s.sid)));
+  return printStatus(cfg, rows, json, client);
+}
+
+function printStatus(
+  cfg: ClientConfig,
+  rows: StatusRow[],
+  json: boolean,
+  client?: PaxosClient,
+): number {
   const servers = cfg.servers;
-  const rows = await Promise.all(servers.map((s) => client.status(s.sid)));
   const problem = clusterProblem(rows);
-  const refused = rows.every((r) => r === null) ? refusalMessage(client, cfg) : null;
+  const refused = client && rows.every((r) => r === null) ? refusalMessage(client, cfg) : null;
+  // Lag: slots behind the highest chosen slot any server reports (the leader's, normally).
+  const top = Math.max(0, ...rows.map((r) => (r && typeof r.chosen === 'number' ? r.chosen : 0)));
   if (json) {
     const out = servers.map((s, i) => ({
       sid: s.sid,
@@ -191,10 +271,21 @@ async function status(client: PaxosClient, cfg: ClientConfig, json: boolean): Pr
     }));
     process.stdout.write(JSON.stringify(out) + '\n');
   } else {
-    const head = ['sid', 'role', 'ballot', 'leader', 'chosen', 'applied', 'voter', 'reachable'];
+    const head = [
+      'sid',
+      'role',
+      'ballot',
+      'leader',
+      'chosen',
+      'applied',
+      'lag',
+      'syncs',
+      'voter',
+      'reachable',
+    ];
     const table = servers.map((s, i) => {
       const r = rows[i];
-      if (!r) return [String(s.sid), '-', '-', '-', '-', '-', '-', 'no'];
+      if (!r) return [String(s.sid), '-', '-', '-', '-', '-', '-', '-', '-', 'no'];
       return [
         String(s.sid),
         String(r.role),
@@ -202,6 +293,8 @@ async function status(client: PaxosClient, cfg: ClientConfig, json: boolean): Pr
         r.leader === null ? '-' : String(r.leader),
         String(r.chosen),
         String(r.applied),
+        typeof r.applied === 'number' ? String(Math.max(0, top - r.applied)) : '-',
+        String(r.syncs ?? '-'),
         String(r.voter),
         'yes',
       ];
@@ -214,6 +307,15 @@ async function status(client: PaxosClient, cfg: ClientConfig, json: boolean): Pr
     for (const [i, r] of rows.entries())
       if (r && typeof r.limitsMismatch === 'string')
         process.stdout.write(`sid ${servers[i].sid}: limits mismatch: ${r.limitsMismatch}\n`);
+    // A node whose state hash differs from its leader's has stopped serving clients.
+    for (const [i, r] of rows.entries()) {
+      if (r && typeof r.diverged === 'string')
+        process.stdout.write(`sid ${servers[i].sid}: ${r.diverged} (not serving clients)\n`);
+      if (r && typeof r.followersDiverged === 'string')
+        process.stdout.write(
+          `sid ${servers[i].sid}: followers DIVERGED (sid@slot): ${r.followersDiverged}\n`,
+        );
+    }
     // Datagrams a node dropped, by reason (wrong_cluster, bad_tag: a config to fix).
     for (const [i, r] of rows.entries())
       if (r && typeof r.drops === 'string' && r.drops !== '')
@@ -270,7 +372,7 @@ async function batch(client: PaxosClient, cfg: ClientConfig, json: boolean): Pro
 
 async function main(): Promise<number> {
   const argv = parseFlags(process.argv.slice(2), {
-    string: ['config', 'timeout'],
+    string: ['config', 'timeout', 'watch'],
     boolean: ['json', 'help', 'absent', 'version'],
     alias: { h: 'help' },
     default: { config: process.env.PAXOS_CLIENT_CONFIG || 'conf/client.config.json' },
@@ -288,7 +390,17 @@ async function main(): Promise<number> {
     return EXIT.usage;
   }
   let op: KvOp | null = null;
-  if (!fromStdin && words[0] !== 'status') {
+  const admin = words[0] === 'status' || words[0] === 'health';
+  if (argv.watch !== undefined && words[0] !== 'status') {
+    process.stderr.write(`paxos-client: --watch goes with status\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  const watchS = argv.watch === undefined || argv.watch === '' ? 1 : Number(argv.watch);
+  if (!(watchS >= 0.1 && watchS <= 3600)) {
+    process.stderr.write(`paxos-client: --watch takes seconds between 0.1 and 3600\n`);
+    return EXIT.usage;
+  }
+  if (!fromStdin && !admin) {
     const parsed = parseOp(words, argv.absent);
     if (typeof parsed === 'string') {
       process.stderr.write(`paxos-client: ${parsed}\n${USAGE}\n`);
@@ -319,7 +431,9 @@ async function main(): Promise<number> {
     : undefined;
   const client = PaxosClient.fromConfig(cfg, { timeoutMs, keys });
   try {
+    if (words[0] === 'status' && argv.watch !== undefined) return await watch(client, cfg, watchS);
     if (words[0] === 'status') return await status(client, cfg, argv.json);
+    if (words[0] === 'health') return await health(client, cfg, argv.json, timeoutMs);
     if (op) return await runOne(client, cfg, op, argv.json);
     // The seed's "submit an operation" flow: one command per line.
     return await batch(client, cfg, argv.json);
