@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import createDebug from 'debug';
 import { Prng } from './core/prng';
 import { Replica, type ReplicaOptions, type ReplicaStatus } from './core/replica';
+import { isDivergenceEvent } from './core/statecheck';
 import type { AppliedEntry, CmdResult, Msg, Outbound, Ready } from './core/types';
 import type { NodeConfig, ServerAddr } from './io/config';
 import { DirLock } from './io/dirlock';
@@ -618,10 +619,16 @@ export class PaxosNode {
           clientHeldBack: this.counters.clientHeldBack,
           tokensIssued: this.counters.tokensIssued,
           tokensRefused: this.counters.tokensRefused,
+          diverged: s.diverged,
+          followersDiverged: s.followersDiverged,
         },
       });
       return;
     }
+    // Fail-stop: a node whose state hash differs from its leader's (or, as
+    // leader, from a majority's) answers no client: better unavailable than wrong.
+    if (this.replica.stateCheck.self)
+      return this.drop('client_diverged', `${rinfo.address}:${rinfo.port}`);
     if (req.t === 'ops') {
       // A batch costs the sender one token per operation.
       if (!this.charge(rinfo, req.ops.length - 1))
@@ -833,6 +840,7 @@ export class PaxosNode {
    * instead, with which it asks again (QUIC's Retry, RFC 9000 s.8.1.2).
    */
   private reply(to: ReplyTo, r: ClientReply): void {
+    if (this.replica.stateCheck.self && r.t !== 'status') return; // fail-stop (see onClient)
     if (r.t === 'result' || r.t === 'redirect' || r.t === 'error')
       this.metrics.replyOut(
         `${r.cid}:${r.seq}`,
@@ -1067,7 +1075,7 @@ export class PaxosNode {
       }
     }
     if (applied.length > 0) this.noteLimits();
-    for (const e of events) this.log(e);
+    for (const e of events) this.log(e, isDivergenceEvent(e) ? 'ERROR' : 'INFO');
     for (const m of self) this.replica.step(this.opts.sid, m);
     return self.length > 0;
   }

@@ -11,7 +11,12 @@ export interface LogCompare {
 
 interface Parsed {
   file: string;
+  /** slot.index -> readable text (without the digest). */
   entries: Map<string, string>;
+  /** slot.index -> digest of the whole command and result (lines that have one). */
+  digests: Map<string, string>;
+  /** Slot -> rolling state hash after it (the periodic "# state hash" lines). */
+  hashes: Map<number, string>;
   order: string[];
   /** Lines per slot. */
   perSlot: Map<number, number>;
@@ -26,6 +31,8 @@ interface Parsed {
  */
 export function parseOrderLog(file: string, text: string): Parsed | string {
   const entries = new Map<string, string>();
+  const digests = new Map<string, string>();
+  const hashes = new Map<number, string>();
   const order: string[] = [];
   const perSlot = new Map<number, number>();
   let lastSlot = 0;
@@ -44,6 +51,10 @@ export function parseOrderLog(file: string, text: string): Parsed | string {
       continue;
     }
     if (p.kind === 'comment') continue;
+    if (p.kind === 'hash') {
+      hashes.set(p.slot, p.hash);
+      continue;
+    }
     const { slot, index: idx } = p;
     // Slots are contiguous (no-ops have a line too); the first line may start anywhere.
     const inOrder =
@@ -59,10 +70,11 @@ export function parseOrderLog(file: string, text: string): Parsed | string {
     lastCommandSlot = slot;
     const key = `${slot}.${idx}`;
     entries.set(key, p.text);
+    if (p.digest !== undefined) digests.set(key, p.digest);
     order.push(key);
     perSlot.set(slot, (perSlot.get(slot) ?? 0) + 1);
   }
-  return { file, entries, order, perSlot, lastSlot: lastCommandSlot };
+  return { file, entries, digests, hashes, order, perSlot, lastSlot: lastCommandSlot };
 }
 
 /**
@@ -103,24 +115,60 @@ export function compareLogTexts(logs: { file: string; text: string }[]): LogComp
     for (let j = i + 1; j < parsed.length; j++) {
       const a = parsed[i];
       const b = parsed[j];
-      const [short, long] = a.order.length <= b.order.length ? [a, b] : [b, a];
-      for (const key of short.order) {
-        const other = long.entries.get(key);
-        const mine = short.entries.get(key);
-        if (other !== undefined && other !== mine)
-          return {
-            ok: false,
-            counts,
-            message: `first divergence at ${key}:\n  ${a.file}: ${a.entries.get(key)}\n  ${b.file}: ${b.entries.get(key)}`,
-          };
-      }
+      const d = firstDivergence(a, b);
+      if (d) return { ok: false, counts, message: d };
       const missing = missingLines(a, b);
       if (missing) return { ok: false, counts, message: `lines missing at ${missing}` };
     }
   }
+  const hashed = new Set<number>();
+  for (const p of parsed) for (const slot of p.hashes.keys()) hashed.add(slot);
   return {
     ok: true,
     counts,
-    message: `${logs.length} logs agree (${counts.join(', ')} lines)`,
+    message: `${logs.length} logs agree (${counts.join(', ')} lines; state hashes at ${hashed.size} slots)`,
   };
+}
+
+/** Slot of a "slot.index" key. */
+function slotOf(key: string): number {
+  return Number(key.slice(0, key.indexOf('.')));
+}
+
+/**
+ * The lowest slot at which two logs differ, as a message, or null: a line both
+ * have whose digests differ (or, on lines without digests, whose texts
+ * differ), or a state hash both have that differs. The state hash covers every
+ * slot before it too, so logs compare by it even where their lines were rotated
+ * away.
+ */
+function firstDivergence(a: Parsed, b: Parsed): string | null {
+  let line: string | null = null;
+  const [short, long] = a.order.length <= b.order.length ? [a, b] : [b, a];
+  for (const key of short.order) {
+    const other = long.entries.get(key);
+    if (other === undefined) continue;
+    const da = short.digests.get(key);
+    const db = long.digests.get(key);
+    const same =
+      da !== undefined && db !== undefined ? da === db : other === short.entries.get(key);
+    if (!same) {
+      line = key;
+      break;
+    }
+  }
+  let hashSlot = Infinity;
+  for (const [slot, h] of a.hashes) {
+    const other = b.hashes.get(slot);
+    if (other !== undefined && other !== h && slot < hashSlot) hashSlot = slot;
+  }
+  const show = (p: Parsed, key: string): string => {
+    const d = p.digests.get(key);
+    return `${p.entries.get(key)}${d === undefined ? '' : ` [${d}]`}`;
+  };
+  if (line !== null && slotOf(line) <= hashSlot)
+    return `first divergence at ${line} (slot ${slotOf(line)}):\n  ${a.file}: ${show(a, line)}\n  ${b.file}: ${show(b, line)}`;
+  if (hashSlot !== Infinity)
+    return `first divergence at slot ${hashSlot} or before (state hashes differ):\n  ${a.file}: ${a.hashes.get(hashSlot)}\n  ${b.file}: ${b.hashes.get(hashSlot)}`;
+  return null;
 }

@@ -137,7 +137,7 @@ export class InProcCluster {
   }
 }
 
-/** One command line of an order log: "slot.i cid:seq text". */
+/** One command line of an order log: "slot.i cid:seq text [digest]" (text without the digest). */
 export interface OrderCommand {
   slot: number;
   cid: string;
@@ -148,7 +148,7 @@ export interface OrderCommand {
 export function orderCommands(lines: string[]): OrderCommand[] {
   const out: OrderCommand[] = [];
   for (const l of lines) {
-    const m = /^(\d+)\.\d+ (\d+):(\d+) (.*)$/.exec(l);
+    const m = /^(\d+)\.\d+ (\d+):(\d+) (.*?)(?: \[[0-9a-f]{16}\])?$/.exec(l);
     if (m) out.push({ slot: Number(m[1]), cid: m[2], seq: Number(m[3]), text: m[4] });
   }
   return out;

@@ -1,5 +1,6 @@
 import { ballotSid, formatBallot, nextBallot } from './ballot';
 import type { Prng } from './prng';
+import { describeDivergence, StateCheck, type Divergence } from './statecheck';
 import { Timeout } from './timeout';
 import {
   CHOSEN_BALLOT,
@@ -146,6 +147,10 @@ export interface ReplicaStatus {
   base: number;
   queued: number;
   inflight: number;
+  /** "DIVERGED at slot N ..." once this node's state hash differed from its leader's. */
+  diverged: string | null;
+  /** Followers whose state hash differed from this node's (as leader), "sid@slot". */
+  followersDiverged: string | null;
 }
 
 /** Incarnations are epoch * INC_EPOCH + random: epoch-major order, random tie-break. */
@@ -232,6 +237,8 @@ export class Replica {
   private readonly peers = new Map<number, PeerInfo>();
   private readonly heartbeat: Timeout;
   private readonly election: Timeout;
+  /** Rolling state hashes compared with peers' (heartbeats): divergence detection. */
+  readonly stateCheck: StateCheck;
 
   // ---- leader ----
   private p1: Phase1 | null = null;
@@ -346,6 +353,7 @@ export class Replica {
     this.keepSlots = opts.keepSlots ?? Math.min(100, Math.floor(opts.snapshotEverySlots / 2));
     this.heartbeat = new Timeout('heartbeat', opts.heartbeatTicks);
     this.heartbeat.start();
+    this.stateCheck = new StateCheck(opts.sm, this.quorum);
     this.election = new Timeout('election', opts.electionTicks);
     this.election.jitter(opts.prng, Math.max(1, Math.floor(opts.electionTicks / 3)));
   }
@@ -549,6 +557,9 @@ export class Replica {
       base: this.base,
       queued: this.queue.length,
       inflight: this.inflight.size,
+      diverged: this.stateCheck.self ? `DIVERGED at slot ${this.stateCheck.self.slot}` : null,
+      followersDiverged:
+        [...this.stateCheck.peers.values()].map((d) => `${d.peer}@${d.slot}`).join(' ') || null,
     };
   }
 
@@ -922,6 +933,7 @@ export class Replica {
       heard: this.sids.filter((s) => s !== this.sid && this.alive(s)),
       tick: this.now,
       leader: this.role === 'follower' && this.hearsLiveLeader(-1) ? this.leader! + 1 : 0,
+      ...this.stateCheck.ours(),
     };
     for (const s of this.sids) if (s !== this.sid) this.send(s, msg);
     if (!this.voter) this.requestRejoin();
@@ -953,6 +965,16 @@ export class Replica {
         this.knownChosenFrom = from;
       }
     }
+    const fromLeader = m.leading && this.role === 'follower' && this.leader === from;
+    const weLead = this.role === 'leader';
+    this.noteDivergence(
+      this.stateCheck.heard(from, fromLeader, weLead, m.hashSlot, m.hash, this.applied),
+    );
+  }
+
+  /** A state-hash mismatch is news for the driver (fail-stop and a loud log line). */
+  private noteDivergence(d: Divergence | null): void {
+    if (d) this.eventsOut.push(`sid ${this.sid}: ${describeDivergence(d)}`);
   }
 
   /**
@@ -1437,6 +1459,7 @@ export class Replica {
       for (const c of value) this.queuedKeys.delete(cmdKey(c));
       this.bytesSinceSnapshot += valueBytes(value);
     }
+    for (const d of this.stateCheck.appliedThrough(this.applied)) this.noteDivergence(d);
     // Not in a turn that installed a peer's snapshot: replacing the pending output
     // would hide the install from the driver (order-log gap marker). Next turn.
     if (

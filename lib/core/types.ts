@@ -63,6 +63,12 @@ export type Msg =
       leader: number;
       /** The sender's tick count: a leader's heartbeats are news only if it grows. */
       tick: number;
+      /**
+       * The sender's rolling state hash at its last applied slot (absent: unknown,
+       * or an older sender). Replicas that applied the same slots must agree.
+       */
+      hashSlot?: number;
+      hash?: Uint8Array;
     }
   /**
    * Lost-disk rejoin (PML): a non-voter asks voters for their promise, with a nonce
@@ -159,6 +165,12 @@ export interface AppliedEntry {
   lines: string[];
 }
 
+/** The rolling state hash after applying `slot` (see lib/sm/statehash.ts). */
+export interface StateDigest {
+  slot: number;
+  hash: Uint8Array;
+}
+
 /** The deterministic replicated state machine. */
 export interface StateMachine {
   /** Apply one chosen batch; results[i] answers cmds[i]. */
@@ -167,6 +179,13 @@ export interface StateMachine {
   cached(cid: number, seq: number): CmdResult | undefined;
   snapshot(): Uint8Array;
   restore(data: Uint8Array): void;
+  /**
+   * The rolling hash over every applied slot, at the last applied slot (null:
+   * unknown). Optional: a state machine without it is never compared.
+   */
+  digest?(): StateDigest | null;
+  /** The rolling hash at a recent applied `slot`, if still remembered. */
+  hashAt?(slot: number): Uint8Array | undefined;
 }
 
 export interface SnapshotOut {

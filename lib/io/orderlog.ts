@@ -6,19 +6,33 @@ export const ORDER_LOG_PENDING_BYTES_MAX = 64 * 1024 * 1024;
 
 /** One line of an order log, as paxos-logcmp and the restart rule read it. */
 export type OrderLine =
-  | { kind: 'command'; slot: number; index: number; text: string }
+  /**
+   * "SLOT.INDEX CID:SEQ TEXT [DIGEST]": `text` is what is readable (without the
+   * digest); `digest` (16 hex digits of the command's and its result's SHA-256)
+   * is absent on lines written before digests existed, and on no-ops.
+   */
+  | { kind: 'command'; slot: number; index: number; text: string; digest?: string }
+  /** "# state hash at slot N: HEX": the rolling state hash after applying slot N. */
+  | { kind: 'hash'; slot: number; hash: string }
   /** "# snapshot installed through slot N" / "# lines missing through slot N": slots <= N may be absent. */
   | { kind: 'gap'; slot: number }
   | { kind: 'comment' };
 
-const COMMAND_RE = /^(\d+)\.(\d+) (.*)$/;
+const COMMAND_RE = /^(\d+)\.(\d+) (.*?)(?: \[([0-9a-f]{16})\])?$/;
+const HASH_RE = /^# state hash at slot (\d+): ([0-9a-f]{64})$/;
 const GAP_RE = /^# (?:snapshot installed|lines missing) through slot (\d+)\b/;
 
 /** Parse one line (without its "\n"); null if it is not a line this writer produces. */
 export function parseOrderLine(line: string): OrderLine | null {
   if (line.includes('\0')) return null;
   const m = COMMAND_RE.exec(line);
-  if (m) return { kind: 'command', slot: Number(m[1]), index: Number(m[2]), text: m[3] };
+  if (m) {
+    const c: OrderLine = { kind: 'command', slot: Number(m[1]), index: Number(m[2]), text: m[3] };
+    if (m[4] !== undefined) c.digest = m[4];
+    return c;
+  }
+  const h = HASH_RE.exec(line);
+  if (h) return { kind: 'hash', slot: Number(h[1]), hash: h[2] };
   const g = GAP_RE.exec(line);
   if (g) return { kind: 'gap', slot: Number(g[1]) };
   if (line.startsWith('#')) return { kind: 'comment' };
@@ -37,7 +51,8 @@ export function parseOrderLine(line: string): OrderLine | null {
  * slot's buffer exactly at a line end and nothing tells a whole slot from a
  * torn one. That slot is applied again after the restart (recovery re-applies
  * every slot above the snapshot) or, if the snapshot covers it, the daemon
- * writes a gap marker. A gap marker ends a slot and is kept.
+ * writes a gap marker. A gap marker ends a slot and is kept; so does a state
+ * hash line, the last line of its slot's buffer (that slot is whole).
  */
 export function orderLogCut(tail: Buffer, size: number): { cut: number; lastSlot: number } | null {
   const base = size - tail.length;
@@ -61,7 +76,8 @@ export function orderLogCut(tail: Buffer, size: number): { cut: number; lastSlot
       cut = base + end;
     }
     // Resuming after the last slot still in the file (or a gap marker).
-    if (line?.kind === 'command' || line?.kind === 'gap') return { cut, lastSlot: line.slot };
+    if (line?.kind === 'command' || line?.kind === 'gap' || line?.kind === 'hash')
+      return { cut, lastSlot: line.slot };
     end = start; // another comment: keep it, look further back
   }
   if (!whole && end === 0 && tail.length > 0) return null;

@@ -1,5 +1,6 @@
 import type { AppliedEntry, Msg, Value } from '../core/types';
 import { KvStateMachine } from '../sm/kv';
+import { withoutDigest } from '../sm/statehash';
 
 /** An invariant violation: the run stops and the runner reports seed, invariant and trace. */
 export class SimFailure extends Error {
@@ -169,7 +170,7 @@ export class Oracle {
         const k = `${a.cmds[i].cid}:${a.cmds[i].seq}`;
         let l = this.executions.get(k);
         if (!l) this.executions.set(k, (l = []));
-        const line = a.lines[i];
+        const line = withoutDigest(a.lines[i]);
         const effect = !/ (duplicate|stale|session expired)$/.test(line);
         l.push({ time, result: JSON.stringify(a.results[i]), effect });
       }
@@ -219,7 +220,8 @@ export class Oracle {
           `slot ${s}: the replay wrote\n    ${lines.join('\n    ')}\n  the nodes wrote\n    ${prev.split('\n').join('\n    ')}`,
         );
       for (let i = 0; i < ch.value.length; i++) {
-        const text = lines[i].slice(lines[i].indexOf(' ', lines[i].indexOf(' ') + 1) + 1);
+        const line = withoutDigest(lines[i]);
+        const text = line.slice(line.indexOf(' ', line.indexOf(' ') + 1) + 1);
         if (
           text === 'duplicate' ||
           text === 'stale' ||

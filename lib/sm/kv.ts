@@ -1,6 +1,7 @@
 import { Decoder, Encoder } from 'cbor-x';
-import type { Cmd, CmdResult, StateMachine, Value } from '../core/types';
+import type { Cmd, CmdResult, StateDigest, StateMachine, Value } from '../core/types';
 import { scanCbor } from '../wire/scan';
+import { hex, ORDER_LOG_HASH_EVERY, StateHash } from './statehash';
 
 /** A key-value operation as the client library encodes it (a CBOR array). */
 export type KvOp =
@@ -236,6 +237,8 @@ export class KvStateMachine implements StateMachine {
   /** The cluster's limits, or null until a `limits` command is applied. */
   limits: SmLimits | null = null;
   appliedCommands = 0;
+  /** Rolling hash over every applied slot (carried in snapshots from format 5 on). */
+  private readonly stateHash = new StateHash();
 
   /**
    * `sessionsMax` and `valueBytesMax`, when given, are the limits the cluster was
@@ -275,14 +278,33 @@ export class KvStateMachine implements StateMachine {
 
   apply(slot: number, cmds: Value): { results: CmdResult[]; lines: string[] } {
     const results: CmdResult[] = [];
+    const texts: string[] = [];
+    for (const c of cmds) {
+      const { result, text } = this.applyOne(c);
+      results.push(result);
+      texts.push(text);
+    }
+    // Each line ends with the digest of the whole command and its result, so
+    // that logs differing past the readable prefix still differ (paxos-logcmp).
+    const digests = this.stateHash.step(slot, cmds, results);
     // A no-op still gets a line, so every log covers every slot and a gap is visible.
     const lines: string[] = cmds.length === 0 ? [`${slot}.0 noop`] : [];
-    for (let i = 0; i < cmds.length; i++) {
-      const { result, text } = this.applyOne(cmds[i]);
-      results.push(result);
-      lines.push(`${slot}.${i} ${cmds[i].cid}:${cmds[i].seq} ${text}`);
-    }
+    for (let i = 0; i < cmds.length; i++)
+      lines.push(`${slot}.${i} ${cmds[i].cid}:${cmds[i].seq} ${texts[i]} [${digests[i]}]`);
+    // Every ORDER_LOG_HASH_EVERY slots, the rolling hash: logs compare by it alone.
+    const d = this.stateHash.digest();
+    if (d && slot % ORDER_LOG_HASH_EVERY === 0)
+      lines.push(`# state hash at slot ${slot}: ${hex(d.hash)}`);
     return { results, lines };
+  }
+
+  /** The rolling hash at the last applied slot (null: restored from a format 3/4 snapshot). */
+  digest(): StateDigest | null {
+    return this.stateHash.digest();
+  }
+
+  hashAt(slot: number): Uint8Array | undefined {
+    return this.stateHash.hashAt(slot);
   }
 
   private applyOne(c: Cmd): { result: CmdResult; text: string } {
@@ -394,8 +416,8 @@ export class KvStateMachine implements StateMachine {
   }
 
   /**
-   * Format 4: [4, appliedCommands, kvChunks, sessionChunks, limits, nextSessionId]
-   * with sessions as (cid, seq, result, nonce) and limits [sessionsMax,
+   * Format 5: [5, appliedCommands, kvChunks, sessionChunks, limits, nextSessionId,
+   * hashSlot, hash] (format 4 without the last two), with sessions as (cid, seq, result, nonce) and limits [sessionsMax,
    * valueBytesMax] or null. Both tables are split into chunks of at most
    * SNAPSHOT_CHUNK_ITEMS items, because the CBOR decoder's array-size limit (set
    * low for hostile datagrams) applies to every array. Results are arrays [ok,
@@ -423,24 +445,38 @@ export class KvStateMachine implements StateMachine {
       );
     }
     const limits = this.limits ? [this.limits.sessionsMax, this.limits.valueBytesMax] : null;
-    return opEncoder.encode([4, this.appliedCommands, kv, sessions, limits, this.nextSessionId]);
+    const h = this.stateHash;
+    return opEncoder.encode([
+      5,
+      this.appliedCommands,
+      kv,
+      sessions,
+      limits,
+      this.nextSessionId,
+      h.slot,
+      h.hash === null ? null : Buffer.from(h.hash),
+    ]);
   }
 
   /**
    * Replace the state with a snapshot's; on a bad snapshot, throws and changes
    * nothing. Format 3 (before sessions were registered) is read too: its
    * sessions keep working, and its limits are unset until the log records them.
+   * Formats 3 and 4 (before the state hash) load with the hash unknown: the
+   * chain cannot be rebuilt without the log below the snapshot, and refusing
+   * them would keep an upgraded node from starting. Such a node reports and
+   * compares no hash until it installs a format-5 snapshot (README: Diagnostics).
    */
   restore(bytes: Uint8Array): void {
     const raw = opDecoder.decode(bytes) as unknown;
     if (
       !Array.isArray(raw) ||
-      (raw[0] !== 3 && raw[0] !== 4) ||
+      (raw[0] !== 3 && raw[0] !== 4 && raw[0] !== 5) ||
       !Array.isArray(raw[2]) ||
       !Array.isArray(raw[3])
     )
-      throw new Error('snapshot: not a version 3 or 4 key-value snapshot');
-    const v4 = raw[0] === 4;
+      throw new Error('snapshot: not a version 3, 4 or 5 key-value snapshot');
+    const v4 = raw[0] >= 4;
     const width = v4 ? 4 : 3;
     const data = new Map<string, string>();
     const sessions = new Map<number, Session>();
@@ -471,6 +507,10 @@ export class KvStateMachine implements StateMachine {
     const nextSessionId = v4 ? Number(raw[5]) : 1;
     if (!Number.isSafeInteger(nextSessionId) || nextSessionId < 1)
       throw new Error('snapshot: bad next session id');
+    const hashSlot = raw[0] === 5 ? Number(raw[6]) : 0;
+    const hash = raw[0] === 5 ? (raw[7] as unknown) : null;
+    if (!Number.isSafeInteger(hashSlot) || hashSlot < 0 || !(hash === null || isHash(hash)))
+      throw new Error('snapshot: bad state hash');
     this.data.clear();
     for (const [k, v] of data) this.data.set(k, v);
     this.sessions.clear();
@@ -482,5 +522,10 @@ export class KvStateMachine implements StateMachine {
     this.limits = limits;
     this.nextSessionId = nextSessionId;
     this.appliedCommands = Number(raw[1]) || 0;
+    this.stateHash.reset(hashSlot, hash === null ? null : new Uint8Array(hash));
   }
+}
+
+function isHash(x: unknown): x is Uint8Array {
+  return x instanceof Uint8Array && x.length === 32;
 }

@@ -50,7 +50,7 @@ type WireTypeOf<V> = [V] extends [boolean]
 
 /** One field of message T: a name T has, with a wire type that fits its TypeScript type. */
 type FieldOf<T extends MsgType> = {
-  [K in FieldName<T>]: readonly [name: K, type: WireTypeOf<MsgOf<T>[K]>];
+  [K in FieldName<T>]: readonly [name: K, type: WireTypeOf<Exclude<MsgOf<T>[K], undefined>>];
 }[FieldName<T>];
 
 /**
@@ -58,7 +58,17 @@ type FieldOf<T extends MsgType> = {
  * are fields of that message. A renamed or retyped field fails to compile here;
  * a missing or repeated one fails SchemaProblems below.
  */
-export type PeerSchema = { [T in MsgType]: { code: number; fields: readonly FieldOf<T>[] } };
+export type PeerSchema = {
+  [T in MsgType]: {
+    code: number;
+    fields: readonly FieldOf<T>[];
+    /**
+     * The last `optional` fields may be absent (optional in Msg): added later,
+     * so that a message from an older sender still decodes.
+     */
+    optional?: number;
+  };
+};
 
 /** Names listed more than once in a field list. */
 type Repeated<F, Seen = never> = F extends readonly [readonly [infer N, unknown], ...infer Rest]
@@ -138,7 +148,10 @@ export const SCHEMA = {
       ['heard', 'slots'],
       ['leader', 'uint'],
       ['tick', 'uint'],
+      ['hashSlot', 'uint'],
+      ['hash', 'bytes'],
     ],
+    optional: 2,
   },
   rejoinReq: {
     code: 14,
@@ -213,9 +226,13 @@ const schemaComplete: [SchemaProblems<typeof SCHEMA>] extends [never]
   : SchemaProblems<typeof SCHEMA> = true;
 void schemaComplete;
 
-const BY_CODE = new Map<number, { t: MsgType; fields: readonly Field[] }>();
+const BY_CODE = new Map<number, { t: MsgType; fields: readonly Field[]; optional: number }>();
 for (const [t, s] of Object.entries(SCHEMA))
-  BY_CODE.set(s.code, { t: t as MsgType, fields: s.fields });
+  BY_CODE.set(s.code, {
+    t: t as MsgType,
+    fields: s.fields,
+    optional: 'optional' in s ? s.optional : 0,
+  });
 
 const encoder = new Encoder({ useRecords: false, tagUint8Array: false });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: false });
@@ -250,10 +267,15 @@ function encodeField(type: FieldType, v: unknown): unknown {
 
 /** CBOR body of a peer message (without the envelope). */
 export function encodePeerBody(from: number, msg: Msg): Buffer {
-  const s = SCHEMA[msg.t];
-  const arr: unknown[] = [from, s.code];
+  const s = BY_CODE.get(SCHEMA[msg.t].code)!;
+  const arr: unknown[] = [from, SCHEMA[msg.t].code];
   const rec = msg as unknown as Record<string, unknown>;
-  for (const [name, type] of s.fields) arr.push(encodeField(type, rec[name]));
+  for (let i = 0; i < s.fields.length; i++) {
+    const [name, type] = s.fields[i];
+    // Optional fields end the message: the first absent one ends it.
+    if (rec[name] === undefined && i >= s.fields.length - s.optional) break;
+    arr.push(encodeField(type, rec[name]));
+  }
   return encoder.encode(arr);
 }
 
@@ -349,11 +371,13 @@ export function decodePeerBody(body: Uint8Array): DecodedPeer {
     const code = uint(a[1], 'type');
     const s = BY_CODE.get(code);
     if (!s) return { error: 'unknown_type' };
-    if (a.length !== s.fields.length + 2) return { error: `field_count:${s.t}` };
+    const n = a.length - 2;
+    if (n > s.fields.length || n < s.fields.length - s.optional)
+      return { error: `field_count:${s.t}` };
     // A null-prototype object: no field name can reach Object.prototype.
     const msg = Object.create(null) as Record<string, unknown>;
     msg.t = s.t;
-    for (let i = 0; i < s.fields.length; i++) {
+    for (let i = 0; i < n; i++) {
       const [name, type] = s.fields[i];
       msg[name] = field(type, a[i + 2], name);
     }

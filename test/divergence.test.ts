@@ -1,0 +1,210 @@
+// Divergence detection (issue 12): the rolling state hash, its comparison in
+// heartbeats, order-log digests and state-hash lines, paxos-logcmp on them.
+import { Encoder } from 'cbor-x';
+import t from 'tap';
+import { StateCheck } from '../lib/core/statecheck';
+import type { Cmd } from '../lib/core/types';
+import { orderLogCut, parseOrderLine } from '../lib/io/orderlog';
+import { compareLogTexts } from '../lib/logcmp';
+import {
+  encodeOp,
+  encodeRegister,
+  KvStateMachine,
+  REGISTER_NONCE_MIN,
+  type KvOp,
+} from '../lib/sm/kv';
+import { hex, ORDER_LOG_HASH_EVERY } from '../lib/sm/statehash';
+import { decodePeerBody, encodePeerBody } from '../lib/wire/peer';
+
+/** A state machine with session 1 registered at slot 1. */
+function machine(): KvStateMachine {
+  const sm = new KvStateMachine(100, 32768);
+  sm.apply(1, [{ cid: REGISTER_NONCE_MIN, seq: 1, op: encodeRegister() }]);
+  return sm;
+}
+
+function put(seq: number, key: string, value: string): Cmd {
+  const op: KvOp = { kind: 'put', key, value };
+  return { cid: 1, seq, op: encodeOp(op) };
+}
+
+t.test('the rolling hash: equal logs agree, any differing byte differs for good', async (t) => {
+  const a = machine();
+  const b = machine();
+  t.same(a.digest(), b.digest(), 'same log, same hash');
+  const v1 = 'x'.repeat(99) + '1';
+  const v2 = 'x'.repeat(99) + '2';
+  const la = a.apply(2, [put(1, 'k', v1)]).lines;
+  const lb = b.apply(2, [put(1, 'k', v2)]).lines;
+  t.notSame(a.digest()!.hash, b.digest()!.hash, 'a different 100-byte value at slot 2');
+  t.not(la[0], lb[0], 'the order-log lines differ (their digests)');
+  t.equal(
+    la[0].replace(/ \[[0-9a-f]{16}\]$/, ''),
+    lb[0].replace(/ \[[0-9a-f]{16}\]$/, ''),
+    'although their readable prefixes are the same',
+  );
+  a.apply(3, []);
+  b.apply(3, []);
+  t.notSame(a.digest()!.hash, b.digest()!.hash, 'a later no-op does not hide it');
+  t.ok(a.hashAt(2) && a.hashAt(3), 'recent hashes are remembered');
+  t.equal(a.hashAt(2 + 5000), undefined, 'slots not applied are not');
+});
+
+t.test('the hash covers results: same command, different state, different hash', async (t) => {
+  const a = machine();
+  const b = machine();
+  a.apply(2, [put(1, 'k', 'v')]);
+  b.apply(2, [put(1, 'k', 'v')]);
+  b.data.set('k', 'corrupt'); // state damaged outside the log
+  const get: Cmd = { cid: 1, seq: 2, op: encodeOp({ kind: 'get', key: 'k' }) };
+  a.apply(3, [get]);
+  b.apply(3, [get]);
+  t.notSame(a.digest()!.hash, b.digest()!.hash, 'the answer of a get differs, so does the hash');
+});
+
+t.test('snapshots carry the hash (format 5); formats 3/4 load with it unknown', async (t) => {
+  const a = machine();
+  a.apply(2, [put(1, 'k', 'v')]);
+  const b = new KvStateMachine(100, 32768);
+  b.restore(a.snapshot());
+  t.same(b.digest(), a.digest(), 'restored: same slot and hash');
+  a.apply(3, [put(2, 'k', 'w')]);
+  b.apply(3, [put(2, 'k', 'w')]);
+  t.same(b.digest(), a.digest(), 'and the chain continues alike');
+
+  // A format-4 snapshot (written before the hash existed).
+  const enc = new Encoder({ useRecords: false });
+  const old = enc.encode([4, 0, [['k', 'v']], [[1, 1, [true, false, null, null], 7]], null, 2]);
+  const c = new KvStateMachine(100, 32768);
+  c.restore(old);
+  t.equal(c.data.get('k'), 'v', 'a format-4 snapshot still loads');
+  t.equal(c.digest(), null, 'with the hash unknown');
+  t.match(c.apply(9, [put(2, 'k', 'z')]).lines[0], /^9\.0 1:2 put "k" "z" \[[0-9a-f]{16}\]$/);
+  t.equal(c.digest(), null, 'and it stays unknown: nothing to report or compare');
+  t.throws(() => c.restore(enc.encode([5, 0, [], [], null, 1, 3, Buffer.alloc(5)])), {
+    message: /bad state hash/,
+  });
+});
+
+t.test('a state-hash line every ORDER_LOG_HASH_EVERY slots', async (t) => {
+  const sm = machine();
+  for (let s = 2; s < ORDER_LOG_HASH_EVERY; s++) sm.apply(s, []);
+  const lines = sm.apply(ORDER_LOG_HASH_EVERY, []).lines;
+  t.same(lines, [
+    `${ORDER_LOG_HASH_EVERY}.0 noop`,
+    `# state hash at slot ${ORDER_LOG_HASH_EVERY}: ${hex(sm.digest()!.hash)}`,
+  ]);
+  t.same(parseOrderLine(lines[1]), {
+    kind: 'hash',
+    slot: ORDER_LOG_HASH_EVERY,
+    hash: hex(sm.digest()!.hash),
+  });
+  // The restart rule: a hash line ends its slot, which is whole.
+  const text = Buffer.from(`999.0 noop\n${lines.join('\n')}\n1001.0 no`);
+  t.same(orderLogCut(text, text.length), {
+    cut: text.length - '1001.0 no'.length,
+    lastSlot: ORDER_LOG_HASH_EVERY,
+  });
+});
+
+t.test('heartbeats carry (slot, hash); older heartbeats without them still decode', async (t) => {
+  const hb = {
+    t: 'heartbeat' as const,
+    promised: 257,
+    leading: true,
+    chosen: 5,
+    next: 6,
+    eligible: true,
+    voter: true,
+    heard: [1, 2],
+    leader: 0,
+    tick: 9,
+  };
+  const hash = new Uint8Array(32).fill(7);
+  const d = decodePeerBody(encodePeerBody(0, { ...hb, hashSlot: 5, hash }));
+  if ('error' in d) throw new Error(d.error);
+  t.equal(d.msg.t === 'heartbeat' && d.msg.hashSlot, 5);
+  t.same(d.msg.t === 'heartbeat' && [...d.msg.hash!], [...hash]);
+  const old = decodePeerBody(encodePeerBody(0, hb));
+  if ('error' in old) throw new Error(old.error);
+  t.equal(old.msg.t === 'heartbeat' && old.msg.hashSlot, undefined, 'no hash: decodes');
+});
+
+t.test('StateCheck: compares at the same slot, waits for slots not applied yet', async (t) => {
+  const mine = machine();
+  const other = machine();
+  mine.apply(2, [put(1, 'k', 'a')]);
+  other.apply(2, [put(1, 'k', 'b')]);
+  mine.apply(3, []);
+  other.apply(3, []);
+  const check = new StateCheck(mine, 2);
+  const good = new StateCheck(mine, 2);
+  t.equal(good.heard(0, true, false, 3, mine.hashAt(3), 3), null, 'equal: nothing');
+  t.equal(
+    check.heard(2, false, false, 3, other.hashAt(3), 3),
+    null,
+    'a follower, we follow: ignored',
+  );
+  const ahead = check.heard(0, true, false, 4, other.hashAt(3), 3);
+  t.equal(ahead, null, 'a slot we have not applied: waits');
+  t.equal(check.self, null);
+  const d = check.heard(0, true, false, 2, other.hashAt(2)!, 3);
+  t.ok(d?.self, 'the leader differs at slot 2: this node diverged');
+  t.equal(d!.slot, 2);
+  t.same(check.appliedThrough(3), [], 'not yet at slot 4');
+  // As leader: a follower's report differs.
+  const lead = new StateCheck(other, 2);
+  const f = lead.heard(1, false, true, 3, mine.hashAt(3)!, 3);
+  t.ok(f && !f.self && f.peer === 1, 'the leader notices a bad follower');
+  t.equal(lead.heard(1, false, true, 3, mine.hashAt(3)!, 3), null, 'reported once');
+  t.equal(lead.self, null, 'and does not distrust itself');
+  t.equal(lead.heard(1, false, true, 3, other.hashAt(3)!, 3), null, 'the follower agrees again');
+  t.equal(lead.peers.size, 0, 'and is no longer listed');
+  // Both followers of a 3-node cluster differ from the leader: it is the odd one.
+  lead.heard(1, false, true, 3, mine.hashAt(3)!, 3);
+  const out = lead.heard(2, false, true, 2, mine.hashAt(2)!, 3);
+  t.ok(out?.self, 'a leader outvoted by a majority distrusts itself');
+  t.same(out?.outvotedBy, [1, 2]);
+});
+
+t.test('paxos-logcmp compares digests and state hashes', async (t) => {
+  const a = machine();
+  const b = machine();
+  const v1 = 'y'.repeat(99) + '1';
+  const v2 = 'y'.repeat(99) + '2';
+  const la = [...a.apply(2, [put(1, 'k', v1)]).lines, ...a.apply(3, []).lines];
+  const lb = [...b.apply(2, [put(1, 'k', v2)]).lines, ...b.apply(3, []).lines];
+  const r = compareLogTexts([
+    { file: 'a.log', text: la.join('\n') + '\n' },
+    { file: 'b.log', text: lb.join('\n') + '\n' },
+  ]);
+  t.notOk(r.ok, 'two different 100-byte values: divergence');
+  t.match(r.message, /first divergence at 2\.0 \(slot 2\)/, 'names the slot');
+
+  // Old-format lines (no digest) are compared by their text, against old or new.
+  const old = '2.0 1:1 put "k" "v"\n3.0 noop\n';
+  const neu = '2.0 1:1 put "k" "v" [0123456789abcdef]\n3.0 noop\n';
+  t.ok(
+    compareLogTexts([
+      { file: 'o', text: old },
+      { file: 'n', text: neu },
+    ]).ok,
+    'old vs new',
+  );
+
+  // Rotated logs sharing no command line: compared by their state-hash lines.
+  const h1 = `# state hash at slot 1000: ${'a'.repeat(64)}\n`;
+  const h2 = `# state hash at slot 1000: ${'b'.repeat(64)}\n`;
+  const x = compareLogTexts([
+    { file: 'x', text: `999.0 noop\n1000.0 noop\n${h1}` },
+    { file: 'y', text: `1000.0 noop\n${h2}1001.0 noop\n` },
+  ]);
+  t.notOk(x.ok, 'same lines, different state hashes: divergence');
+  t.match(x.message, /at slot 1000 or before \(state hashes differ\)/);
+  const y = compareLogTexts([
+    { file: 'x', text: `1000.0 noop\n${h1}` },
+    { file: 'y', text: `${h1}1001.0 noop\n` },
+  ]);
+  t.ok(y.ok, y.message);
+  t.match(y.message, /state hashes at 1 slots/);
+});
