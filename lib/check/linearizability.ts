@@ -1170,6 +1170,11 @@ class KeySearch {
     }
   }
 
+  /** A write with a twin that keepFirstReturningTwins preferred. */
+  private isOutrankedTwin(i: number): boolean {
+    return this.classBest[this.ops.effect[i]] !== i;
+  }
+
   /**
    * Keeps the best of each effect class, drops the unobservable ones and ranks the rest
    * (lower is tried first, a heuristic with no bearing on soundness): 0, the deadline op
@@ -1184,7 +1189,7 @@ class KeySearch {
     let w = start;
     for (let r = start; r < cands.top; r++) {
       const i = ids[r];
-      if (this.classBest[ops.effect[i]] !== i) continue;
+      if (this.isOutrankedTwin(i)) continue;
       const ns = ops.step(this.state, i);
       const needed = this.needAnyChange || this.neededStamp[ns] === this.stamp;
       if (this.isUnobservable(i, ns, needed, D)) continue;
