@@ -36,6 +36,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { PAYLOAD_BYTES_MAX, SERVERS_MAX, SID_MAX, SID_MIN } from '../limits';
 
+/** A bad config file, reported as `file: field: problem` (the CLIs exit 2 on it). */
 export class ConfigError extends Error {
   readonly file: string;
   readonly field: string;
@@ -50,6 +51,7 @@ export class ConfigError extends Error {
   }
 }
 
+/** One cluster member as the node config names it: its SID and both UDP ports. */
 export interface ServerAddr {
   sid: number;
   host: string;
@@ -57,6 +59,10 @@ export interface ServerAddr {
   clientPort: number;
 }
 
+/**
+ * The node's clock: one tick every `tickMs`; every other duration counts ticks
+ * (the core has no clock of its own).
+ */
 export interface Timing {
   tickMs: number;
   heartbeatTicks: number;
@@ -65,6 +71,7 @@ export interface Timing {
   retransmitMaxTicks: number;
 }
 
+/** Per-node bounds handed to the replica and daemon (ReplicaOptions says what each one bounds). */
 export interface Limits {
   windowSlots: number;
   batchBytesMax: number;
@@ -82,13 +89,16 @@ export interface Limits {
   clientRatePerSource: number;
 }
 
+/** Durability and compaction of the data directory. */
 export interface StorageConf {
+  /** fdatasync before acknowledging; false skips every sync (power loss may lose acked writes). */
   sync: boolean;
   snapshotEverySlots: number;
   /** Also snapshot once this many bytes of commands were applied since the last one. */
   snapshotEveryBytes: number;
 }
 
+/** A validated node config: every field present, defaults applied, paths absolute. */
 export interface NodeConfig {
   /** The config file name as given to the loader (used in error messages). */
   file: string;
@@ -110,12 +120,14 @@ export interface NodeConfig {
   clientKeyFile?: string;
 }
 
+/** What a client needs of a server: where its client port is. */
 export interface ClientServerAddr {
   sid: number;
   host: string;
   clientPort: number;
 }
 
+/** A validated client config (see parseClientConfig). */
 export interface ClientConfig {
   file: string;
   /** Leader hint: the sid tried first.  Always one of `servers`. */
@@ -130,6 +142,7 @@ export interface ClientConfig {
   clientKeyFile?: string;
 }
 
+// Defaults for the optional fields, applied field by field (see the header).
 export const DEFAULT_TIMING: Timing = Object.freeze({
   tickMs: 10,
   heartbeatTicks: 5,

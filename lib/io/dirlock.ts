@@ -29,6 +29,7 @@ import * as path from 'node:path';
 import { fsyncDirectory, mkdirDurable, nodeFs } from './fsys';
 import { StorageError } from './recordlog';
 
+/** The lock file's name in the data directory (tests and messages name it too). */
 export const LOCK_FILE = 'LOCK';
 
 interface Holder {
@@ -120,6 +121,7 @@ function readHolder(file: string): Holder | null | 'gone' {
   }
 }
 
+/** A held lock on one data directory (see the scheme above); release() gives it up. */
 export class DirLock {
   private released = false;
 

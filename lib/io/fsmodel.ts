@@ -94,6 +94,7 @@ function err(code: string, op: string, file: string): NodeJS.ErrnoException {
   return Object.assign(new Error(`${code}: ${op} '${file}'`), { code, syscall: op, path: file });
 }
 
+/** The simulated disk described above; its Fsys methods behave as node:fs's do. */
 export class FsModel implements Fsys {
   private root: DirNode = FsModel.dir();
   private fds = new Map<number, OpenFile>();

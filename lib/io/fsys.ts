@@ -15,6 +15,7 @@ import * as path from 'node:path';
 /** Open modes used by paxosd (node:fs flag strings). */
 export type OpenFlags = 'r' | 'r+' | 'w' | 'wx' | 'wx+' | 'a';
 
+/** The node:fs subset the storage layer uses (one real implementation, one simulated disk). */
 export interface Fsys {
   openSync(file: string, flags: OpenFlags, mode?: number): number;
   closeSync(fd: number): void;

@@ -15,11 +15,13 @@
  * run of zero bytes (e.g. a preallocated / partially written tail) can never
  * parse as a valid record.
  *
- * Writes are synchronous: one append() of a batch of records costs one write
- * + one fdatasync (group commit). The daemon instead pipelines: write() now,
- * then syncAsync() runs the fdatasync on the libuv thread pool so the event
- * loop keeps receiving while the disk works; what depends on the batch is
- * released only when that sync completes. Open, rotate and close are synchronous.
+ * What blocks the event loop and what does not: every call here is synchronous
+ * (open, append, write, rotate, close, and the checked/atomic file helpers)
+ * except syncAsync, whose fdatasync runs on the libuv thread pool. append() of a
+ * batch costs one write + one fdatasync (group commit), both blocking. The
+ * daemon instead pipelines: write() now (blocking, but only into the page
+ * cache), then syncAsync(), so the event loop keeps receiving while the disk
+ * works; what depends on the batch is released only when that sync completes.
  *
  * Failure policy: after ANY I/O error (write, fsync, ...) the RecordLog marks
  * itself failed and every later call throws. A failed fsync is never retried:
@@ -774,7 +776,10 @@ export class RecordLog {
 
   /**
    * Close the file descriptor. Idempotent. Does not sync: append() has
-   * already synced everything it acknowledged.
+   * already synced everything it acknowledged, and what write() wrote is
+   * acknowledged only by a completed syncAsync. Contract: no syncAsync may be
+   * running (its fd would be closed under it and the number reused); the
+   * daemon's stop waits for it first.
    */
   close(): void {
     if (this.closed) return;

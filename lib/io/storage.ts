@@ -16,6 +16,11 @@ const VOTER = 5;
 const SNAPSHOT = 6;
 const INCARNATION = 7;
 
+/**
+ * One durable record as a WAL payload: a CBOR array led by a numeric type code, so
+ * that the format on disk does not depend on TypeScript field names. The codes
+ * are part of the disk format: never renumber one.
+ */
 export function encodeRecord(r: DurableRecord): Buffer {
   switch (r.t) {
     case 'promise':
@@ -35,6 +40,12 @@ export function encodeRecord(r: DurableRecord): Buffer {
   }
 }
 
+/**
+ * The inverse of encodeRecord. A payload that passed its checksum but does not
+ * decode is corruption (or another program's file), not a torn write, so it
+ * throws StorageError 'ECORRUPT' naming `where`: the node refuses to start
+ * rather than replay a guess.
+ */
 export function decodeRecord(buf: Buffer, where: string): DurableRecord {
   const a = decoder.decode(buf) as unknown[];
   const bad = (): never => {
@@ -68,12 +79,15 @@ function snapName(slot: number): string {
   return `snap-${String(slot).padStart(16, '0')}.bin`;
 }
 
+/** What DurableStore.open read back: replay `snapshot`, then `records`, in order. */
 export interface OpenedStore {
   store: DurableStore;
+  /** The latest snapshot, or null; `records` may still hold entries below its slot. */
   snapshot: { slot: number; data: Uint8Array } | null;
   records: DurableRecord[];
   /** Nothing was on disk: a new node, or one whose disk was lost. */
   fresh: boolean;
+  /** Bytes of a torn final record cut off at open (see RecordLog.open); 0 if none. */
   tornBytes: number;
 }
 
@@ -125,6 +139,7 @@ export class DurableStore {
     return { store, snapshot, records, fresh: !snapshot && records.length === 0, tornBytes };
   }
 
+  /** Write and fdatasync (one group commit); when it returns, `records` are durable. */
   append(records: DurableRecord[]): void {
     if (records.length === 0) return;
     this.log.append(records.map(encodeRecord));
@@ -167,6 +182,7 @@ export class DurableStore {
     if (removed && this.sync) fsyncDirectory(this.fsys, this.dir);
   }
 
+  /** Bytes on disk in the data directory (WAL, snapshot, leftovers), for status. */
   sizeBytes(): number {
     let n = 0;
     for (const f of this.fsys.readdirSync(this.dir)) {
@@ -179,6 +195,7 @@ export class DurableStore {
     return n;
   }
 
+  /** Closes the WAL; no syncAsync may be running (see RecordLog.close). */
   close(): void {
     this.log.close();
   }

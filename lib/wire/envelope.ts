@@ -11,7 +11,9 @@ import { DATAGRAM_BYTES_MAX, DATAGRAM_HEADROOM_BYTES } from '../limits';
  * is decoded, so unauthenticated bytes never reach the CBOR decoder.
  */
 export const HEADER_BYTES = 10;
+/** HMAC-SHA256 output. */
 export const TAG_BYTES = 32;
+/** A node drops a datagram of another version ('bad_version'): no mixed-version cluster. */
 export const WIRE_VERSION = 1;
 // Re-exported for the envelope's users; defined, with its reason, in lib/limits.ts.
 export { DATAGRAM_BYTES_MAX };
@@ -21,6 +23,10 @@ if (HEADER_BYTES + TAG_BYTES >= DATAGRAM_HEADROOM_BYTES) {
   throw new Error('lib/wire/envelope.ts: HEADER_BYTES + TAG_BYTES >= DATAGRAM_HEADROOM_BYTES');
 }
 
+/**
+ * What the body is. Checked before decoding so that a peer message can never be
+ * taken for a client request (or a reply reflected back as one).
+ */
 export const enum Kind {
   Peer = 1,
   ClientRequest = 2,
@@ -29,6 +35,11 @@ export const enum Kind {
 
 const FLAG_TAG = 1;
 
+/**
+ * The 4-byte id of a cluster in every header, so that a datagram for another
+ * cluster (a misconfigured node or client) is dropped before decoding. A guard
+ * against mistakes, not attackers: that is the HMAC's job.
+ */
 export function clusterTag(clusterId: string): number {
   return crc32c(Buffer.from(clusterId, 'utf8'));
 }
@@ -44,12 +55,18 @@ export class Keyring {
   }
 }
 
+/** No authentication (tests and the insecure mode). */
 export const NO_KEYS = new Keyring([]);
 
 function mac(key: Buffer, header: Buffer, body: Uint8Array): Buffer {
   return createHmac('sha256', key).update(header).update(body).digest();
 }
 
+/**
+ * The datagram for `body`: header, then (when `keys` is enabled) the tag made
+ * with the first key. open() drops a datagram over DATAGRAM_BYTES_MAX, so
+ * senders bound their bodies (lib/limits.ts).
+ */
 export function seal(kind: Kind, cluster: number, body: Uint8Array, keys: Keyring): Buffer {
   const tagged = keys.enabled;
   const out = Buffer.allocUnsafe(HEADER_BYTES + (tagged ? TAG_BYTES : 0) + body.length);
@@ -69,6 +86,7 @@ export function seal(kind: Kind, cluster: number, body: Uint8Array, keys: Keyrin
   return out;
 }
 
+/** open()'s answer: the body, or a drop reason (a short snake_case word, counted in status). */
 export type Opened = { body: Buffer } | { error: string };
 
 /** Check header and tag; return the body bytes or why the datagram is dropped. */
