@@ -4,8 +4,9 @@
  * relations between them asserted when this module loads, so that a change
  * that breaks one fails at startup (and in every test) instead of in the field.
  *
- * Limits private to one module stay there (e.g. RECORD_BYTES_MAX in
- * lib/io/recordlog.ts); the per-node tunables are the config's `limits`
+ * Limits private to one module, with no relation to another layer's, stay
+ * there (e.g. DEPTH_MAX in lib/wire/peer.ts, ORDER_LOG_PENDING_BYTES_MAX in
+ * lib/io/orderlog.ts); the per-node tunables are the config's `limits`
  * section (lib/io/config.ts), bounded by the values here.
  *
  * This module imports nothing impure, so any layer (the core included) may use it.
@@ -43,6 +44,19 @@ export const PAYLOAD_BYTES_MAX = DATAGRAM_BYTES_MAX - DATAGRAM_HEADROOM_BYTES;
  */
 export const CBOR_ARRAY_ITEMS_MAX = 70_000;
 
+/**
+ * Largest payload of one write-ahead-log record (lib/io/recordlog.ts refuses a
+ * larger one). A record holds at most one slot's value, which travelled in one
+ * datagram, so any value the wire carries must fit.
+ */
+export const RECORD_BYTES_MAX = 8 * 1024 * 1024;
+
+/**
+ * Operations in one client request datagram (lib/wire/client.ts refuses more;
+ * the client library and the daemon split longer lists at this size).
+ */
+export const BATCH_OPS_MAX = 256;
+
 /** Smallest server id. */
 export const SID_MIN = 0;
 
@@ -60,6 +74,8 @@ export interface LimitValues {
   datagramBytesMax: number;
   payloadBytesMax: number;
   cborArrayItemsMax: number;
+  recordBytesMax: number;
+  batchOpsMax: number;
   sidMin: number;
   sidMax: number;
   sidLimit: number;
@@ -78,6 +94,9 @@ export function limitViolations(l: LimitValues): string[] {
   check(l.payloadBytesMax < l.datagramBytesMax, 'PAYLOAD_BYTES_MAX < DATAGRAM_BYTES_MAX');
   // An array of n items takes at least n bytes.
   check(l.cborArrayItemsMax >= l.datagramBytesMax, 'CBOR_ARRAY_ITEMS_MAX >= DATAGRAM_BYTES_MAX');
+  check(l.recordBytesMax >= l.datagramBytesMax, 'RECORD_BYTES_MAX >= DATAGRAM_BYTES_MAX');
+  // A batch is one CBOR array: the decoder's cap must admit a full one.
+  check(l.batchOpsMax <= l.cborArrayItemsMax, 'BATCH_OPS_MAX <= CBOR_ARRAY_ITEMS_MAX');
   check(0 <= l.sidMin && l.sidMin <= l.sidMax, '0 <= SID_MIN <= SID_MAX');
   // A sid of SID_LIMIT would carry into the round: ballot (r, SID_LIMIT) = (r + 1, 0).
   check(l.sidMax < l.sidLimit, 'SID_MAX < SID_LIMIT');
@@ -90,6 +109,8 @@ export const LIMITS: Readonly<LimitValues> = Object.freeze({
   datagramBytesMax: DATAGRAM_BYTES_MAX,
   payloadBytesMax: PAYLOAD_BYTES_MAX,
   cborArrayItemsMax: CBOR_ARRAY_ITEMS_MAX,
+  recordBytesMax: RECORD_BYTES_MAX,
+  batchOpsMax: BATCH_OPS_MAX,
   sidMin: SID_MIN,
   sidMax: SID_MAX,
   sidLimit: SID_LIMIT,

@@ -26,6 +26,8 @@ t.test('each relation is checked', async (t) => {
       { cborArrayItemsMax: LIMITS.datagramBytesMax - 1 },
       'CBOR_ARRAY_ITEMS_MAX >= DATAGRAM_BYTES_MAX',
     ],
+    [{ recordBytesMax: LIMITS.datagramBytesMax - 1 }, 'RECORD_BYTES_MAX >= DATAGRAM_BYTES_MAX'],
+    [{ batchOpsMax: LIMITS.cborArrayItemsMax + 1 }, 'BATCH_OPS_MAX <= CBOR_ARRAY_ITEMS_MAX'],
     [{ sidMin: -1 }, '0 <= SID_MIN <= SID_MAX'],
     [{ sidMax: SID_LIMIT, serversMax: 1 }, 'SID_MAX < SID_LIMIT'],
     [{ serversMax: LIMITS.sidMax + 2 }, 'SERVERS_MAX <= SID_MAX - SID_MIN + 1'],

@@ -41,9 +41,10 @@ import {
   writeAll,
   type Fsys,
 } from './fsys';
+import { RECORD_BYTES_MAX } from '../limits';
 
-/** Maximum payload size of a single record (bytes). */
-export const RECORD_BYTES_MAX = 8 * 1024 * 1024;
+// Re-exported for the log's users; defined, with its reason, in lib/limits.ts.
+export { RECORD_BYTES_MAX };
 
 /** Size of a record frame header: u32le length + u32le crc32c. */
 export const RECORD_HEADER_BYTES = 8;

@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Decoder, Encoder } from 'cbor-x';
 import type { CmdResult } from '../core/types';
+import { BATCH_OPS_MAX } from '../limits';
 import { scanCbor } from './scan';
 
 /*
@@ -28,8 +29,8 @@ export interface OpRequest {
   op: Buffer;
 }
 
-/** Most operations one request datagram may carry. */
-export const BATCH_OPS_MAX = 256;
+// Re-exported for the protocol's users; defined, with its reason, in lib/limits.ts.
+export { BATCH_OPS_MAX };
 
 /**
  * Before an address is validated, the bytes a node sends it in answer to a
