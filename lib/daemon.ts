@@ -389,6 +389,38 @@ export class PaxosNode {
     ]).then(() => undefined);
   }
 
+  /**
+   * Graceful hand-off (SIGTERM on the leader, transfer-leader): ask `to` (default:
+   * the best caught-up voter) to take over, and wait until it leads, at most two
+   * election timeouts. The node keeps serving meanwhile. Returns what happened.
+   */
+  async handOff(to?: number): Promise<{ ok: boolean; message: string }> {
+    const r = this.replica;
+    if (r.role !== 'leader') return { ok: false, message: 'not the leader' };
+    const target = to ?? r.handoffTarget();
+    if (target === null)
+      return { ok: false, message: 'no voter in two-way contact to hand off to' };
+    const err = r.transferLeadership(target);
+    if (err) return { ok: false, message: err };
+    this.scheduleFlush();
+    const { tickMs, electionTicks } = this.opts.config.timing;
+    const started = Date.now();
+    const limitMs = 2 * electionTicks * tickMs;
+    const handedOver = (): boolean => r.role === 'follower' && r.leader === target;
+    while (!this.stopped && !handedOver()) {
+      if (Date.now() - started > limitMs)
+        return { ok: false, message: `hand-off to ${target} did not finish within ${limitMs} ms` };
+      await new Promise((res) => setTimeout(res, tickMs));
+    }
+    const took = Date.now() - started;
+    // Linger two heartbeat periods, redirecting: clients that still send here
+    // learn the new leader instead of waiting out a retry timer.
+    await new Promise((res) =>
+      setTimeout(res, 2 * this.opts.config.timing.heartbeatTicks * tickMs),
+    );
+    return { ok: true, message: `handed leadership to ${target} in ${took} ms` };
+  }
+
   /** The line printed when the node is ready. */
   readyLine(): string {
     const s = this.self;

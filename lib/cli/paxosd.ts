@@ -114,10 +114,18 @@ async function main(): Promise<number> {
     if (stopping) return;
     stopping = true;
     log(`sid ${sid}: ${sig}: stopping`);
-    void node.stop().then(() => {
-      log(`sid ${sid}: stopped`);
-      process.exit(0);
-    });
+    // A leader hands off first, so clients see a round trip's pause instead of an
+    // election timeout; then it stops.
+    const handOff =
+      node.replica.role === 'leader'
+        ? node.handOff().then((h) => log(`sid ${sid}: ${h.message}`))
+        : Promise.resolve();
+    void handOff
+      .then(() => node.stop())
+      .then(() => {
+        log(`sid ${sid}: stopped`);
+        process.exit(0);
+      });
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);

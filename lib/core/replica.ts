@@ -108,6 +108,8 @@ interface Phase1 {
   /** Acceptor SID -> the incarnation its promise named for itself. */
   promiseInc: Map<number, number>;
   timeout: Timeout;
+  /** Asked for by the previous leader (its prepares bypass leader stickiness). */
+  handoff: boolean;
 }
 
 /**
@@ -242,6 +244,8 @@ export class Replica {
 
   // ---- leader ----
   private p1: Phase1 | null = null;
+  /** Leader only: a hand-off in progress (transferLeadership). */
+  private handoff: { to: number; startedAt: number; sentAt: number } | null = null;
   /** First slot our Phase 1 covered: every slot from here on is ours to propose at `ballot`. */
   private leaderFrom = 1;
   /** Newest incarnations named in our quorum's votes (see `incs`). */
@@ -443,6 +447,8 @@ export class Replica {
     switch (msg.t) {
       case 'prepare':
         return this.onPrepare(from, msg);
+      case 'handoff':
+        return this.onHandoff(from, msg);
       case 'promise':
         return this.onPromise(from, msg);
       case 'accept':
@@ -483,6 +489,8 @@ export class Replica {
     const cached = this.o.sm.cached(cmd.cid, cmd.seq);
     if (cached) return { kind: 'cached', result: cached };
     if (this.role !== 'leader') return { kind: 'redirect', leader: this.leader };
+    // Handing off: the client retries shortly, by then at the new leader.
+    if (this.handoff) return { kind: 'busy' };
     const key = cmdKey(cmd);
     if (this.queuedKeys.has(key)) return { kind: 'queued' };
     if (this.queue.length >= this.o.pendingMax) return { kind: 'busy' };
@@ -512,6 +520,8 @@ export class Replica {
    */
   ready(): Ready {
     if (this.role === 'leader') {
+      // Handing off, submit takes nothing new, so the queue and then the in-flight
+      // slots drain and the successor's Phase 1 has nothing left to recover.
       this.proposeQueued();
       this.flushAccepts();
       if (this.readQueue.length > 0) this.startReadRound();
@@ -572,6 +582,7 @@ export class Replica {
       throw new Error(`sid ${this.sid}: invariant broken: ${why}`);
     };
     if (!(this.base <= this.applied)) bad(`base ${this.base} > applied ${this.applied}`);
+    if (this.handoff && this.role !== 'leader') bad(`hand-off in progress as ${this.role}`);
     if (!(this.applied <= this.chosenThrough))
       bad(`applied ${this.applied} > chosen ${this.chosenThrough}`);
     if (!(this.chosenThrough <= this.knownChosen))
@@ -751,7 +762,7 @@ export class Replica {
     if (candidates.indexOf(this.sid) <= idx) this.startPhase1();
   }
 
-  private startPhase1(): void {
+  private startPhase1(handoff = false): void {
     this.role = 'candidate';
     this.ballot = nextBallot(Math.max(this.promised, this.maxBallotSeen), this.sid);
     this.maxBallotSeen = this.ballot;
@@ -768,10 +779,81 @@ export class Replica {
       incs: [...this.incs],
       promiseInc: new Map(),
       timeout,
+      handoff,
     };
     this.trace(`campaign ballot ${formatBallot(this.ballot)} from slot ${this.p1.from}`);
-    for (const s of this.sids)
-      this.send(s, { t: 'prepare', ballot: this.ballot, from: this.p1.from });
+    for (const s of this.sids) this.send(s, this.prepareMsg(this.p1.from));
+  }
+
+  private prepareMsg(from: number): Msg {
+    const p1 = this.p1!;
+    return p1.handoff
+      ? { t: 'prepare', ballot: p1.ballot, from, handoff: true }
+      : { t: 'prepare', ballot: p1.ballot, from };
+  }
+
+  /**
+   * Hand leadership to `to` (an operator's transfer-leader, or a graceful stop;
+   * etcd's leader transfer): stop proposing, let the in-flight slots be chosen,
+   * then ask `to` to campaign at once. Its Phase 1 is an ordinary one, so safety
+   * is untouched; the hand-off only saves the election timeout. Gives up after
+   * an election timeout and leads on. Returns null, or why it cannot start.
+   */
+  transferLeadership(to: number): string | null {
+    if (this.role !== 'leader') return 'not the leader';
+    if (to === this.sid) return 'already the leader';
+    if (!this.sidIndex.has(to)) return `sid ${to} is not a member`;
+    if (!this.twoWay(to) || !this.peerVotes(to))
+      return `sid ${to} is not a voter in two-way contact with the leader`;
+    this.handoff = { to, startedAt: this.now, sentAt: -Infinity };
+    this.eventsOut.push(`sid ${this.sid}: handing leadership to ${to}`);
+    return null;
+  }
+
+  /** The peer a hand-off should go to: a two-way voter with the longest chosen prefix. */
+  handoffTarget(): number | null {
+    let best: number | null = null;
+    for (const s of this.sids) {
+      if (s === this.sid || !this.twoWay(s) || !this.peerVotes(s)) continue;
+      if (best === null || this.peers.get(s)!.chosen > this.peers.get(best)!.chosen) best = s;
+    }
+    return best;
+  }
+
+  /** Leader side of a hand-off, every tick: ask once the in-flight slots are chosen. */
+  private tickHandoff(): void {
+    const h = this.handoff!;
+    if (this.now - h.startedAt > this.o.electionTicks) {
+      this.eventsOut.push(`sid ${this.sid}: hand-off to ${h.to} timed out; leading on`);
+      this.handoff = null;
+      return;
+    }
+    if (this.inflight.size > 0 || this.queue.length > 0) return;
+    if (this.now - h.sentAt < this.o.retransmitTicks) return;
+    h.sentAt = this.now;
+    this.send(h.to, {
+      t: 'handoff',
+      ballot: this.ballot,
+      chosen: this.chosenThrough,
+      tick: this.now,
+    });
+  }
+
+  /**
+   * Asked by our leader to campaign now. Acted on only if it comes from the leader
+   * we follow at the ballot we follow, and is recent (its tick within an election
+   * timeout of that leader's newest heartbeat): an old or re-delivered copy must
+   * not depose a leader that never asked. We campaign only once we have chosen
+   * everything it chose (it re-sends until then), so the pause is one round trip.
+   */
+  private onHandoff(from: number, m: Extract<Msg, { t: 'handoff' }>): void {
+    if (this.role !== 'follower' || !this.voter) return;
+    if (ballotSid(m.ballot) !== from || m.ballot !== this.leaderBallot || this.leader !== from)
+      return;
+    if (m.ballot < this.promised || m.tick + this.o.electionTicks < this.leaderTick) return;
+    if (this.chosenThrough < m.chosen) return;
+    this.eventsOut.push(`sid ${this.sid}: leader ${from} handed off; campaigning`);
+    this.startPhase1(true);
   }
 
   private tickCandidate(): void {
@@ -790,7 +872,7 @@ export class Replica {
     for (const s of this.sids) {
       if (p1.complete.has(s)) continue;
       const from = firstUncovered(p1.covered.get(s) ?? [], p1.from);
-      this.send(s, { t: 'prepare', ballot: p1.ballot, from });
+      this.send(s, this.prepareMsg(from));
     }
   }
 
@@ -825,6 +907,7 @@ export class Replica {
       for (const msg of this.buildAccepts(slots)) this.send(to, msg);
     // A rejoining peer that recorded its incarnation with us waits for a slot at or
     // above the `next` we told it to be chosen: when idle, propose a no-op for it.
+    if (this.handoff) return this.tickHandoff();
     if (
       this.inflight.size === 0 &&
       this.queue.length === 0 &&
@@ -877,6 +960,7 @@ export class Replica {
     if (this.role !== 'follower') this.stats.stepDowns++;
     this.role = 'follower';
     this.p1 = null;
+    this.handoff = null;
     this.inflight.clear();
     this.newAccepts = [];
     this.queue = [];
@@ -900,7 +984,6 @@ export class Replica {
     }
   }
 
-  /** A message from whoever leads `ballot`. */
   /**
    * A message from whoever leads `ballot`. It shows that leader alive only if it
    * is news: a higher ballot than we follow, or a heartbeat whose tick is above
@@ -1101,7 +1184,10 @@ export class Replica {
       this.stats.ignoredNotVoter++;
       return;
     }
-    if (m.ballot > this.promised && this.hearsLiveLeader(from)) {
+    // Stickiness protects a live leader from campaigns it did not ask for; a
+    // hand-off campaign was asked for by the leader itself. Safety never rests on
+    // stickiness: any ballot may run Phase 1 (PMS).
+    if (m.ballot > this.promised && !m.handoff && this.hearsLiveLeader(from)) {
       this.stats.preparesRefusedLiveLeader++;
       return;
     }

@@ -22,8 +22,17 @@ export type PromiseEntry = [number, number, Value];
 
 /** Peer messages. Every one is safe to receive twice or out of order. */
 export type Msg =
-  /** Phase 1a for every slot >= from. */
-  | { t: 'prepare'; ballot: number; from: number }
+  /**
+   * Phase 1a for every slot >= from. handoff: the campaign was asked for by the
+   * live leader itself (leadership transfer), so leader stickiness does not apply.
+   */
+  | { t: 'prepare'; ballot: number; from: number; handoff?: boolean }
+  /**
+   * Leadership transfer: the leader of `ballot` asks the receiver to campaign at
+   * once; it has stopped proposing and everything it chose is <= chosen. tick: the
+   * leader's tick when it asked (an old copy is not acted on).
+   */
+  | { t: 'handoff'; ballot: number; chosen: number; tick: number }
   /**
    * Phase 1b, possibly in several chunks; each chunk covers slots [lo, hi)
    * (hi = 0 means "to infinity"). base: slots <= base are chosen and compacted.

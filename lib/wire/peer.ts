@@ -92,6 +92,16 @@ export const SCHEMA = {
     fields: [
       ['ballot', 'uint'],
       ['from', 'uint'],
+      ['handoff', 'bool'],
+    ],
+    optional: 1,
+  },
+  handoff: {
+    code: 16,
+    fields: [
+      ['ballot', 'uint'],
+      ['chosen', 'uint'],
+      ['tick', 'uint'],
     ],
   },
   promise: {
