@@ -6,6 +6,7 @@ import type { CmdResult, DurableRecord, Msg, Outbound, Ready } from '../core/typ
 import { decodeOp, KvStateMachine } from '../sm/kv';
 import { decodePeerBody, encodePeerBody, SCHEMA } from '../wire/peer';
 import {
+  catchupBound,
   describeConfig,
   drawConfig,
   runPrng,
@@ -138,6 +139,8 @@ export interface SimStats {
   maxLiveLatency: number;
   /** Step at which the schedule family reached its dangerous state (-1: never). */
   dangerAt: number;
+  /** lagging-under-load: ticks after the heal until every node reached the heal's chosen prefix (-1: n/a). */
+  catchupAfterHeal: number;
   /**
    * Partition shape -> worst ticks from its start (or from the heal, for the
    * post-heal shapes) to the next value chosen anywhere.
@@ -287,6 +290,29 @@ export class Simulation {
     until: 0,
     count: 0,
   };
+  /**
+   * More family state: the nodes kept with the target (`group`) and the others
+   * (`rest`), the target's ballot, when its campaign started, the cut the
+   * family made (ended early by setting its `until`), and what it must reach.
+   */
+  private famx: {
+    group: number[];
+    rest: number[];
+    ballot: number;
+    at: number;
+    cut: Partition | null;
+    target: number;
+    /** powerloss-leader-reuse: Q's free heartbeats to A sent before its campaign. */
+    old: Map<number, { at: number; msg: Msg }>;
+  } = { group: [], rest: [], ballot: 0, at: 0, cut: null, target: 0, old: new Map() };
+  /**
+   * A family's loss by direction and type, decided when a datagram arrives (so
+   * it also covers datagrams already in flight, held by a paused node or
+   * re-delivered): true = lost.
+   */
+  private famDrop: ((p: Packet<Payload>) => boolean) | null = null;
+  /** powerloss-leader-reuse: the last heartbeat each node sent each other node while free (from>to -> when, what). */
+  private readonly freeHeartbeats = new Map<string, { at: number; msg: Msg }>();
   private readonly stats: SimStats = {
     steps: 0,
     opsCompleted: 0,
@@ -312,6 +338,7 @@ export class Simulation {
     syncs: 0,
     maxLiveLatency: 0,
     dangerAt: -1,
+    catchupAfterHeal: -1,
     firstChoice: {},
   };
 
@@ -476,8 +503,12 @@ export class Simulation {
       if (this.tracing) this.trace(`=== fork ${fork.salt} ===`);
     }
     if (this.faultsOn) {
-      this.injectFaults();
+      if (!this.familyCalm()) this.injectFaults();
       this.runFamily();
+    } else {
+      // The heal ends the family's losses too.
+      if (this.famDrop) this.endFamilyCut();
+      if (this.cfg.family === 'lagging-under-load') this.checkCatchupUnderLoad();
     }
     // Old datagrams keep coming while clients run; the drain at the end is quiet.
     if (now < this.cfg.faultSteps + this.cfg.liveSteps) this.net.reinject(now);
@@ -1063,6 +1094,12 @@ export class Simulation {
               (x.to === f.sid || x.from === f.sid),
           );
         return;
+      case 'stale-leader-snapshot':
+        return this.staleLeaderSnapshot();
+      case 'powerloss-leader-reuse':
+        return this.powerlossLeaderReuse();
+      case 'lagging-under-load':
+        return this.laggingUnderLoad();
       case 'powerloss-after-campaign':
         // Driven by noteProduced (a prepare); here: power goes at the scheduled step.
         if (f.phase === 1 && this.now >= f.until) {
@@ -1112,6 +1149,7 @@ export class Simulation {
   /** A prepare left node `n` (powerloss-after-campaign watches for it). */
   private onCampaign(n: SimNode): void {
     const f = this.fam;
+    if (this.cfg.family === 'powerloss-leader-reuse') return this.reuseCampaign(n);
     if (this.cfg.family !== 'powerloss-after-campaign' || !this.faultsOn) return;
     if (f.phase !== 0 || this.now < this.cfg.familyAt) return;
     f.sid = n.sid;
@@ -1121,6 +1159,372 @@ export class Simulation {
     // A slow disk: the candidate's own promise is not durable yet when power goes.
     n.slowUntil = this.now + 50;
     n.slowDelay = this.prng.range(3, 10);
+  }
+
+  /**
+   * While a family drives its schedule, random faults stand aside (a crash or a
+   * partition drawn meanwhile would mostly spoil the dangerous state).
+   */
+  private familyCalm(): boolean {
+    const f = this.fam;
+    switch (this.cfg.family) {
+      case 'stale-leader-snapshot':
+        return f.phase >= 1 && f.phase <= 3;
+      case 'powerloss-leader-reuse':
+        return f.phase === 1 || f.phase === 2;
+      default:
+        return false;
+    }
+  }
+
+  /** A symmetric cut between two groups, kept until the family ends it (sets `until`). */
+  private cutApart(label: string, a: number[], b: number[], ticks: number): Partition | null {
+    if (a.length === 0 || b.length === 0) return null;
+    const cut: [number, number][] = [];
+    for (const x of a) for (const y of b) cut.push([x, y], [y, x]);
+    const part: Partition = {
+      kind: 'symmetric',
+      label,
+      cut,
+      start: this.now,
+      until: this.now + ticks,
+      flapTicks: 0,
+    };
+    this.net.addPartition(part);
+    this.net.update(this.now);
+    if (this.tracing) this.trace(`partition ${label} until ${part.until}`);
+    return part;
+  }
+
+  /** End the family's cut and loss now. */
+  private endFamilyCut(): void {
+    const x = this.famx;
+    if (x.cut && x.cut.until > this.now) {
+      x.cut.until = this.now;
+      this.net.update(this.now);
+    }
+    x.cut = null;
+    this.famDrop = null;
+  }
+
+  /** A loss burst of `types` from one node to each of `tos` (at send time). */
+  private loseTypes(from: number, tos: number[], types: string[], ticks: number): void {
+    for (const to of tos)
+      this.net.addBurst({
+        label: `family: ${from}->${to} ${types.join('/')} lost`,
+        from,
+        to,
+        types: new Set(types),
+        loss: 1,
+        delay: 0,
+        until: this.now + ticks,
+      });
+  }
+
+  /** Does `sid` hold an accepted, not chosen, value at `ballot` above its chosen prefix? */
+  private holdsUnchosenAt(sid: number, ballot: number): boolean {
+    const r = this.nodes.get(sid)!.replica;
+    if (!r) return false;
+    for (let s = r.chosenThrough + 1; s <= r.chosenThrough + 64; s++) {
+      const e = r.acceptedEntry(s);
+      if (e && !e.chosen && e.ballot === ballot) return true;
+    }
+    return false;
+  }
+
+  /**
+   * stale-leader-snapshot (issue 9.3): the leader L's accepts reach only a group
+   * G of followers (the others lose them), G is cut from the rest R with L, and L
+   * is paused (a GC pause, a stopped VM) while R elects, chooses and compacts.
+   * L resumes hearing from R only followers' heartbeats (they say how far the
+   * log is chosen) and catch-up traffic; everything that carries R's higher
+   * ballot is lost for a while. L, still leading in its own eyes, asks for the
+   * chosen slots and is offered a snapshot.
+   */
+  private staleLeaderSnapshot(): void {
+    const c = this.cfg;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const f = this.fam;
+    const x = this.famx;
+    const l = f.sid >= 0 ? this.nodes.get(f.sid)! : null;
+    if (f.phase === 0) {
+      const ls = this.leaders().filter((n) => !n.paused(this.now));
+      if (ls.length === 0) return;
+      const leader = p.pick(ls);
+      const others = this.shuffled(c.sids.filter((s) => s !== leader.sid));
+      // G with L stays below a quorum; R is a quorum and goes on without them.
+      const k = p.range(
+        Math.min(1, c.sids.length - 1 - this.quorum),
+        c.sids.length - 1 - this.quorum,
+      );
+      x.group = others.slice(0, k);
+      x.rest = others.slice(k);
+      x.ballot = leader.replica!.ballot;
+      f.sid = leader.sid;
+      this.loseTypes(leader.sid, x.rest, ['accept', 'commit'], 4 * e);
+      x.cut = this.cutApart(
+        `stale ${leader.sid} keeps {${x.group.join(',')}}`,
+        x.group,
+        x.rest,
+        200 * e,
+      );
+      f.phase = 1;
+      f.until = this.now + p.range(2, e);
+    } else if (f.phase === 1) {
+      if (!l!.up || l!.replica!.role !== 'leader' || l!.replica!.ballot !== x.ballot) {
+        this.endFamilyCut();
+        f.phase = 4;
+        f.until = this.now + 10 * e;
+        return;
+      }
+      const spread = x.group.some((s) => this.holdsUnchosenAt(s, x.ballot));
+      if (!spread && this.now < f.until) return;
+      this.pause(l!, 1000 * e);
+      f.phase = 2;
+      f.until = this.now + p.range(10 * e, 40 * e);
+    } else if (f.phase === 2) {
+      if (!l!.up) {
+        this.endFamilyCut();
+        f.phase = 4;
+        f.until = this.now + 10 * e;
+        return;
+      }
+      // Wait until a follower of R compacted past what L knows chosen.
+      const lr = l!.replica!;
+      const compacted = x.rest.some((s) => {
+        const r = this.nodes.get(s)!.replica;
+        return (
+          r !== null && r.role === 'follower' && r.base > lr.chosenThrough + c.limits.windowSlots
+        );
+      });
+      if (!compacted && this.now < f.until) return;
+      const quiet = this.now + p.range(2 * e, 6 * e);
+      const rest = new Set(x.rest);
+      const sid = l!.sid;
+      this.famDrop = (pk) => {
+        if (pk.to !== sid || !rest.has(pk.from) || this.now >= quiet) return false;
+        const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
+        if (m.t === 'heartbeat') return m.leading;
+        return !(
+          m.t === 'catchupReq' ||
+          m.t === 'catchupResp' ||
+          m.t === 'snapshotReq' ||
+          m.t === 'snapshotResp'
+        );
+      };
+      l!.pausedUntil = this.now;
+      this.danger(
+        `stale leader ${sid} at ${formatBallot(x.ballot)} (chosen ${lr.chosenThrough}) resumed with {${x.group.join(',')}}; ` +
+          `R {${x.rest.join(',')}} compacted ${compacted ? 'past it' : 'not yet'}, only followers' heartbeats and catch-up reach it until ${quiet}`,
+      );
+      f.phase = 3;
+      f.until = quiet;
+    } else if (f.phase === 3) {
+      if (this.now < f.until) return;
+      this.endFamilyCut();
+      f.phase = 4;
+      f.until = this.now + 20 * e;
+    } else if (this.now >= f.until && f.count++ < 2) {
+      f.phase = 0;
+      f.sid = -1;
+    }
+  }
+
+  private noteHeartbeat(from: number, to: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
+    // Free (follows no live leader), hears `to` and votes: what a pre-vote counts.
+    if (m.leader === 0 && m.voter && m.heard.includes(to))
+      this.freeHeartbeats.set(`${from}>${to}`, { at: this.now, msg: m });
+  }
+
+  /**
+   * powerloss-leader-reuse (issue 9.5), at a campaign: the candidate A's disk is
+   * slow (its own promise is not durable for a while); its accepts and commits
+   * reach only a group P of n - quorum peers; power goes right after its first
+   * accept (or at a deadline). A second campaign is only watched.
+   */
+  private reuseCampaign(n: SimNode): void {
+    const f = this.fam;
+    const x = this.famx;
+    const e = this.cfg.timing.electionTicks;
+    if (f.phase === 2 && n.sid === f.sid && n.replica)
+      this.danger(
+        `node ${n.sid} campaigns again at ${formatBallot(n.replica.ballot)} (first at ${formatBallot(x.ballot)})`,
+      );
+    if (f.phase !== 0 || !this.faultsOn || this.now < this.cfg.familyAt || !this.allVoters())
+      return;
+    const p = this.prng;
+    // Q: a bare majority with A, among the peers whose free heartbeats let A
+    // campaign (its pre-vote counted them); P: the others, with at least one
+    // such peer (a quorum of peers may promise before A's own promise is durable).
+    const free = this.shuffled(
+      this.cfg.sids.filter((s) => s !== n.sid && this.freeHeartbeatBefore(s, n.sid, this.now)),
+    );
+    if (free.length < this.quorum) return;
+    x.rest = free.slice(0, this.quorum - 1);
+    x.group = this.cfg.sids.filter((s) => s !== n.sid && !x.rest.includes(s));
+    x.old = new Map(x.rest.map((q) => [q, this.freeHeartbeats.get(`${q}>${n.sid}`)!]));
+    x.ballot = n.replica!.ballot;
+    x.at = this.now;
+    f.sid = n.sid;
+    f.phase = 1;
+    f.count++;
+    n.slowUntil = this.now + 100 * e;
+    n.slowDelay = p.range(4 * e, 8 * e);
+    f.until = this.now + p.range(2 * e, 4 * e);
+    this.loseTypes(n.sid, x.rest, ['accept', 'commit'], 6 * e);
+    if (this.tracing)
+      this.trace(
+        `family ${this.cfg.family}: node ${n.sid} campaigns at ${formatBallot(x.ballot)}, disk slow, accepts reach only {${x.group.join(',')}}`,
+      );
+  }
+
+  /**
+   * An accept left node `n`: the reuse family cuts the power right after the
+   * first one for a slot nobody in Q holds (a new command, not a value Phase 1
+   * found, which a second Phase 1 would find again).
+   */
+  private onLeaderAccept(n: SimNode, m: Extract<Msg, { t: 'accept' }>): void {
+    const f = this.fam;
+    const x = this.famx;
+    if (this.cfg.family !== 'powerloss-leader-reuse' || f.phase !== 1 || n.sid !== f.sid) return;
+    if (m.ballot !== x.ballot) return;
+    const fresh = m.entries.some(([slot]) =>
+      x.rest.every((q) => {
+        const r = this.nodes.get(q)!.replica;
+        return !r || (slot > r.base && !r.acceptedEntry(slot));
+      }),
+    );
+    if (fresh) f.until = Math.min(f.until, this.now + this.prng.range(0, 2));
+  }
+
+  /**
+   * powerloss-leader-reuse, after the power loss: A restarts at once; P is cut
+   * from everyone; A hears from the bare majority Q only heartbeats sent before
+   * its campaign (re-delivered; the current ones are lost), and Q does not hear
+   * A's heartbeats (so Q cannot elect without A). A campaigns again.
+   */
+  private powerlossLeaderReuse(): void {
+    const f = this.fam;
+    const x = this.famx;
+    const p = this.prng;
+    const e = this.cfg.timing.electionTicks;
+    if (f.phase === 1) {
+      if (this.now < f.until) return;
+      const n = this.nodes.get(f.sid)!;
+      if (!n.up) {
+        f.phase = 3;
+        f.until = this.now + 10 * e;
+        return;
+      }
+      this.crash(n, 'power', 'power loss right after leading (or campaigning) on a slow disk');
+      n.slowUntil = 0;
+      n.restartAt = this.now + p.range(1, Math.max(1, e >> 1));
+      const window = p.range(5 * e, 12 * e);
+      x.cut = this.cutApart(
+        `{${x.group.join(',')}} (got ${n.sid}'s accepts) apart`,
+        x.group,
+        this.cfg.sids.filter((s) => !x.group.includes(s)),
+        window,
+      );
+      const q = new Set(x.rest);
+      const a = n.sid;
+      const since = x.at;
+      this.famDrop = (pk) => {
+        const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
+        if (m.t !== 'heartbeat') return false;
+        return (
+          (pk.to === a && q.has(pk.from) && pk.sentAt >= since) || (pk.from === a && q.has(pk.to))
+        );
+      };
+      this.danger(
+        `node ${a} lost power ${this.now - since} ticks after campaigning at ${formatBallot(x.ballot)}; ` +
+          `{${x.group.join(',')}} cut away, {${x.rest.join(',')}} heard only through heartbeats older than the campaign`,
+      );
+      f.phase = 2;
+      f.until = this.now + window;
+    } else if (f.phase === 2) {
+      const n = this.nodes.get(f.sid)!;
+      if (this.now >= f.until) {
+        this.endFamilyCut();
+        f.phase = 3;
+        f.until = this.now + 10 * e;
+        return;
+      }
+      if (!n.up || !p.chance(0.5)) return;
+      // Re-deliver an old heartbeat of a node of Q (sent before the campaign).
+      const from = p.pick(x.rest);
+      const hb = x.old.get(from)!;
+      this.deliver({ from, to: n.sid, payload: { k: 'peer', msg: hb.msg }, sentAt: hb.at });
+    } else if (f.phase === 3 && this.now >= f.until && f.count < 3) f.phase = 0;
+  }
+
+  private freeHeartbeatBefore(from: number, to: number, before: number): boolean {
+    const h = this.freeHeartbeats.get(`${from}>${to}`);
+    return h !== undefined && h.at < before;
+  }
+
+  /**
+   * lagging-under-load (issue 9.10): a random follower is cut away for the last
+   * 10-30 election periods of the faults, so it ends far behind the others'
+   * compaction point; after the heal the clients keep writing at full speed
+   * and it must catch up within catchupBound ticks (checkCatchupUnderLoad).
+   */
+  private laggingUnderLoad(): void {
+    const c = this.cfg;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const f = this.fam;
+    if (f.phase === 0) {
+      f.until = Math.max(this.now, c.faultSteps - p.range(10 * e, 30 * e));
+      f.phase = 1;
+    } else if (f.phase === 1 && this.now >= f.until) {
+      const ups = this.upNodes().filter((n) => n.replica!.role === 'follower');
+      const pick = ups.length > 0 ? p.pick(ups).sid : p.pick(c.sids);
+      f.sid = pick;
+      this.famx.cut = this.cutApart(
+        `lagging ${pick}`,
+        [pick],
+        c.sids.filter((s) => s !== pick),
+        c.faultSteps - this.now,
+      );
+      this.danger(`node ${pick} cut away until the heal (step ${c.faultSteps})`);
+      f.phase = 2;
+    }
+  }
+
+  /**
+   * Catch-up under load (issue 9.10): within catchupBound ticks after the heal,
+   * while the clients are still writing, every node has chosen everything that
+   * was chosen anywhere at the heal. A snapshot transfer restarted by every new
+   * snapshot would never finish (a lagging node stays behind for good).
+   */
+  private checkCatchupUnderLoad(): void {
+    const c = this.cfg;
+    const heal = c.faultSteps;
+    const x = this.famx;
+    if (this.now === heal + 1) {
+      x.target = 0;
+      for (const n of this.nodes.values())
+        if (n.replica) x.target = Math.max(x.target, n.replica.chosenThrough);
+      return;
+    }
+    if (this.now <= heal + 1 || this.stats.catchupAfterHeal >= 0) return;
+    const behind = [...this.nodes.values()].filter(
+      (n) => !n.replica || n.replica.chosenThrough < x.target,
+    );
+    if (behind.length === 0) {
+      this.stats.catchupAfterHeal = this.now - heal;
+      if (this.tracing)
+        this.trace(`every node reached slot ${x.target} ${this.now - heal} ticks after the heal`);
+      return;
+    }
+    const bound = catchupBound(c.timing.electionTicks);
+    if (this.now - heal < bound || this.now >= heal + c.liveSteps) return;
+    fail(
+      'catch-up under load',
+      `${behind.map((n) => `node ${n.sid} (chosen ${n.replica?.chosenThrough ?? 'down'})`).join(', ')} not caught up with slot ${x.target} (chosen at the heal) ${bound} ticks after the heal, while the clients keep writing (leader at slot ${Math.max(...[...this.nodes.values()].map((n) => n.replica?.chosenThrough ?? 0))})`,
+    );
   }
 
   // ======================= process model =======================
@@ -1276,6 +1680,7 @@ export class Simulation {
     }
     const n = this.nodes.get(p.to);
     if (!n || !n.up) return;
+    if (pl.k === 'peer' && this.famDrop?.(p)) return;
     if (n.paused(this.now)) {
       n.held.push(p);
       return;
@@ -1485,6 +1890,8 @@ export class Simulation {
     let lastBody: Buffer | null = null;
     for (const { to, msg } of messages) {
       this.noteSent(n, msg);
+      if (msg.t === 'heartbeat' && this.cfg.family === 'powerloss-leader-reuse')
+        this.noteHeartbeat(n.sid, to, msg);
       if (to === n.sid) {
         self.push(msg);
         continue;
@@ -1577,6 +1984,7 @@ export class Simulation {
       } else if (msg.t === 'promise') {
         if (msg.ballot > n.producedBallot) n.producedBallot = msg.ballot;
       } else if (msg.t === 'prepare') campaign = true;
+      else if (msg.t === 'accept') this.onLeaderAccept(n, msg);
     }
     if (campaign) this.onCampaign(n);
   }
