@@ -102,21 +102,7 @@ export function checkLinearizable(history: HistoryEvent[], opts: CheckOptions = 
   const maxStates = opts.maxStatesPerKey ?? DEFAULT_MAX_STATES_PER_KEY;
   if (!(maxStates > 0)) throw new RangeError('maxStatesPerKey must be positive');
 
-  const byKey = new Map<string, HistoryEvent[]>();
-  let totalOps = 0;
-  for (let i = 0; i < history.length; i++) {
-    const ev = history[i];
-    validateEvent(ev, i);
-    if (isDropped(ev)) continue;
-    let list = byKey.get(ev.op.key);
-    if (list === undefined) {
-      list = [];
-      byKey.set(ev.op.key, list);
-    }
-    list.push(ev);
-    totalOps++;
-  }
-
+  const { byKey, totalOps } = partitionByKey(history);
   let explored = 0;
   let checkedKeys = 0;
   let timedOutKey: string | undefined;
@@ -156,6 +142,28 @@ export function checkLinearizable(history: HistoryEvent[], opts: CheckOptions = 
 
 // ---------------------------------------------------------------------------------------
 // Input handling
+
+/** Validates every event and splits the ones that constrain anything by key, in order. */
+function partitionByKey(history: HistoryEvent[]): {
+  byKey: Map<string, HistoryEvent[]>;
+  totalOps: number;
+} {
+  const byKey = new Map<string, HistoryEvent[]>();
+  let totalOps = 0;
+  for (let i = 0; i < history.length; i++) {
+    const ev = history[i];
+    validateEvent(ev, i);
+    if (isDropped(ev)) continue;
+    let list = byKey.get(ev.op.key);
+    if (list === undefined) {
+      list = [];
+      byKey.set(ev.op.key, list);
+    }
+    list.push(ev);
+    totalOps++;
+  }
+  return { byKey, totalOps };
+}
 
 function validateEvent(ev: HistoryEvent, index: number): void {
   const where = `history[${index}]`;
