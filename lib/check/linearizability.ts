@@ -257,28 +257,18 @@ class KeyOps {
   private readonly valueIds = new Map<string, number>();
   private readonly effectIds = new Map<string, number>();
   readonly kind: Uint8Array;
-  /** put/cas: the value written. */
-  readonly arg: Int32Array;
-  /** cas: the value expected. */
-  readonly expected: Int32Array;
-  /** get: the value read; failed cas: the value seen (-1 if not reported). */
-  readonly resVal: Int32Array;
+  readonly arg: Int32Array; // put/cas: the value written
+  readonly expected: Int32Array; // cas: the value expected
+  readonly resVal: Int32Array; // get: the value read; failed cas: the value seen (or -1)
   readonly casOk: Uint8Array;
-  /** Known result, so it must be linearized. */
-  readonly required: Uint8Array;
-  /** Required and never changes the register. */
-  readonly readOnly: Uint8Array;
-  /** An unknown-outcome op's index among them (else -1). */
-  readonly optIndex: Int32Array;
+  readonly required: Uint8Array; // known result, so it must be linearized
+  readonly readOnly: Uint8Array; // required and never changes the register
+  readonly optIndex: Int32Array; // an unknown-outcome op's index among them (else -1)
   readonly callTime: Float64Array;
-  /** +Infinity for an unknown outcome or ret === null. */
-  readonly retTime: Float64Array;
-  /** Writes with the same effect share a class (else -1). */
-  readonly effect: Int32Array;
-  /** The value the op can set the register to (del: 0), else -1. */
-  readonly writerOf: Int32Array;
-  /** The value a required op needs the register to hold when it takes effect, else -1. */
-  readonly readerOf: Int32Array;
+  readonly retTime: Float64Array; // +Infinity for an unknown outcome or ret === null
+  readonly effect: Int32Array; // writes with the same effect share a class (else -1)
+  readonly writerOf: Int32Array; // the value the op can set the register to (del: 0), or -1
+  readonly readerOf: Int32Array; // the value a required op needs the register to hold, or -1
   numRequired = 0;
   numOptional = 0;
 
