@@ -80,8 +80,20 @@ export interface NodeOptions {
 
 export type LogLevel = 'INFO' | 'WARN' | 'ERROR';
 
-/** The default log line: `2026-01-02T03:04:05.678Z INFO sid=0 message`. */
-export function formatLogLine(sid: number, level: LogLevel, line: string, at = new Date()): string {
+export type LogFormat = 'text' | 'json';
+
+/**
+ * One log line. text: `2026-01-02T03:04:05.678Z INFO sid=0 message`; json (for
+ * log shippers): `{"ts":"2026-01-02T03:04:05.678Z","level":"INFO","sid":0,"msg":"message"}`.
+ */
+export function formatLogLine(
+  sid: number,
+  level: LogLevel,
+  line: string,
+  at = new Date(),
+  format: LogFormat = 'text',
+): string {
+  if (format === 'json') return JSON.stringify({ ts: at.toISOString(), level, sid, msg: line });
   return `${at.toISOString()} ${level} sid=${sid} ${line}`;
 }
 

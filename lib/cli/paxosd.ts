@@ -1,13 +1,14 @@
 import { ConfigError, loadNodeConfig, resolveSid } from '../io/config';
 import { StorageError } from '../io/recordlog';
 import { DirLockError } from '../io/dirlock';
-import { formatLogLine, PaxosNode } from '../daemon';
+import { formatLogLine, PaxosNode, type LogFormat } from '../daemon';
 import { handleCommonFlags, packageVersion, parseFlags } from './common';
 import { loadKeyring, writeKeyFile } from '../io/keys';
 import { parseListen } from '../metrics';
 
 const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data-dir DIR]
               [--log-dir DIR] [--init] [--no-sync] [--metrics HOST:PORT]
+              [--log-format text|json]
        paxosd keygen FILE      write a fresh cluster key file (mode 0600)
        paxosd --help | --version
 
@@ -16,6 +17,8 @@ const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data
               vote at once. Without it an empty node waits until it is safe
               (it may have lost a disk holding promises).
   --metrics   serve Prometheus metrics at http://HOST:PORT/metrics (off by default)
+  --log-format  text (default: ISO time, level, sid, message) or json (one
+              object per line: ts, level, sid, msg)
   --no-sync   skip fdatasync (benchmarks only: acknowledged writes can be lost)
 
 exit codes: 0 stopped by signal (SIGTERM/SIGINT), 1 runtime/storage failure or
@@ -24,7 +27,7 @@ exit codes: 0 stopped by signal (SIGTERM/SIGINT), 1 runtime/storage failure or
 
 async function main(): Promise<number> {
   const argv = parseFlags(process.argv.slice(2), {
-    string: ['config', 'data-dir', 'log-dir', 'sid', 'metrics'],
+    string: ['config', 'data-dir', 'log-dir', 'sid', 'metrics', 'log-format'],
     boolean: ['init', 'sync', 'help', 'version'],
     alias: { h: 'help' },
     default: { config: 'conf/paxos.config.json', sync: true },
@@ -60,6 +63,11 @@ async function main(): Promise<number> {
     process.stderr.write(`paxosd: ${metrics}\n${USAGE}\n`);
     return 2;
   }
+  const logFormat = (argv['log-format'] ?? 'text') as LogFormat;
+  if (logFormat !== 'text' && logFormat !== 'json') {
+    process.stderr.write(`paxosd: --log-format must be text or json\n${USAGE}\n`);
+    return 2;
+  }
   let node: PaxosNode;
   try {
     const config = loadNodeConfig(argv.config);
@@ -71,6 +79,8 @@ async function main(): Promise<number> {
       logDir: argv['log-dir'] || undefined,
       init: argv.init,
       metrics,
+      log: (line, level) =>
+        process.stderr.write(formatLogLine(sid, level, line, new Date(), logFormat) + '\n'),
       sync: argv.sync === false ? false : undefined,
       peerKeys: config.keyFile ? loadKeyring(config.keyFile, config.file, 'keyFile') : undefined,
       clientKeys: config.clientKeyFile
@@ -106,9 +116,12 @@ async function main(): Promise<number> {
   process.stdout.write(node.readyLine() + '\n');
   const sid = node.self.sid;
   const log = (line: string): void => {
-    process.stderr.write(formatLogLine(sid, 'INFO', line) + '\n');
+    process.stderr.write(formatLogLine(sid, 'INFO', line, new Date(), logFormat) + '\n');
   };
-  log(`paxosd ${packageVersion()} started: config ${argv.config}, data ${node.dataDir}`);
+  const self = node.self;
+  log(
+    `paxosd ${packageVersion()} started: config ${argv.config}, data ${node.dataDir}, peer ${self.host}:${self.peerPort}, client ${self.host}:${self.clientPort}, order log ${node.orderLog.file}`,
+  );
   let stopping = false;
   const stop = (sig: NodeJS.Signals): void => {
     if (stopping) return;
