@@ -13,6 +13,8 @@ import {
   REGISTER_NONCE_MIN,
   type KvOp,
 } from '../lib/sm/kv';
+import { runSimulation } from '../lib/sim/cluster';
+import { runSweep } from '../lib/sim/sweep';
 import { hex, ORDER_LOG_HASH_EVERY } from '../lib/sm/statehash';
 import { decodePeerBody, encodePeerBody } from '../lib/wire/peer';
 
@@ -207,4 +209,36 @@ t.test('paxos-logcmp compares digests and state hashes', async (t) => {
   ]);
   t.ok(y.ok, y.message);
   t.match(y.message, /state hashes at 1 slots/);
+});
+
+t.test('the simulator: every injected divergence is reported, soon after the heal', async (t) => {
+  const s = runSweep(1, 16, { injectDivergence: true });
+  t.same(
+    s.failures.map((r) => `${r.seed}: ${r.failure?.invariant}: ${r.failure?.detail}`),
+    [],
+    'no invariant broken (detection bound included)',
+  );
+  t.ok(s.divergence.injected >= 8, `the fault fired in ${s.divergence.injected} of 16 runs`);
+  t.equal(s.divergence.detected, s.divergence.injected, 'and was reported in every one');
+  t.comment(`worst ${s.divergence.worstBeats} heartbeats after the later of injection and heal`);
+});
+
+t.test('the simulator invariant can fail: a detector that never compares is caught', async (t) => {
+  const heard = StateCheck.prototype.heard;
+  StateCheck.prototype.heard = () => null;
+  t.teardown(() => {
+    StateCheck.prototype.heard = heard;
+  });
+  // A run whose injected replica was later healed (a snapshot from a healthy
+  // node replaced its state) owes no report; the others must fail.
+  const failed: string[] = [];
+  for (let seed = 1; seed <= 8; seed++) {
+    const r = runSimulation(seed, { injectDivergence: true });
+    if (r.failure) failed.push(`${r.failure.invariant}: ${r.failure.detail.split('\n')[0]}`);
+  }
+  t.ok(failed.length >= 2, `${failed.length} of 8 runs failed`);
+  t.ok(
+    failed.every((f) => f.startsWith('divergence detected: ')),
+    `all on 'divergence detected' (${failed[0]})`,
+  );
 });

@@ -28,6 +28,8 @@ const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options
   --sabotage KIND     break the driver on purpose (${SABOTAGES.join(', ')})
   --mutation NAME     break the protocol on purpose (${MUTATIONS.join(', ')})
   --wire              send peer messages through the real wire codec (slower)
+  --inject-divergence one replica applies an extra command at one slot (test-only
+                      fault); the divergence detector must report it
   --trace             stream the whole trace to stdout (with --seed)
   --last N            trace lines shown on failure (default 150)
   --no-lin            skip the linearizability check
@@ -37,7 +39,7 @@ Exit status: 0 all seeds passed, 1 some seed failed, 2 usage.`;
 
 const argv = minimist(process.argv.slice(2), {
   string: ['sabotage', 'mutation', 'family', 'post-heal'],
-  boolean: ['trace', 'quiet', 'help', 'wipe', 'lin', 'wire'],
+  boolean: ['trace', 'quiet', 'help', 'wipe', 'lin', 'wire', 'inject-divergence'],
   default: { lin: true },
   alias: { h: 'help' },
 });
@@ -65,6 +67,7 @@ const opts: SimRunOptions = {
   windowSlots: intArg('window'),
   skipLinearizability: argv.lin === false,
   wire: argv.wire === true ? true : undefined,
+  injectDivergence: argv['inject-divergence'] === true ? true : undefined,
 };
 if (opts.nodes !== undefined && ![3, 5, 7].includes(opts.nodes)) {
   process.stderr.write(`sim: --nodes must be 3, 5 or 7\n`);
@@ -151,6 +154,12 @@ out(
       ', ',
     )}), ${summary.steps} steps in ${(summary.ms / 1000).toFixed(1)} s (${(summary.cpuMs / 1000).toFixed(1)} s CPU): ${Math.round(summary.stepsPerSec)} steps/s (${Math.round(summary.stepsPerCpuSec)} per CPU second), ${summary.seedsPerSec.toFixed(2)} seeds/s; ${summary.opsCompleted} client ops; max post-heal latency ${summary.maxLiveLatency} ticks; ${summary.dangerous} seeds reached a family's dangerous state, ${summary.runs - summary.seeds} branches; ${summary.failures.length} failure(s)`,
 );
+if (opts.injectDivergence) {
+  const d = summary.divergence;
+  out(
+    `divergence injected in ${d.injected} runs (the others never applied the slot), reported in ${d.detected}; worst ${d.worstBeats.toFixed(1)} heartbeats after the later of the injection and the heal`,
+  );
+}
 out('worst time to the next choice, per partition shape:');
 for (const l of firstChoiceLines(summary)) out(l);
 if (summary.failures.length > 0) {

@@ -2,8 +2,9 @@ import { checkLinearizable, type HistoryEvent } from '../check/linearizability';
 import { ballotRound, formatBallot } from '../core/ballot';
 import { Prng } from '../core/prng';
 import { Replica, type ReplicaOptions } from '../core/replica';
+import { isDivergenceEvent } from '../core/statecheck';
 import type { CmdResult, DurableRecord, Msg, Outbound, Ready } from '../core/types';
-import { decodeOp, KvStateMachine } from '../sm/kv';
+import { decodeOp, encodeOp, KvStateMachine, REGISTER_NONCE_MIN } from '../sm/kv';
 import { decodePeerBody, encodePeerBody, SCHEMA } from '../wire/peer';
 import {
   catchupBound,
@@ -40,6 +41,12 @@ const ROUNDS_AFTER_HEAL_MAX = 20;
 const LEADERSHIPS_AFTER_HEAL_MAX = 4;
 
 export const CLIENT_BASE = 1000;
+
+/**
+ * Heartbeat periods from the later of an injected divergence and the heal to
+ * its first report (measured: at most 1 in 40 seeds; see README Testing).
+ */
+const DIVERGENCE_DETECT_HEARTBEATS_MAX = 10;
 
 /**
  * A node's disk. `records` is the current WAL as written (the page cache):
@@ -146,6 +153,10 @@ export interface SimStats {
    * post-heal shapes) to the next value chosen anywhere.
    */
   firstChoice: Record<string, number>;
+  /** injectDivergence: tick the injected replica applied its extra command (-1: never). */
+  divergeInjectedAt: number;
+  /** Tick of the first divergence event (-1: none). */
+  divergeDetectedAt: number;
 }
 
 export interface SimResult {
@@ -170,6 +181,12 @@ export interface SimRunOptions extends SimOverrides {
   onTrace?: (line: string) => void;
   /** Skip the final linearizability check (speed experiments only). */
   skipLinearizability?: boolean;
+  /**
+   * Test-only fault: one replica (chosen from the seed) applies one extra
+   * command at one slot, so that its state hash differs from the others'; the
+   * divergence detector must then fire (see DIVERGENCE_DETECT_HEARTBEATS_MAX).
+   */
+  injectDivergence?: boolean;
   /** Send every peer message through the real wire codec (encode at send, decode per copy). */
   wire?: boolean;
   /**
@@ -255,6 +272,8 @@ export class Simulation {
   private readonly nodes = new Map<number, SimNode>();
   private readonly clients = new Map<number, SimClient>();
   private readonly oracle: Oracle;
+  /** injectDivergence: the replica and slot of the injected extra command. */
+  private readonly diverge: { sid: number; slot: number } | null = null;
   readonly history: HistoryEvent[] = [];
   now = 0;
   private logical = 0;
@@ -340,6 +359,8 @@ export class Simulation {
     dangerAt: -1,
     catchupAfterHeal: -1,
     firstChoice: {},
+    divergeInjectedAt: -1,
+    divergeDetectedAt: -1,
   };
 
   constructor(
@@ -361,6 +382,11 @@ export class Simulation {
     this.net.replay = this.cfg.replay;
     this.quorum = Math.floor(this.cfg.sids.length / 2) + 1;
     this.oracle = new Oracle(this.quorum);
+    if (opts.injectDivergence) {
+      // Its own PRNG: the run's draws, hence its schedule, stay those of the seed.
+      const p = new Prng(seed ^ 0x5eed1e);
+      this.diverge = { sid: this.cfg.sids[p.int(this.cfg.sids.length)], slot: p.range(4, 40) };
+    }
     this.oracle.clock = () => ++this.logical;
     this.oracle.onChosen = (slot, ballot, ackers) => this.onChosen(slot, ballot, ackers);
     this.cfg.sids.forEach((sid, i) => {
@@ -1575,6 +1601,7 @@ export class Simulation {
     n.wiped = false;
     n.replica = replica;
     n.sm = sm;
+    if (this.diverge?.sid === n.sid) this.injectDivergence(sm, this.diverge.slot);
     n.up = true;
     n.lastApplied = n.disk.snapshot?.slot ?? 0;
     n.held = [];
@@ -1990,6 +2017,71 @@ export class Simulation {
   }
 
   /** Checks on a turn's output, made when the replica produces it. */
+  /**
+   * The test-only fault of injectDivergence: at `slot`, this replica's state
+   * machine applies one extra command, a read from a session that never
+   * existed. It changes no data and no answer (refused: session expired), only
+   * the command history, so the other invariants still hold and only the state
+   * hash can see it. Again at every re-application (a deterministic bug).
+   */
+  private injectDivergence(sm: KvStateMachine, slot: number): void {
+    const apply = sm.apply.bind(sm);
+    const extra = { cid: REGISTER_NONCE_MIN - 1, seq: 1, op: encodeOp({ kind: 'get', key: '!' }) };
+    sm.apply = (s, cmds) => {
+      if (s !== slot) return apply(s, cmds);
+      if (this.stats.divergeInjectedAt < 0) this.stats.divergeInjectedAt = this.now;
+      // The oracle's comparisons of order-log lines and snapshots would see it first.
+      this.oracle.compareStates = false;
+      const out = apply(s, [...cmds, extra]);
+      return { results: out.results.slice(0, cmds.length), lines: out.lines };
+    };
+  }
+
+  /**
+   * The divergence detector: silent unless a divergence was injected before it
+   * spoke (no false alarm, on any schedule).
+   */
+  private noteDivergence(n: SimNode, e: string): void {
+    if (this.stats.divergeInjectedAt < 0)
+      fail('no false divergence', `node ${n.sid} reported a divergence nobody injected: ${e}`);
+    if (this.stats.divergeDetectedAt < 0) this.stats.divergeDetectedAt = this.now;
+  }
+
+  /**
+   * An injected divergence still there at the end (the injected replica's state
+   * hash differs from a converged node's at a slot both remember) was reported,
+   * within DIVERGENCE_DETECT_HEARTBEATS_MAX heartbeats of the later of the
+   * injection and the heal (a partition may delay it before).
+   */
+  private checkDivergenceFound(): void {
+    const injectedAt = this.stats.divergeInjectedAt;
+    if (injectedAt < 0 || !this.diverge) return;
+    const bad = this.nodes.get(this.diverge.sid)!;
+    if (this.mustConverge && !this.mustConverge.has(bad.sid)) return; // cut off for good
+    let differs: string | null = null;
+    for (const n of this.nodes.values()) {
+      if (n === bad || (this.mustConverge && !this.mustConverge.has(n.sid))) continue;
+      const slot = Math.min(n.replica!.applied, bad.replica!.applied);
+      const a = n.sm!.hashAt(slot);
+      const b = bad.sm!.hashAt(slot);
+      if (a && b && !bytesEqual(a, b)) differs = `node ${n.sid} at slot ${slot}`;
+    }
+    if (differs === null) return; // healed (e.g. a snapshot from a healthy node replaced its state)
+    const detectedAt = this.stats.divergeDetectedAt;
+    const from = Math.max(injectedAt, this.cfg.faultSteps);
+    const bound = DIVERGENCE_DETECT_HEARTBEATS_MAX * this.cfg.timing.heartbeatTicks;
+    if (detectedAt < 0)
+      fail(
+        'divergence detected',
+        `node ${bad.sid} applied an extra command at slot ${this.diverge.slot} (tick ${injectedAt}); its state hash still differs from ${differs}, and no node reported it`,
+      );
+    if (detectedAt - from > bound)
+      fail(
+        'divergence detected',
+        `node ${bad.sid}'s divergence (slot ${this.diverge.slot}, tick ${injectedAt}) was reported at tick ${detectedAt}, ${detectedAt - from} ticks after the later of the injection and the heal (bound ${bound}: ${DIVERGENCE_DETECT_HEARTBEATS_MAX} heartbeats)`,
+      );
+  }
+
   private observe(n: SimNode, rd: Ready): void {
     const snap = rd.snapshot;
     const appliedBefore = n.lastApplied;
@@ -2030,7 +2122,10 @@ export class Simulation {
           `node ${n.sid} ${snap.installed ? 'installed' : 'took'} snapshot ${snap.slot} (${snap.data.length}B, checkpoint ${snap.checkpoint.length} records)`,
         );
     }
-    for (const e of rd.events) if (this.tracing) this.trace(`node ${n.sid} event: ${e}`);
+    for (const e of rd.events) {
+      if (this.tracing) this.trace(`node ${n.sid} event: ${e}`);
+      if (isDivergenceEvent(e)) this.noteDivergence(n, e);
+    }
   }
 
   /**
@@ -2167,6 +2262,7 @@ export class Simulation {
           `node ${n.sid} has ${n.pipeline.length} turns waiting for a sync that never runs`,
         );
     }
+    this.checkDivergenceFound();
     // State = replay of the chosen log, for every node and every snapshot.
     const bySlot = new Map<number, SimNode[]>();
     for (const n of this.nodes.values()) {
@@ -2181,6 +2277,7 @@ export class Simulation {
       const snap = this.oracle.snapshots.get(slot);
       if (!nodes && !snap) return;
       const bytes = sm.snapshot();
+      if (!this.oracle.compareStates) return; // a divergence was injected
       for (const n of nodes ?? [])
         if (!bytesEqual(n.sm!.snapshot(), bytes))
           fail(

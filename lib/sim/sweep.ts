@@ -19,6 +19,12 @@ export interface SweepSummary {
   firstChoice: Record<string, { ticks: number; seed: number }>;
   /** Runs whose schedule family reached its dangerous state. */
   dangerous: number;
+  /**
+   * injectDivergence: runs whose injected replica applied the extra command,
+   * runs where it was reported, and the worst report time in heartbeats after
+   * the later of the injection and the heal.
+   */
+  divergence: { injected: number; detected: number; worstBeats: number };
 }
 
 export interface SweepOptions {
@@ -51,6 +57,7 @@ export function runSweep(
     maxLiveLatency: 0,
     firstChoice: {},
     dangerous: 0,
+    divergence: { injected: 0, detected: 0, worstBeats: 0 },
   };
   const account = (r: SimResult, ms: number): void => {
     s.runs++;
@@ -62,6 +69,13 @@ export function runSweep(
       if (!prev || ticks > prev.ticks) s.firstChoice[shape] = { ticks, seed: r.seed };
     }
     if (!r.ok) s.failures.push(r);
+    const { divergeInjectedAt: inj, divergeDetectedAt: det } = r.stats;
+    if (inj >= 0) s.divergence.injected++;
+    if (inj >= 0 && det >= 0) {
+      s.divergence.detected++;
+      const beats = (det - Math.max(inj, r.config.faultSteps)) / r.config.timing.heartbeatTicks;
+      s.divergence.worstBeats = Math.max(s.divergence.worstBeats, beats);
+    }
     each?.(r, ms);
   };
   for (let i = 0; i < count; i++) {
@@ -101,6 +115,7 @@ export function replayCommand(r: SimResult, opts: SimRunOptions = {}): string {
   if (opts.windowSlots !== undefined) extra.push(`--window ${opts.windowSlots}`);
   if (opts.wipe !== undefined) extra.push(opts.wipe ? '--wipe' : '--no-wipe');
   if (opts.wire) extra.push('--wire');
+  if (opts.injectDivergence) extra.push('--inject-divergence');
   if (opts.sabotage !== undefined && opts.sabotage !== 'none')
     extra.push(`--sabotage ${opts.sabotage}`);
   if (opts.mutation !== undefined && opts.mutation !== 'none')
