@@ -298,3 +298,63 @@ t.test(
     }
   },
 );
+
+/**
+ * An acceptor acknowledges an accept for a slot it already knows chosen without
+ * storing it (onAccept), whatever the value. Attack: a deposed leader L (paused
+ * through an election) re-sends its accept of x for a slot the new leader chose
+ * y at; node 1 learned y by catch-up without ever promising the new ballot, so
+ * it acknowledges L's x. Safe by quorum intersection (PMS): the new ballot's
+ * quorum {2, 3, 4} promised above L, so L finds at most 1 + 1 acknowledgements
+ * below it. Control run: with the 'minority-quorum' mutation the same schedule
+ * lets L choose x (the assertion can fail).
+ */
+function chosenAckSchedule(t: Test, mutate: boolean): string | undefined {
+  const opts = (mutate ? { mutations: ['minority-quorum'] } : {}) as Partial<CoreOpts>;
+  const net = new CoreNet([0, 1, 2, 3, 4], opts);
+  net.tick(15);
+  t.equal(net.leader()?.sid, A, 'L leads at b1');
+  net.submit(A, cmd(1, 1, 'u'));
+  net.tick(3);
+  // x for slot 2 reaches only L itself.
+  net.drop = (e) => e.from === A && e.to !== A && isType(e, 'accept');
+  net.submit(A, cmd(1, 2, 'x'));
+  net.run();
+  net.pause(A);
+  // 1 never hears the new ballot (prepares and accepts to it are lost) but
+  // learns what is chosen by catch-up; 2, 3 and 4 elect one of them.
+  net.drop = (e) => e.to === 1 && e.from !== 1 && isType(e, 'prepare', 'accept');
+  net.frozen.add(1); // its election timer does not fire meanwhile
+  const n = electAmong(t, net, [2, 3, 4]);
+  net.submit(n, cmd(2, 1, 'y'));
+  net.tick(3);
+  net.frozen.delete(1);
+  net.tick(PERIOD);
+  const slot = [...net.applied.get(n)!.entries()].find(([, v]) => v === '2:1:y')?.[0];
+  t.ok(slot !== undefined && net.node(1).chosenValue(slot) !== undefined, '1 learned y chosen');
+  t.ok(net.node(1).promised < net.node(n).ballot, '1 never promised the new ballot');
+  // L resumes cut from 2, 3, 4 (what reached it while stopped is lost) and
+  // re-sends its accept of x to 1; catch-up between L and 1 is lost, so L does
+  // not learn y (and step down) first.
+  net.parked = net.parked.filter((e) => e.to !== A);
+  net.drop = (e) =>
+    apart(e, [A], [2, 3, 4]) ||
+    (e.to === 1 && isType(e, 'prepare', 'accept') && e.from !== A) ||
+    (apart(e, [A], [1]) && isType(e, 'catchupReq', 'catchupResp'));
+  const before = net.history.length;
+  net.resume(A);
+  net.tick(2 * PERIOD);
+  const acked = net.history
+    .slice(before)
+    .some((e) => e.from === 1 && e.to === A && isType(e, 'accepted'));
+  t.ok(acked, "1 acknowledged L's accept of x (it knows the slot chosen)");
+  return appliedAt(net, A, 2);
+}
+
+t.test(
+  'PMS quorum intersection: acknowledgements of slots known chosen never let a deposed leader choose its own value there',
+  async (t) => {
+    t.not(chosenAckSchedule(t, false), '1:2:x', 'L never applies x at slot 2');
+    t.equal(chosenAckSchedule(t, true), '1:2:x', "control: with 'minority-quorum' L applies x");
+  },
+);
