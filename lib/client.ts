@@ -48,6 +48,8 @@ export class PaxosClientError extends Error {
 }
 
 export interface OpResult extends CmdResult {
+  /** The request as `cid:seq` (the name a write has in the order logs). */
+  request: string;
   /** Server that answered. */
   sid: number;
   /** Transmissions it took (1 = first try). */
@@ -65,7 +67,69 @@ export interface ClientOptions {
   retryMs: number;
   clusterId?: string;
   keys?: Keyring;
+  /** How datagrams go out and come in. Default: a UDP socket (node:dgram). */
+  transport?: ClientTransport;
+  /** Time and timers. Default: Date.now and the event loop's timers. */
+  timers?: ClientTimers;
+  /** 32 random bits (nonces). Default: node:crypto. The simulator passes its seeded PRNG. */
+  randomU32?: () => number;
 }
+
+/** The client's datagram service (a UDP socket, or the simulator's network). */
+export interface ClientTransport {
+  send(datagram: Buffer, server: ClientServerAddr): void;
+  /** Every datagram received goes to `onDatagram`. */
+  listen(onDatagram: (datagram: Buffer) => void): void;
+  close(): void;
+}
+
+/** The client's clock: milliseconds, timers, and "after this turn". */
+export interface ClientTimers {
+  now(): number;
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+  /** Run `fn` once the current turn is over (requests of one turn share a datagram). */
+  defer(fn: () => void): void;
+}
+
+/** A UDP socket on an ephemeral port that does not keep the process alive. */
+export function udpTransport(): ClientTransport {
+  const sock = dgram.createSocket({
+    type: 'udp4',
+    recvBufferSize: 8 << 20,
+    sendBufferSize: 8 << 20,
+  });
+  sock.on('error', (e) => debug('socket error %s', e.message));
+  sock.bind(0, '0.0.0.0');
+  sock.unref();
+  return {
+    send: (buf, s) =>
+      sock.send(buf, s.clientPort, s.host, (err) => {
+        if (err) debug('send to %s:%d failed: %s', s.host, s.clientPort, err.message);
+      }),
+    listen: (fn) => sock.on('message', (buf) => fn(buf)),
+    close: () => sock.close(),
+  };
+}
+
+/** The event loop's clock and timers. */
+export const realTimers: ClientTimers = {
+  now: () => Date.now(),
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clearInterval: (h) => clearInterval(h as NodeJS.Timeout),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  defer: (fn) => setImmediate(fn),
+};
+
+function cryptoU32(): number {
+  return randomBytes(4).readUInt32LE(0);
+}
+
+/** How an operation ends: an error (outcome unknown, closed) or a result. */
+export type Done = (err: Error | null, r?: OpResult) => void;
 
 /**
  * What a request is: a write runs at most once and its outcome may be unknown;
@@ -89,14 +153,7 @@ interface Pending {
   redirects: number;
   /** Validate replies answered at once (bounded: a token that keeps failing waits for the timer). */
   validations: number;
-  resolve: (r: OpResult) => void;
-  reject: (e: Error) => void;
-}
-
-/** 52 random bits above REGISTER_NONCE_MIN: collisions between clients are negligible. */
-function randomNonce(): number {
-  const b = randomBytes(8);
-  return REGISTER_NONCE_MIN + (b.readUInt32LE(0) & 0xfffff) * 2 ** 32 + b.readUInt32LE(4);
+  done: Done;
 }
 
 /**
@@ -110,7 +167,9 @@ export class Session {
   /** The session id the cluster gave us, or null before registering (or after it expired). */
   cid: number | null = null;
   seq = 0;
-  private chain: Promise<unknown> = Promise.resolve();
+  /** Operations waiting for the one in flight. */
+  private readonly queue: { op: KvOp; done: Done }[] = [];
+  private busy = false;
 
   constructor(private readonly client: PaxosClient) {}
 
@@ -127,11 +186,31 @@ export class Session {
     return this.run({ kind: 'cas', key, expected, value });
   }
 
-  /** Operations of one session run strictly one after another. */
   run(op: KvOp): Promise<OpResult> {
-    const p = this.chain.then(() => this.client.send(this, op));
-    this.chain = p.catch(() => undefined);
-    return p;
+    return new Promise((resolve, reject) =>
+      this.submit(op, (err, r) => (err ? reject(err) : resolve(r!))),
+    );
+  }
+
+  /**
+   * Operations of one session run strictly one after another; `done` is called
+   * once, synchronously from the event that ends the operation (the simulator
+   * drives the client this way, without promises).
+   */
+  submit(op: KvOp, done: Done): void {
+    this.queue.push({ op, done });
+    if (!this.busy) this.next();
+  }
+
+  private next(): void {
+    const item = this.queue.shift();
+    if (!item) return;
+    this.busy = true;
+    this.client.send(this, item.op, (err, r) => {
+      this.busy = false;
+      item.done(err, r);
+      if (!this.busy) this.next();
+    });
   }
 }
 
@@ -142,7 +221,9 @@ export class Session {
  * as PaxosClientError('unknown'), never as failed.
  */
 export class PaxosClient {
-  private readonly sock: dgram.Socket;
+  private readonly transport: ClientTransport;
+  private readonly timers: ClientTimers;
+  private readonly randomU32: () => number;
   private readonly servers: ClientServerAddr[];
   private readonly indexOf = new Map<number, number>();
   private readonly pending = new Map<string, Pending>();
@@ -158,9 +239,9 @@ export class PaxosClient {
   private preferred = 0;
   private readonly outbox = new Map<number, OpRequest[]>();
   private outboxScheduled = false;
-  private readonly readCid = randomNonce();
+  private readonly readCid: number;
   private readSeq = 0;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: unknown = null;
   private closed = false;
   private readonly cluster: number;
   private readonly keys: Keyring;
@@ -177,16 +258,24 @@ export class PaxosClient {
       this.preferred = this.indexOf.get(opts.leader)!;
     this.cluster = clusterTag(opts.clusterId ?? 'local');
     this.keys = opts.keys ?? NO_KEYS;
-    this.sock = dgram.createSocket({
-      type: 'udp4',
-      recvBufferSize: 8 << 20,
-      sendBufferSize: 8 << 20,
-    });
-    this.sock.on('message', (buf) => this.onMessage(buf));
-    this.sock.on('error', (e) => debug('socket error %s', e.message));
-    this.sock.bind(0, '0.0.0.0');
-    this.sock.unref();
+    this.timers = opts.timers ?? realTimers;
+    this.randomU32 = opts.randomU32 ?? cryptoU32;
+    this.readCid = this.randomNonce();
+    this.transport = opts.transport ?? udpTransport();
+    this.transport.listen((buf) => this.onMessage(buf));
     this.defaultSession = new Session(this);
+  }
+
+  /** 52 random bits above REGISTER_NONCE_MIN: collisions between clients are negligible. */
+  private randomNonce(): number {
+    const hi = this.randomU32() & 0xfffff;
+    return REGISTER_NONCE_MIN + hi * 2 ** 32 + (this.randomU32() >>> 0);
+  }
+
+  /** Try `sid` first from now on (it is believed to lead). */
+  preferServer(sid: number): void {
+    const idx = this.indexOf.get(sid);
+    if (idx !== undefined) this.preferred = idx;
   }
 
   static fromConfig(cfg: ClientConfig, extra: Partial<ClientOptions> = {}): PaxosClient {
@@ -218,61 +307,71 @@ export class PaxosClient {
   }
 
   /** @internal used by Session */
-  async send(session: Session, op: KvOp): Promise<OpResult> {
-    if (this.closed) throw new PaxosClientError('closed', 'client is closed');
+  send(session: Session, op: KvOp, done: Done): void {
+    if (this.closed) return done(new PaxosClientError('closed', 'client is closed'));
     const opBytes = encodeOp(op);
     // A request that cannot fit in one datagram certainly never ran: say so now.
     if (opBytes.length > OP_BYTES_MAX)
-      return {
+      return done(null, {
         ok: false,
         err: `too_large: the operation is ${opBytes.length} bytes; the limit is ${OP_BYTES_MAX} bytes per request`,
+        request: '',
         sid: -1,
         attempts: 0,
         redirects: 0,
-      };
-    const deadline = Date.now() + this.opts.timeoutMs;
+      });
+    const deadline = this.timers.now() + this.opts.timeoutMs;
     // Reads are answered by the leader's read index and never enter the log, so
     // they use the client's own read stream, not the session's sequence.
     if (op.kind === 'get')
-      return this.request(this.readCid, ++this.readSeq, opBytes, 'read', deadline);
-    if (session.cid === null) {
-      const reg = await this.register(deadline);
-      if ('err' in reg) return reg.err;
-      session.cid = reg.id;
-      session.seq = 0;
-    }
-    const cid = session.cid;
-    const seq = ++session.seq;
-    // If the cluster says the session expired, the next write opens a new one;
-    // this write is never re-sent under it (it may have run).
-    const expired = (): void => {
-      if (session.cid === cid) session.cid = null;
+      return this.request(this.readCid, ++this.readSeq, opBytes, 'read', deadline, done);
+    const write = (): void => {
+      const cid = session.cid!;
+      const seq = ++session.seq;
+      // If the cluster says the session expired, the next write opens a new one;
+      // this write is never re-sent under it (it may have run).
+      const expired = (): void => {
+        if (session.cid === cid) session.cid = null;
+      };
+      this.request(cid, seq, opBytes, 'write', deadline, done, expired);
     };
-    return this.request(cid, seq, opBytes, 'write', deadline, expired);
+    if (session.cid !== null) return write();
+    this.register(deadline, (err, reg) => {
+      if (err) return done(err);
+      if ('err' in reg!) return done(null, reg.err);
+      session.cid = reg!.id;
+      session.seq = 0;
+      write();
+    });
   }
 
   /**
    * Open a session through the log. Retrying is harmless: a registration changes
    * no data, and a retry whose session is still live gets the same id.
    */
-  private async register(deadline: number): Promise<{ id: number } | { err: OpResult }> {
-    let r: OpResult;
-    try {
-      r = await this.request(randomNonce(), 1, encodeRegister(), 'register', deadline);
-    } catch (e) {
-      if (e instanceof PaxosClientError && e.code === 'unknown')
-        throw new PaxosClientError(
-          'unknown',
-          `no session: the registration got no answer within ${this.opts.timeoutMs} ms (the operation was not sent)`,
-          undefined,
-          true,
+  private register(
+    deadline: number,
+    done: (err: Error | null, reg?: { id: number } | { err: OpResult }) => void,
+  ): void {
+    this.request(this.randomNonce(), 1, encodeRegister(), 'register', deadline, (e, r) => {
+      if (e)
+        return done(
+          e instanceof PaxosClientError && e.code === 'unknown'
+            ? new PaxosClientError(
+                'unknown',
+                `no session: the registration got no answer within ${this.opts.timeoutMs} ms (the operation was not sent)`,
+                undefined,
+                true,
+              )
+            : e,
         );
-      throw e;
-    }
-    const id = Number(r.value);
-    if (!r.ok || !Number.isSafeInteger(id) || id < 1 || id >= REGISTER_NONCE_MIN)
-      return { err: { ...r, ok: false, err: `register: ${r.err ?? 'bad answer'}` } };
-    return { id };
+      const id = Number(r!.value);
+      if (!r!.ok || !Number.isSafeInteger(id) || id < 1 || id >= REGISTER_NONCE_MIN)
+        return done(null, {
+          err: { ...r!, ok: false, err: `register: ${r!.err ?? 'bad answer'}` },
+        });
+      done(null, { id });
+    });
   }
 
   private request(
@@ -281,35 +380,33 @@ export class PaxosClient {
     op: Uint8Array,
     kind: RequestKind,
     deadline: number,
+    done: Done,
     onExpired?: () => void,
-  ): Promise<OpResult> {
-    if (this.closed) return Promise.reject(new PaxosClientError('closed', 'client is closed'));
-    return new Promise<OpResult>((resolve, reject) => {
-      const p: Pending = {
-        cid,
-        seq,
-        op,
-        kind,
-        onExpired,
-        target: this.preferred,
-        sentAt: Date.now(),
-        deadline,
-        backoffMs: this.opts.retryMs,
-        attempts: 0,
-        redirects: 0,
-        validations: 0,
-        resolve,
-        reject,
-      };
-      this.pending.set(`${cid}:${seq}`, p);
-      this.transmit(p);
-      this.ensureTimer();
-    });
+  ): void {
+    if (this.closed) return done(new PaxosClientError('closed', 'client is closed'));
+    const p: Pending = {
+      cid,
+      seq,
+      op,
+      kind,
+      onExpired,
+      target: this.preferred,
+      sentAt: this.timers.now(),
+      deadline,
+      backoffMs: this.opts.retryMs,
+      attempts: 0,
+      redirects: 0,
+      validations: 0,
+      done,
+    };
+    this.pending.set(`${cid}:${seq}`, p);
+    this.transmit(p);
+    this.ensureTimer();
   }
 
   private transmit(p: Pending): void {
     p.attempts++;
-    p.sentAt = Date.now();
+    p.sentAt = this.timers.now();
     if (p.attempts > 1) this.stats.retries++;
     this.stats.sent++;
     // Requests of one turn to the same server share a datagram: the per-datagram
@@ -323,7 +420,7 @@ export class PaxosClient {
     });
     if (!this.outboxScheduled) {
       this.outboxScheduled = true;
-      setImmediate(() => this.flushOutbox());
+      this.timers.defer(() => this.flushOutbox());
     }
   }
 
@@ -346,14 +443,7 @@ export class PaxosClient {
         const body = encodeRequest(
           batch.length === 1 ? { t: 'op', ...batch[0], token } : { t: 'ops', ops: batch, token },
         );
-        this.sock.send(
-          seal(Kind.ClientRequest, this.cluster, body, this.keys),
-          s.clientPort,
-          s.host,
-          (err) => {
-            if (err) debug('send to %s:%d failed: %s', s.host, s.clientPort, err.message);
-          },
-        );
+        this.transport.send(seal(Kind.ClientRequest, this.cluster, body, this.keys), s);
       }
     }
     this.outbox.clear();
@@ -362,15 +452,18 @@ export class PaxosClient {
   private ensureTimer(): void {
     if (this.timer) return;
     // One timer for every outstanding request, not one per request.
-    this.timer = setInterval(() => this.onTimer(), Math.max(1, Math.min(5, this.opts.retryMs)));
+    this.timer = this.timers.setInterval(
+      () => this.onTimer(),
+      Math.max(1, Math.min(5, this.opts.retryMs)),
+    );
   }
 
   private onTimer(): void {
-    const now = Date.now();
+    const now = this.timers.now();
     for (const [key, p] of this.pending) {
       if (now >= p.deadline) {
         this.pending.delete(key);
-        p.reject(
+        p.done(
           p.kind === 'write'
             ? this.unknown(p, `no answer within ${this.opts.timeoutMs} ms`)
             : new PaxosClientError('unknown', `no answer within ${this.opts.timeoutMs} ms`),
@@ -386,7 +479,7 @@ export class PaxosClient {
       }
     }
     if (this.pending.size === 0 && this.statusWaiters.size === 0 && this.timer) {
-      clearInterval(this.timer);
+      this.timers.clearInterval(this.timer);
       this.timer = null;
     }
   }
@@ -460,10 +553,10 @@ export class PaxosClient {
           (r.result.err === 'session_expired' || r.result.err === 'stale')
         ) {
           if (r.result.err === 'session_expired') p.onExpired?.();
-          p.reject(this.unknown(p, `the cluster answered ${r.result.err}`));
+          p.done(this.unknown(p, `the cluster answered ${r.result.err}`));
           return;
         }
-        p.resolve({ ...r.result, sid, attempts: p.attempts, redirects: p.redirects });
+        p.done(null, { ...r.result, ...this.about(p), sid });
         return;
       }
       case 'redirect': {
@@ -477,13 +570,13 @@ export class PaxosClient {
         } else {
           // No leader known yet (election in progress): wait for the retry timer,
           // then go on to the next server.
-          p.sentAt = Date.now();
+          p.sentAt = this.timers.now();
         }
         return;
       }
       case 'error':
         if (r.code === 'busy') {
-          p.sentAt = Date.now();
+          p.sentAt = this.timers.now();
           return;
         }
         this.pending.delete(key);
@@ -491,18 +584,21 @@ export class PaxosClient {
         // (the same on every node), so they prove that no transmission ran. Any
         // other refusal proves it only for a request sent once.
         if (p.kind === 'write' && p.attempts > 1 && r.code !== 'bad_op' && r.code !== 'too_large') {
-          p.reject(this.unknown(p, `the cluster answered ${r.code}: ${r.message}`));
+          p.done(this.unknown(p, `the cluster answered ${r.code}: ${r.message}`));
           return;
         }
-        p.resolve({
+        p.done(null, {
           ok: false,
           err: `${r.code}: ${r.message}`,
+          ...this.about(p),
           sid: this.servers[p.target].sid,
-          attempts: p.attempts,
-          redirects: p.redirects,
         });
         return;
     }
+  }
+
+  private about(p: Pending): Pick<OpResult, 'request' | 'attempts' | 'redirects'> {
+    return { request: `${p.cid}:${p.seq}`, attempts: p.attempts, redirects: p.redirects };
   }
 
   private unknown(p: Pending, why: string): PaxosClientError {
@@ -519,26 +615,22 @@ export class PaxosClient {
     const idx = this.indexOf.get(sid);
     if (idx === undefined) return Promise.resolve(null);
     const s = this.servers[idx];
-    const nonce = randomBytes(4).readUInt32LE(0);
+    const nonce = this.randomU32() >>> 0;
     return new Promise((resolve) => {
       const done = (v: Record<string, unknown> | null): void => {
-        clearTimeout(t);
+        this.timers.clearTimeout(t);
         this.statusWaiters.delete(nonce);
         this.statusResend.delete(nonce);
         resolve(v);
       };
-      const t = setTimeout(() => done(null), timeoutMs);
+      const t = this.timers.setTimeout(() => done(null), timeoutMs);
       this.statusWaiters.set(nonce, (st) => done(st));
       let sends = 0;
       const send = (): void => {
         // The first send and one more after a validate reply (with its token).
         if (sends++ >= 2) return;
         const body = encodeRequest({ t: 'status', nonce, token: this.tokens[idx] });
-        this.sock.send(
-          seal(Kind.ClientRequest, this.cluster, body, this.keys),
-          s.clientPort,
-          s.host,
-        );
+        this.transport.send(seal(Kind.ClientRequest, this.cluster, body, this.keys), s);
       };
       this.statusResend.set(nonce, send);
       send();
@@ -548,14 +640,14 @@ export class PaxosClient {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) this.timers.clearInterval(this.timer);
     for (const p of this.pending.values())
-      p.reject(
+      p.done(
         p.kind === 'write'
           ? this.unknown(p, 'client closed')
           : new PaxosClientError('closed', 'client closed'),
       );
     this.pending.clear();
-    this.sock.close();
+    this.transport.close();
   }
 }

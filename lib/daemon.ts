@@ -14,15 +14,8 @@ import { OrderLog } from './io/orderlog';
 import { StorageError } from './io/recordlog';
 import { DurableStore, type OpenedStore } from './io/storage';
 import { NodeMetrics, serveMetrics } from './metrics';
-import {
-  admissionError,
-  encodeLimits,
-  KvStateMachine,
-  LIMITS_CID,
-  parseCommand,
-  REGISTER_NONCE_MIN,
-  type SmLimits,
-} from './sm/kv';
+import { ClientFront } from './front';
+import { KvStateMachine } from './sm/kv';
 import {
   AddressTokens,
   AMPLIFICATION_FACTOR,
@@ -178,10 +171,6 @@ interface ReplyTo {
   allowanceBytes: number;
 }
 
-interface Waiter extends ReplyTo {
-  at: number;
-}
-
 /** A result waiting for the end of the turn, with the bytes its answer may take. */
 interface BoxedResult {
   cid: number;
@@ -223,14 +212,9 @@ export class PaxosNode {
   private readonly cluster: number;
   private readonly peerKeys: Keyring;
   private readonly clientKeys: Keyring;
-  private readonly waiters = new Map<string, Waiter[]>();
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
-  /** Reads waiting for the read index, by read id. */
-  private readonly readWaiters = new Map<
-    number,
-    ReplyTo & { cid: number; seq: number; key: string; at: number }
-  >();
-  private readSeq = 0;
+  /** The client-request rules (shared with the simulator): admission, submit, waiters. */
+  private readonly front: ClientFront<ReplyTo>;
   /** Results waiting for the end of the turn, by client address:port. */
   private readonly replyBox = new Map<
     string,
@@ -293,6 +277,11 @@ export class PaxosNode {
       prng: new Prng(opts.seed ?? (opts.sid * 7919 + Date.now()) >>> 0),
       sm: this.sm,
       trace: debugNode.enabled ? (line) => debugNode(line) : undefined,
+    });
+    this.front = new ClientFront({
+      replica: this.replica,
+      sm: this.sm,
+      localLimits: cfg.limits,
     });
     this.peerSock = dgram.createSocket({
       type: 'udp4',
@@ -685,109 +674,10 @@ export class PaxosNode {
 
   private onOp(to: ReplyTo, cid: number, seq: number, op: Buffer): void {
     this.metrics.requestIn(`${cid}:${seq}`, Date.now());
-    const checked = parseCommand(op);
-    if (typeof checked === 'string') {
-      const code = checked.includes('too large') ? 'too_large' : 'bad_op';
-      this.reply(to, { t: 'error', cid, seq, code, message: checked });
-      return;
-    }
-    if (checked.kind === 'get') {
-      // Reads take the read-index path: no log slot, no disk write.
-      const id = ++this.readSeq;
-      const r = this.replica.submitRead(id);
-      if (r.kind === 'queued') {
-        const w = {
-          ...to,
-          cid,
-          seq,
-          key: checked.key,
-          at: this.clock,
-        };
-        this.readWaiters.set(id, w);
-        this.scheduleFlush();
-      } else if (r.kind === 'redirect') {
-        this.reply(to, { t: 'redirect', cid, seq, leader: r.leader ?? -1 });
-      } else {
-        this.reply(to, {
-          t: 'error',
-          cid,
-          seq,
-          code: 'busy',
-          message: 'too many reads pending',
-        });
-      }
-      return;
-    }
-    const refusal = this.admitCommand(cid, seq, checked);
-    if (refusal) return this.reply(to, refusal);
-    const r = this.replica.submit({ cid, seq, op });
-    debugClient('%d: %d:%d %s -> %s', this.opts.sid, cid, seq, checked.kind, r.kind);
-    switch (r.kind) {
-      case 'queued': {
-        const key = `${cid}:${seq}`;
-        let list = this.waiters.get(key);
-        if (!list) this.waiters.set(key, (list = []));
-        if (list.length < 4) list.push({ ...to, at: this.clock });
-        this.scheduleFlush();
-        return;
-      }
-      case 'cached':
-        return this.reply(to, { t: 'result', cid, seq, result: r.result });
-      case 'redirect':
-        return this.reply(to, { t: 'redirect', cid, seq, leader: r.leader ?? -1 });
-      case 'busy':
-        return this.reply(to, {
-          t: 'error',
-          cid,
-          seq,
-          code: 'busy',
-          message: 'leader queue full',
-        });
-    }
-  }
-
-  /**
-   * Admission of a command into the log, decided here once and never again at
-   * apply: the state machine applies whatever was chosen (PMMC), so every check
-   * that may refuse a command uses the cluster's limits (from the log, the same
-   * on every node), and a refusal here proves the command never ran anywhere.
-   * Returns the reply for a refused command, or null to submit it.
-   */
-  private admitCommand(
-    cid: number,
-    seq: number,
-    op: Exclude<ReturnType<typeof parseCommand>, string>,
-  ): ClientReply | null {
-    const limits = this.sm.limits;
-    if (op.kind === 'limits')
-      return { t: 'error', cid, seq, code: 'bad_op', message: 'limits is not a client operation' };
-    if (!limits) {
-      // A new cluster: nothing is admitted before its limits are in the log. The
-      // leader proposes its own; the first one chosen becomes the cluster's.
-      if (this.replica.role !== 'leader')
-        return { t: 'redirect', cid, seq, leader: this.replica.leader ?? -1 };
-      this.proposeLimits(this.opts.config.limits);
-      return { t: 'error', cid, seq, code: 'busy', message: 'recording the cluster limits' };
-    }
-    if (op.kind === 'register') {
-      if (cid < REGISTER_NONCE_MIN)
-        return { t: 'error', cid, seq, code: 'bad_op', message: 'register needs a nonce cid' };
-      return null;
-    }
-    const tooBig = admissionError(op, limits.valueBytesMax);
-    if (tooBig) return { t: 'error', cid, seq, code: 'too_large', message: tooBig };
-    // Evicted for good (ids are never reused): the state machine would refuse it
-    // too, so it need not take a slot.
-    if (this.sm.evicted(cid) || cid === LIMITS_CID || cid >= REGISTER_NONCE_MIN)
-      return { t: 'result', cid, seq, result: { ok: false, err: 'session_expired' } };
-    return null;
-  }
-
-  private proposeLimits(l: SmLimits): void {
-    const cmd = { sessionsMax: l.sessionsMax, valueBytesMax: l.valueBytesMax };
-    // Same (cid, seq) every time: the replica queues it at most once.
-    this.replica.submit({ cid: LIMITS_CID, seq: 1, op: Buffer.from(encodeLimits(cmd)) });
-    this.scheduleFlush();
+    const r = this.front.request(to, cid, seq, op, this.clock);
+    debugClient('%d: %d:%d -> %s', this.opts.sid, cid, seq, r?.t ?? 'queued');
+    if (r) this.reply(to, r);
+    else this.scheduleFlush();
   }
 
   /**
@@ -930,10 +820,7 @@ export class PaxosNode {
 
   /** Waiters whose request was lost with a leader change: the client retries anyway. */
   private expireWaiters(): void {
-    const horizon = this.clock - Math.ceil(30_000 / this.opts.config.timing.tickMs);
-    for (const [k, list] of this.waiters)
-      if (list[list.length - 1].at < horizon) this.waiters.delete(k);
-    for (const [id, w] of this.readWaiters) if (w.at < horizon) this.readWaiters.delete(id);
+    this.front.expire(this.clock - Math.ceil(30_000 / this.opts.config.timing.tickMs));
   }
 
   private scheduleFlush(): void {
@@ -1016,14 +903,7 @@ export class PaxosNode {
     if (gated.length > 0) this.pipeline.push({ gen: this.writeGen, messages: gated });
     this.metrics.appliedSlots += rd.applied.length;
     this.metrics.observeRole(this.replica.role, this.replica.leader);
-    if (this.emit(now, rd.applied, rd.events)) this.scheduleFlush();
-    for (const id of rd.reads) {
-      const w = this.readWaiters.get(id);
-      if (!w) continue;
-      this.readWaiters.delete(id);
-      const value = this.sm.data.get(w.key) ?? null;
-      this.queueResult(w, w.cid, w.seq, { ok: true, value });
-    }
+    if (this.emit(now, rd.applied, rd.events, rd.reads)) this.scheduleFlush();
     this.release();
     this.kickSync();
   }
@@ -1079,7 +959,12 @@ export class PaxosNode {
   }
 
   /** Send -> deliver to self -> order log and client answers. True if anything came back to us. */
-  private emit(messages: Outbound[], applied: AppliedEntry[], events: string[]): boolean {
+  private emit(
+    messages: Outbound[],
+    applied: AppliedEntry[],
+    events: string[],
+    reads: number[] = [],
+  ): boolean {
     if (this.stopped) return false;
     const self: Msg[] = [];
     let lastMsg: Msg | null = null;
@@ -1101,17 +986,7 @@ export class PaxosNode {
     }
     if (applied.length > 0) {
       const lines: string[] = [];
-      for (const a of applied) {
-        this.orderLog.write(a.slot, a.lines, lines);
-        for (let i = 0; i < a.cmds.length; i++) {
-          const c = a.cmds[i];
-          const key = `${c.cid}:${c.seq}`;
-          const list = this.waiters.get(key);
-          if (!list) continue;
-          this.waiters.delete(key);
-          for (const w of list) this.queueResult(w, c.cid, c.seq, a.results[i]);
-        }
-      }
+      for (const a of applied) this.orderLog.write(a.slot, a.lines, lines);
       try {
         this.orderLog.flush(lines);
       } catch (e) {
@@ -1119,6 +994,8 @@ export class PaxosNode {
       }
     }
     if (applied.length > 0) this.noteLimits();
+    // Answers after the order log: what a client was told is in it.
+    this.front.answers(applied, reads, (to, x) => this.queueResult(to, x.cid, x.seq, x.result));
     for (const e of events) this.log(e, isDivergenceEvent(e) ? 'ERROR' : 'INFO');
     for (const m of self) this.replica.step(this.opts.sid, m);
     return self.length > 0;

@@ -231,7 +231,7 @@ export class ClientProxy {
     const list = req.t === 'op' ? [req] : req.ops;
     return list.map((o) => {
       const op = decodeOp(o.op, 1 << 20);
-      return { cid: o.cid, seq: o.seq, kind: typeof op === 'string' ? 'other' : op.kind };
+      return { cid: o.cid, seq: o.seq, kind: 'code' in op ? 'other' : op.kind };
     });
   }
 

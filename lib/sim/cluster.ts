@@ -4,7 +4,16 @@ import { Prng } from '../core/prng';
 import { Replica, type ReplicaOptions } from '../core/replica';
 import { isDivergenceEvent } from '../core/statecheck';
 import type { CmdResult, DurableRecord, Msg, Outbound, Ready } from '../core/types';
-import { decodeOp, encodeOp, KvStateMachine, REGISTER_NONCE_MIN } from '../sm/kv';
+import { ClientFront, type FrontAnswer } from '../front';
+import {
+  encodeOp,
+  KvStateMachine,
+  PROTOCOL_LIMITS,
+  REGISTER_NONCE_MIN,
+  type SmLimits,
+} from '../sm/kv';
+import { decodeRequest, encodeReply, type ClientReply } from '../wire/client';
+import { clusterTag, Kind, NO_KEYS, open, seal } from '../wire/envelope';
 import { decodePeerBody, encodePeerBody, SCHEMA } from '../wire/peer';
 import {
   catchupBound,
@@ -17,7 +26,7 @@ import {
 } from './config';
 import { CALM, connectedMajority, SimNetwork, type Packet, type Partition } from './network';
 import { bytesEqual, fail, Oracle, SimFailure } from './oracle';
-import { SimClient, toKvResult, type ClientReply, type ClientRequest } from './workload';
+import { SIM_CLUSTER_ID, SimWorker, TICK_MS, toKvResult } from './workload';
 
 /**
  * Deterministic simulator (in the style of TigerBeetle's VOPR and FoundationDB's
@@ -31,8 +40,17 @@ import { SimClient, toKvResult, type ClientReply, type ClientRequest } from './w
  * every record written so far; client answers for applied entries go at once.
  */
 
+/** Client datagrams are the real sealed bytes (lib/wire/client.ts in lib/wire/envelope.ts). */
 export type Payload =
-  { k: 'peer'; msg: Msg } | { k: 'req'; req: ClientRequest } | { k: 'rep'; rep: ClientReply };
+  { k: 'peer'; msg: Msg } | { k: 'req'; buf: Buffer } | { k: 'rep'; buf: Buffer };
+
+/** Who waits for a client answer at a node: the client's address, and for reads the highest ballot chosen when the read arrived. */
+interface SimReplyTo {
+  from: number;
+  chosenBallot: number;
+}
+
+const SIM_CLUSTER = clusterTag(SIM_CLUSTER_ID);
 
 /** Ballot rounds allowed after the heal (measured: at most 12 in 3,000 bridge seeds, 8 in 1,500 others). */
 const ROUNDS_AFTER_HEAL_MAX = 20;
@@ -92,13 +110,10 @@ class SimNode {
   syncedGen = 0;
   /** The fsync in progress: completes at `at`, covering records[0, count) of `epoch`. */
   sync: { at: number; target: number; count: number; epoch: number } | null = null;
-  waiters = new Map<string, number[]>();
-  /** Read-index requests waiting for their read id in ready().reads. */
-  readWaiters = new Map<
-    number,
-    { from: number; cid: number; seq: number; key: string; chosenBallot: number }
-  >();
-  readSeq = 0;
+  /** The daemon's client-request rules (lib/front.ts), over this incarnation's replica. */
+  front: ClientFront<SimReplyTo> | null = null;
+  /** This node's own config limits (they may differ between nodes, as in a rolling change). */
+  limits: SmLimits = PROTOCOL_LIMITS;
   /** Highest slot this node applied (for the contiguity check). */
   lastApplied = 0;
   incarnation = 0;
@@ -270,7 +285,9 @@ export class Simulation {
   private readonly prng: Prng;
   private readonly net: SimNetwork<Payload>;
   private readonly nodes = new Map<number, SimNode>();
-  private readonly clients = new Map<number, SimClient>();
+  private readonly clients = new Map<number, SimWorker>();
+  /** The first real answer sent for each write (cid:seq): every later one must be the same. */
+  private readonly writeAnswers = new Map<string, string>();
   private readonly oracle: Oracle;
   /** injectDivergence: the replica and slot of the injected extra command. */
   private readonly diverge: { sid: number; slot: number } | null = null;
@@ -392,34 +409,33 @@ export class Simulation {
     this.cfg.sids.forEach((sid, i) => {
       const n = new SimNode(sid);
       n.clockRate = this.cfg.clockRates[i];
+      n.limits = this.cfg.nodeLimits[i];
       this.nodes.set(sid, n);
     });
     const keys = Array.from({ length: this.cfg.keys }, (_, i) => `k${i}`);
     for (let i = 0; i < this.cfg.clients; i++) {
-      const cid = 100 + i;
       const addr = CLIENT_BASE + i;
       this.clients.set(
         addr,
-        new SimClient(
-          cid,
+        new SimWorker(
+          100 + i,
           addr,
           this.cfg.sids,
           this.prng,
           {
             keys,
             thinkMax: this.cfg.thinkMax,
-            timeoutMin: this.cfg.clientTimeout[0],
-            timeoutMax: this.cfg.clientTimeout[1],
-            readIndex: this.cfg.readIndex,
+            retryTicks: this.cfg.clientRetry,
+            bigValues: this.cfg.bigValues,
+            bigValueBytes: this.cfg.bigValueBytes,
           },
           {
             now: () => this.now,
             clock: () => ++this.logical,
-            send: (from, to, req) => this.net.send(from, to, { k: 'req', req }, this.now),
+            send: (from, to, buf) => this.net.send(from, to, { k: 'req', buf }, this.now),
             trace: (line) => {
               if (this.tracing) this.trace(line);
             },
-            fail,
           },
           this.history,
         ),
@@ -1567,7 +1583,8 @@ export class Simulation {
     // Opening the data directory syncs the replayed records before anything is
     // sent (issue 9: acknowledging replayed, never-synced state is unsafe).
     if (c.sabotage !== 'no-sync-on-open') n.disk.synced = n.disk.records.length;
-    const sm = new KvStateMachine(c.limits.sessionsMax, c.limits.valueBytesMax);
+    // No limits given: the state machine learns the cluster's from the log (as the daemon's).
+    const sm = new KvStateMachine();
     const ro: ReplicaOptions & { slotsAheadMax?: number } = {
       sid: n.sid,
       sids: c.sids,
@@ -1602,6 +1619,7 @@ export class Simulation {
     n.replica = replica;
     n.sm = sm;
     if (this.diverge?.sid === n.sid) this.injectDivergence(sm, this.diverge.slot);
+    n.front = new ClientFront({ replica, sm, localLimits: n.limits });
     n.up = true;
     n.lastApplied = n.disk.snapshot?.slot ?? 0;
     n.held = [];
@@ -1610,8 +1628,6 @@ export class Simulation {
     n.mustSyncGen = 0;
     n.syncedGen = 0;
     n.sync = null;
-    n.waiters.clear();
-    n.readWaiters.clear();
     n.pausedUntil = 0;
     this.mix(0x57a7 + n.sid);
     if (this.tracing)
@@ -1660,11 +1676,10 @@ export class Simulation {
     if (n.replica) this.addReplicaStats(n.replica);
     n.replica = null;
     n.sm = null;
+    n.front = null;
     n.sync = null;
     n.pipeline = [];
     n.held = [];
-    n.waiters.clear();
-    n.readWaiters.clear();
     n.crashes++;
     this.stats.crashes++;
     if (kind === 'power') {
@@ -1702,7 +1717,7 @@ export class Simulation {
   private deliver(p: Packet<Payload>): void {
     const pl = p.payload;
     if (pl.k === 'rep') {
-      this.clients.get(p.to)?.onReply(p.from, pl.rep);
+      this.clients.get(p.to)?.receive(pl.buf);
       return;
     }
     const n = this.nodes.get(p.to);
@@ -1721,66 +1736,60 @@ export class Simulation {
       n.replica!.step(p.from, pl.msg);
       this.checkFine(n);
     } else {
-      this.onClientRequest(n, p.from, pl.req);
+      this.onClientRequest(n, p.from, pl.buf);
     }
     if (this.cfg.flushPerMessage > 0 && this.prng.chance(this.cfg.flushPerMessage)) this.flush(n);
   }
 
-  private onClientRequest(n: SimNode, from: number, req: ClientRequest): void {
-    if (this.cfg.readIndex) {
-      const op = decodeOp(req.op, 1 << 20);
-      if (typeof op !== 'string' && op.kind === 'get') {
-        const id = ++n.readSeq;
-        const r = n.replica!.submitRead(id);
-        this.mix(0xe1 + r.kind.length);
-        if (this.tracing)
-          this.trace(`node ${n.sid} <- client ${req.cid} #${req.seq} read: ${r.kind}`);
-        if (r.kind === 'queued')
-          n.readWaiters.set(id, {
-            from,
-            cid: req.cid,
-            seq: req.seq,
-            key: op.key,
-            chosenBallot: this.oracle.maxChosenBallot,
-          });
-        else if (r.kind === 'redirect')
-          this.net.send(
-            n.sid,
-            from,
-            { k: 'rep', rep: { t: 'redirect', cid: req.cid, seq: req.seq, leader: r.leader } },
-            this.now,
-          );
-        else
-          this.net.send(
-            n.sid,
-            from,
-            { k: 'rep', rep: { t: 'busy', cid: req.cid, seq: req.seq } },
-            this.now,
-          );
-        return;
-      }
+  /** A client datagram at a node: opened and decoded as the daemon does, then the daemon's front door (lib/front.ts). */
+  private onClientRequest(n: SimNode, from: number, buf: Buffer): void {
+    const opened = open(buf, Kind.ClientRequest, SIM_CLUSTER, NO_KEYS);
+    if ('error' in opened) fail('client wire', `node ${n.sid}: ${opened.error}`);
+    const req = decodeRequest(opened.body);
+    if ('error' in req) fail('client wire', `node ${n.sid}: ${req.error}`);
+    if (req.t === 'status') return;
+    const to: SimReplyTo = { from, chosenBallot: this.oracle.maxChosenBallot };
+    for (const o of req.t === 'op' ? [req] : req.ops) {
+      const rep = n.front!.request(to, o.cid, o.seq, o.op, this.now);
+      this.checkFine(n);
+      this.mix(0xc1 + (rep ? rep.t.length : 0));
+      if (this.tracing)
+        this.trace(`node ${n.sid} <- client ${from} ${o.cid}:${o.seq}: ${rep ? rep.t : 'queued'}`);
+      if (rep) this.reply(n, from, rep);
     }
-    const r = n.replica!.submit({ cid: req.cid, seq: req.seq, op: req.op });
-    this.checkFine(n);
-    this.mix(0xc1 + r.kind.length);
-    if (this.tracing) this.trace(`node ${n.sid} <- client ${req.cid} #${req.seq}: ${r.kind}`);
-    const reply = (rep: ClientReply): void =>
-      this.net.send(n.sid, from, { k: 'rep', rep }, this.now);
-    switch (r.kind) {
-      case 'queued': {
-        const key = `${req.cid}:${req.seq}`;
-        let list = n.waiters.get(key);
-        if (!list) n.waiters.set(key, (list = []));
-        if (!list.includes(from)) list.push(from);
-        return;
-      }
-      case 'cached':
-        return reply({ t: 'result', cid: req.cid, seq: req.seq, result: r.result });
-      case 'redirect':
-        return reply({ t: 'redirect', cid: req.cid, seq: req.seq, leader: r.leader });
-      case 'busy':
-        return reply({ t: 'busy', cid: req.cid, seq: req.seq });
-    }
+  }
+
+  /** One answer to a client, sealed as the daemon seals it. */
+  private reply(n: SimNode, to: number, rep: ClientReply): void {
+    if (rep.t === 'result') this.checkAnswer(rep.cid, rep.seq, rep.result);
+    const buf = seal(Kind.ClientReply, SIM_CLUSTER, encodeReply(rep), NO_KEYS);
+    this.net.send(n.sid, to, { k: 'rep', buf }, this.now);
+  }
+
+  /** A write's answer never changes: every answer for one cid:seq must be the same. */
+  private checkAnswer(cid: number, seq: number, result: CmdResult): void {
+    // Reads and registrations use nonces, not sessions; "stale" and
+    // "session_expired" say nothing about a request's outcome.
+    if (cid >= REGISTER_NONCE_MIN || result.err === 'stale' || result.err === 'session_expired')
+      return;
+    const key = `${cid}:${seq}`;
+    const text = JSON.stringify(result);
+    const prev = this.writeAnswers.get(key);
+    if (prev === undefined) this.writeAnswers.set(key, text);
+    else if (prev !== text)
+      fail('one answer per request', `request ${key} was answered ${prev} and later ${text}`);
+  }
+
+  /** Answers due after a ready(): applied writes, and reads whose read index is confirmed. */
+  private answer(n: SimNode, to: SimReplyTo, a: FrontAnswer): void {
+    // Read index: a majority confirmed, after the read arrived, that it promised
+    // nothing above our ballot; so nothing was chosen above it before the read arrived.
+    if (a.read && to.chosenBallot > n.replica!.promised)
+      fail(
+        'read index: no higher ballot chose before the read arrived',
+        `node ${n.sid} answered read ${a.cid}:${a.seq} at promised ${formatBallot(n.replica!.promised)}, but a value was chosen at ${formatBallot(to.chosenBallot)} before the read arrived`,
+      );
+    this.reply(n, to.from, { t: 'result', cid: a.cid, seq: a.seq, result: a.result });
   }
 
   // ======================= the driver: PaxosNode.handle / kickSync / release =======================
@@ -1866,41 +1875,7 @@ export class Simulation {
     if (gated.length > 0) n.pipeline.push({ gen: n.writeGen, messages: gated });
     const self = this.send(n, now);
     // Client answers go at once: an applied entry is chosen, a majority holds it.
-    for (const a of rd.applied) {
-      for (let i = 0; i < a.cmds.length; i++) {
-        const c = a.cmds[i];
-        const key = `${c.cid}:${c.seq}`;
-        const list = n.waiters.get(key);
-        if (!list) continue;
-        n.waiters.delete(key);
-        for (const addr of list)
-          this.net.send(
-            n.sid,
-            addr,
-            { k: 'rep', rep: { t: 'result', cid: c.cid, seq: c.seq, result: a.results[i] } },
-            this.now,
-          );
-      }
-    }
-    for (const id of rd.reads) {
-      const w = n.readWaiters.get(id);
-      if (!w) continue;
-      n.readWaiters.delete(id);
-      // Read index: a majority confirmed, after the read arrived, that it promised
-      // nothing above our ballot; so nothing was chosen above it before the read arrived.
-      if (w.chosenBallot > n.replica!.promised)
-        fail(
-          'read index: no higher ballot chose before the read arrived',
-          `node ${n.sid} answered read ${w.cid}:${w.seq} at promised ${formatBallot(n.replica!.promised)}, but a value was chosen at ${formatBallot(w.chosenBallot)} before the read arrived`,
-        );
-      const value = n.sm!.data.get(w.key) ?? null;
-      this.net.send(
-        n.sid,
-        w.from,
-        { k: 'rep', rep: { t: 'result', cid: w.cid, seq: w.seq, result: { ok: true, value } } },
-        this.now,
-      );
-    }
+    n.front!.answers(rd.applied, rd.reads, (to, x) => this.answer(n, to, x));
     this.stepSelf(n, self);
     this.release(n);
     this.kickSync(n);
@@ -2164,7 +2139,7 @@ export class Simulation {
     for (const ev of this.history) {
       if (ev.result === 'unknown') continue;
       const cl = [...this.clients.values()].find((c) => c.cid === ev.client)!;
-      const k = `${cl.cidOf.get(ev)}:${cl.seqOf.get(ev)}`;
+      const k = cl.requestOf.get(ev)!;
       const runs = this.oracle.executions.get(k) ?? [];
       const answer = JSON.stringify(ev.result);
       const ok = runs.some(
@@ -2219,7 +2194,7 @@ export class Simulation {
       if (cl.cur)
         fail(
           'liveness',
-          `client ${cl.cid} request #${cl.cur.seq} (${JSON.stringify(cl.cur.op)}) still pending ${this.now - Math.max(cl.cur.callTick, c.faultSteps)} ticks after the faults stopped (bound ${c.liveBound})${cuts}`,
+          `client ${cl.cid} request ${JSON.stringify(cl.cur.op)} still pending ${this.now - Math.max(cl.cur.callTick, c.faultSteps)} ticks after the faults stopped (bound ${c.liveBound})${cuts}`,
         );
       if (cl.maxLiveLatency > c.liveBound)
         fail(
@@ -2272,7 +2247,7 @@ export class Simulation {
       l.push(n);
     }
     const through = Math.max(max, ...this.oracle.snapshots.keys());
-    this.oracle.replay(through, c.limits.sessionsMax, c.limits.valueBytesMax, (slot, sm) => {
+    this.oracle.replay(through, (slot, sm) => {
       const nodes = bySlot.get(slot);
       const snap = this.oracle.snapshots.get(slot);
       if (!nodes && !snap) return;

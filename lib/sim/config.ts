@@ -1,5 +1,6 @@
 import { Prng } from '../core/prng';
 import type { Mutation } from '../core/replica';
+import type { SmLimits } from '../sm/kv';
 import type { LinkFaults, ReplayFaults } from './network';
 
 /**
@@ -84,8 +85,6 @@ export interface SimConfig {
     catchupBytesMax: number;
     snapshotEverySlots: number;
     keepSlots: number | undefined;
-    sessionsMax: number;
-    valueBytesMax: number;
     /**
      * The accept horizon above the chosen prefix, made small in some seeds so
      * that its edge is reachable in a few slots. Passed to the replica, which
@@ -93,6 +92,12 @@ export interface SimConfig {
      */
     slotsAheadMax: number | undefined;
   };
+  /**
+   * Each node's own config limits (same order as sids). They differ between
+   * nodes in some seeds, as during a rolling config change: the first leader
+   * records its own in the log and every state machine applies those.
+   */
+  nodeLimits: SmLimits[];
   net: LinkFaults;
   clientNet: LinkFaults;
   /** Re-delivery of old datagrams during the faults (a quarter of the rate after). */
@@ -130,13 +135,15 @@ export interface SimConfig {
   clients: number;
   keys: number;
   thinkMax: number;
-  clientTimeout: [number, number];
+  /** PaxosClient's first retransmit, in ticks (it backs off up to 4x). */
+  clientRetry: number;
+  /** Share of written values padded to a length in bigValueBytes (around the value limits). */
+  bigValues: number;
+  bigValueBytes: [number, number];
   /** Deliberately broken driver, to check that the invariants catch it (tests only). */
   sabotage: Sabotage;
   /** Deliberately broken protocol (ReplicaOptions.mutations), tests only. */
   mutation: Mutation | 'none';
-  /** Gets take the leader's read-index path (submitRead) instead of a log slot. */
-  readIndex: boolean;
   /**
    * Replica.checkInvariants after every message, tick and turn (else once per
    * node per step): it walks the log, so a quarter of the seeds pay for it.
@@ -247,14 +254,21 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
   const storm = p.chance(0.2) ? p.range(3, 5) : 1;
   const drift = p.chance(0.3);
   const clockRates = sids.map(() => (drift ? (80 + p.int(41)) / 100 : 1));
-  const clientTimeout: [number, number] = [2 * electionTicks, 3 * electionTicks];
+  // PaxosClient backs off from clientRetry to 4x: at most 4 election periods.
+  const clientRetry = electionTicks;
   const family = pin(o.family, p.chance(0.5) ? p.pick(FAMILIES) : 'none');
   const familyAt = p.range(Math.min(150, faultSteps >> 2), Math.max(150, faultSteps >> 1));
   const postHeal = pin(o.postHeal, p.chance(0.4) ? p.pick(POST_HEAL_SHAPES) : 'none');
   const slowSync = on(0.3);
   const syncTicks: [number, number] = slowSync ? [0, p.range(1, 8)] : [0, 0];
   const windowSlots = pin(o.windowSlots, p.pick([1, 1, 2, 3, 4, 4, 8, 32]));
-  const sessionsMax = p.chance(0.2) ? p.range(1, clients + 1) : 1000;
+  const nodeLimits = drawNodeLimits(p, sids.length, clients);
+  const bigValues = p.chance(0.3) ? p.pick([0.05, 0.2]) : 0;
+  const valueMaxes = nodeLimits.map((l) => l.valueBytesMax);
+  const bigValueBytes: [number, number] = [
+    Math.max(1, Math.min(...valueMaxes) - 20),
+    Math.max(...valueMaxes) + 20,
+  ];
   const slotsAheadMax = p.chance(0.3) ? p.range(1, 8) : undefined;
   // After the heal: a new leader within a few election periods (bully order, a
   // candidate that may have to catch up first), then each client may need a
@@ -264,8 +278,8 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
   const liveBound =
     12 * electionTicks +
     4 * retransmitMaxTicks +
-    2 * clientTimeout[1] +
-    (postHeal === 'none' ? 0 : 8 * electionTicks + 2 * clientTimeout[1]);
+    6 * clientRetry +
+    (postHeal === 'none' ? 0 : 8 * electionTicks + 6 * clientRetry);
   const crash = on(0.6) ? p.pick([0.002, 0.005, 0.01]) * storm : 0;
   const drawn: SimConfig = {
     seed,
@@ -281,10 +295,9 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
       catchupBytesMax,
       snapshotEverySlots: snapshots,
       keepSlots,
-      sessionsMax,
-      valueBytesMax: 1000,
       slotsAheadMax,
     },
+    nodeLimits,
     net,
     clientNet,
     replay,
@@ -309,10 +322,11 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
     clients,
     keys: p.range(1, 3),
     thinkMax: p.pick([0, 3, 10]),
-    clientTimeout,
+    clientRetry,
+    bigValues,
+    bigValueBytes,
     sabotage: o.sabotage ?? 'none',
     mutation: o.mutation ?? 'none',
-    readIndex: p.chance(0.5),
     checkEveryEvent: p.chance(0.25),
   };
   return shapeForFamily(drawn, o, snapEvery);
@@ -371,6 +385,26 @@ export function catchupBound(electionTicks: number): number {
   return 12 * electionTicks;
 }
 
+/**
+ * Each node's own limits. A fifth of the seeds keep a few sessions only
+ * (evictions every few operations); a third give the nodes different limits
+ * (a rolling config change), so that a state machine that used its own node's
+ * limits instead of the log's would diverge.
+ */
+function drawNodeLimits(p: Prng, n: number, clients: number): SmLimits[] {
+  const few = (): number => p.range(1, clients + 1);
+  const base: SmLimits = {
+    sessionsMax: p.chance(0.2) ? few() : 1000,
+    valueBytesMax: p.pick([64, 200, 1000]),
+  };
+  if (!p.chance(0.35)) return Array.from({ length: n }, () => ({ ...base }));
+  const other: SmLimits = {
+    sessionsMax: p.chance(0.5) ? few() : base.sessionsMax * 2,
+    valueBytesMax: p.chance(0.7) ? Math.max(32, base.valueBytesMax >> 1) : base.valueBytesMax,
+  };
+  return Array.from({ length: n }, () => (p.chance(0.5) ? { ...base } : { ...other }));
+}
+
 function pin<T>(override: T | undefined, drawn: T): T {
   return override === undefined ? drawn : override;
 }
@@ -382,10 +416,11 @@ export function describeConfig(c: SimConfig): string {
   return [
     `seed=${c.seed} nodes=${c.sids.length} sids=[${c.sids.join(',')}] steps=${c.faultSteps}+${c.liveSteps}+${c.liveBound}`,
     `  timing hb=${c.timing.heartbeatTicks} election=${c.timing.electionTicks} rtx=${c.timing.retransmitTicks}..${c.timing.retransmitMaxTicks} sync=${c.syncTicks.join('..')} ticks`,
-    `  limits window=${c.limits.windowSlots} batch=${c.limits.batchBytesMax}B pending=${c.limits.pendingMax} catchup=${c.limits.catchupBytesMax}B snapshotEvery=${c.limits.snapshotEverySlots >= 1 << 30 ? 'never' : c.limits.snapshotEverySlots} keep=${c.limits.keepSlots ?? 'default'} sessions=${c.limits.sessionsMax} slotsAhead=${c.limits.slotsAheadMax ?? 'default'}`,
+    `  limits window=${c.limits.windowSlots} batch=${c.limits.batchBytesMax}B pending=${c.limits.pendingMax} catchup=${c.limits.catchupBytesMax}B snapshotEvery=${c.limits.snapshotEverySlots >= 1 << 30 ? 'never' : c.limits.snapshotEverySlots} keep=${c.limits.keepSlots ?? 'default'} slotsAhead=${c.limits.slotsAheadMax ?? 'default'}`,
+    `  node limits (sessionsMax/valueBytesMax) ${c.nodeLimits.map((l) => `${l.sessionsMax}/${l.valueBytesMax}`).join(' ')}${c.bigValues > 0 ? ` big values ${pct(c.bigValues)} of ${c.bigValueBytes.join('..')}B` : ''}`,
     `  net loss=${pct(c.net.loss)} dup=${pct(c.net.dup)} delay=${c.net.delayMin}..${c.net.delayMax} spikes=${pct(c.net.spike)} up to ${c.net.spikeMax} replay=${pct(r.rate)}/step x1..${r.burst} within ${r.delayMax} (archive ${r.archive})`,
     `  faults/step crash=${pct(f.crash)} (power loss ${pct(f.powerLoss)}, then power after kill ${pct(f.powerAfterKill)}) crashInReady=${pct(f.crashInReady)} pause=${pct(f.pause)} slowDisk=${pct(f.slowDisk)} partition=${pct(f.partition)} burst=${pct(f.burst)} wipe=${f.wipeAt >= 0 ? `@${f.wipeAt}${f.wipeAgainAt >= 0 ? `,@${f.wipeAgainAt}` : ''}` : 'no'}`,
     `  family=${c.family}${c.family !== 'none' ? `@${c.familyAt}` : ''} postHeal=${c.postHeal} clock rates ${c.clockRates.some((x) => x !== 1) ? c.clockRates.join(' ') : 'exact'}`,
-    `  clients=${c.clients} keys=${c.keys} think<=${c.thinkMax} flushPerMessage=${c.flushPerMessage} invariants=${c.checkEveryEvent ? 'every event' : 'every step'} reads=${c.readIndex ? 'read-index' : 'log'}${c.sabotage !== 'none' ? ` SABOTAGE=${c.sabotage}` : ''}${c.mutation !== 'none' ? ` MUTATION=${c.mutation}` : ''}`,
+    `  clients=${c.clients} keys=${c.keys} think<=${c.thinkMax} flushPerMessage=${c.flushPerMessage} invariants=${c.checkEveryEvent ? 'every event' : 'every step'} clientRetry=${c.clientRetry}${c.sabotage !== 'none' ? ` SABOTAGE=${c.sabotage}` : ''}${c.mutation !== 'none' ? ` MUTATION=${c.mutation}` : ''}`,
   ].join('\n');
 }

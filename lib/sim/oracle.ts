@@ -205,13 +205,9 @@ export class Oracle {
    * sm)` is called after each slot, for comparisons with nodes and snapshots.
    * Checks that no command takes effect twice.
    */
-  replay(
-    through: number,
-    sessionsMax: number,
-    valueBytesMax: number,
-    at: (slot: number, sm: KvStateMachine) => void,
-  ): KvStateMachine {
-    const sm = new KvStateMachine(sessionsMax, valueBytesMax);
+  replay(through: number, at: (slot: number, sm: KvStateMachine) => void): KvStateMachine {
+    // No limits given: the replay learns them from the log's `limits` command, as every node does.
+    const sm = new KvStateMachine();
     const effect = new Set<string>();
     at(0, sm);
     for (let s = 1; s <= through; s++) {

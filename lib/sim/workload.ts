@@ -1,112 +1,181 @@
 import type { HistoryEvent, KvResult } from '../check/linearizability';
+import {
+  PaxosClient,
+  PaxosClientError,
+  type ClientTimers,
+  type OpResult,
+  type Session,
+} from '../client';
 import type { Prng } from '../core/prng';
 import type { CmdResult } from '../core/types';
-import { encodeOp, encodeRegister, REGISTER_NONCE_MIN, type KvOp } from '../sm/kv';
+import type { KvOp } from '../sm/kv';
 
-/** What a client sends to a node and what the node answers (the daemon's client protocol). */
-export type ClientRequest = { cid: number; seq: number; op: Uint8Array };
-export type ClientReply =
-  | { t: 'result'; cid: number; seq: number; result: CmdResult }
-  | { t: 'redirect'; cid: number; seq: number; leader: number | null }
-  | { t: 'busy'; cid: number; seq: number };
+/** Client milliseconds per simulated tick (the client's timers run on simulated time). */
+export const TICK_MS = 10;
+
+/** The cluster id the simulated clients and nodes seal their datagrams with. */
+export const SIM_CLUSTER_ID = 'sim';
 
 export interface WorkloadOptions {
   keys: string[];
   /** Ticks a client waits between two operations: uniform in [0, thinkMax]. */
   thinkMax: number;
-  /** Ticks before a client gives up on a node and tries another. */
-  timeoutMin: number;
-  timeoutMax: number;
-  /**
-   * Gets go to the read index: they never enter the log, so (like lib/client.ts)
-   * they use a separate (cid, seq) stream and leave the session's writes gapless.
-   */
-  readIndex?: boolean;
-}
-
-/** Added to a client's cid to form its read stream's cid. */
-export const READ_CID_OFFSET = 1_000_000;
-
-interface Outstanding {
-  cid: number;
-  seq: number;
-  op: KvOp;
-  bytes: Uint8Array;
-  target: number;
-  /** Resend at this tick (timeout, or a short wait after a redirect or busy answer). */
-  resendAt: number;
-  attempts: number;
-  /** On the next resend, try another node (timeout, no leader known) or the same (busy). */
-  retarget: boolean;
-  event: HistoryEvent;
-  /** Sim tick of the call (the history uses a finer logical clock). */
-  callTick: number;
-  /** Opening a session first (a `register` through the log; cid is its nonce). */
-  registering: boolean;
+  /** PaxosClient's first retransmit, in ticks (it backs off up to 4x). */
+  retryTicks: number;
+  /** Share of puts and cas whose value is padded to `bigValueBytes` (0 = never). */
+  bigValues: number;
+  /** Bounds of a padded value's length: around the nodes' value limits. */
+  bigValueBytes: [number, number];
 }
 
 export interface ClientHooks {
   now(): number;
   /** Strictly increasing logical time for history call/return stamps. */
   clock(): number;
-  send(from: number, to: number, req: ClientRequest): void;
+  /** A datagram from client address `from` to node `to`. */
+  send(from: number, to: number, datagram: Buffer): void;
   trace(line: string): void;
-  /** A violation the client itself can see (two different answers for one write). */
-  fail(invariant: string, detail: string): never;
 }
 
 /**
- * A simulated client: one outstanding request at a time, seq incrementing, sent to
- * the node it believes leads and retried (same cid:seq) on timeout, redirect or
- * busy, forever: a request is only "unknown" if the run ends first.
+ * Simulated time for one PaxosClient: its timers fire when the simulator
+ * advances the clock, in due order, and deferred work ("after this turn") runs
+ * when the simulator drains it, so a run stays a function of its seed.
  */
-export class SimClient {
-  seq = 0;
-  private readSeq = 0;
-  /**
-   * The session id the cluster gave this client (lib/client.ts does the same):
-   * null before the first write and after a session_expired answer.
-   */
-  session: number | null = null;
-  private sessionSeq = 0;
-  private registrations = 0;
-  cur: Outstanding | null = null;
-  private leaderGuess: number | null = null;
-  private nextOpAt = 0;
-  /** Issue no new operations (liveness drain). Outstanding ones still retry. */
+export class SimTimers implements ClientTimers {
+  private nowMs = 0;
+  private nextId = 1;
+  private readonly timers = new Map<number, { at: number; every: number; fn: () => void }>();
+  private deferred: (() => void)[] = [];
+
+  now(): number {
+    return this.nowMs;
+  }
+  setInterval(fn: () => void, ms: number): unknown {
+    const id = this.nextId++;
+    this.timers.set(id, { at: this.nowMs + ms, every: Math.max(1, ms), fn });
+    return id;
+  }
+  setTimeout(fn: () => void, ms: number): unknown {
+    const id = this.nextId++;
+    this.timers.set(id, { at: this.nowMs + ms, every: 0, fn });
+    return id;
+  }
+  clearInterval(handle: unknown): void {
+    this.timers.delete(handle as number);
+  }
+  clearTimeout(handle: unknown): void {
+    this.timers.delete(handle as number);
+  }
+  defer(fn: () => void): void {
+    this.deferred.push(fn);
+  }
+
+  /** Move the clock to `ms`: fire due timers (in creation order), then the deferred work. */
+  advance(ms: number): void {
+    this.nowMs = ms;
+    for (const [id, t] of [...this.timers]) {
+      if (t.at > ms || !this.timers.has(id)) continue;
+      if (t.every > 0) t.at = ms + t.every;
+      else this.timers.delete(id);
+      t.fn();
+    }
+    this.drain();
+  }
+
+  /** Run the deferred work (and what it defers in turn). */
+  drain(): void {
+    while (this.deferred.length > 0) {
+      const fns = this.deferred;
+      this.deferred = [];
+      for (const fn of fns) fn();
+    }
+  }
+}
+
+/** The operation a simulated client is waiting for. */
+interface Current {
+  op: KvOp;
+  event: HistoryEvent;
+  /** Sim tick of the call (the history uses a finer logical clock). */
+  callTick: number;
+}
+
+/**
+ * A simulated client: the real PaxosClient (lib/client.ts: sessions registered
+ * through the log, retries, redirects, "outcome unknown" instead of a re-run)
+ * over the simulated network and simulated time, one session, one operation at
+ * a time. This object only chooses operations and records the history.
+ */
+export class SimWorker {
+  readonly client: PaxosClient;
+  private readonly session: Session;
+  private readonly timers = new SimTimers();
+  private onDatagram: (buf: Buffer) => void = () => undefined;
+  cur: Current | null = null;
+  private nextOpAt: number;
+  /** Issue no new operations (liveness drain). An outstanding one still retries. */
   stopped = false;
   completed = 0;
+  /** Writes that ended "outcome unknown" (session expired, or stale). */
+  unknown = 0;
+  /** Writes refused at admission (too large): they certainly never ran. */
+  refused = 0;
   /** Latency (ticks) of each op completed after `liveFrom`, measured from max(call, liveFrom). */
   maxLiveLatency = 0;
   liveFrom = Infinity;
-  /** First answer per request cid:seq. */
-  private readonly writeResults = new Map<string, string>();
-  /** The seq of each of this client's history events. */
-  readonly seqOf = new Map<HistoryEvent, number>();
-  /** The cid (session id, or read stream) of each of this client's history events. */
-  readonly cidOf = new Map<HistoryEvent, number>();
-  private lastSeen = new Map<string, string | null>();
+  /** The request (cid:seq) that answered each completed history event. */
+  readonly requestOf = new Map<HistoryEvent, string>();
+  private readonly lastSeen = new Map<string, string | null>();
+  private writes = 0;
 
   constructor(
+    /** The client's number in the history. */
     readonly cid: number,
+    /** Its network address. */
     readonly addr: number,
-    private readonly sids: number[],
+    sids: number[],
     private readonly prng: Prng,
     private readonly o: WorkloadOptions,
     private readonly h: ClientHooks,
     readonly history: HistoryEvent[],
   ) {
+    const retryMs = o.retryTicks * TICK_MS;
+    this.client = new PaxosClient({
+      servers: sids.map((sid) => ({ sid, host: 'sim', clientPort: sid })),
+      leader: prng.pick(sids),
+      // Never give up: a request still pending when the run ends fails liveness.
+      timeoutMs: Number.MAX_SAFE_INTEGER / 2,
+      retryMs,
+      clusterId: SIM_CLUSTER_ID,
+      transport: {
+        send: (buf, server) => h.send(addr, server.sid, buf),
+        listen: (fn) => (this.onDatagram = fn),
+        close: () => undefined,
+      },
+      timers: this.timers,
+      randomU32: () => prng.nextU32(),
+    });
+    this.session = this.client.session();
     this.nextOpAt = prng.int(o.thinkMax + 1);
   }
 
   /** Believe `sid` leads (a schedule family: clients that last talked to a stale leader). */
   suggestLeader(sid: number): void {
-    this.leaderGuess = sid;
+    this.client.preferServer(sid);
+  }
+
+  /** A datagram from a node. */
+  receive(buf: Buffer): void {
+    this.onDatagram(buf);
+    this.timers.drain();
   }
 
   private newOp(): KvOp {
     const key = this.prng.pick(this.o.keys);
-    const fresh = `c${this.cid}.${this.seq}`;
+    let fresh = `c${this.cid}.${++this.writes}`;
+    if (this.o.bigValues > 0 && this.prng.chance(this.o.bigValues))
+      fresh = fresh.padEnd(this.prng.range(...this.o.bigValueBytes), '.');
     const r = this.prng.int(100);
     if (r < 30) return { kind: 'get', key };
     if (r < 60) return { kind: 'put', key, value: fresh };
@@ -116,39 +185,11 @@ export class SimClient {
     return { kind: 'cas', key, expected, value: fresh };
   }
 
-  private pickTarget(exclude: number | null): number {
-    if (this.leaderGuess !== null && this.leaderGuess !== exclude && this.prng.chance(0.9))
-      return this.leaderGuess;
-    const others = this.sids.filter((s) => s !== exclude);
-    return this.prng.pick(others.length > 0 ? others : this.sids);
-  }
-
-  private timeout(): number {
-    return this.prng.range(this.o.timeoutMin, this.o.timeoutMax);
-  }
-
   tick(): void {
     const now = this.h.now();
-    const c = this.cur;
-    if (c) {
-      if (now >= c.resendAt) {
-        // Timed out (or waited after a redirect/busy): try elsewhere, same cid:seq.
-        if (c.retarget) c.target = this.pickTarget(c.target);
-        this.transmit(c);
-      }
-      return;
-    }
-    if (this.stopped || now < this.nextOpAt) return;
+    this.timers.advance(now * TICK_MS);
+    if (this.cur || this.stopped || now < this.nextOpAt) return;
     const op = this.newOp();
-    const read = op.kind === 'get' && this.o.readIndex === true;
-    if (!read) ++this.seq; // numbers this client's written values
-    const registering = !read && this.session === null;
-    const cid = read
-      ? this.cid + READ_CID_OFFSET
-      : registering
-        ? REGISTER_NONCE_MIN + this.cid * 2 ** 20 + ++this.registrations
-        : this.session!;
-    const seq = read ? ++this.readSeq : registering ? 1 : ++this.sessionSeq;
     const event: HistoryEvent = {
       client: this.cid,
       call: this.h.clock(),
@@ -157,120 +198,53 @@ export class SimClient {
       result: 'unknown',
     };
     this.history.push(event);
-    this.seqOf.set(event, seq);
-    this.cidOf.set(event, cid);
-    this.cur = {
-      cid,
-      seq,
-      op,
-      bytes: registering ? encodeRegister() : encodeOp(op),
-      registering,
-      // Some reads go to any node: a stale leader must still not answer from old state.
-      target: read && this.prng.chance(0.3) ? this.prng.pick(this.sids) : this.pickTarget(null),
-      resendAt: 0,
-      attempts: 0,
-      retarget: true,
-      event,
-      callTick: now,
-    };
-    this.h.trace(`client ${cid} call #${seq} ${describe(op)} -> ${this.cur.target}`);
-    this.transmit(this.cur);
+    const cur: Current = { op, event, callTick: now };
+    this.cur = cur;
+    this.h.trace(`client ${this.cid} call ${describe(op)}`);
+    this.session.submit(op, (err, r) => this.done(cur, err, r));
+    this.timers.drain();
   }
 
-  private transmit(c: Outstanding): void {
-    c.attempts++;
-    c.retarget = true;
-    c.resendAt = this.h.now() + this.timeout();
-    this.h.send(this.addr, c.target, { cid: c.cid, seq: c.seq, op: c.bytes });
-  }
-
-  onReply(from: number, r: ClientReply): void {
-    if (r.t === 'result' && r.cid < REGISTER_NONCE_MIN && r.cid !== this.cid + READ_CID_OFFSET)
-      this.checkWriteResult(`${r.cid}:${r.seq}`, r.result);
-    const c = this.cur;
-    if (!c || r.seq !== c.seq || r.cid !== c.cid) return;
+  private done(c: Current, err: Error | null, r: OpResult | undefined): void {
     const now = this.h.now();
-    switch (r.t) {
-      case 'redirect':
-        if (from !== c.target) return;
-        if (r.leader !== null && r.leader !== from) {
-          this.leaderGuess = r.leader;
-          c.target = r.leader;
-          this.transmit(c);
-        } else {
-          // Nobody leads (yet): wait a little, then try someone.
-          this.leaderGuess = null;
-          c.retarget = true;
-          c.resendAt = Math.min(c.resendAt, now + this.prng.range(2, 8));
-        }
-        return;
-      case 'busy':
-        if (from !== c.target) return;
-        c.retarget = false;
-        c.resendAt = Math.min(c.resendAt, now + this.prng.range(2, 8));
-        return;
-      case 'result': {
-        this.leaderGuess = from;
-        if (c.registering) {
-          // The session is open: now send the operation itself under it.
-          const id = Number(r.result.value);
-          if (!r.result.ok || !Number.isSafeInteger(id) || id < 1 || id >= REGISTER_NONCE_MIN)
-            this.h.fail('register answers a session id', JSON.stringify(r.result));
-          this.session = id;
-          this.sessionSeq = 0;
-          c.registering = false;
-          c.cid = id;
-          c.seq = ++this.sessionSeq;
-          c.bytes = encodeOp(c.op);
-          this.seqOf.set(c.event, c.seq);
-          this.cidOf.set(c.event, c.cid);
-          this.transmit(c);
-          return;
-        }
-        // Evicted: the next write opens a new session (this one is never re-sent).
-        if (r.result.err === 'session_expired' && this.session === c.cid) this.session = null;
+    if (err) {
+      // Outcome unknown (PaxosClient never re-runs a write): the checker lets it
+      // take effect at any time after its call, or never.
+      if (!(err instanceof PaxosClientError) || err.code !== 'unknown') throw err;
+      this.unknown++;
+      this.h.trace(`client ${this.cid} unknown ${describe(c.op)}: ${err.message}`);
+    } else {
+      const res = r!;
+      if (/^(too_large|bad_op):/.test(res.err ?? '')) {
+        // Refused at admission: it certainly never ran. Out of the history, so a
+        // cluster that applied it anyway shows a value no operation wrote.
+        this.refused++;
+        this.history.splice(this.history.indexOf(c.event), 1);
+      } else {
         c.event.ret = this.h.clock();
-        c.event.result = toKvResult(c.op, r.result);
-        if (c.op.kind === 'get' && r.result.ok) this.lastSeen.set(c.op.key, r.result.value ?? null);
-        else if (c.op.kind === 'put' || (c.op.kind === 'cas' && r.result.ok))
-          this.lastSeen.set(c.op.key, c.op.value);
-        else if (c.op.kind === 'del') this.lastSeen.set(c.op.key, null);
-        else if (c.op.kind === 'cas' && r.result.value !== undefined)
-          this.lastSeen.set(c.op.key, r.result.value);
-        if (now >= this.liveFrom) {
-          const lat = now - Math.max(c.callTick, this.liveFrom);
-          if (lat > this.maxLiveLatency) this.maxLiveLatency = lat;
-        }
-        this.h.trace(
-          `client ${this.cid} ret #${c.seq} from ${from}: ${JSON.stringify(r.result)} (${c.attempts} sends)`,
-        );
-        this.cur = null;
-        this.completed++;
-        this.nextOpAt = now + this.prng.int(this.o.thinkMax + 1);
-        return;
+        c.event.result = toKvResult(c.op, res);
+        this.requestOf.set(c.event, res.request);
+        this.see(c.op, res);
       }
+      this.h.trace(
+        `client ${this.cid} ret ${res.request} from ${res.sid}: ${JSON.stringify({ ok: res.ok, value: res.value, err: res.err })} (${res.attempts} sends)`,
+      );
     }
+    if (now >= this.liveFrom) {
+      const lat = now - Math.max(c.callTick, this.liveFrom);
+      if (lat > this.maxLiveLatency) this.maxLiveLatency = lat;
+    }
+    this.cur = null;
+    this.completed++;
+    this.nextOpAt = now + this.prng.int(this.o.thinkMax + 1);
   }
 
-  /** A write's answer never changes: every answer for one cid:seq must be the same. */
-  private checkWriteResult(key: string, result: CmdResult): void {
-    // The session table keeps only each client's latest answer: a request retried
-    // late may be answered "stale" or "session_expired", which says nothing about
-    // its outcome. Only real answers must agree.
-    if (result.err === 'stale' || result.err === 'session_expired') return;
-    const text = JSON.stringify(result);
-    const prev = this.writeResults.get(key);
-    if (prev === undefined) {
-      const cur = this.cur;
-      const op = cur && !cur.registering && key === `${cur.cid}:${cur.seq}` ? cur.op : undefined;
-      if (op && op.kind !== 'get') this.writeResults.set(key, text);
-      return;
-    }
-    if (prev !== text)
-      this.h.fail(
-        'one answer per request',
-        `client ${this.cid} request ${key} was answered ${prev} and later ${text}`,
-      );
+  /** What this client last saw of a key (its cas operations expect it). */
+  private see(op: KvOp, r: CmdResult): void {
+    if (op.kind === 'get' && r.ok) this.lastSeen.set(op.key, r.value ?? null);
+    else if (op.kind === 'put' || (op.kind === 'cas' && r.ok)) this.lastSeen.set(op.key, op.value);
+    else if (op.kind === 'del') this.lastSeen.set(op.key, null);
+    else if (op.kind === 'cas' && r.value !== undefined) this.lastSeen.set(op.key, r.value);
   }
 }
 
@@ -289,14 +263,15 @@ export function toKvResult(op: KvOp, r: CmdResult): KvResult | 'unknown' {
 }
 
 export function describe(op: KvOp): string {
+  const v = (x: string): string => (x.length <= 24 ? x : `${x.slice(0, 16)}…(${x.length})`);
   switch (op.kind) {
     case 'get':
       return `get ${op.key}`;
     case 'del':
       return `del ${op.key}`;
     case 'put':
-      return `put ${op.key}=${op.value}`;
+      return `put ${op.key}=${v(op.value)}`;
     case 'cas':
-      return `cas ${op.key} ${op.expected ?? '<none>'}->${op.value}`;
+      return `cas ${op.key} ${op.expected === null ? '<none>' : v(op.expected)}->${v(op.value)}`;
   }
 }

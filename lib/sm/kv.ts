@@ -32,6 +32,29 @@ export interface SmLimits {
 
 export const KEY_BYTES_MAX = 1024;
 
+/**
+ * Why a command is refused, as the protocol says it: the code goes on the wire
+ * (a client decides by it whether the request certainly never ran), the message
+ * is for people. Made only by the factories below, so rewording a message can
+ * never change a code (dht-rpc's errors.js).
+ */
+export type OpErrorCode = 'bad_op' | 'too_large';
+export interface OpError {
+  code: OpErrorCode;
+  message: string;
+}
+export const OpErrors = {
+  /** The bytes are not a command this protocol knows. */
+  badOp: (message: string): OpError => ({ code: 'bad_op', message }),
+  /** The command (or its value) is above a size limit. */
+  tooLarge: (message: string): OpError => ({ code: 'too_large', message }),
+};
+
+/** True for a refusal from parseCommand, decodeOp or admissionError. */
+export function isOpError(x: object): x is OpError {
+  return 'code' in x;
+}
+
 /** The client id of the `limits` command (no session ever has it: session ids start at 1). */
 export const LIMITS_CID = 0;
 
@@ -105,27 +128,31 @@ function validLimits(l: SmLimits): boolean {
  * alone, so every replica (and every leader admitting it) decides alike.
  * Returns the reason when the bytes are not a valid command.
  */
-export function parseCommand(bytes: Uint8Array): KvOp | SysOp | string {
-  if (bytes.length > OP_BYTES_MAX) return 'operation too large';
-  if (scanCbor(bytes, 2) !== null) return 'operation is not valid CBOR';
+export function parseCommand(bytes: Uint8Array): KvOp | SysOp | OpError {
+  if (bytes.length > OP_BYTES_MAX) return OpErrors.tooLarge('operation too large');
+  if (scanCbor(bytes, 2) !== null) return OpErrors.badOp('operation is not valid CBOR');
   let raw: unknown;
   try {
     raw = opDecoder.decode(bytes);
   } catch {
-    return 'operation is not valid CBOR';
+    return OpErrors.badOp('operation is not valid CBOR');
   }
-  if (!Array.isArray(raw) || raw.length < 1 || raw.length > 4) return 'operation must be an array';
+  if (!Array.isArray(raw) || raw.length < 1 || raw.length > 4)
+    return OpErrors.badOp('operation must be an array');
   const kind = raw[0] as unknown;
-  if (kind === 'register') return raw.length === 1 ? { kind } : 'register takes nothing';
+  if (kind === 'register')
+    return raw.length === 1 ? { kind } : OpErrors.badOp('register takes nothing');
   if (kind === 'limits') {
     const limits = { sessionsMax: raw[1] as number, valueBytesMax: raw[2] as number };
-    if (raw.length !== 3 || !validLimits(limits)) return 'limits takes two integers in range';
+    if (raw.length !== 3 || !validLimits(limits))
+      return OpErrors.badOp('limits takes two integers in range');
     return { kind, limits };
   }
-  if (raw.length < 2) return 'operation must be an array';
+  if (raw.length < 2) return OpErrors.badOp('operation must be an array');
   const key = raw[1] as unknown;
-  if (typeof key !== 'string') return 'key must be a string';
-  if (Buffer.byteLength(key) > KEY_BYTES_MAX) return `key exceeds ${KEY_BYTES_MAX} bytes`;
+  if (typeof key !== 'string') return OpErrors.badOp('key must be a string');
+  if (Buffer.byteLength(key) > KEY_BYTES_MAX)
+    return OpErrors.tooLarge(`key exceeds ${KEY_BYTES_MAX} bytes`);
   const checkValue = (v: unknown, nullable: boolean): string | null | undefined => {
     if (v === null && nullable) return null;
     if (typeof v !== 'string') return undefined;
@@ -134,23 +161,23 @@ export function parseCommand(bytes: Uint8Array): KvOp | SysOp | string {
   switch (kind) {
     case 'get':
     case 'del':
-      if (raw.length !== 2) return `${kind} takes a key only`;
+      if (raw.length !== 2) return OpErrors.badOp(`${kind} takes a key only`);
       return { kind, key };
     case 'put': {
       const value = checkValue(raw[2], false);
       if (raw.length !== 3 || typeof value !== 'string')
-        return 'put takes a key and a string value';
+        return OpErrors.badOp('put takes a key and a string value');
       return { kind, key, value };
     }
     case 'cas': {
       const expected = checkValue(raw[2], true);
       const value = checkValue(raw[3], false);
       if (raw.length !== 4 || expected === undefined || typeof value !== 'string')
-        return 'cas takes a key, an expected value (or null) and a new value';
+        return OpErrors.badOp('cas takes a key, an expected value (or null) and a new value');
       return { kind, key, expected, value };
     }
     default:
-      return 'unknown operation (put, get, del, cas)';
+      return OpErrors.badOp('unknown operation (put, get, del, cas)');
   }
 }
 
@@ -160,21 +187,22 @@ export function parseCommand(bytes: Uint8Array): KvOp | SysOp | string {
  * replica's verdict at apply would depend on its own limits; PMMC's replicas
  * apply whatever was decided). Returns the reason for a refusal, or null.
  */
-export function admissionError(op: KvOp, valueBytesMax: number): string | null {
+export function admissionError(op: KvOp, valueBytesMax: number): OpError | null {
   const tooBig = (v: string | null): boolean => v !== null && Buffer.byteLength(v) > valueBytesMax;
-  if ((op.kind === 'put' || op.kind === 'cas') && tooBig(op.value))
-    return `value exceeds the limit of ${valueBytesMax} bytes`;
-  if (op.kind === 'cas' && tooBig(op.expected))
-    return `value exceeds the limit of ${valueBytesMax} bytes`;
+  if (
+    ((op.kind === 'put' || op.kind === 'cas') && tooBig(op.value)) ||
+    (op.kind === 'cas' && tooBig(op.expected))
+  )
+    return OpErrors.tooLarge(`value exceeds the limit of ${valueBytesMax} bytes`);
   return null;
 }
 
 /** Decode a client's key-value operation and check it against `valueBytesMax`. */
-export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | string {
+export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | OpError {
   const op = parseCommand(bytes);
-  if (typeof op === 'string') return op;
+  if (isOpError(op)) return op;
   if (op.kind === 'register' || op.kind === 'limits')
-    return 'unknown operation (put, get, del, cas)';
+    return OpErrors.badOp('unknown operation (put, get, del, cas)');
   return admissionError(op, valueBytesMax) ?? op;
 }
 
@@ -308,9 +336,10 @@ export class KvStateMachine implements StateMachine {
   }
 
   private applyOne(c: Cmd): { result: CmdResult; text: string } {
-    const op = parseCommand(c.op);
-    if (typeof op !== 'string' && op.kind === 'limits') return this.applyLimits(c, op.limits);
-    if (typeof op !== 'string' && op.kind === 'register') return this.applyRegister(c);
+    const parsed = parseCommand(c.op);
+    const op = isOpError(parsed) ? null : parsed;
+    if (op?.kind === 'limits') return this.applyLimits(c, op.limits);
+    if (op?.kind === 'register') return this.applyRegister(c);
     const s = this.sessions.get(c.cid);
     if (!s) {
       // Evicted or never registered: this may be a late copy of a request that
@@ -322,22 +351,24 @@ export class KvStateMachine implements StateMachine {
       this.touch(c.cid, s);
       if (s.result) return { result: s.result, text: 'duplicate' };
       // A retried read runs again.
-      if (typeof op !== 'string' && op.kind === 'get')
+      if (op?.kind === 'get')
         return { result: this.read(op.key), text: `${describeOp(op)} (retry)` };
       return { result: { ok: false, err: 'stale' }, text: 'stale' };
     }
     this.appliedCommands++;
     let result: CmdResult;
     let text: string;
-    if (typeof op === 'string') {
-      result = { ok: false, err: `bad_op: ${op}` };
-      text = `invalid (${op})`;
+    if (op === null) {
+      // The same text whatever the refusal's code: results are replicated state.
+      const why = (parsed as OpError).message;
+      result = { ok: false, err: `bad_op: ${why}` };
+      text = `invalid (${why})`;
     } else {
       result = this.exec(op);
       text = describeOp(op) + (op.kind === 'cas' ? (result.ok ? ' ok' : ' mismatch') : '');
     }
     s.seq = c.seq;
-    s.result = typeof op !== 'string' && op.kind === 'get' ? undefined : result;
+    s.result = op?.kind === 'get' ? undefined : result;
     this.touch(c.cid, s);
     return { result, text };
   }
