@@ -10,6 +10,7 @@ import {
   type KvOp,
   type KvStateMachine,
   type SmLimits,
+  type SysOp,
 } from './sm/kv';
 import type { ClientReply } from './wire/client';
 
@@ -113,7 +114,11 @@ export class ClientFront<T> {
    * on every node), and a refusal here proves the command never ran anywhere.
    * Returns the reply for a refused command, or null to submit it.
    */
-  private admit(cid: number, seq: number, op: KvOp | { kind: 'register' }): FrontReply | null {
+  private admit(
+    cid: number,
+    seq: number,
+    op: KvOp | Extract<SysOp, { kind: 'register' | 'outcome' }>,
+  ): FrontReply | null {
     const limits = this.o.sm.limits;
     if (!limits) {
       // A new cluster: nothing is admitted before its limits are in the log. The
@@ -128,7 +133,8 @@ export class ClientFront<T> {
         return { t: 'error', cid, seq, code: 'bad_op', message: 'register needs a nonce cid' };
       return null;
     }
-    const tooBig = admissionError(op, limits.valueBytesMax);
+    // An outcome query goes through the log like a write (its answer is final there).
+    const tooBig = op.kind === 'outcome' ? null : admissionError(op, limits.valueBytesMax);
     if (tooBig) return { t: 'error', cid, seq, ...tooBig };
     // Evicted for good (ids are never reused): the state machine would refuse it
     // too, so it need not take a slot.

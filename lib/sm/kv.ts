@@ -15,7 +15,17 @@ export type KvOp =
  * Raft dissertation's RegisterClient, section 6.3); `limits` records the
  * cluster's state-machine limits in the log, once, when a new cluster starts.
  */
-export type SysOp = { kind: 'register' } | { kind: 'limits'; limits: SmLimits };
+export type SysOp =
+  | { kind: 'register' }
+  | { kind: 'limits'; limits: SmLimits }
+  /** Was request cid:seq applied, and what was its answer? (through the log: see outcomeOf) */
+  | { kind: 'outcome'; cid: number; seq: number };
+
+/** What the `outcome` command answers (JSON in its result's value). */
+export type Outcome =
+  | { outcome: 'applied'; result: CmdResult | null }
+  | { outcome: 'not_applied' }
+  | { outcome: 'unknown'; why: string };
 
 /**
  * The limits that decide what applying a command does, or what a leader admits.
@@ -106,6 +116,11 @@ export function encodeRegister(): Uint8Array {
   return opEncoder.encode(['register']);
 }
 
+/** The body of an `outcome` query about request cid:seq (sent in a session, like a write). */
+export function encodeOutcome(cid: number, seq: number): Uint8Array {
+  return opEncoder.encode(['outcome', cid, seq]);
+}
+
 /** The body of the `limits` command (sent with cid LIMITS_CID, seq 1). */
 export function encodeLimits(l: SmLimits): Uint8Array {
   return opEncoder.encode(['limits', l.sessionsMax, l.valueBytesMax]);
@@ -142,6 +157,13 @@ export function parseCommand(bytes: Uint8Array): KvOp | SysOp | OpError {
   const kind = raw[0] as unknown;
   if (kind === 'register')
     return raw.length === 1 ? { kind } : OpErrors.badOp('register takes nothing');
+  if (kind === 'outcome') {
+    const [, cid, seq] = raw as unknown[];
+    const id = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 1;
+    if (raw.length !== 3 || !id(cid) || !id(seq))
+      return OpErrors.badOp('outcome takes a client id and a sequence number');
+    return { kind, cid, seq };
+  }
   if (kind === 'limits') {
     const limits = { sessionsMax: raw[1] as number, valueBytesMax: raw[2] as number };
     if (raw.length !== 3 || !validLimits(limits))
@@ -201,7 +223,7 @@ export function admissionError(op: KvOp, valueBytesMax: number): OpError | null 
 export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | OpError {
   const op = parseCommand(bytes);
   if (isOpError(op)) return op;
-  if (op.kind === 'register' || op.kind === 'limits')
+  if (op.kind === 'register' || op.kind === 'limits' || op.kind === 'outcome')
     return OpErrors.badOp('unknown operation (put, get, del, cas)');
   return admissionError(op, valueBytesMax) ?? op;
 }
@@ -363,6 +385,9 @@ export class KvStateMachine implements StateMachine {
       const why = (parsed as OpError).message;
       result = { ok: false, err: `bad_op: ${why}` };
       text = `invalid (${why})`;
+    } else if (op.kind === 'outcome') {
+      result = this.outcomeOf(op.cid, op.seq, c.cid);
+      text = `outcome ${op.cid}:${op.seq} ${JSON.parse(result.value!).outcome as string}`;
     } else {
       result = this.exec(op);
       text = describeOp(op) + (op.kind === 'cas' ? (result.ok ? ' ok' : ' mismatch') : '');
@@ -410,6 +435,44 @@ export class KvStateMachine implements StateMachine {
 
   private read(key: string): CmdResult {
     return { ok: true, value: this.data.get(key) ?? null };
+  }
+
+  /**
+   * The `outcome` command: was request cid:seq applied? Answered at its slot,
+   * through the log, so the answer is linearizable, and made final: a request
+   * of that session up to `seq` that has not run is refused from now on (its
+   * session's sequence moves to `seq`, answered `not_applied`), so a delayed
+   * copy can never run after the asker was told "not applied". The table keeps
+   * one answer per session (its last request): an older request, or one of an
+   * evicted session, is `unknown`. A session id never handed out can run
+   * nothing (there is no implicit session): `not_applied`.
+   */
+  private outcomeOf(cid: number, seq: number, asker: number): CmdResult {
+    const answer = (o: Outcome): CmdResult => ({ ok: true, value: JSON.stringify(o) });
+    // Its own sequence moves on with this very command: ask from another session.
+    if (cid === asker)
+      return answer({ outcome: 'unknown', why: 'a session cannot ask about its own requests' });
+    const s = this.sessions.get(cid);
+    if (!s)
+      return cid >= this.nextSessionId
+        ? answer({ outcome: 'not_applied' })
+        : answer({
+            outcome: 'unknown',
+            why: `session ${cid} is no longer in the exactly-once table`,
+          });
+    if (seq < s.seq)
+      return answer({
+        outcome: 'unknown',
+        why: `the exactly-once table keeps only session ${cid}'s last request (${s.seq})`,
+      });
+    const fenced = s.result?.ok === false && s.result.err === 'not_applied';
+    if (seq === s.seq && !fenced) return answer({ outcome: 'applied', result: s.result ?? null });
+    if (seq > s.seq) {
+      s.seq = seq;
+      s.result = { ok: false, err: 'not_applied' };
+      this.touch(cid, s);
+    }
+    return answer({ outcome: 'not_applied' });
   }
 
   private exec(op: KvOp): CmdResult {
