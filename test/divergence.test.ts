@@ -88,6 +88,26 @@ t.test('snapshots carry the hash (format 5); formats 3/4 load with it unknown', 
   });
 });
 
+t.test('a node restored from a format-4 snapshot adopts the hash of a peer', async (t) => {
+  const healthy = machine();
+  healthy.apply(2, [put(1, 'k', 'v')]);
+  const enc = new Encoder({ useRecords: false });
+  const old = new KvStateMachine(100, 32768);
+  // Its state after slot 1 (session 1 registered), written by an older build.
+  old.restore(enc.encode([4, 0, [], [[1, 0, null, REGISTER_NONCE_MIN]], null, 2]));
+  const check = new StateCheck(old, 2);
+  t.equal(check.heard(0, true, false, 1, healthy.hashAt(1)!, 0), null);
+  t.equal(old.digest(), null, 'a hash of another slot is not taken');
+  t.equal(check.heard(0, true, false, 3, healthy.hashAt(2)!, 0), null, 'a later one waits');
+  old.apply(2, [put(1, 'k', 'v')]); // it applies slot 2 too, with its hash unknown
+  t.equal(check.heard(0, true, false, 2, healthy.hashAt(2)!, 2), null);
+  t.same(old.digest(), healthy.digest(), 'the hash of its last applied slot is adopted');
+  old.apply(3, []);
+  healthy.apply(3, []);
+  t.same(old.digest(), healthy.digest(), 'and the chain goes on alike');
+  t.equal(check.self, null, 'no divergence was reported on the way');
+});
+
 t.test('a state-hash line every ORDER_LOG_HASH_EVERY slots', async (t) => {
   const sm = machine();
   for (let s = 2; s < ORDER_LOG_HASH_EVERY; s++) sm.apply(s, []);

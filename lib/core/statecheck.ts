@@ -78,11 +78,23 @@ export class StateCheck {
   ): Divergence | null {
     if (slot === undefined || hash === undefined || hash.length !== HASH_BYTES) return null;
     if (!fromLeader && !weLead) return null;
+    if (this.unknown() && slot === applied) {
+      this.sm.adoptDigest?.(slot, hash);
+      return null;
+    }
     if (slot > applied) {
       this.waiting.set(from, { slot, hash, fromLeader });
       return null;
     }
     return this.compare(from, fromLeader, slot, hash);
+  }
+
+  /**
+   * Our chain is unknown (restored from a snapshot without a hash): nothing to
+   * compare; a peer's hash of exactly our last applied slot is adopted instead.
+   */
+  private unknown(): boolean {
+    return this.sm.digest?.() === null;
   }
 
   /** After applying through `applied`: reports that waited for it. */
@@ -91,6 +103,10 @@ export class StateCheck {
     for (const [from, w] of this.waiting) {
       if (w.slot > applied) continue;
       this.waiting.delete(from);
+      if (this.unknown()) {
+        if (w.slot === applied) this.sm.adoptDigest?.(w.slot, w.hash);
+        continue;
+      }
       const d = this.compare(from, w.fromLeader, w.slot, w.hash);
       if (d) out.push(d);
     }

@@ -195,6 +195,11 @@ export interface StateMachine {
   digest?(): StateDigest | null;
   /** The rolling hash at a recent applied `slot`, if still remembered. */
   hashAt?(slot: number): Uint8Array | undefined;
+  /**
+   * While digest() is null (restored from a snapshot written before the hash),
+   * take a peer's hash of the last applied `slot`. Returns whether it was taken.
+   */
+  adoptDigest?(slot: number, hash: Uint8Array): boolean;
 }
 
 export interface SnapshotOut {

@@ -357,6 +357,10 @@ export class KvStateMachine implements StateMachine {
     return this.stateHash.hashAt(slot);
   }
 
+  adoptDigest(slot: number, hash: Uint8Array): boolean {
+    return this.stateHash.adopt(slot, hash);
+  }
+
   private applyOne(c: Cmd): { result: CmdResult; text: string } {
     const parsed = parseCommand(c.op);
     const op = isOpError(parsed) ? null : parsed;
@@ -559,7 +563,7 @@ export class KvStateMachine implements StateMachine {
    * Formats 3 and 4 (before the state hash) load with the hash unknown: the
    * chain cannot be rebuilt without the log below the snapshot, and refusing
    * them would keep an upgraded node from starting. Such a node reports and
-   * compares no hash until it installs a format-5 snapshot (README: Diagnostics).
+   * compares no hash until it adopts a peer's (README: Diagnostics).
    */
   restore(bytes: Uint8Array): void {
     const raw = opDecoder.decode(bytes) as unknown;

@@ -122,6 +122,18 @@ export class StateHash {
     return this.ringSlot[i] === slot ? (this.ringHash[i] ?? undefined) : undefined;
   }
 
+  /**
+   * While the chain is unknown (restored from a snapshot without a hash), take
+   * a peer's hash of our last applied slot: from there on the chain is the
+   * cluster's. Returns whether it was taken.
+   */
+  adopt(slot: number, hash: Uint8Array): boolean {
+    if (this.hash !== null || slot !== this.slot) return false;
+    this.hash = Uint8Array.from(hash);
+    this.remember();
+    return true;
+  }
+
   /** Start over at `slot` (a snapshot restored): the recent hashes before it are gone. */
   reset(slot: number, hash: Uint8Array | null): void {
     this.ringSlot.fill(-1);
