@@ -172,6 +172,14 @@ export interface SimStats {
   divergeInjectedAt: number;
   /** Tick of the first divergence event (-1: none). */
   divergeDetectedAt: number;
+  /** Sessions registered through the log and evicted since (replay of the chosen log). */
+  sessionsEvicted: number;
+  /** Client writes that ended "outcome unknown" (session expired or stale). */
+  clientUnknown: number;
+  /** Client writes refused at admission (too large): they never ran. */
+  clientRefused: number;
+  /** The cluster's limits as recorded in the log (null: none chosen). */
+  clusterLimits: SmLimits | null;
 }
 
 export interface SimResult {
@@ -378,6 +386,10 @@ export class Simulation {
     firstChoice: {},
     divergeInjectedAt: -1,
     divergeDetectedAt: -1,
+    sessionsEvicted: 0,
+    clientUnknown: 0,
+    clientRefused: 0,
+    clusterLimits: null,
   };
 
   constructor(
@@ -443,6 +455,11 @@ export class Simulation {
     }
   }
 
+  /** The simulated clients (each drives a real PaxosClient). */
+  get workers(): SimWorker[] {
+    return [...this.clients.values()];
+  }
+
   // ======================= trace & hash =======================
 
   private trace(line: string): void {
@@ -504,8 +521,11 @@ export class Simulation {
     this.stats.maxSlot = this.oracle.maxApplied;
     this.stats.packets = this.net.stats.sent;
     this.stats.replayed = this.net.stats.replayed;
-    for (const cl of this.clients.values())
+    for (const cl of this.clients.values()) {
       this.stats.maxLiveLatency = Math.max(this.stats.maxLiveLatency, cl.maxLiveLatency);
+      this.stats.clientUnknown += cl.unknown;
+      this.stats.clientRefused += cl.refused;
+    }
     for (const n of this.nodes.values()) if (n.replica) this.addReplicaStats(n.replica);
     this.mixStr(JSON.stringify(this.history));
     return {
@@ -2247,7 +2267,7 @@ export class Simulation {
       l.push(n);
     }
     const through = Math.max(max, ...this.oracle.snapshots.keys());
-    this.oracle.replay(through, (slot, sm) => {
+    const replayed = this.oracle.replay(through, (slot, sm) => {
       const nodes = bySlot.get(slot);
       const snap = this.oracle.snapshots.get(slot);
       if (!nodes && !snap) return;
@@ -2262,6 +2282,8 @@ export class Simulation {
       if (snap && !bytesEqual(snap, bytes))
         fail('state = replay of the log', `the snapshot of slot ${slot} differs from a replay`);
     });
+    this.stats.sessionsEvicted = replayed.nextSessionId - 1 - replayed.sessions.size;
+    this.stats.clusterLimits = replayed.limits;
     if (this.wantLin) {
       const lin = checkLinearizable(this.history);
       if (!lin.ok) {
