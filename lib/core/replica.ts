@@ -210,6 +210,15 @@ export class Replica {
    * DISC 2017): a vote the node forgot cannot complete a quorum behind its back.
    */
   readonly incs: number[];
+  /**
+   * Reserved incarnations: recorded by a voter in the first half of a rejoin's
+   * second step, reported in `known` so every later rejoin draws above them, but
+   * never named in votes. Only an incarnation n - quorum + 1 voters reserved is
+   * activated (moved into `incs`), so only one that every later rejoin is sure to
+   * see (quorum intersection) can void votes: an abandoned one, recorded late by
+   * a replay or by a minority, cannot void a later life's votes for good.
+   */
+  readonly reserved: number[];
   private readonly sidIndex = new Map<number, number>();
 
   // ---- learner ----
@@ -317,6 +326,10 @@ export class Replica {
     /** Promises of voters that recorded `inc` (answers made after recording it). */
     promised: Map<number, number>;
     threshold: number;
+    /** n - quorum + 1 voters reserved `inc`: we now ask them to activate it. */
+    activating: boolean;
+    /** Voters that reserved `inc`. */
+    reservedBy: Set<number>;
   } | null = null;
 
   // ---- outputs of the current turn ----
@@ -349,6 +362,7 @@ export class Replica {
     if (!this.sids.includes(opts.sid)) throw new Error(`sid ${opts.sid} is not in the cluster`);
     this.mutations = new Set(opts.mutations ?? []);
     this.incs = this.sids.map(() => 0);
+    this.reserved = this.sids.map(() => 0);
     this.sids.forEach((s, i) => this.sidIndex.set(s, i));
     this.quorum =
       Math.floor(this.sids.length / 2) + (this.mutations.has('minority-quorum') ? 0 : 1);
@@ -385,7 +399,9 @@ export class Replica {
           break;
         case 'incarnation': {
           const i = this.sidIndex.get(r.sid);
-          if (i !== undefined && r.inc > this.incs[i]) this.incs[i] = r.inc;
+          if (i === undefined) break;
+          if (r.inc > this.reserved[i]) this.reserved[i] = r.inc;
+          if (!r.reserve && r.inc > this.incs[i]) this.incs[i] = r.inc;
           break;
         }
         case 'accept': {
@@ -632,6 +648,8 @@ export class Replica {
   checkpoint(slot: number): DurableRecord[] {
     const out: DurableRecord[] = [{ t: 'snapshot', slot }];
     this.sids.forEach((sid, i) => {
+      if (this.reserved[i] > 0)
+        out.push({ t: 'incarnation', sid, inc: this.reserved[i], reserve: true });
       if (this.incs[i] > 0) out.push({ t: 'incarnation', sid, inc: this.incs[i] });
     });
     if (this.voter) out.push({ t: 'voter' });
@@ -1072,32 +1090,49 @@ export class Replica {
         nonce: this.o.prng.int(0x7fffffff) + 1,
         inc: 0,
         asked: new Set(),
-        known: this.incs[this.sidIndex.get(this.sid)!],
+        known: this.knownInc(this.sid),
         promised: new Map(),
         threshold: 0,
+        activating: false,
+        reservedBy: new Set(),
       };
-    const { nonce, inc } = this.rejoin;
-    for (const s of this.sids) if (s !== this.sid) this.send(s, { t: 'rejoinReq', nonce, inc });
+    const { nonce, inc, activating } = this.rejoin;
+    for (const s of this.sids)
+      if (s !== this.sid) this.send(s, { t: 'rejoinReq', nonce, inc, act: activating });
+  }
+
+  /** The newest incarnation of `sid` we know, active or reserved. */
+  private knownInc(sid: number): number {
+    const i = this.sidIndex.get(sid)!;
+    return Math.max(this.incs[i], this.reserved[i]);
   }
 
   private onRejoinReq(from: number, m: Extract<Msg, { t: 'rejoinReq' }>): void {
     if (!this.voter) return;
     const i = this.sidIndex.get(from)!;
     if (m.inc > 0) this.rejoinAskedAt = this.now;
-    if (m.inc > this.incs[i]) {
-      // Durable before the answer (rejoinResp is a sync message): from now on our
-      // promises and accepteds name this incarnation, voiding the node's old votes.
+    // Durable before the answer (rejoinResp is a sync message). A reservation
+    // voids nothing; an activation (sent only after n - quorum + 1 reservations)
+    // makes our promises and accepteds name it, voiding the node's old votes.
+    if (m.inc > this.reserved[i]) {
+      this.reserved[i] = m.inc;
+      this.persistOut.push({ t: 'incarnation', sid: from, inc: m.inc, reserve: true });
+    }
+    if (m.act && m.inc > this.incs[i]) {
       this.incs[i] = m.inc;
       this.persistOut.push({ t: 'incarnation', sid: from, inc: m.inc });
     }
+    const ok = m.inc > 0 && (m.act ? this.incs[i] === m.inc : this.reserved[i] === m.inc);
     this.send(from, {
       t: 'rejoinResp',
       nonce: m.nonce,
-      inc: m.inc > 0 && this.incs[i] === m.inc ? m.inc : 0,
-      known: this.incs[i],
+      inc: ok ? m.inc : 0,
+      act: m.act === true,
+      known: this.knownInc(from),
       promised: this.promised,
       next: Math.max(this.role === 'leader' ? this.nextSlot : 0, this.maxLogSlot() + 1),
       incs: [...this.incs],
+      res: [...this.reserved],
     });
   }
 
@@ -1107,10 +1142,13 @@ export class Replica {
     r.inc = epoch * INC_EPOCH + 1 + this.o.prng.int(INC_EPOCH - 1);
     r.promised.clear();
     r.threshold = 0;
+    r.activating = false;
+    r.reservedBy.clear();
     this.incs[this.sidIndex.get(this.sid)!] = r.inc;
+    this.reserved[this.sidIndex.get(this.sid)!] = r.inc;
     this.persistOut.push({ t: 'incarnation', sid: this.sid, inc: r.inc });
     for (const s of this.sids)
-      if (s !== this.sid) this.send(s, { t: 'rejoinReq', nonce: r.nonce, inc: r.inc });
+      if (s !== this.sid) this.send(s, { t: 'rejoinReq', nonce: r.nonce, inc: r.inc, act: false });
   }
 
   private onRejoinResp(from: number, m: Extract<Msg, { t: 'rejoinResp' }>): void {
@@ -1127,6 +1165,12 @@ export class Replica {
         this.incs[i] = m.incs[i];
         this.persistOut.push({ t: 'incarnation', sid: this.sids[i], inc: m.incs[i] });
       }
+    const res = m.res ?? [];
+    for (let i = 0; i < this.reserved.length && i < res.length; i++)
+      if (i !== self && res[i] > this.reserved[i]) {
+        this.reserved[i] = res[i];
+        this.persistOut.push({ t: 'incarnation', sid: this.sids[i], inc: res[i], reserve: true });
+      }
     if (r.inc === 0) {
       // Step 1: n - quorum + 1 answers meet every set that recorded an earlier
       // incarnation of ours in a completed rejoin, so ours goes above all of them.
@@ -1139,6 +1183,21 @@ export class Replica {
       if (m.known >= r.inc && m.known !== r.inc) this.takeIncarnation(r, m.known);
       return;
     }
+    if (!r.activating) {
+      // Step 2a: activate only what n - quorum + 1 voters reserved, so that every
+      // later step 1 (as many answers) sees it and draws above it.
+      if (m.act) return;
+      r.reservedBy.add(from);
+      if (r.reservedBy.size >= need) {
+        r.activating = true;
+        for (const s of this.sids)
+          if (s !== this.sid)
+            this.send(s, { t: 'rejoinReq', nonce: r.nonce, inc: r.inc, act: true });
+      }
+      return;
+    }
+    // Step 2b: only answers made after activating count for the sample below.
+    if (!m.act) return;
     // Sampled until enough voters answered, then frozen: a threshold that kept
     // rising with every answer would chase the leader's next slot forever.
     if (r.promised.size >= need && r.threshold > 0) return;

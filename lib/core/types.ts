@@ -87,7 +87,13 @@ export type Msg =
    * inc = 0: "which incarnation of me do you know?"; inc > 0: "record this as my
    * incarnation" (the answer then comes after that record is durable).
    */
-  | { t: 'rejoinReq'; nonce: number; inc: number }
+  | {
+      t: 'rejoinReq';
+      nonce: number;
+      inc: number;
+      /** inc > 0: false = reserve it, true = activate it (after n - quorum + 1 reserved it). */
+      act?: boolean;
+    }
   /**
    * inc: the incarnation the sender recorded for the requester (0: none recorded
    * by this request); known: the incarnation it knows for the requester; next:
@@ -102,6 +108,10 @@ export type Msg =
       next: number;
       /** The sender's whole incarnation table: a rejoining node re-learns what its disk held. */
       incs: number[];
+      /** Answers an activation (else a reservation or step 1). */
+      act?: boolean;
+      /** The sender's reserved incarnations (same indexing as incs). */
+      res?: number[];
     }
   /** Read index: is `ballot` still the highest this acceptor promised? (batched reads) */
   | { t: 'confirm'; ballot: number; round: number }
@@ -125,7 +135,7 @@ export type DurableRecord =
   /** This node may vote (bootstrap, or the Paxos Made Live rejoin rule passed). */
   | { t: 'voter' }
   /** Node `sid` (this one or a peer) is at incarnation `inc` (it lost its disk before). */
-  | { t: 'incarnation'; sid: number; inc: number }
+  | { t: 'incarnation'; sid: number; inc: number; reserve?: boolean }
   /** Checkpoint head: the snapshot file for `slot` is durable. */
   | { t: 'snapshot'; slot: number };
 

@@ -15,6 +15,8 @@ const LEARN = 4;
 const VOTER = 5;
 const SNAPSHOT = 6;
 const INCARNATION = 7;
+/** A reserved (not yet active) incarnation: counts for rejoins, never voids votes. */
+const INCARNATION_RESERVED = 8;
 
 /**
  * One durable record as a WAL payload: a CBOR array led by a numeric type code, so
@@ -36,7 +38,7 @@ export function encodeRecord(r: DurableRecord): Buffer {
     case 'snapshot':
       return encoder.encode([SNAPSHOT, r.slot]);
     case 'incarnation':
-      return encoder.encode([INCARNATION, r.sid, r.inc]);
+      return encoder.encode([r.reserve ? INCARNATION_RESERVED : INCARNATION, r.sid, r.inc]);
   }
 }
 
@@ -68,6 +70,8 @@ export function decodeRecord(buf: Buffer, where: string): DurableRecord {
       return { t: 'snapshot', slot: n(1) };
     case INCARNATION:
       return { t: 'incarnation', sid: n(1), inc: n(2) };
+    case INCARNATION_RESERVED:
+      return { t: 'incarnation', sid: n(1), inc: n(2), reserve: true };
     default:
       return bad();
   }

@@ -168,7 +168,9 @@ export const SCHEMA = {
     fields: [
       ['nonce', 'uint'],
       ['inc', 'uint'],
+      ['act', 'bool'],
     ],
+    optional: 1,
   },
   rejoinResp: {
     code: 15,
@@ -179,7 +181,10 @@ export const SCHEMA = {
       ['promised', 'uint'],
       ['next', 'uint'],
       ['incs', 'slots'],
+      ['act', 'bool'],
+      ['res', 'slots'],
     ],
+    optional: 2,
   },
   confirm: {
     code: 12,
