@@ -329,6 +329,8 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
     mutation: o.mutation ?? 'none',
     checkEveryEvent: p.chance(0.25),
   };
+  // Drawn last, so that every draw above stays what it was for the seed.
+  drawn.clientNet = clientLinkFaults(p, drawn.clientNet, electionTicks);
   return shapeForFamily(drawn, o, snapEvery);
 }
 
@@ -383,6 +385,21 @@ function shapeForFamily(c: SimConfig, o: SimOverrides, snapEvery: number): SimCo
  */
 export function catchupBound(electionTicks: number): number {
   return 12 * electionTicks;
+}
+
+/**
+ * Client links of their own in some seeds: datagrams duplicated and delivered
+ * late both ways (a copy of a request that arrives after its session was
+ * evicted; an answer lost while a late copy is answered), as issue 15 needs.
+ */
+function clientLinkFaults(p: Prng, f: LinkFaults, electionTicks: number): LinkFaults {
+  if (!p.chance(0.4)) return f;
+  return {
+    ...f,
+    dup: 0.05 + p.next() * 0.25,
+    spike: 0.02 + p.next() * 0.1,
+    spikeMax: p.range(electionTicks, 4 * electionTicks),
+  };
 }
 
 /**
