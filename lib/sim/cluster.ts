@@ -151,6 +151,8 @@ export interface SimStats {
   restarts: number;
   wipes: number;
   pauses: number;
+  /** Leadership hand-offs started (faults.handoff). */
+  handoffs: number;
   partitions: number;
   bursts: number;
   snapshotsTaken: number;
@@ -373,6 +375,7 @@ export class Simulation {
     restarts: 0,
     wipes: 0,
     pauses: 0,
+    handoffs: 0,
     partitions: 0,
     bursts: 0,
     snapshotsTaken: 0,
@@ -725,6 +728,15 @@ export class Simulation {
     if (f.partition > 0 && this.net.activePartitions().length < 2 && p.chance(f.partition))
       this.partition();
     if (f.burst > 0 && this.net.activeBursts().length < 3 && p.chance(f.burst)) this.burst();
+    if (f.handoff > 0 && p.chance(f.handoff)) {
+      // Whatever the network does meanwhile: hand-off must stay safe and live.
+      const l = this.leaders().find((n) => !n.paused(this.now));
+      const to = l?.replica!.handoffTarget() ?? null;
+      if (l && to !== null && l.replica!.transferLeadership(to) === null) {
+        this.stats.handoffs++;
+        if (this.tracing) this.trace(`node ${l.sid} hands leadership to ${to}`);
+      }
+    }
   }
 
   private pause(n: SimNode, ticks: number): void {

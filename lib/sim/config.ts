@@ -123,6 +123,8 @@ export interface SimConfig {
     wipeAt: number;
     /** A second lost disk later on (another node, once the first one votes again), or -1. */
     wipeAgainAt: number;
+    /** The leader is asked to hand leadership to its best caught-up voter (transfer-leader, SIGTERM). */
+    handoff: number;
   };
   family: Family;
   /** Step at which the family's schedule starts. */
@@ -313,6 +315,7 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
       burst: on(0.4) ? p.pick([0.002, 0.01]) : 0,
       wipeAt: wipe ? wipeAt : -1,
       wipeAgainAt: wipe && wipeAgain ? p.range(wipeAt + 1, faultSteps) : -1,
+      handoff: 0,
     },
     family,
     familyAt,
@@ -331,6 +334,8 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
   };
   // Drawn last, so that every draw above stays what it was for the seed.
   drawn.clientNet = clientLinkFaults(p, drawn.clientNet, electionTicks);
+  // After that (same reason): an operator's leadership hand-off now and then.
+  drawn.faults.handoff = p.chance(0.3) ? p.pick([0.002, 0.01]) : 0;
   return shapeForFamily(drawn, o, snapEvery);
 }
 
