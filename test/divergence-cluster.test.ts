@@ -108,7 +108,7 @@ t.test('a follower that applies a different command stops serving; the others go
 
   // Within 2 s: the ERROR line naming the slot and both hashes.
   const errorLine = () =>
-    logs.get(VICTIM)!.find((l) => l.level === 'ERROR' && /DIVERGED at slot/.test(l.line));
+    logs.get(VICTIM)!.find((l) => l.level === 'ERROR' && /^sid \d+: DIVERGED at slot/.test(l.line));
   await waitFor('the victim logs the divergence', 2000, () => errorLine() !== undefined);
   const e = errorLine()!;
   t.comment(`detected ${e.at - faultAt} ms after the faulty write was sent: ${e.line}`);
@@ -160,9 +160,7 @@ t.test('a follower that applies a different command stops serving; the others go
     'the leader lists the bad follower',
   );
   t.ok(
-    logs
-      .get(leader)!
-      .some((l) => l.level === 'ERROR' && /follower 2 DIVERGED at slot/.test(l.line)),
+    logs.get(leader)!.some((l) => l.level === 'ERROR' && /peer 2 DIVERGED at slot/.test(l.line)),
     'and logged it at ERROR',
   );
 

@@ -96,11 +96,11 @@ t.test('a node restored from a format-4 snapshot adopts the hash of a peer', asy
   // Its state after slot 1 (session 1 registered), written by an older build.
   old.restore(enc.encode([4, 0, [], [[1, 0, null, REGISTER_NONCE_MIN]], null, 2]));
   const check = new StateCheck(old, 2);
-  t.equal(check.heard(0, true, false, 1, healthy.hashAt(1)!, 0), null);
+  t.equal(check.heard(0, true, 1, healthy.hashAt(1)!, 0), null);
   t.equal(old.digest(), null, 'a hash of another slot is not taken');
-  t.equal(check.heard(0, true, false, 3, healthy.hashAt(2)!, 0), null, 'a later one waits');
+  t.equal(check.heard(0, true, 3, healthy.hashAt(2)!, 0), null, 'a later one waits');
   old.apply(2, [put(1, 'k', 'v')]); // it applies slot 2 too, with its hash unknown
-  t.equal(check.heard(0, true, false, 2, healthy.hashAt(2)!, 2), null);
+  t.equal(check.heard(0, true, 2, healthy.hashAt(2)!, 2), null);
   t.same(old.digest(), healthy.digest(), 'the hash of its last applied slot is adopted');
   old.apply(3, []);
   healthy.apply(3, []);
@@ -161,31 +161,28 @@ t.test('StateCheck: compares at the same slot, waits for slots not applied yet',
   other.apply(3, []);
   const check = new StateCheck(mine, 2);
   const good = new StateCheck(mine, 2);
-  t.equal(good.heard(0, true, false, 3, mine.hashAt(3), 3), null, 'equal: nothing');
-  t.equal(
-    check.heard(2, false, false, 3, other.hashAt(3), 3),
-    null,
-    'a follower, we follow: ignored',
-  );
-  const ahead = check.heard(0, true, false, 4, other.hashAt(3), 3);
+  t.equal(good.heard(0, true, 3, mine.hashAt(3), 3), null, 'equal: nothing');
+  const peer = check.heard(2, false, 3, other.hashAt(3), 3);
+  t.ok(peer && !peer.self && peer.peer === 2, 'a peer (not our leader) differs: reported as its');
+  const ahead = check.heard(0, true, 4, other.hashAt(3), 3);
   t.equal(ahead, null, 'a slot we have not applied: waits');
-  t.equal(check.self, null);
-  const d = check.heard(0, true, false, 2, other.hashAt(2)!, 3);
+  t.equal(check.self, null, 'one differing peer of three: not ourselves');
+  const d = check.heard(0, true, 2, other.hashAt(2)!, 3);
   t.ok(d?.self, 'the leader differs at slot 2: this node diverged');
   t.equal(d!.slot, 2);
   t.same(check.appliedThrough(3), [], 'not yet at slot 4');
-  // As leader: a follower's report differs.
+  // A follower's report differs (seen by the leader, or by any peer).
   const lead = new StateCheck(other, 2);
-  const f = lead.heard(1, false, true, 3, mine.hashAt(3)!, 3);
+  const f = lead.heard(1, false, 3, mine.hashAt(3)!, 3);
   t.ok(f && !f.self && f.peer === 1, 'the leader notices a bad follower');
-  t.equal(lead.heard(1, false, true, 3, mine.hashAt(3)!, 3), null, 'reported once');
+  t.equal(lead.heard(1, false, 3, mine.hashAt(3)!, 3), null, 'reported once');
   t.equal(lead.self, null, 'and does not distrust itself');
-  t.equal(lead.heard(1, false, true, 3, other.hashAt(3)!, 3), null, 'the follower agrees again');
+  t.equal(lead.heard(1, false, 3, other.hashAt(3)!, 3), null, 'the follower agrees again');
   t.equal(lead.peers.size, 0, 'and is no longer listed');
-  // Both followers of a 3-node cluster differ from the leader: it is the odd one.
-  lead.heard(1, false, true, 3, mine.hashAt(3)!, 3);
-  const out = lead.heard(2, false, true, 2, mine.hashAt(2)!, 3);
-  t.ok(out?.self, 'a leader outvoted by a majority distrusts itself');
+  // Both peers in a 3-node cluster differ from this node: it is the odd one.
+  lead.heard(1, false, 3, mine.hashAt(3)!, 3);
+  const out = lead.heard(2, false, 2, mine.hashAt(2)!, 3);
+  t.ok(out?.self, 'a node outvoted by a majority distrusts itself');
   t.same(out?.outvotedBy, [1, 2]);
 });
 

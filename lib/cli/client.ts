@@ -313,7 +313,7 @@ function printStatus(
         process.stdout.write(`sid ${servers[i].sid}: ${r.diverged} (not serving clients)\n`);
       if (r && typeof r.followersDiverged === 'string')
         process.stdout.write(
-          `sid ${servers[i].sid}: followers DIVERGED (sid@slot): ${r.followersDiverged}\n`,
+          `sid ${servers[i].sid}: peers DIVERGED (sid@slot): ${r.followersDiverged}\n`,
         );
     }
     // Datagrams a node dropped, by reason (wrong_cluster, bad_tag: a config to fix).

@@ -151,7 +151,7 @@ export interface ReplicaStatus {
   inflight: number;
   /** "DIVERGED at slot N ..." once this node's state hash differed from its leader's. */
   diverged: string | null;
-  /** Followers whose state hash differed from this node's (as leader), "sid@slot". */
+  /** Peers whose state hash differed from this node's, "sid@slot" (on the leader: its followers). */
   followersDiverged: string | null;
 }
 
@@ -1066,11 +1066,10 @@ export class Replica {
         this.knownChosenFrom = from;
       }
     }
-    const fromLeader = m.leading && this.role === 'follower' && this.leader === from;
-    const weLead = this.role === 'leader';
-    this.noteDivergence(
-      this.stateCheck.heard(from, fromLeader, weLead, m.hashSlot, m.hash, this.applied),
-    );
+    // A leader at or above our promise is the current one (a deposed leader's
+    // heartbeat, delayed, must not make this node distrust itself).
+    const fromLeader = m.leading && this.role !== 'leader' && m.promised >= this.promised;
+    this.noteDivergence(this.stateCheck.heard(from, fromLeader, m.hashSlot, m.hash, this.applied));
   }
 
   /** A state-hash mismatch is news for the driver (fail-stop and a loud log line). */

@@ -13,11 +13,10 @@ export interface Divergence {
   theirs: Uint8Array;
   /**
    * True when this node distrusts its own state (fail-stop): it differs from
-   * the leader it follows, or, as leader, from a majority of the cluster.
-   * False on a leader reporting one follower.
+   * its leader, or from a majority of the cluster. False when it reports a peer.
    */
   self: boolean;
-  /** Set when a leader found itself in the minority: the followers that differ. */
+  /** Set when this node found itself in the minority: the peers that differ. */
   outvotedBy?: number[];
 }
 
@@ -40,7 +39,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 export class StateCheck {
   /** This node's first divergence from its leader (sticky until a restart). */
   self: Divergence | null = null;
-  /** Followers found to differ from this node (as leader), by sid. */
+  /** Peers found to differ from this node, by sid. */
   readonly peers = new Map<number, Divergence>();
   private readonly waiting = new Map<
     number,
@@ -48,7 +47,7 @@ export class StateCheck {
   >();
 
   /**
-   * `quorum`: a leader whose hash differs from this many followers' is in the
+   * `quorum`: a node whose hash differs from this many peers' is in the
    * minority (with itself, fewer than a quorum agree with it): it distrusts
    * itself rather than them.
    */
@@ -64,20 +63,20 @@ export class StateCheck {
   }
 
   /**
-   * A peer's report. `fromLeader`: it leads and we follow (a mismatch makes
-   * this node distrust itself); otherwise it counts only if we lead. Returns a
-   * new divergence, or null.
+   * A peer's report. `fromLeader`: it leads, at or above our promise (a
+   * mismatch makes this node distrust itself); any other peer's mismatch is
+   * reported as the peer's, until a majority differs from us. Every node
+   * compares every peer: a node cut off from its leader is still compared by
+   * the nodes it hears. Returns a new divergence, or null.
    */
   heard(
     from: number,
     fromLeader: boolean,
-    weLead: boolean,
     slot: number | undefined,
     hash: Uint8Array | undefined,
     applied: number,
   ): Divergence | null {
     if (slot === undefined || hash === undefined || hash.length !== HASH_BYTES) return null;
-    if (!fromLeader && !weLead) return null;
     if (this.unknown() && slot === applied) {
       this.sm.adoptDigest?.(slot, hash);
       return null;
@@ -146,13 +145,13 @@ export function describeDivergence(d: Divergence): string {
   const stop =
     'this node stops answering clients until an operator restarts it (README: Diagnostics)';
   if (d.outvotedBy)
-    return `DIVERGED at slot ${d.slot}: this leader's state hash ${hexOf(d.mine)} differs from followers ${d.outvotedBy.join(', ')} (a majority; follower ${d.peer} has ${hexOf(d.theirs)}); ${stop}`;
+    return `DIVERGED at slot ${d.slot}: state hash here ${hexOf(d.mine)} differs from peers ${d.outvotedBy.join(', ')} (a majority; peer ${d.peer} has ${hexOf(d.theirs)}); ${stop}`;
   return d.self
     ? `DIVERGED at slot ${d.slot}: state hash here ${hexOf(d.mine)}, leader ${d.peer} has ${hexOf(d.theirs)}; ${stop}`
-    : `follower ${d.peer} DIVERGED at slot ${d.slot}: its state hash ${hexOf(d.theirs)}, ours (leader) ${hexOf(d.mine)}`;
+    : `peer ${d.peer} DIVERGED at slot ${d.slot}: its state hash ${hexOf(d.theirs)}, ours ${hexOf(d.mine)}`;
 }
 
-/** True for a divergence event line, this node's or a follower's (the daemon logs it as ERROR). */
+/** True for a divergence event line, this node's or a peer's (the daemon logs it as ERROR). */
 export function isDivergenceEvent(line: string): boolean {
   return line.includes('DIVERGED at slot');
 }

@@ -15,49 +15,58 @@ export function hex(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
 }
 
+/** Bytes of a command's header in the hashed encoding: cid, seq, op length, shape, value and err lengths. */
+const HEAD_BYTES = 8 + 8 + 4 + 1 + 4 + 4;
+
 /**
- * The bytes of one command and its result that the hashes cover: cid, seq,
- * the command's bytes and the result's fields, each length-prefixed (no two
- * different (command, result) pairs give the same bytes).
+ * Writes the bytes of one command and its result that the hashes cover into
+ * `buf` at `at` (which must have room: see commandBytesMax): cid, seq, the
+ * command's bytes and the result's fields, each length-prefixed (no two
+ * different (command, result) pairs give the same bytes). Returns the end.
  */
-export function commandBytes(c: Cmd, r: CmdResult): Buffer[] {
-  const value = r.value === undefined || r.value === null ? null : Buffer.from(r.value);
-  const err = r.err === undefined ? null : Buffer.from(r.err);
-  const head = Buffer.allocUnsafe(8 + 8 + 4 + 1 + 4 + 4);
-  head.writeDoubleBE(c.cid, 0);
-  head.writeDoubleBE(c.seq, 8);
-  head.writeUInt32BE(c.op.length, 16);
+export function writeCommand(buf: Buffer, at: number, c: Cmd, r: CmdResult): number {
+  const value = r.value === undefined || r.value === null ? null : r.value;
+  buf.writeDoubleBE(c.cid, at);
+  buf.writeDoubleBE(c.seq, at + 8);
+  buf.writeUInt32BE(c.op.length, at + 16);
   // ok, value present, value null, err present: the result's shape.
-  head.writeUInt8(
+  buf.writeUInt8(
     (r.ok ? 1 : 0) |
       (r.value !== undefined ? 2 : 0) |
       (r.value === null ? 4 : 0) |
       (r.err !== undefined ? 8 : 0),
-    20,
+    at + 20,
   );
-  head.writeUInt32BE(value?.length ?? 0, 21);
-  head.writeUInt32BE(err?.length ?? 0, 25);
-  const out = [head, c.op instanceof Buffer ? c.op : Buffer.from(c.op)];
-  if (value) out.push(value);
-  if (err) out.push(err);
-  return out;
+  let end = at + HEAD_BYTES;
+  buf.set(c.op, end);
+  end += c.op.length;
+  const vlen = value === null ? 0 : buf.write(value, end, 'utf8');
+  buf.writeUInt32BE(vlen, at + 21);
+  end += vlen;
+  const elen = r.err === undefined ? 0 : buf.write(r.err, end, 'utf8');
+  buf.writeUInt32BE(elen, at + 25);
+  return end + elen;
+}
+
+/** Room writeCommand needs at most (a UTF-16 unit takes at most 3 UTF-8 bytes). */
+export function commandBytesMax(c: Cmd, r: CmdResult): number {
+  return HEAD_BYTES + c.op.length + 3 * ((r.value?.length ?? 0) + (r.err?.length ?? 0));
 }
 
 /**
- * A command's order-log digest: 64 bits (two 32-bit FNV-1a lanes with
- * different primes, then a murmur3 finalizer each), as 16 hex digits. Not
- * cryptographic: it finds accidental differences between logs line by line;
- * the periodic state-hash lines (SHA-256) are the strong check. A SHA-256 per
- * command would cost more than applying the command (createHash is ~1-7 us).
+ * A command's order-log digest over buf[from, to): 64 bits (two 32-bit FNV-1a
+ * lanes with different primes, then a murmur3 finalizer each), as 16 hex
+ * digits. Not cryptographic: it finds accidental differences between logs line
+ * by line; the periodic state-hash lines (SHA-256) are the strong check. A
+ * SHA-256 per command would cost more than applying the command.
  */
-export function lineDigest(parts: Buffer[]): string {
+export function lineDigest(buf: Uint8Array, from: number, to: number): string {
   let a = 0x811c9dc5;
   let b = 0x9747b28c;
-  for (const p of parts)
-    for (let i = 0; i < p.length; i++) {
-      a = Math.imul(a ^ p[i], 0x01000193);
-      b = Math.imul(b ^ p[i], 0x5bd1e995);
-    }
+  for (let i = from; i < to; i++) {
+    a = Math.imul(a ^ buf[i], 0x01000193);
+    b = Math.imul(b ^ buf[i], 0x5bd1e995);
+  }
   return (
     fmix(a).toString(16).padStart(8, '0') +
     fmix(b ^ a)
@@ -88,24 +97,30 @@ export class StateHash {
   hash: Uint8Array | null = GENESIS_HASH;
   private readonly ringSlot = new Array<number>(STATE_HASH_RING).fill(-1);
   private readonly ringHash = new Array<Uint8Array | null>(STATE_HASH_RING).fill(null);
+  /** Reused for the bytes of each slot (no allocation per command). */
+  private scratch = Buffer.allocUnsafe(4096);
 
   /**
    * Chain one applied slot (one SHA-256 over the previous hash, the slot and
    * every command's bytes); returns each command's line digest.
    */
   step(slot: number, cmds: Cmd[], results: CmdResult[]): string[] {
-    const head = Buffer.allocUnsafe(12);
-    head.writeDoubleBE(slot, 0);
-    head.writeUInt32BE(cmds.length, 8);
-    const all: Buffer[] = [head];
+    let need = 12;
+    for (let i = 0; i < cmds.length; i++) need += commandBytesMax(cmds[i], results[i]);
+    if (this.scratch.length < need)
+      this.scratch = Buffer.allocUnsafe(Math.max(need, 2 * this.scratch.length));
+    const buf = this.scratch;
+    buf.writeDoubleBE(slot, 0);
+    buf.writeUInt32BE(cmds.length, 8);
+    let at = 12;
     const digests: string[] = new Array(cmds.length);
     for (let i = 0; i < cmds.length; i++) {
-      const parts = commandBytes(cmds[i], results[i]);
-      digests[i] = lineDigest(parts);
-      for (const p of parts) all.push(p);
+      const end = writeCommand(buf, at, cmds[i], results[i]);
+      digests[i] = lineDigest(buf, at, end);
+      at = end;
     }
     if (this.hash !== null)
-      this.hash = createHash('sha256').update(this.hash).update(Buffer.concat(all)).digest();
+      this.hash = createHash('sha256').update(this.hash).update(buf.subarray(0, at)).digest();
     this.slot = slot;
     this.remember();
     return digests;
