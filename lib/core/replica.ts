@@ -114,23 +114,34 @@ interface Phase1 {
 
 /**
  * What a peer's heartbeats told us. UDP may re-deliver an old heartbeat at any
- * time, so a fact whose stale "no" would hurt progress (it hears us, it votes)
- * holds while ANY heartbeat of the last election timeout said yes, and a fact
- * whose stale "yes" would hurt (it follows a live leader, so we should not
- * campaign) holds only while EVERY recent heartbeat said yes. A stale
- * heartbeat can then delay an election by at most a timeout, never depose a
- * leader or block campaigns on its own.
+ * time, and a stale "it hears us", "it votes", "it follows no live leader" or
+ * "the leader is alive" can each keep a leader that chooses nothing in power or
+ * defeat pre-vote. So these facts come only from a fresh statement: a heartbeat
+ * that echoes one of ours sent within the last election timeout (it answers a
+ * request of the current period, as a lease or an etcd heartbeat response does),
+ * and is newer than the last one taken. Monotone facts (chosen, ballots) need no
+ * proof of freshness.
  */
 interface PeerInfo {
   chosen: number;
+  /** From the latest fresh statement: */
   eligible: boolean;
-  /** Tick of the last heartbeat that said it hears us (-Infinity: never). */
-  hearsUsAt: number;
-  /** Tick of the last heartbeat that said it votes. */
-  voterAt: number;
-  /** Tick of the last heartbeat that said it follows no live leader. */
-  freeAt: number;
+  voter: boolean;
+  /** It follows no live leader (pre-vote). */
+  free: boolean;
+  /** Our tick when the latest fresh statement arrived (-Infinity: none yet). */
+  freshAt: number;
+  /** Its order: the echoed tick of ours, then the sender's tick. */
+  freshEcho: number;
+  freshTick: number;
+  /** The peer's newest heartbeat (life and tick): our heartbeats to it echo this. */
+  echo: { life: number; tick: number } | null;
+  /** Highest heartbeat tick seen per life of the peer (a few lives, first seen first). */
+  lives: Map<number, number>;
 }
+
+/** Lives of a peer remembered for echoes: a re-delivered copy from one of them is no news. */
+const ECHO_LIVES_MAX = 4;
 
 export type Role = 'follower' | 'candidate' | 'leader';
 
@@ -246,6 +257,8 @@ export class Replica {
   private now = 0;
   private readonly lastHeard = new Map<number, number>();
   private readonly peers = new Map<number, PeerInfo>();
+  /** Random per process life: peers echo it, proving their heartbeat postdates ours. */
+  private readonly life: number;
   private readonly heartbeat: Timeout;
   private readonly election: Timeout;
   /** Rolling state hashes compared with peers' (heartbeats): divergence detection. */
@@ -374,6 +387,7 @@ export class Replica {
     this.stateCheck = new StateCheck(opts.sm, this.quorum);
     this.election = new Timeout('election', opts.electionTicks);
     this.election.jitter(opts.prng, Math.max(1, Math.floor(opts.electionTicks / 3)));
+    this.life = opts.prng.int(0x7fffffff) + 1;
   }
 
   // ======================= restore =======================
@@ -672,14 +686,15 @@ export class Replica {
   }
 
   /**
-   * Two-way contact: we hear `sid`, and its latest heartbeat (recent) says it
-   * hears us. Only two-way peers count for progress and campaigning: a peer we
-   * hear but that cannot hear us can neither vote for us nor follow us.
+   * Two-way contact: a fresh statement of `sid` (it echoed a heartbeat of ours
+   * from the last election timeout) arrived within an election timeout. Only
+   * two-way peers count for progress and campaigning: a peer we hear but that
+   * cannot hear us can neither vote for us nor follow us.
    */
   private twoWay(sid: number): boolean {
     if (sid === this.sid) return true;
     const p = this.peers.get(sid);
-    return p !== undefined && this.alive(sid) && this.now - p.hearsUsAt <= this.o.electionTicks;
+    return p !== undefined && this.alive(sid) && this.now - p.freshAt <= this.o.electionTicks;
   }
 
   /**
@@ -689,10 +704,10 @@ export class Replica {
    * including a non-voter would keep leading, and keep others from campaigning,
    * without ever getting a value chosen.
    */
-  /** A peer votes if a heartbeat of the last election timeout said so. */
+  /** A peer votes if its latest fresh statement, of the last election timeout, said so. */
   private peerVotes(sid: number): boolean {
     const p = this.peers.get(sid);
-    return p !== undefined && this.now - p.voterAt <= this.o.electionTicks;
+    return p !== undefined && p.voter && this.now - p.freshAt <= this.o.electionTicks;
   }
 
   private twoWayCount(): number {
@@ -759,8 +774,10 @@ export class Replica {
     for (const s of this.sids) {
       if (s === this.sid || !this.twoWay(s)) continue;
       const p = this.peers.get(s)!;
-      // Free: it said within two heartbeats that it follows no live leader.
-      if (this.peerVotes(s) && this.now - p.freeAt <= 2 * this.o.heartbeatTicks) support++;
+      // Free: its latest fresh statement, of the last two heartbeats, says it
+      // follows no live leader.
+      if (this.peerVotes(s) && p.free && this.now - p.freshAt <= 2 * this.o.heartbeatTicks)
+        support++;
     }
     if (support < this.quorum) return;
     const waited = this.now - Math.max(this.leaderLostAt, this.leaderSeenAt);
@@ -1005,9 +1022,10 @@ export class Replica {
   /**
    * A message from whoever leads `ballot`. It shows that leader alive only if it
    * is news: a higher ballot than we follow, or a heartbeat whose tick is above
-   * every earlier one of that leadership (`tick`, heartbeats only). UDP may
-   * re-deliver a dead leader's old messages at any time; they must not keep its
-   * followers from electing another.
+   * every earlier one of that leadership (`tick`, heartbeats only; and only a
+   * fresh one, see onHeartbeat: after our restart every old heartbeat would be
+   * news). UDP may re-deliver a dead leader's old messages at any time; they
+   * must not keep its followers from electing another.
    */
   private noteLeader(ballot: number, tick = -1): void {
     this.noteBallot(ballot);
@@ -1023,39 +1041,71 @@ export class Replica {
   }
 
   private broadcastHeartbeat(): void {
-    const msg: Msg = {
-      t: 'heartbeat',
-      promised: this.role === 'leader' ? this.ballot : this.promised,
-      leading: this.role === 'leader',
-      chosen: this.chosenThrough,
-      next: this.role === 'leader' ? this.nextSlot : 0,
-      eligible: this.eligible(),
-      voter: this.voter,
-      heard: this.sids.filter((s) => s !== this.sid && this.alive(s)),
-      tick: this.now,
-      leader: this.role === 'follower' && this.hearsLiveLeader(-1) ? this.leader! + 1 : 0,
-      ...this.stateCheck.ours(),
-    };
-    for (const s of this.sids) if (s !== this.sid) this.send(s, msg);
+    const leading = this.role === 'leader';
+    const promised = leading ? this.ballot : this.promised;
+    const next = leading ? this.nextSlot : 0;
+    const eligible = this.eligible();
+    const heard = this.sids.filter((s) => s !== this.sid && this.alive(s));
+    const leader = this.role === 'follower' && this.hearsLiveLeader(-1) ? this.leader! + 1 : 0;
+    const { hashSlot, hash } = this.stateCheck.ours();
+    for (const s of this.sids) {
+      if (s === this.sid) continue;
+      // Each peer gets the echo of its own newest heartbeat (a leader's echo is
+      // what lets its followers judge it alive). One literal per peer: spreading
+      // a shared one costs more than the rest of the heartbeat.
+      const e = this.peers.get(s)?.echo;
+      this.send(s, {
+        t: 'heartbeat',
+        promised,
+        leading,
+        chosen: this.chosenThrough,
+        next,
+        eligible,
+        voter: this.voter,
+        heard,
+        tick: this.now,
+        leader,
+        hashSlot,
+        hash,
+        life: this.life,
+        echoLife: e?.life,
+        echoTick: e?.tick,
+      });
+    }
     if (!this.voter) this.requestRejoin();
   }
 
   private onHeartbeat(from: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
-    const p = this.peers.get(from) ?? {
-      chosen: 0,
-      eligible: false,
-      hearsUsAt: -Infinity,
-      voterAt: -Infinity,
-      freeAt: -Infinity,
-    };
+    let p = this.peers.get(from);
+    if (!p) {
+      p = {
+        chosen: 0,
+        eligible: false,
+        voter: false,
+        free: false,
+        freshAt: -Infinity,
+        freshEcho: -Infinity,
+        freshTick: -Infinity,
+        echo: null,
+        lives: new Map(),
+      };
+      this.peers.set(from, p);
+    }
     p.chosen = m.chosen;
-    p.eligible = m.eligible;
-    if (m.heard.includes(this.sid)) p.hearsUsAt = this.now;
-    if (m.voter) p.voterAt = this.now;
-    if (m.leader === 0) p.freeAt = this.now;
-    this.peers.set(from, p);
+    noteEcho(p, m);
+    const fresh = this.isFresh(p, m);
+    if (fresh) {
+      p.freshEcho = m.echoTick!;
+      p.freshTick = m.tick;
+      p.freshAt = this.now;
+      p.eligible = m.eligible;
+      p.voter = m.voter;
+      p.free = m.leader === 0;
+    }
     if (m.leading) {
-      this.noteLeader(m.promised, m.tick);
+      // A stale heartbeat still carries its ballot and chosen prefix (monotone).
+      if (fresh) this.noteLeader(m.promised, m.tick);
+      else this.noteBallot(m.promised);
       this.learnCommit(m.promised, m.chosen, from);
     } else {
       // A follower's promise alone deposes no leader: if it promised above us it
@@ -1072,16 +1122,29 @@ export class Replica {
     this.noteDivergence(this.stateCheck.heard(from, fromLeader, m.hashSlot, m.hash, this.applied));
   }
 
+  /**
+   * A fresh statement: it echoes a heartbeat we sent in this life within the
+   * last election timeout (so it was sent after that one), and it is newer than
+   * the last fresh statement taken from this peer (a re-delivered copy is not).
+   */
+  private isFresh(p: PeerInfo, m: Extract<Msg, { t: 'heartbeat' }>): boolean {
+    const at = m.echoTick;
+    if (m.life === undefined || m.echoLife !== this.life || at === undefined) return false;
+    if (at > this.now || this.now - at > this.o.electionTicks) return false;
+    return at > p.freshEcho || (at === p.freshEcho && m.tick > p.freshTick);
+  }
+
   /** A state-hash mismatch is news for the driver (fail-stop and a loud log line). */
   private noteDivergence(d: Divergence | null): void {
     if (d) this.eventsOut.push(`sid ${this.sid}: ${describeDivergence(d)}`);
   }
 
   /**
-   * Rejoin in two steps, each answered by every voter that hears it: (1) which
-   * incarnations of ours do you know? (2) record our new one, higher than all of
-   * them, and tell us your promise and highest slot. A nonce drawn after this
-   * restart tags both, so no answer made before the disk was lost can count.
+   * Rejoin in steps, each answered by every voter that hears it: (1) which
+   * incarnations of ours do you know (active or reserved)? (2a) reserve our new
+   * one, higher than all of them; (2b) once n - quorum + 1 reserved it, activate
+   * it and tell us your promise and highest slot. A nonce drawn after this
+   * restart tags every step, so no answer made before the disk was lost can count.
    */
   private requestRejoin(): void {
     if (!this.rejoin)
@@ -1969,3 +2032,20 @@ function concat(parts: Uint8Array[]): Uint8Array {
 }
 
 export type { CmdResult };
+
+/**
+ * Record a peer's heartbeat for our echoes: its newest per life. A re-delivered
+ * copy from a life already seen is no news, so replaying one old heartbeat cannot
+ * keep our echoes pointing at a dead life (which would make the peer doubt us).
+ */
+function noteEcho(p: PeerInfo, m: Extract<Msg, { t: 'heartbeat' }>): void {
+  if (m.life === undefined) return;
+  const max = p.lives.get(m.life);
+  if (max !== undefined && m.tick <= max) return;
+  p.lives.set(m.life, m.tick);
+  if (p.lives.size > ECHO_LIVES_MAX) p.lives.delete(p.lives.keys().next().value!);
+  if (p.echo) {
+    p.echo.life = m.life;
+    p.echo.tick = m.tick;
+  } else p.echo = { life: m.life, tick: m.tick };
+}

@@ -78,6 +78,17 @@ export type Msg =
        */
       hashSlot?: number;
       hash?: Uint8Array;
+      /**
+       * Freshness (absent: an older sender, whose heartbeats prove nothing fresh):
+       * `life` is random per process life of the sender; `echoLife`/`echoTick` are
+       * the recipient's `life` and `tick` in the newest heartbeat the sender got
+       * from it. A heartbeat echoing one the recipient sent within an election
+       * timeout answers a request of the current period, so a re-delivered old copy
+       * cannot vouch for contact, votes or a live leader.
+       */
+      life?: number;
+      echoLife?: number;
+      echoTick?: number;
     }
   /**
    * Lost-disk rejoin (PML): a non-voter asks voters for their promise, with a nonce

@@ -160,8 +160,11 @@ export const SCHEMA = {
       ['tick', 'uint'],
       ['hashSlot', 'uint'],
       ['hash', 'bytes'],
+      ['life', 'uint'],
+      ['echoLife', 'uint'],
+      ['echoTick', 'uint'],
     ],
-    optional: 2,
+    optional: 5,
   },
   rejoinReq: {
     code: 14,
@@ -285,11 +288,16 @@ export function encodePeerBody(from: number, msg: Msg): Buffer {
   const s = BY_CODE.get(SCHEMA[msg.t].code)!;
   const arr: unknown[] = [from, SCHEMA[msg.t].code];
   const rec = msg as unknown as Record<string, unknown>;
-  for (let i = 0; i < s.fields.length; i++) {
+  const firstOptional = s.fields.length - s.optional;
+  // Absent optional fields at the end are left off (an older receiver's count);
+  // one absent before a present one is sent as null (a heartbeat without a state
+  // hash still carries its freshness fields).
+  let end = s.fields.length;
+  while (end > firstOptional && rec[s.fields[end - 1][0]] === undefined) end--;
+  for (let i = 0; i < end; i++) {
     const [name, type] = s.fields[i];
-    // Optional fields end the message: the first absent one ends it.
-    if (rec[name] === undefined && i >= s.fields.length - s.optional) break;
-    arr.push(encodeField(type, rec[name]));
+    if (rec[name] === undefined && i >= firstOptional) arr.push(null);
+    else arr.push(encodeField(type, rec[name]));
   }
   return encoder.encode(arr);
 }
@@ -394,6 +402,8 @@ export function decodePeerBody(body: Uint8Array): DecodedPeer {
     msg.t = s.t;
     for (let i = 0; i < n; i++) {
       const [name, type] = s.fields[i];
+      // null: an optional field absent before a present one (see encodePeerBody).
+      if (a[i + 2] === null && i >= s.fields.length - s.optional) continue;
       msg[name] = field(type, a[i + 2], name);
     }
     return { from, msg: msg as unknown as Msg };
