@@ -3,7 +3,21 @@ import * as dgram from 'node:dgram';
 import createDebug from 'debug';
 import type { CmdResult } from './core/types';
 import type { ClientConfig, ClientServerAddr } from './io/config';
-import { encodeOp, encodeRegister, REGISTER_NONCE_MIN, type KvOp } from './sm/kv';
+import {
+  encodeOp,
+  encodeOutcome,
+  encodeRegister,
+  REGISTER_NONCE_MIN,
+  type KvOp,
+  type Outcome,
+  type SysOp,
+} from './sm/kv';
+
+/** An `outcome` query (asked in a session like a write; see PaxosClient.outcome). */
+type OutcomeQuery = Extract<SysOp, { kind: 'outcome' }>;
+
+/** What PaxosClient.outcome answers about a request `cid:seq`. */
+export type OutcomeReport = Outcome & { request: string };
 import {
   BATCH_OPS_MAX,
   decodeReply,
@@ -168,7 +182,7 @@ export class Session {
   cid: number | null = null;
   seq = 0;
   /** Operations waiting for the one in flight. */
-  private readonly queue: { op: KvOp; done: Done }[] = [];
+  private readonly queue: { op: KvOp | OutcomeQuery; done: Done }[] = [];
   private busy = false;
 
   constructor(private readonly client: PaxosClient) {}
@@ -197,7 +211,7 @@ export class Session {
    * once, synchronously from the event that ends the operation (the simulator
    * drives the client this way, without promises).
    */
-  submit(op: KvOp, done: Done): void {
+  submit(op: KvOp | OutcomeQuery, done: Done): void {
     this.queue.push({ op, done });
     if (!this.busy) this.next();
   }
@@ -306,10 +320,32 @@ export class PaxosClient {
     return this.defaultSession.cas(key, expected, value);
   }
 
+  /**
+   * Was request `cid:seq` (as an OUTCOME UNKNOWN error names it) applied, and
+   * what was its first answer? Asked through the log from a new session, so the
+   * answer is linearizable, and final: a request found `not_applied` can no
+   * longer run (the cluster refuses its late copies). `unknown` when the
+   * exactly-once table no longer remembers it (it keeps each session's last
+   * request only; an evicted session's are gone). Rejects with
+   * PaxosClientError('unknown') if the query itself gets no answer in time.
+   */
+  outcome(request: string): Promise<OutcomeReport> {
+    const m = /^(\d+):(\d+)$/.exec(request);
+    if (!m) return Promise.reject(new Error(`not a request id (CID:SEQ): ${request}`));
+    const q: OutcomeQuery = { kind: 'outcome', cid: Number(m[1]), seq: Number(m[2]) };
+    return new Promise((resolve, reject) =>
+      this.session().submit(q, (err, r) => {
+        if (err) return reject(err);
+        if (!r!.ok) return reject(new Error(`the outcome query was refused: ${r!.err}`));
+        resolve({ request, ...(JSON.parse(r!.value!) as Outcome) });
+      }),
+    );
+  }
+
   /** @internal used by Session */
-  send(session: Session, op: KvOp, done: Done): void {
+  send(session: Session, op: KvOp | OutcomeQuery, done: Done): void {
     if (this.closed) return done(new PaxosClientError('closed', 'client is closed'));
-    const opBytes = encodeOp(op);
+    const opBytes = op.kind === 'outcome' ? encodeOutcome(op.cid, op.seq) : encodeOp(op);
     // A request that cannot fit in one datagram certainly never ran: say so now.
     if (opBytes.length > OP_BYTES_MAX)
       return done(null, {

@@ -7,7 +7,7 @@
  *   await client.put('k', 'v');
  */
 export { PaxosClient, PaxosClientError, Session } from './client';
-export type { ClientOptions, OpResult } from './client';
+export type { ClientOptions, OpResult, OutcomeReport } from './client';
 export { PaxosNode } from './daemon';
 export type { NodeCounters, NodeOptions } from './daemon';
 export {
@@ -23,6 +23,6 @@ export type { ClientConfig, NodeConfig } from './io/config';
 export { loadKeyring, writeKeyFile } from './io/keys';
 export { StorageError } from './io/recordlog';
 export { compareLogs } from './logcmp';
-export type { KvOp } from './sm/kv';
+export type { KvOp, Outcome } from './sm/kv';
 export type { CmdResult } from './core/types';
 export { Keyring } from './wire/envelope';

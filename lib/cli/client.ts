@@ -1,5 +1,5 @@
 import * as readline from 'node:readline';
-import { PaxosClient, PaxosClientError, type OpResult } from '../client';
+import { PaxosClient, PaxosClientError, type OpResult, type OutcomeReport } from '../client';
 import { ConfigError, loadClientConfig, type ClientConfig } from '../io/config';
 import { loadKeyring } from '../io/keys';
 import type { KvOp } from '../sm/kv';
@@ -17,6 +17,10 @@ const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [
   status --watch [S]     the same table, refreshed every S seconds (default 1) until Ctrl-C
   health                 exit 0 only if a majority names one leader and a linearizable
                          read completes within the timeout; else exit 3 with the reason
+  outcome CID:SEQ        was request CID:SEQ (named by OUTCOME UNKNOWN) applied? Asked
+                         through the log: APPLIED and its first answer (exit 0), NOT
+                         APPLIED (exit 1: it never ran, and a late copy no longer can),
+                         UNKNOWN (exit 3: the exactly-once table no longer remembers it)
   -                      read one command per line from stdin (also without a
                          command when stdin is not a terminal). A line takes the
                          same words and flags (cas --absent K V); quote values
@@ -330,6 +334,30 @@ function printStatus(
   return problem ? EXIT.unknown : EXIT.ok;
 }
 
+/** `outcome CID:SEQ`: one line, exit 0 applied, 1 not applied, 3 unknown or no answer. */
+async function outcome(client: PaxosClient, request: string, json: boolean): Promise<number> {
+  let o: OutcomeReport;
+  try {
+    o = await client.outcome(request);
+  } catch (e) {
+    const msg = `the outcome query got no answer: ${(e as Error).message}`;
+    if (json) process.stdout.write(JSON.stringify({ request, outcome: null, error: msg }) + '\n');
+    else process.stderr.write(`paxos-client: ${msg}\n`);
+    return EXIT.unknown;
+  }
+  if (json) process.stdout.write(JSON.stringify(o) + '\n');
+  else if (o.outcome === 'applied')
+    process.stdout.write(`APPLIED ${request}: first answer ${JSON.stringify(o.result)}\n`);
+  else if (o.outcome === 'not_applied')
+    process.stdout.write(`NOT APPLIED ${request}: it never ran, and a late copy no longer can\n`);
+  else process.stdout.write(`UNKNOWN ${request}: ${o.why}\n`);
+  return o.outcome === 'applied'
+    ? EXIT.ok
+    : o.outcome === 'not_applied'
+      ? EXIT.refused
+      : EXIT.unknown;
+}
+
 /** One stdin line: its words and flags (the same as on the command line). */
 function parseLine(line: string): { op: KvOp } | { error: string } | null {
   const words = splitLine(line.trim());
@@ -390,7 +418,11 @@ async function main(): Promise<number> {
     return EXIT.usage;
   }
   let op: KvOp | null = null;
-  const admin = words[0] === 'status' || words[0] === 'health';
+  const admin = words[0] === 'status' || words[0] === 'health' || words[0] === 'outcome';
+  if (words[0] === 'outcome' && !/^\d+:\d+$/.test(words[1] ?? '')) {
+    process.stderr.write(`paxos-client: outcome takes a request id CID:SEQ\n${USAGE}\n`);
+    return EXIT.usage;
+  }
   if (argv.watch !== undefined && words[0] !== 'status') {
     process.stderr.write(`paxos-client: --watch goes with status\n${USAGE}\n`);
     return EXIT.usage;
@@ -407,8 +439,8 @@ async function main(): Promise<number> {
       return EXIT.usage;
     }
     op = parsed;
-  } else if (words.length > 1) {
-    process.stderr.write(`paxos-client: unexpected argument ${words[1]}\n${USAGE}\n`);
+  } else if (words.length > (words[0] === 'outcome' ? 2 : 1)) {
+    process.stderr.write(`paxos-client: unexpected argument ${words.at(-1)}\n${USAGE}\n`);
     return EXIT.usage;
   }
   let cfg: ClientConfig;
@@ -434,6 +466,7 @@ async function main(): Promise<number> {
     if (words[0] === 'status' && argv.watch !== undefined) return await watch(client, cfg, watchS);
     if (words[0] === 'status') return await status(client, cfg, argv.json);
     if (words[0] === 'health') return await health(client, cfg, argv.json, timeoutMs);
+    if (words[0] === 'outcome') return await outcome(client, words[1], argv.json);
     if (op) return await runOne(client, cfg, op, argv.json);
     // The seed's "submit an operation" flow: one command per line.
     return await batch(client, cfg, argv.json);
