@@ -23,6 +23,15 @@ function register(sm: KvStateMachine, nonce: number): number {
 function put(cid: number, seq: number, key: string, value: string): Cmd {
   return { cid, seq, op: encodeOp({ kind: 'put', key, value }) };
 }
+/** A state machine with sessions `a` (which ran put k=v1 as its request 1) and `q` (the asker). */
+function twoSessions(sessionsMax: number): { sm: KvStateMachine; a: number; q: number } {
+  const sm = new KvStateMachine(sessionsMax, 1000);
+  const a = register(sm, 1);
+  const q = register(sm, 2);
+  run(sm, put(a, 1, 'k', 'v1'));
+  return { sm, a, q };
+}
+
 /** Session `asker` (at its request `seq`) asks about cid:seq. */
 function ask(sm: KvStateMachine, asker: number, seq: number, cid: number, s: number): Outcome {
   const r = run(sm, { cid: asker, seq, op: encodeOutcome(cid, s) });
@@ -31,10 +40,7 @@ function ask(sm: KvStateMachine, asker: number, seq: number, cid: number, s: num
 }
 
 t.test('applied: the first answer, also for a cas that did not match', async (t) => {
-  const sm = new KvStateMachine(10, 1000);
-  const a = register(sm, 1);
-  const q = register(sm, 2);
-  run(sm, put(a, 1, 'k', 'v1'));
+  const { sm, a, q } = twoSessions(10);
   t.same(ask(sm, q, 1, a, 1), { outcome: 'applied', result: { ok: true } });
   run(sm, { cid: a, seq: 2, op: encodeOp({ kind: 'cas', key: 'k', expected: 'x', value: 'y' }) });
   t.same(ask(sm, q, 2, a, 2), { outcome: 'applied', result: { ok: false, value: 'v1' } });
@@ -46,10 +52,7 @@ t.test('applied: the first answer, also for a cas that did not match', async (t)
 });
 
 t.test('not applied, and made final: a late copy no longer runs', async (t) => {
-  const sm = new KvStateMachine(10, 1000);
-  const a = register(sm, 1);
-  const q = register(sm, 2);
-  run(sm, put(a, 1, 'k', 'v1'));
+  const { sm, a, q } = twoSessions(10);
   t.same(ask(sm, q, 1, a, 2), { outcome: 'not_applied' }, 'seq 2 never reached the log');
   const late = run(sm, put(a, 2, 'k', 'late'));
   t.same(late, { ok: false, err: 'not_applied' }, 'its late copy is refused');
@@ -65,10 +68,7 @@ t.test('not applied, and made final: a late copy no longer runs', async (t) => {
 });
 
 t.test('unknown: older than the last request, evicted, or asked by itself', async (t) => {
-  const sm = new KvStateMachine(2, 1000);
-  const a = register(sm, 1);
-  const q = register(sm, 2);
-  run(sm, put(a, 1, 'k', 'v1'));
+  const { sm, a, q } = twoSessions(2);
   run(sm, put(a, 2, 'k', 'v2'));
   t.match(ask(sm, q, 1, a, 1), {
     outcome: 'unknown',
