@@ -13,16 +13,19 @@ import { cutWal, PeerRelay, StaleCutError, StatusProbe, type WalPoint } from './
 // gone, as after a power loss). Every write acknowledged before the links were
 // cut must read back after the restart; later ones count as unknown.
 //
-// Variant 2 runs each node under strace with every fdatasync made 30 ms slow
+// Variant 2 runs each node under strace with every fdatasync made 100 ms slow
 // (a slow disk): the unsynced tail is then never empty, so an early answer
 // cannot slip through by luck.
 
 const ROUNDS = 3;
 const LOAD_MS = 2500;
 
-// Every fdatasync of a node returns 30 ms late (the data is on disk, the node
+// Every fdatasync of a node returns 100 ms late (the data is on disk, the node
 // learns it later), as on a slow disk.
-const SLOW_SYNC = ['-e', 'trace=fdatasync', '-e', 'inject=fdatasync:delay_exit=30000'];
+// 100 ms, not 30: the cut must land while a majority still has a tail, and the
+// probe that finds each node's synced point (a client round trip) may itself take
+// tens of ms when CI runs test files in parallel (30 ms missed it once in CI).
+const SLOW_SYNC = ['-e', 'trace=fdatasync', '-e', 'inject=fdatasync:delay_exit=100000'];
 const slowSkip = requireOrSkip(
   t,
   'ack-after-sync on a slow disk',
@@ -132,7 +135,7 @@ async function powerLossRounds(t: Test, slow: boolean): Promise<void> {
   if (slow)
     t.ok(
       roundsWithTail === ROUNDS,
-      'with a 30 ms fdatasync every cut dropped an unsynced tail on a majority',
+      'with a 100 ms fdatasync every cut dropped an unsynced tail on a majority',
     );
   t.same(c.unexpectedExits(), [], 'no node exited on its own');
 }
@@ -140,6 +143,6 @@ async function powerLossRounds(t: Test, slow: boolean): Promise<void> {
 t.test('power loss of every node: what was acknowledged survives', (t) =>
   powerLossRounds(t, false),
 );
-t.test('power loss of every node on a slow disk (fdatasync +30 ms)', { skip: slowSkip }, (t) =>
+t.test('power loss of every node on a slow disk (fdatasync +100 ms)', { skip: slowSkip }, (t) =>
   powerLossRounds(t, true),
 );
