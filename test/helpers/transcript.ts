@@ -482,6 +482,8 @@ export class TranscriptEnv {
     const c: Cmd = { cid: 1, seq: ++this.clientSeq, op: new TextEncoder().encode(op) };
     const res = this.node(sid).replica.submit(c);
     this.print(`${sid}: submit ${cmdStr(c)}: ${res.kind}`);
+    // A refused request is retried by its client with the same sequence number.
+    if (res.kind === 'busy' || res.kind === 'redirect') this.clientSeq--;
     this.turn(sid);
   }
 
@@ -583,14 +585,14 @@ export class TranscriptEnv {
     const n = this.node(sid);
     n.down = true;
     // Unsent output dies with the process.
-    if (n.held.length > 0) this.print(`${sid}: ${n.held.length} messages waiting for sync lost`);
+    if (n.held.length > 0) this.print(`${sid}: messages waiting for sync lost: ${n.held.length}`);
     n.held = [];
     const unsynced = n.records.length - n.synced;
     if (kind === 'kill')
-      this.print(`${sid}: killed; ${unsynced} unsynced records survive (page cache)`);
+      this.print(`${sid}: killed; unsynced records survive (page cache): ${unsynced}`);
     else {
       n.records = n.records.slice(0, n.synced);
-      this.print(`${sid}: power lost; ${unsynced} unsynced records lost`);
+      this.print(`${sid}: power lost; unsynced records lost: ${unsynced}`);
     }
   }
 
@@ -623,7 +625,7 @@ export class TranscriptEnv {
     const mine = this.parked.filter((e) => e.to === sid);
     this.parked = this.parked.filter((e) => e.to !== sid);
     this.queue.unshift(...mine);
-    if (mine.length > 0) this.print(`${sid}: ${mine.length} messages waited while paused`);
+    if (mine.length > 0) this.print(`${sid}: messages that waited while paused: ${mine.length}`);
   }
 
   // ---------------- state ----------------
