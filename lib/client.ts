@@ -25,20 +25,10 @@ import {
   type ClientReply,
   type OpRequest,
 } from './wire/client';
-import {
-  clusterTag,
-  DATAGRAM_BYTES_MAX,
-  Kind,
-  Keyring,
-  NO_KEYS,
-  open,
-  seal,
-} from './wire/envelope';
+import { OP_BYTES_MAX } from './limits';
+import { clusterTag, Kind, Keyring, NO_KEYS, open, seal } from './wire/envelope';
 
 const debug = createDebug('paxos:clientlib');
-
-/** Room for the envelope, tag and request fields inside one datagram. */
-const OP_BYTES_MAX = DATAGRAM_BYTES_MAX - 200;
 
 /** Why an operation did not get a definite answer. */
 export class PaxosClientError extends Error {

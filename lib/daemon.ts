@@ -15,6 +15,7 @@ import { StorageError } from './io/recordlog';
 import { DurableStore, type OpenedStore } from './io/storage';
 import { NodeMetrics, serveMetrics } from './metrics';
 import { ClientFront } from './front';
+import { DROP_LOG_KEYS_MAX, RATE_LIMITED_SOURCES_MAX } from './limits';
 import { KvStateMachine } from './sm/kv';
 import {
   AddressTokens,
@@ -106,6 +107,21 @@ const OPERATOR_DROPS = new Set([
 /** At most one log line per drop reason and source address per this many ms. */
 const DROP_LOG_EVERY_MS = 10_000;
 
+/** Socket buffers (each way, both ports): a burst of a full window of datagrams is not lost. */
+const SOCKET_BUFFER_BYTES = 8 << 20;
+
+/** A prime: nodes started in the same millisecond still draw different PRNG seeds. */
+const SEED_SID_MULTIPLIER = 7919;
+
+/** Client waiters are swept for expiry every this many ticks. */
+const EXPIRE_WAITERS_EVERY_TICKS = 100;
+
+/** A client waiter whose request was lost with a leader change is forgotten after this long. */
+const WAITER_EXPIRY_MS = 30_000;
+
+/** A rate-limit bucket idle this long is full again, so it may be dropped when the table is full. */
+const BUCKET_IDLE_MS = 1_000;
+
 /** A result's label in the replies-by-outcome metric (a small, fixed set). */
 function outcomeOf(r: CmdResult): string {
   if (r.ok) return 'ok';
@@ -157,9 +173,6 @@ export function replicaOptions(
 
 /** Bytes of results packed into one reply datagram (below DATAGRAM_BYTES_MAX). */
 const REPLY_BATCH_BYTES = 48_000;
-
-/** Client sources tracked by the rate limiter at once. */
-const BUCKETS_MAX = 10_000;
 
 /**
  * Where a client answer goes, and how many bytes it may take: AMPLIFICATION_FACTOR
@@ -274,7 +287,7 @@ export class PaxosNode {
     this.sm = new KvStateMachine();
     this.replica = new Replica({
       ...replicaOptions(cfg, opts.sid),
-      prng: new Prng(opts.seed ?? (opts.sid * 7919 + Date.now()) >>> 0),
+      prng: new Prng(opts.seed ?? (opts.sid * SEED_SID_MULTIPLIER + Date.now()) >>> 0),
       sm: this.sm,
       trace: debugNode.enabled ? (line) => debugNode(line) : undefined,
     });
@@ -283,16 +296,9 @@ export class PaxosNode {
       sm: this.sm,
       localLimits: cfg.limits,
     });
-    this.peerSock = dgram.createSocket({
-      type: 'udp4',
-      recvBufferSize: 8 << 20,
-      sendBufferSize: 8 << 20,
-    });
-    this.clientSock = dgram.createSocket({
-      type: 'udp4',
-      recvBufferSize: 8 << 20,
-      sendBufferSize: 8 << 20,
-    });
+    const buffers = { recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES };
+    this.peerSock = dgram.createSocket({ type: 'udp4', ...buffers });
+    this.clientSock = dgram.createSocket({ type: 'udp4', ...buffers });
   }
 
   /** Open the data directory, recover, bind both ports, start ticking. */
@@ -522,7 +528,7 @@ export class PaxosNode {
     const now = Date.now();
     const last = this.dropLogged.get(key);
     if (last !== undefined && now - last < DROP_LOG_EVERY_MS) return;
-    if (this.dropLogged.size >= 1000) this.dropLogged.clear();
+    if (this.dropLogged.size >= DROP_LOG_KEYS_MAX) this.dropLogged.clear();
     this.dropLogged.set(key, now);
     const side = reason.startsWith('peer_') ? 'peer' : 'client';
     const text: Record<string, string> = {
@@ -542,7 +548,7 @@ export class PaxosNode {
     if (this.stopped) return;
     this.clock++;
     this.replica.tick();
-    if (this.clock % 100 === 0) this.expireWaiters();
+    if (this.clock % EXPIRE_WAITERS_EVERY_TICKS === 0) this.expireWaiters();
     this.scheduleFlush();
   }
 
@@ -695,9 +701,9 @@ export class PaxosNode {
     const now = Date.now();
     let b = this.buckets.get(key);
     if (!b) {
-      if (this.buckets.size >= BUCKETS_MAX) {
-        for (const [k, v] of this.buckets) if (now - v.at > 1000) this.buckets.delete(k);
-        if (this.buckets.size >= BUCKETS_MAX) this.buckets.clear();
+      if (this.buckets.size >= RATE_LIMITED_SOURCES_MAX) {
+        for (const [k, v] of this.buckets) if (now - v.at > BUCKET_IDLE_MS) this.buckets.delete(k);
+        if (this.buckets.size >= RATE_LIMITED_SOURCES_MAX) this.buckets.clear();
       }
       b = { tokens: rate, at: now };
       this.buckets.set(key, b);
@@ -820,7 +826,7 @@ export class PaxosNode {
 
   /** Waiters whose request was lost with a leader change: the client retries anyway. */
   private expireWaiters(): void {
-    this.front.expire(this.clock - Math.ceil(30_000 / this.opts.config.timing.tickMs));
+    this.front.expire(this.clock - Math.ceil(WAITER_EXPIRY_MS / this.opts.config.timing.tickMs));
   }
 
   private scheduleFlush(): void {

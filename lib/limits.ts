@@ -4,10 +4,11 @@
  * relations between them asserted when this module loads, so that a change
  * that breaks one fails at startup (and in every test) instead of in the field.
  *
- * Limits private to one module, with no relation to another layer's, stay
- * there (e.g. DEPTH_MAX in lib/wire/peer.ts, ORDER_LOG_PENDING_BYTES_MAX in
- * lib/io/orderlog.ts); the per-node tunables are the config's `limits`
- * section (lib/io/config.ts), bounded by the values here.
+ * Every `_MAX` of lib/ outside the simulator is defined here, once, even when
+ * one module alone uses it: a reader looking for a bound looks in one file. The
+ * per-node tunables are the config's `limits` section (lib/io/config.ts),
+ * bounded by the values here; the simulator's own invariant bounds (how long
+ * liveness may take after a heal) stay in lib/sim/cluster.ts.
  *
  * This module imports nothing impure, so any layer (the core included) may use it.
  */
@@ -57,6 +58,64 @@ export const RECORD_BYTES_MAX = 8 * 1024 * 1024;
  */
 export const BATCH_OPS_MAX = 256;
 
+/**
+ * Room in a client request datagram kept for what is not the operation: the
+ * envelope (10 header + 32 HMAC tag bytes) and the request's own CBOR fields
+ * (type, cid, seq, the byte-string head and the 16-byte token: at most 40).
+ * lib/wire/client.ts asserts that these fit.
+ */
+export const CLIENT_REQUEST_HEADROOM_BYTES = 200;
+
+/**
+ * Largest encoded operation (a command's bytes), and the bytes of operations
+ * one request datagram carries. One value for client and server: the server
+ * could not receive a larger one (its datagram would be over DATAGRAM_BYTES_MAX
+ * and dropped unanswered, so the client would learn nothing but a timeout), so
+ * the client library refuses exactly what the state machine's parser refuses,
+ * as `too_large`, before sending. (Was 65,000 in lib/sm/kv.ts, which no
+ * datagram could reach, and 64,800 in lib/client.ts.)
+ */
+export const OP_BYTES_MAX = DATAGRAM_BYTES_MAX - CLIENT_REQUEST_HEADROOM_BYTES;
+
+/** Largest key, in UTF-8 bytes (a protocol constant: every replica refuses alike). */
+export const KEY_BYTES_MAX = 1024;
+
+/** Largest sessionsMax a `limits` command may record (else it is ignored, everywhere). */
+export const SESSIONS_MAX_MAX = 10_000_000;
+
+/** Deepest CBOR nesting of an operation (an array of scalars: 2). */
+export const OP_CBOR_DEPTH_MAX = 2;
+
+/** Deepest CBOR nesting of a client request or reply (a batch of ops, each an array: 4). */
+export const CLIENT_CBOR_DEPTH_MAX = 4;
+
+/** Deepest CBOR nesting of a valid peer message (promise entries: 5). */
+export const PEER_CBOR_DEPTH_MAX = 8;
+
+/** Older snapshots a replica keeps for peers still fetching them (memory bound). */
+export const SNAPSHOTS_PINNED_MAX = 2;
+
+/** Lives of a peer remembered for heartbeat echoes: a re-delivered copy from one of them is no news. */
+export const ECHO_LIVES_MAX = 4;
+
+/**
+ * Chosen slots a replica keeps below a snapshot by default (half a snapshot
+ * interval, at most this many), so slightly lagging peers catch up without it.
+ */
+export const KEEP_SLOTS_MAX = 100;
+
+/** Client sources (address:port) the daemon's rate limiter tracks at once. */
+export const RATE_LIMITED_SOURCES_MAX = 10_000;
+
+/** (Drop reason, source) pairs whose last log line the daemon remembers at once. */
+export const DROP_LOG_KEYS_MAX = 1_000;
+
+/** Client requests whose latency the metrics time at once (oldest forgotten first). */
+export const TIMED_REQUESTS_MAX = 10_000;
+
+/** Bytes of order-log lines held in memory while the file cannot be written. */
+export const ORDER_LOG_PENDING_BYTES_MAX = 64 * 1024 * 1024;
+
 /** Smallest server id. */
 export const SID_MIN = 0;
 
@@ -75,6 +134,8 @@ export interface LimitValues {
   payloadBytesMax: number;
   cborArrayItemsMax: number;
   recordBytesMax: number;
+  opBytesMax: number;
+  keyBytesMax: number;
   batchOpsMax: number;
   sidMin: number;
   sidMax: number;
@@ -95,6 +156,12 @@ export function limitViolations(l: LimitValues): string[] {
   // An array of n items takes at least n bytes.
   check(l.cborArrayItemsMax >= l.datagramBytesMax, 'CBOR_ARRAY_ITEMS_MAX >= DATAGRAM_BYTES_MAX');
   check(l.recordBytesMax >= l.datagramBytesMax, 'RECORD_BYTES_MAX >= DATAGRAM_BYTES_MAX');
+  check(l.opBytesMax < l.datagramBytesMax, 'OP_BYTES_MAX < DATAGRAM_BYTES_MAX');
+  // The config bounds valueBytesMax by PAYLOAD_BYTES_MAX and a `limits` command
+  // by OP_BYTES_MAX: every value a config admits must be a valid `limits` value.
+  check(l.payloadBytesMax <= l.opBytesMax, 'PAYLOAD_BYTES_MAX <= OP_BYTES_MAX');
+  // An operation holds its key.
+  check(l.keyBytesMax < l.opBytesMax, 'KEY_BYTES_MAX < OP_BYTES_MAX');
   // A batch is one CBOR array: the decoder's cap must admit a full one.
   check(l.batchOpsMax <= l.cborArrayItemsMax, 'BATCH_OPS_MAX <= CBOR_ARRAY_ITEMS_MAX');
   check(0 <= l.sidMin && l.sidMin <= l.sidMax, '0 <= SID_MIN <= SID_MAX');
@@ -110,6 +177,8 @@ export const LIMITS: Readonly<LimitValues> = Object.freeze({
   payloadBytesMax: PAYLOAD_BYTES_MAX,
   cborArrayItemsMax: CBOR_ARRAY_ITEMS_MAX,
   recordBytesMax: RECORD_BYTES_MAX,
+  opBytesMax: OP_BYTES_MAX,
+  keyBytesMax: KEY_BYTES_MAX,
   batchOpsMax: BATCH_OPS_MAX,
   sidMin: SID_MIN,
   sidMax: SID_MAX,

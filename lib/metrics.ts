@@ -10,29 +10,19 @@
  */
 import * as http from 'node:http';
 import type { ReplicaStatus } from './core/replica';
+import type { NodeCounters } from './daemon';
+import { TIMED_REQUESTS_MAX } from './limits';
 
 /** Upper bounds (seconds) of the request latency histogram buckets. */
 export const LATENCY_BUCKETS_S = [
   0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5,
 ];
 
-/** Requests whose latency is being timed at once (oldest forgotten first). */
-const TIMED_MAX = 10_000;
-
 /** What the node's own counters and status provide at scrape time. */
 export interface MetricsSource {
   sid: number;
   status(): ReplicaStatus & { dataBytes: number };
-  counters: {
-    peerIn: number;
-    peerOut: number;
-    clientIn: number;
-    clientOut: number;
-    dropped: Record<string, number>;
-    syncs: number;
-    recordsSynced: number;
-    groupCommit: number[];
-  };
+  counters: NodeCounters;
 }
 
 export class NodeMetrics {
@@ -58,7 +48,7 @@ export class NodeMetrics {
   /** A client request entered (the first copy of cid:seq starts its clock). */
   requestIn(key: string, nowMs: number): void {
     if (this.started.has(key)) return;
-    if (this.started.size >= TIMED_MAX) {
+    if (this.started.size >= TIMED_REQUESTS_MAX) {
       const oldest = this.started.keys().next().value as string;
       this.started.delete(oldest);
     }
@@ -89,6 +79,13 @@ export class NodeMetrics {
     };
     const one = (name: string, type: string, help: string, v: number): void =>
       metric(name, type, help, [`${name}{${sid}} ${v}`]);
+    const histogram = (
+      name: string,
+      help: string,
+      bounds: number[],
+      counts: number[],
+      sum: number,
+    ) => metric(name, 'histogram', help, histogramLines(name, sid, bounds, counts, sum));
     one('paxosd_applied_slot', 'gauge', 'Highest slot applied to the state machine.', st.applied);
     one('paxosd_chosen_slot', 'gauge', 'Highest slot of the gapless chosen prefix.', st.chosen);
     one('paxosd_commits_total', 'counter', 'Slots applied by this process.', this.appliedSlots);
@@ -118,17 +115,12 @@ export class NodeMetrics {
     one('paxosd_data_bytes', 'gauge', 'Bytes in the data directory.', st.dataBytes);
     one('paxosd_syncs_total', 'counter', 'fdatasync calls on the WAL.', c.syncs);
     one('paxosd_records_synced_total', 'counter', 'WAL records made durable.', c.recordsSynced);
-    metric(
+    histogram(
       'paxosd_group_commit_records',
-      'histogram',
       'Records per fdatasync (group commit size).',
-      histogramLines(
-        'paxosd_group_commit_records',
-        sid,
-        c.groupCommit.map((_, i) => 2 ** (i + 1) - 1),
-        c.groupCommit,
-        c.recordsSynced,
-      ),
+      c.groupCommit.map((_, i) => 2 ** (i + 1) - 1),
+      c.groupCommit,
+      c.recordsSynced,
     );
     metric('paxosd_datagrams_total', 'counter', 'Datagrams by port and direction.', [
       `paxosd_datagrams_total{${sid},port="peer",dir="in"} ${c.peerIn}`,
@@ -150,17 +142,12 @@ export class NodeMetrics {
         ([o, v]) => `paxosd_client_replies_total{${sid},outcome="${o}"} ${v}`,
       ),
     );
-    metric(
+    histogram(
       'paxosd_request_seconds',
-      'histogram',
       'Time from a client request to its answer at this node.',
-      histogramLines(
-        'paxosd_request_seconds',
-        sid,
-        LATENCY_BUCKETS_S,
-        this.latencyCounts,
-        this.latencySum,
-      ),
+      LATENCY_BUCKETS_S,
+      this.latencyCounts,
+      this.latencySum,
     );
     return out.join('\n') + '\n';
   }

@@ -169,21 +169,27 @@ async function runOne(
 }
 
 /**
- * Why the cluster cannot commit, from the servers' answers, or null. A quorum
- * is a majority of the configured servers (Paxos Made Simple); a leader counts
- * only if a majority names it.
+ * The cluster as the servers' answers show it: the leader a majority of the
+ * configured servers names (null if none), and why the cluster cannot commit
+ * (null if it can). A quorum is a majority of the configured servers (Paxos
+ * Made Simple); a leader counts only if a majority names it.
  */
-function clusterProblem(rows: ({ leader?: unknown } | null)[]): string | null {
+function clusterView(rows: ({ leader?: unknown } | null)[]): {
+  leader: number | null;
+  problem: string | null;
+} {
   const majority = Math.floor(rows.length / 2) + 1;
   const up = rows.filter((r) => r !== null).length;
-  if (up < majority)
-    return `no quorum: ${up} of ${rows.length} servers answered (a majority is ${majority})`;
-  const votes = new Map<unknown, number>();
+  const votes = new Map<number, number>();
   for (const r of rows)
     if (r && typeof r.leader === 'number') votes.set(r.leader, (votes.get(r.leader) ?? 0) + 1);
-  if (![...votes.values()].some((n) => n >= majority))
-    return `no leader: no sid is named leader by a majority (${majority}) of the servers`;
-  return null;
+  const leader = [...votes].find(([, n]) => n >= majority)?.[0] ?? null;
+  let problem: string | null = null;
+  if (up < majority)
+    problem = `no quorum: ${up} of ${rows.length} servers answered (a majority is ${majority})`;
+  else if (leader === null)
+    problem = `no leader: no sid is named leader by a majority (${majority}) of the servers`;
+  return { leader, problem };
 }
 
 /** The key `health` reads (any key would do: the read index, not the value, is the check). */
@@ -201,7 +207,8 @@ async function health(
   timeoutMs: number,
 ): Promise<number> {
   const rows = await Promise.all(cfg.servers.map((s) => client.status(s.sid)));
-  let problem = refusalMessage(client, cfg) ?? clusterProblem(rows);
+  const view = clusterView(rows);
+  let problem = refusalMessage(client, cfg) ?? view.problem;
   let readMs: number | null = null;
   if (!problem) {
     const started = Date.now();
@@ -213,10 +220,7 @@ async function health(
     }
   }
   const answered = rows.filter((r) => r !== null).length;
-  const leaders = rows.map((r) => (r && typeof r.leader === 'number' ? r.leader : null));
-  const leader =
-    leaders.find((l) => l !== null && leaders.filter((x) => x === l).length * 2 > rows.length) ??
-    null;
+  const leader = view.leader;
   if (json)
     process.stdout.write(
       JSON.stringify({
@@ -263,7 +267,7 @@ function printStatus(
   client?: PaxosClient,
 ): number {
   const servers = cfg.servers;
-  const problem = clusterProblem(rows);
+  const problem = clusterView(rows).problem;
   const refused = client && rows.every((r) => r === null) ? refusalMessage(client, cfg) : null;
   // Lag: slots behind the highest chosen slot any server reports (the leader's, normally).
   const top = Math.max(0, ...rows.map((r) => (r && typeof r.chosen === 'number' ? r.chosen : 0)));

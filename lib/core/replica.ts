@@ -1,3 +1,4 @@
+import { ECHO_LIVES_MAX, KEEP_SLOTS_MAX, SNAPSHOTS_PINNED_MAX } from '../limits';
 import { ballotSid, formatBallot, nextBallot } from './ballot';
 import type { Prng } from './prng';
 import { describeDivergence, StateCheck, type Divergence } from './statecheck';
@@ -47,8 +48,8 @@ export interface ReplicaOptions {
   /** Chosen slots kept below a snapshot so that slightly lagging peers catch up without it. */
   keepSlots?: number;
   /**
-   * How far beyond its chosen prefix an acceptor accepts (default 16 windows +
-   * 4096): a bound on what a confused or hostile leader can make it store. The
+   * How far beyond its chosen prefix an acceptor accepts (default SLOTS_AHEAD_WINDOWS
+   * windows + SLOTS_AHEAD_SLACK): a bound on what a confused or hostile leader can make it store. The
    * simulator makes it small so that its edge is reached in a few slots.
    */
   slotsAheadMax?: number;
@@ -140,9 +141,6 @@ interface PeerInfo {
   lives: Map<number, number>;
 }
 
-/** Lives of a peer remembered for echoes: a re-delivered copy from one of them is no news. */
-const ECHO_LIVES_MAX = 4;
-
 export type Role = 'follower' | 'candidate' | 'leader';
 
 /** A status row for operators (paxos-client status). */
@@ -173,13 +171,39 @@ const INC_EPOCH = 1 << 20;
 const SNAPSHOT_WINDOW_CHUNKS = 8;
 /** A snapshot stays pinned for a fetching peer this many election timeouts after its last request. */
 const SNAPSHOT_PIN_ELECTIONS = 4;
-/** Older snapshots kept for peers still fetching them (memory bound). */
-const SNAPSHOTS_PINNED_MAX = 2;
+/**
+ * Default slotsAheadMax: this many windows beyond the chosen prefix, plus
+ * SLOTS_AHEAD_SLACK, so that a leader's window and the retransmits of its
+ * predecessors never reach the bound in normal operation.
+ */
+const SLOTS_AHEAD_WINDOWS = 16;
+const SLOTS_AHEAD_SLACK = 4096;
+/**
+ * A campaign that has not won within this many election timeouts gives up and
+ * its node waits as a follower (another candidate may be winning).
+ */
+const CAMPAIGN_ELECTIONS = 3;
+
+/*
+ * Wire-size estimates for the byte budgets (upper estimates, not exact: the
+ * datagram's headroom covers the rest): a value's array head; per command, its
+ * cid, seq and CBOR framing; a promise entry's slot and ballot; an accept
+ * entry's slot.
+ */
+const VALUE_OVERHEAD_BYTES = 4;
+const CMD_OVERHEAD_BYTES = 20;
+const PROMISE_ENTRY_OVERHEAD_BYTES = 16;
+const ACCEPT_ENTRY_OVERHEAD_BYTES = 8;
+
+/** Bytes a command is likely to take on the wire (for budgets, not exact). */
+function cmdBytes(c: Cmd): number {
+  return c.op.length + CMD_OVERHEAD_BYTES;
+}
 
 /** Bytes a value is likely to take on the wire (for budgets, not exact). */
 export function valueBytes(value: Value): number {
-  let n = 4;
-  for (const c of value) n += c.op.length + 20;
+  let n = VALUE_OVERHEAD_BYTES;
+  for (const c of value) n += cmdBytes(c);
   return n;
 }
 
@@ -379,9 +403,11 @@ export class Replica {
     this.sids.forEach((s, i) => this.sidIndex.set(s, i));
     this.quorum =
       Math.floor(this.sids.length / 2) + (this.mutations.has('minority-quorum') ? 0 : 1);
-    this.slotsAheadMax = opts.slotsAheadMax ?? 16 * opts.windowSlots + 4096;
+    this.slotsAheadMax =
+      opts.slotsAheadMax ?? SLOTS_AHEAD_WINDOWS * opts.windowSlots + SLOTS_AHEAD_SLACK;
     this.snapshotWindowChunks = opts.snapshotWindowChunks ?? SNAPSHOT_WINDOW_CHUNKS;
-    this.keepSlots = opts.keepSlots ?? Math.min(100, Math.floor(opts.snapshotEverySlots / 2));
+    this.keepSlots =
+      opts.keepSlots ?? Math.min(KEEP_SLOTS_MAX, Math.floor(opts.snapshotEverySlots / 2));
     this.heartbeat = new Timeout('heartbeat', opts.heartbeatTicks);
     this.heartbeat.start();
     this.stateCheck = new StateCheck(opts.sm, this.quorum);
@@ -893,7 +919,7 @@ export class Replica {
 
   private tickCandidate(): void {
     const p1 = this.p1!;
-    if (this.now - p1.startedAt > 3 * this.o.electionTicks) {
+    if (this.now - p1.startedAt > CAMPAIGN_ELECTIONS * this.o.electionTicks) {
       this.trace(`campaign ${formatBallot(p1.ballot)} gave up`);
       this.stepDown(null);
       return;
@@ -1327,7 +1353,7 @@ export class Replica {
     let bytes = 0;
     for (const s of slots) {
       const e = this.log.get(s)!;
-      const size = valueBytes(e.value) + 16;
+      const size = valueBytes(e.value) + PROMISE_ENTRY_OVERHEAD_BYTES;
       if (entries.length > 0 && bytes + size > this.o.batchBytesMax) {
         this.send(from, this.promiseMsg(m, lo, s, entries));
         lo = s;
@@ -1484,10 +1510,10 @@ export class Replica {
     let i = 0;
     while (i < this.queue.length && this.inflight.size < this.o.windowSlots) {
       const batch: Cmd[] = [];
-      let bytes = 4;
+      let bytes = VALUE_OVERHEAD_BYTES;
       while (i < this.queue.length) {
         const c = this.queue[i];
-        const size = c.op.length + 20;
+        const size = cmdBytes(c);
         if (batch.length > 0 && bytes + size > this.o.batchBytesMax) break;
         batch.push(c);
         bytes += size;
@@ -1522,7 +1548,7 @@ export class Replica {
     for (const slot of slots) {
       const f = this.inflight.get(slot);
       if (!f) continue;
-      const size = valueBytes(f.value) + 8;
+      const size = valueBytes(f.value) + ACCEPT_ENTRY_OVERHEAD_BYTES;
       if (entries.length > 0 && bytes + size > this.o.batchBytesMax) {
         out.push({ t: 'accept', ballot: this.ballot, entries, commit: this.chosenThrough });
         entries = [];

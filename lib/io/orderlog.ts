@@ -1,8 +1,6 @@
 import * as path from 'node:path';
+import { ORDER_LOG_PENDING_BYTES_MAX } from '../limits';
 import { fsyncDirectory, mkdirDurable, nodeFs, type Fsys } from './fsys';
-
-/** Most bytes of order-log lines held in memory while the file cannot be written. */
-export const ORDER_LOG_PENDING_BYTES_MAX = 64 * 1024 * 1024;
 
 /** One line of an order log, as paxos-logcmp and the restart rule read it. */
 export type OrderLine =

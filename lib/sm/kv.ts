@@ -1,5 +1,7 @@
 import { Decoder, Encoder } from 'cbor-x';
 import type { Cmd, CmdResult, StateDigest, StateMachine, Value } from '../core/types';
+import { KEY_BYTES_MAX, OP_BYTES_MAX, OP_CBOR_DEPTH_MAX, SESSIONS_MAX_MAX } from '../limits';
+import type { ErrorCode } from '../wire/client';
 import { scanCbor } from '../wire/scan';
 import { hex, ORDER_LOG_HASH_EVERY, StateHash } from './statehash';
 
@@ -40,15 +42,13 @@ export interface SmLimits {
   valueBytesMax: number;
 }
 
-export const KEY_BYTES_MAX = 1024;
-
 /**
  * Why a command is refused, as the protocol says it: the code goes on the wire
  * (a client decides by it whether the request certainly never ran), the message
  * is for people. Made only by the factories below, so rewording a message can
  * never change a code (dht-rpc's errors.js).
  */
-export type OpErrorCode = 'bad_op' | 'too_large';
+export type OpErrorCode = Extract<ErrorCode, 'bad_op' | 'too_large'>;
 export interface OpError {
   code: OpErrorCode;
   message: string;
@@ -84,11 +84,6 @@ export const PROTOCOL_LIMITS: Readonly<SmLimits> = Object.freeze({
   sessionsMax: 100_000,
   valueBytesMax: 32_768,
 });
-
-/** Bounds a `limits` command must respect to take effect (else it is ignored, everywhere). */
-export const SESSIONS_MAX_MAX = 10_000_000;
-/** Operation bytes the state machine decodes at all (a datagram's worth; a protocol constant). */
-const OP_BYTES_MAX = 65_000;
 
 /** Items per array in a snapshot (well under the decoder's array-size limit). */
 const SNAPSHOT_CHUNK_ITEMS = 30_000;
@@ -145,7 +140,8 @@ function validLimits(l: SmLimits): boolean {
  */
 export function parseCommand(bytes: Uint8Array): KvOp | SysOp | OpError {
   if (bytes.length > OP_BYTES_MAX) return OpErrors.tooLarge('operation too large');
-  if (scanCbor(bytes, 2) !== null) return OpErrors.badOp('operation is not valid CBOR');
+  if (scanCbor(bytes, OP_CBOR_DEPTH_MAX) !== null)
+    return OpErrors.badOp('operation is not valid CBOR');
   let raw: unknown;
   try {
     raw = opDecoder.decode(bytes);

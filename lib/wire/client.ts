@@ -1,7 +1,8 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Decoder, Encoder } from 'cbor-x';
 import type { CmdResult } from '../core/types';
-import { BATCH_OPS_MAX } from '../limits';
+import { BATCH_OPS_MAX, CLIENT_CBOR_DEPTH_MAX, CLIENT_REQUEST_HEADROOM_BYTES } from '../limits';
+import { HEADER_BYTES, TAG_BYTES } from './envelope';
 import { scanCbor } from './scan';
 
 /*
@@ -43,6 +44,17 @@ export const AMPLIFICATION_FACTOR = 3;
 export const TOKEN_BYTES = 16;
 
 /**
+ * Bytes of a one-operation request's own CBOR fields, at most: array head 1,
+ * type 1, cid 9, seq 9, the operation's byte-string head 3 (it is below 65,536
+ * bytes), token 1 + TOKEN_BYTES. With the envelope they must fit in the room
+ * OP_BYTES_MAX leaves in a datagram, or a request the client library sends
+ * could be dropped as oversized.
+ */
+const REQUEST_FIELDS_BYTES_MAX = 1 + 1 + 9 + 9 + 3 + 1 + TOKEN_BYTES;
+if (HEADER_BYTES + TAG_BYTES + REQUEST_FIELDS_BYTES_MAX > CLIENT_REQUEST_HEADROOM_BYTES)
+  throw new Error('lib/wire/client.ts: a request does not fit CLIENT_REQUEST_HEADROOM_BYTES');
+
+/**
  * Width of a token's time bucket. A token is accepted in its own bucket and the
  * next one, so it lives 1-2 buckets: a client re-validates at most once per
  * bucket, and an address a client has left stays validated for at most 2 buckets.
@@ -57,6 +69,31 @@ export type ClientRequest =
   | ({ t: 'ops'; ops: OpRequest[] } & Token)
   | ({ t: 'status'; nonce: number } & Token);
 
+/**
+ * The codes of an error reply, each with what a client may conclude from it:
+ * the code is the protocol, the message is for people. The one table of codes:
+ * the type and the decoder's check both come from it (dht-rpc's errors.js).
+ */
+export const ERROR_CODES = {
+  /** Not an operation this protocol knows: it never ran. */
+  bad_op: 'not a valid operation',
+  /** The operation (or its key or value) is above a size limit: it never ran. */
+  too_large: 'above a size limit',
+  /** The leader could not queue it now (full queue, too many reads): retry. */
+  busy: 'leader busy',
+  /** The request was not authenticated (no or a wrong client key). */
+  auth: 'unauthenticated',
+  /** The request carries another cluster's id. */
+  wrong_cluster: 'wrong cluster',
+} as const;
+
+/** An error reply's code: a typo fails to compile. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+function isErrorCode(v: unknown): v is ErrorCode {
+  return typeof v === 'string' && Object.hasOwn(ERROR_CODES, v);
+}
+
 /** A request a validate reply names. */
 export interface RequestRef {
   cid: number;
@@ -66,7 +103,7 @@ export interface RequestRef {
 export type ClientReply =
   | { t: 'result'; cid: number; seq: number; result: CmdResult }
   | { t: 'redirect'; cid: number; seq: number; leader: number }
-  | { t: 'error'; cid: number; seq: number; code: string; message: string }
+  | { t: 'error'; cid: number; seq: number; code: ErrorCode; message: string }
   | { t: 'status'; nonce: number; status: Record<string, string | number | boolean | null> }
   | { t: 'results'; results: { cid: number; seq: number; result: CmdResult }[] }
   | { t: 'validate'; sid: number; token: Buffer; ops: RequestRef[]; nonce: number | null };
@@ -181,7 +218,7 @@ function isUint(v: unknown): v is number {
 }
 
 function decodeArray(body: Uint8Array): unknown[] | string {
-  const refused = scanCbor(body, 4);
+  const refused = scanCbor(body, CLIENT_CBOR_DEPTH_MAX);
   if (refused) return `cbor_${refused}`;
   let raw: unknown;
   try {
@@ -262,7 +299,7 @@ export function decodeReply(body: Uint8Array): ClientReply | { error: string } {
         return { error: 'field' };
       return { t: 'redirect', cid: a[1], seq: a[2], leader: a[3] as number };
     case 3:
-      if (a.length !== 5 || !isUint(a[1]) || !isUint(a[2]) || typeof a[3] !== 'string')
+      if (a.length !== 5 || !isUint(a[1]) || !isUint(a[2]) || !isErrorCode(a[3]))
         return { error: 'field' };
       return { t: 'error', cid: a[1], seq: a[2], code: a[3], message: String(a[4]) };
     case 4: {

@@ -1,6 +1,6 @@
 import { Decoder, Encoder, setSizeLimits } from 'cbor-x';
 import type { Cmd, Msg, MsgType, PromiseEntry, Value } from '../core/types';
-import { CBOR_ARRAY_ITEMS_MAX } from '../limits';
+import { CBOR_ARRAY_ITEMS_MAX, PEER_CBOR_DEPTH_MAX } from '../limits';
 import { scanCbor } from './scan';
 
 /*
@@ -310,9 +310,6 @@ class Invalid {
   constructor(readonly message: string) {}
 }
 
-/** Deepest nesting a valid peer message has (promise entries: 5). */
-const DEPTH_MAX = 8;
-
 function uint(v: unknown, what: string): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Invalid(what);
   return v;
@@ -380,7 +377,7 @@ export type DecodedPeer = { from: number; msg: Msg } | { error: string };
  * problem becomes a drop reason naming the field.
  */
 export function decodePeerBody(body: Uint8Array): DecodedPeer {
-  const refused = scanCbor(body, DEPTH_MAX);
+  const refused = scanCbor(body, PEER_CBOR_DEPTH_MAX);
   if (refused) return { error: `cbor_${refused}` };
   let raw: unknown;
   try {
