@@ -24,6 +24,7 @@ import {
   encodeRequest,
   type ClientReply,
   type OpRequest,
+  type TransferCode,
 } from './wire/client';
 import { OP_BYTES_MAX } from './limits';
 import { clusterTag, Kind, Keyring, NO_KEYS, open, seal } from './wire/envelope';
@@ -46,9 +47,48 @@ export class PaxosClientError extends Error {
     readonly request?: string,
     /** True when the operation itself was never sent (it certainly did not run). */
     readonly notSent = false,
+    /** The servers this operation was sent to, and what each said (see ServerHeard). */
+    readonly servers: ServerHeard[] = [],
   ) {
     super(message);
   }
+}
+
+/**
+ * One server an operation that got no answer was sent to: how often, and what
+ * it said meanwhile. `said` holds answers that did not end the operation
+ * ('redirect', 'busy', 'validate', 'not_leader', 'in_progress') and refusals of
+ * datagrams it could not read ('wrong_cluster'; 'auth': it holds another client
+ * key, or one where this client has none). Empty: it said nothing.
+ */
+export interface ServerHeard {
+  sid: number;
+  address: string;
+  sent: number;
+  said: string[];
+}
+
+/** Answers that are not an answer to the request itself: the server refused to read it. */
+const REFUSALS: ReadonlySet<string> = new Set(['wrong_cluster', 'auth']);
+
+/**
+ * `0/3 answered, 2 said wrong_cluster, 1 silent (sid 0 127.0.0.1:7100 x3: wrong_cluster; ...)`:
+ * which servers an operation went to and what each said.
+ */
+export function describeHeard(heard: ServerHeard[], configured: number): string {
+  const answered = heard.filter((h) => h.said.some((w) => !REFUSALS.has(w))).length;
+  const refusedBy = new Map<string, number>();
+  for (const h of heard)
+    for (const w of h.said) if (REFUSALS.has(w)) refusedBy.set(w, (refusedBy.get(w) ?? 0) + 1);
+  const silent = heard.filter((h) => h.said.length === 0).length;
+  const parts = [`${answered}/${heard.length} answered`];
+  for (const [w, n] of refusedBy) parts.push(`${n} said ${w}`);
+  if (silent > 0) parts.push(`${silent} silent`);
+  if (heard.length < configured) parts.push(`${configured - heard.length} not tried`);
+  const each = heard
+    .map((h) => `sid ${h.sid} ${h.address} x${h.sent}: ${h.said.join(', ') || 'no answer'}`)
+    .join('; ');
+  return `${parts.join(', ')} (${each})`;
 }
 
 export interface OpResult extends CmdResult {
@@ -57,6 +97,22 @@ export interface OpResult extends CmdResult {
   /** Server that answered. */
   sid: number;
   /** Transmissions it took (1 = first try). */
+  attempts: number;
+  redirects: number;
+  /** transfer-leader only: how it ended, and who leads as far as the answering node knows (-1: unknown). */
+  transfer?: { code: TransferCode; leader: number; message: string };
+}
+
+/** What PaxosClient.transferLeader answers. */
+export interface TransferReport {
+  /** 'ok': `leader` leads now (it may have led already). */
+  code: TransferCode;
+  ok: boolean;
+  /** Who leads, as the answering node knows it (-1: unknown). */
+  leader: number;
+  message: string;
+  /** The node that answered. */
+  sid: number;
   attempts: number;
   redirects: number;
 }
@@ -82,8 +138,8 @@ export interface ClientOptions {
 /** The client's datagram service (a UDP socket, or the simulator's network). */
 export interface ClientTransport {
   send(datagram: Buffer, server: ClientServerAddr): void;
-  /** Every datagram received goes to `onDatagram`. */
-  listen(onDatagram: (datagram: Buffer) => void): void;
+  /** Every datagram received goes to `onDatagram`, with its source when known. */
+  listen(onDatagram: (datagram: Buffer, from?: { address: string; port: number }) => void): void;
   close(): void;
 }
 
@@ -113,7 +169,7 @@ export function udpTransport(): ClientTransport {
       sock.send(buf, s.clientPort, s.host, (err) => {
         if (err) debug('send to %s:%d failed: %s', s.host, s.clientPort, err.message);
       }),
-    listen: (fn) => sock.on('message', (buf) => fn(buf)),
+    listen: (fn) => sock.on('message', (buf, rinfo) => fn(buf, rinfo)),
     close: () => sock.close(),
   };
 }
@@ -139,7 +195,7 @@ export type Done = (err: Error | null, r?: OpResult) => void;
  * What a request is: a write runs at most once and its outcome may be unknown;
  * a read and a session registration change no data, so they may run again.
  */
-type RequestKind = 'write' | 'read' | 'register';
+type RequestKind = 'write' | 'read' | 'register' | 'transfer';
 
 interface Pending {
   /** Writes use the session's (cid, seq); reads the client's read stream; registers a nonce. */
@@ -157,6 +213,14 @@ interface Pending {
   redirects: number;
   /** Validate replies answered at once (bounded: a token that keeps failing waits for the timer). */
   validations: number;
+  /** When it was first sent (client clock): refusals since then count as its answers. */
+  startedAt: number;
+  /** Sends by server index. */
+  sentTo: Map<number, number>;
+  /** Answers that did not end it, by server index (see ServerHeard). */
+  said: Map<number, Set<string>>;
+  /** transfer only: the sid asked to lead. */
+  transferTo?: number;
   done: Done;
 }
 
@@ -253,11 +317,19 @@ export class PaxosClient {
   readonly stats = { sent: 0, retries: 0, redirects: 0, replies: 0, dropped: 0, validations: 0 };
   /** Envelope-level refusals the servers sent, by code ('auth', 'wrong_cluster'). */
   readonly refusals: Record<string, number> = Object.create(null) as Record<string, number>;
+  /** Server index by `host:clientPort` (where a datagram came from). */
+  private readonly byAddress = new Map<string, number>();
+  /** By server index: refusal -> when it last said it (client clock). */
+  private readonly refusedAt: Map<string, number>[] = [];
 
   constructor(readonly opts: ClientOptions) {
     if (opts.servers.length === 0) throw new Error('no servers configured');
     this.servers = opts.servers;
-    opts.servers.forEach((s, i) => this.indexOf.set(s.sid, i));
+    opts.servers.forEach((s, i) => {
+      this.indexOf.set(s.sid, i);
+      this.byAddress.set(`${s.host}:${s.clientPort}`, i);
+      this.refusedAt.push(new Map());
+    });
     if (opts.leader !== undefined && this.indexOf.has(opts.leader))
       this.preferred = this.indexOf.get(opts.leader)!;
     this.cluster = clusterTag(opts.clusterId ?? 'local');
@@ -266,7 +338,7 @@ export class PaxosClient {
     this.randomU32 = opts.randomU32 ?? cryptoU32;
     this.readCid = this.randomNonce();
     this.transport = opts.transport ?? udpTransport();
-    this.transport.listen((buf) => this.onMessage(buf));
+    this.transport.listen((buf, from) => this.onMessage(buf, from));
     this.defaultSession = new Session(this);
   }
 
@@ -332,6 +404,45 @@ export class PaxosClient {
     );
   }
 
+  /**
+   * Ask the leader to hand leadership to `sid` (etcd's move-leader), and wait
+   * until it did or refused: code 'ok' (sid leads now, or led already),
+   * 'unknown_sid', 'not_voter', 'handoff_timeout' (sid did not take over in
+   * time: not caught up, or cut off; the leader leads on). Sent to the leader
+   * hint first; a follower redirects. Rejects with PaxosClientError('unknown')
+   * if no answer came in time (leadership may or may not have moved).
+   */
+  transferLeader(sid: number): Promise<TransferReport> {
+    if (!Number.isSafeInteger(sid) || sid < 0)
+      return Promise.reject(new Error(`not a sid: ${sid}`));
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new PaxosClientError('closed', 'client is closed'));
+      const deadline = this.timers.now() + this.opts.timeoutMs;
+      // Request 0:nonce: cid 0 is no session's, and 0:0 (refusals) is never used.
+      const nonce = 1 + (this.randomU32() >>> 1);
+      this.request(
+        0,
+        nonce,
+        new Uint8Array(0),
+        'transfer',
+        deadline,
+        (err, r) => {
+          if (err) return reject(err);
+          const t = r!.transfer!;
+          resolve({
+            ...t,
+            ok: t.code === 'ok',
+            sid: r!.sid,
+            attempts: r!.attempts,
+            redirects: r!.redirects,
+          });
+        },
+        undefined,
+        sid,
+      );
+    });
+  }
+
   /** @internal used by Session */
   send(session: Session, op: KvOp | OutcomeQuery, done: Done): void {
     if (this.closed) return done(new PaxosClientError('closed', 'client is closed'));
@@ -385,9 +496,10 @@ export class PaxosClient {
           e instanceof PaxosClientError && e.code === 'unknown'
             ? new PaxosClientError(
                 'unknown',
-                `no session: the registration got no answer within ${this.opts.timeoutMs} ms (the operation was not sent)`,
+                `no session: the registration got no answer within ${this.opts.timeoutMs} ms (the operation was not sent): ${describeHeard(e.servers, this.servers.length)}`,
                 undefined,
                 true,
+                e.servers,
               )
             : e,
         );
@@ -408,6 +520,7 @@ export class PaxosClient {
     deadline: number,
     done: Done,
     onExpired?: () => void,
+    transferTo?: number,
   ): void {
     if (this.closed) return done(new PaxosClientError('closed', 'client is closed'));
     const p: Pending = {
@@ -423,6 +536,10 @@ export class PaxosClient {
       attempts: 0,
       redirects: 0,
       validations: 0,
+      startedAt: this.timers.now(),
+      sentTo: new Map(),
+      said: new Map(),
+      transferTo,
       done,
     };
     this.pending.set(`${cid}:${seq}`, p);
@@ -435,6 +552,19 @@ export class PaxosClient {
     p.sentAt = this.timers.now();
     if (p.attempts > 1) this.stats.retries++;
     this.stats.sent++;
+    p.sentTo.set(p.target, (p.sentTo.get(p.target) ?? 0) + 1);
+    if (p.transferTo !== undefined) {
+      // Its own datagram, padded: its answer is never larger than it (wire/client.ts).
+      const body = encodeRequest({
+        t: 'transfer',
+        nonce: p.seq,
+        to: p.transferTo,
+        token: this.tokens[p.target],
+      });
+      const s = this.servers[p.target];
+      this.transport.send(seal(Kind.ClientRequest, this.cluster, body, this.keys), s);
+      return;
+    }
     // Requests of one turn to the same server share a datagram: the per-datagram
     // cost dominates small operations, on both ends.
     let box = this.outbox.get(p.target);
@@ -489,10 +619,12 @@ export class PaxosClient {
     for (const [key, p] of this.pending) {
       if (now >= p.deadline) {
         this.pending.delete(key);
+        const heard = this.heardBy(p);
+        const why = `no answer within ${this.opts.timeoutMs} ms: ${describeHeard(heard, this.servers.length)}`;
         p.done(
           p.kind === 'write'
-            ? this.unknown(p, `no answer within ${this.opts.timeoutMs} ms`)
-            : new PaxosClientError('unknown', `no answer within ${this.opts.timeoutMs} ms`),
+            ? this.unknown(p, why, heard)
+            : new PaxosClientError('unknown', why, undefined, false, heard),
         );
         continue;
       }
@@ -510,10 +642,15 @@ export class PaxosClient {
     }
   }
 
-  private onMessage(buf: Buffer): void {
+  private onMessage(buf: Buffer, from?: { address: string; port: number }): void {
+    const idx = from ? this.byAddress.get(`${from.address}:${from.port}`) : undefined;
     const opened = open(buf, Kind.ClientReply, this.cluster, this.keys);
     if ('error' in opened) {
       this.stats.dropped++;
+      // A server answers a request it cannot authenticate with one refusal under
+      // its own key: unreadable here when the keys differ (or only it has one).
+      if (opened.error === 'bad_tag' || opened.error === 'unexpected_tag')
+        this.noteRefusal(idx, 'auth');
       return;
     }
     const r = decodeReply(opened.body);
@@ -526,15 +663,15 @@ export class PaxosClient {
       return;
     }
     if (r.t === 'results') {
-      for (const x of r.results) this.onReply({ t: 'result', ...x });
+      for (const x of r.results) this.onReply({ t: 'result', ...x }, idx);
       return;
     }
     if (r.t === 'validate') return this.onValidate(r);
+    if (r.t === 'transfer') return this.onTransferReply(r, idx);
     // Request 0:0: a server refused a datagram before reading it (wrong key or
     // cluster id); the tools name it instead of waiting for a timeout.
-    if (r.t === 'error' && r.cid === 0 && r.seq === 0)
-      this.refusals[r.code] = (this.refusals[r.code] ?? 0) + 1;
-    this.onReply(r);
+    if (r.t === 'error' && r.cid === 0 && r.seq === 0) return this.noteRefusal(idx, r.code);
+    this.onReply(r, idx);
   }
 
   /**
@@ -551,7 +688,9 @@ export class PaxosClient {
       const p = this.pending.get(`${ref.cid}:${ref.seq}`);
       // Twice at once at most: if the token keeps failing (the address changes
       // under a NAT), the retry timer paces the attempts.
-      if (!p || p.validations >= 2) continue;
+      if (!p) continue;
+      this.noteSaid(p, idx, 'validate');
+      if (p.validations >= 2) continue;
       p.validations++;
       p.target = idx;
       this.transmit(p);
@@ -559,13 +698,59 @@ export class PaxosClient {
     if (r.nonce !== null) this.statusResend.get(r.nonce)?.();
   }
 
+  /**
+   * A transfer-leader answer: not_leader names the leader to ask (redirect), or
+   * none yet (the retry timer goes on); in_progress (another hand-off runs)
+   * waits like busy; every other code ends the request.
+   */
+  private onTransferReply(r: Extract<ClientReply, { t: 'transfer' }>, from?: number): void {
+    const key = `0:${r.nonce}`;
+    const p = this.pending.get(key);
+    if (!p || p.transferTo === undefined) return;
+    this.stats.replies++;
+    const idx = from ?? p.target;
+    if (r.code === 'not_leader' || r.code === 'in_progress') {
+      this.noteSaid(p, idx, r.code);
+      if (r.code === 'not_leader') return this.redirect(p, r.leader);
+      p.sentAt = this.timers.now();
+      return;
+    }
+    this.pending.delete(key);
+    const transfer = { code: r.code, leader: r.leader, message: r.message };
+    p.done(null, {
+      ok: r.code === 'ok',
+      err: r.code === 'ok' ? undefined : `${r.code}: ${r.message}`,
+      ...this.about(p),
+      sid: this.servers[idx].sid,
+      transfer,
+    });
+  }
+
+  /** Follow a redirect to `leader` (-1: none known: wait for the retry timer, then go on). */
+  private redirect(p: Pending, leader: number): void {
+    p.redirects++;
+    this.stats.redirects++;
+    const idx = leader >= 0 ? this.indexOf.get(leader) : undefined;
+    if (idx !== undefined && idx !== p.target) {
+      p.target = idx;
+      this.preferred = idx;
+      this.transmit(p);
+    } else {
+      // No leader known yet (election in progress): wait for the retry timer,
+      // then go on to the next server.
+      p.sentAt = this.timers.now();
+    }
+  }
+
   private onReply(
-    r: Exclude<ClientReply, { t: 'status' } | { t: 'results' } | { t: 'validate' }>,
+    r: Extract<ClientReply, { t: 'result' | 'redirect' | 'error' }>,
+    from?: number,
   ): void {
     const key = `${r.cid}:${r.seq}`;
     const p = this.pending.get(key);
     if (!p) return;
     this.stats.replies++;
+    const idx = from ?? p.target;
     switch (r.t) {
       case 'result': {
         this.pending.delete(key);
@@ -585,23 +770,12 @@ export class PaxosClient {
         p.done(null, { ...r.result, ...this.about(p), sid });
         return;
       }
-      case 'redirect': {
-        p.redirects++;
-        this.stats.redirects++;
-        const idx = r.leader >= 0 ? this.indexOf.get(r.leader) : undefined;
-        if (idx !== undefined && idx !== p.target) {
-          p.target = idx;
-          this.preferred = idx;
-          this.transmit(p);
-        } else {
-          // No leader known yet (election in progress): wait for the retry timer,
-          // then go on to the next server.
-          p.sentAt = this.timers.now();
-        }
-        return;
-      }
+      case 'redirect':
+        this.noteSaid(p, idx, 'redirect');
+        return this.redirect(p, r.leader);
       case 'error':
         if (r.code === 'busy') {
+          this.noteSaid(p, idx, 'busy');
           p.sentAt = this.timers.now();
           return;
         }
@@ -627,13 +801,68 @@ export class PaxosClient {
     return { request: `${p.cid}:${p.seq}`, attempts: p.attempts, redirects: p.redirects };
   }
 
-  private unknown(p: Pending, why: string): PaxosClientError {
+  private unknown(p: Pending, why: string, heard: ServerHeard[] = []): PaxosClientError {
     const request = `${p.cid}:${p.seq}`;
     return new PaxosClientError(
       'unknown',
       `outcome unknown for request ${request}: ${why} (the write may or may not have taken effect; find ${request} in the order logs)`,
       request,
+      false,
+      heard,
     );
+  }
+
+  /** The servers `p` was sent to, and what each said meanwhile. */
+  private heardBy(p: Pending): ServerHeard[] {
+    return [...p.sentTo.keys()]
+      .sort((a, b) => a - b)
+      .map((idx) => ({
+        ...this.heardFrom(idx, p.startedAt),
+        sent: p.sentTo.get(idx)!,
+        said: [...(p.said.get(idx) ?? []), ...this.refusedSince(idx, p.startedAt)],
+      }));
+  }
+
+  private heardFrom(idx: number, since: number): ServerHeard {
+    const s = this.servers[idx];
+    return {
+      sid: s.sid,
+      address: `${s.host}:${s.clientPort}`,
+      sent: 1,
+      said: this.refusedSince(idx, since),
+    };
+  }
+
+  /** Refusals server `idx` sent since `since` (client clock). */
+  private refusedSince(idx: number, since: number): string[] {
+    return [...this.refusedAt[idx]].filter(([, at]) => at >= since).map(([w]) => w);
+  }
+
+  /**
+   * What server `sid` said since `since` (this client's clock, timers.now()),
+   * for a status request that got no answer: its refusals, if any.
+   */
+  statusHeard(sid: number, since: number): ServerHeard | null {
+    const idx = this.indexOf.get(sid);
+    return idx === undefined ? null : this.heardFrom(idx, since);
+  }
+
+  /** This client's clock (ms): the `since` of statusHeard. */
+  now(): number {
+    return this.timers.now();
+  }
+
+  /** A server (by index) refused what we sent unread: remember what and when. */
+  private noteRefusal(idx: number | undefined, what: string): void {
+    this.refusals[what] = (this.refusals[what] ?? 0) + 1;
+    if (idx !== undefined) this.refusedAt[idx].set(what, this.timers.now());
+  }
+
+  /** Note that server `idx` answered `p` without ending it. */
+  private noteSaid(p: Pending, idx: number, what: string): void {
+    let set = p.said.get(idx);
+    if (!set) p.said.set(idx, (set = new Set()));
+    set.add(what);
   }
 
   /** Ask one server for its status; null if it does not answer in time. */
@@ -655,7 +884,7 @@ export class PaxosClient {
       const send = (): void => {
         // The first send and one more after a validate reply (with its token).
         if (sends++ >= 2) return;
-        const body = encodeRequest({ t: 'status', nonce, token: this.tokens[idx] });
+        const body = encodeRequest({ t: 'status', nonce, token: this.tokens[idx], pad: true });
         this.transport.send(seal(Kind.ClientRequest, this.cluster, body, this.keys), s);
       };
       this.statusResend.set(nonce, send);

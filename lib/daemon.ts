@@ -26,7 +26,9 @@ import {
   resultBytes,
   resultReplyBytesMax,
   type ClientReply,
+  type ClientRequest,
   type RequestRef,
+  type TransferCode,
 } from './wire/client';
 import {
   clusterTag,
@@ -265,6 +267,8 @@ export class PaxosNode {
   private syncWaiters: (() => void)[] = [];
   private clock = 0;
   private limitsNoted = false;
+  /** The transfer-leader request being served (one at a time). */
+  private transferRunning: { nonce: number; to: number } | null = null;
 
   private constructor(
     readonly opts: NodeOptions,
@@ -399,16 +403,34 @@ export class PaxosNode {
   /**
    * Graceful hand-off (SIGTERM on the leader, transfer-leader): ask `to` (default:
    * the best caught-up voter) to take over, and wait until it leads, at most two
-   * election timeouts. The node keeps serving meanwhile. Returns what happened.
+   * election timeouts. The node keeps serving meanwhile; with `linger` (SIGTERM)
+   * it redirects clients for two heartbeats more. Returns what happened.
    */
-  async handOff(to?: number): Promise<{ ok: boolean; message: string }> {
+  async handOff(
+    to?: number,
+    linger = true,
+  ): Promise<{ ok: boolean; code: TransferCode; message: string }> {
     const r = this.replica;
-    if (r.role !== 'leader') return { ok: false, message: 'not the leader' };
+    if (r.role !== 'leader') return { ok: false, code: 'not_leader', message: 'not the leader' };
     const target = to ?? r.handoffTarget();
     if (target === null)
-      return { ok: false, message: 'no voter in two-way contact to hand off to' };
+      return {
+        ok: false,
+        code: 'not_voter',
+        message: 'no voter in two-way contact to hand off to',
+      };
+    if (!this.addrOf.has(target))
+      return {
+        ok: false,
+        code: 'unknown_sid',
+        message: `sid ${target} is not a member (members: ${[...this.addrOf.keys()].join(', ')})`,
+      };
+    if (target === this.opts.sid)
+      return { ok: true, code: 'ok', message: `sid ${target} leads already` };
+    // Membership and role are checked above: what the core can still refuse is
+    // a target that does not vote or that the leader has no two-way contact with.
     const err = r.transferLeadership(target);
-    if (err) return { ok: false, message: err };
+    if (err) return { ok: false, code: 'not_voter', message: err };
     this.scheduleFlush();
     const { tickMs, electionTicks } = this.opts.config.timing;
     const started = Date.now();
@@ -416,16 +438,21 @@ export class PaxosNode {
     const handedOver = (): boolean => r.role === 'follower' && r.leader === target;
     while (!this.stopped && !handedOver()) {
       if (Date.now() - started > limitMs)
-        return { ok: false, message: `hand-off to ${target} did not finish within ${limitMs} ms` };
+        return {
+          ok: false,
+          code: 'handoff_timeout',
+          message: `sid ${target} did not take over within ${limitMs} ms (not caught up, or cut off); sid ${r.leader ?? '?'} leads`,
+        };
       await new Promise((res) => setTimeout(res, tickMs));
     }
     const took = Date.now() - started;
     // Linger two heartbeat periods, redirecting: clients that still send here
     // learn the new leader instead of waiting out a retry timer.
-    await new Promise((res) =>
-      setTimeout(res, 2 * this.opts.config.timing.heartbeatTicks * tickMs),
-    );
-    return { ok: true, message: `handed leadership to ${target} in ${took} ms` };
+    if (linger)
+      await new Promise((res) =>
+        setTimeout(res, 2 * this.opts.config.timing.heartbeatTicks * tickMs),
+      );
+    return { ok: true, code: 'ok', message: `handed leadership to ${target} in ${took} ms` };
   }
 
   /** The line printed when the node is ready. */
@@ -615,6 +642,7 @@ export class PaxosNode {
     }
     const req = decodeRequest(opened.body);
     if ('error' in req) return this.drop(`client_${req.error}`, `${rinfo.address}:${rinfo.port}`);
+    if (req.t === 'transfer') return this.onTransfer(req, buf.length, rinfo);
     // An authenticated request, or one with a valid token, comes from an address
     // that receives our datagrams; any other may carry a forged source (the
     // victim of an amplification attack), so its answers are capped.
@@ -676,6 +704,65 @@ export class PaxosNode {
       return;
     }
     this.onOp(to, req.cid, req.seq, req.op);
+  }
+
+  /**
+   * transfer-leader (an operator's request, authenticated like a put): hand
+   * leadership to `req.to` and answer once, when it leads or the hand-off failed.
+   * The answer is never larger than the request (it is padded for that): the
+   * command needs no token round trip, and a forged source draws no more than it
+   * sent. A retransmission of the running request is ignored (it gets that answer).
+   */
+  private onTransfer(
+    req: Extract<ClientRequest, { t: 'transfer' }>,
+    requestBytes: number,
+    rinfo: dgram.RemoteInfo,
+  ): void {
+    const from = `${rinfo.address}:${rinfo.port}`;
+    // Fail-stop, as for every other client request (see onClient).
+    if (this.replica.stateCheck.self) return this.drop('client_diverged', from);
+    const answer = (code: TransferCode, message: string): void => {
+      if (this.stopped) return;
+      const r = {
+        t: 'transfer',
+        nonce: req.nonce,
+        code,
+        leader: this.replica.leader ?? -1,
+      } as const;
+      // Shorten the message if need be; the code alone always fits a padded request.
+      let out = seal(
+        Kind.ClientReply,
+        this.cluster,
+        encodeReply({ ...r, message }),
+        this.clientKeys,
+      );
+      if (out.length > requestBytes) {
+        const cut = message.slice(0, Math.max(0, message.length - (out.length - requestBytes)));
+        out = seal(
+          Kind.ClientReply,
+          this.cluster,
+          encodeReply({ ...r, message: cut }),
+          this.clientKeys,
+        );
+      }
+      if (out.length > requestBytes) return this.drop('client_amplification', from);
+      this.counters.clientOut++;
+      this.clientSock.send(out, rinfo.port, rinfo.address);
+    };
+    const running = this.transferRunning;
+    if (running) {
+      if (running.nonce !== req.nonce)
+        answer('in_progress', `a hand-off to sid ${running.to} is running`);
+      return;
+    }
+    if (this.replica.role !== 'leader')
+      return answer('not_leader', `sid ${this.opts.sid} is not the leader`);
+    this.transferRunning = { nonce: req.nonce, to: req.to };
+    void this.handOff(req.to, false).then((h) => {
+      this.transferRunning = null;
+      this.log(`sid ${this.opts.sid}: transfer-leader from ${from}: ${h.message}`);
+      answer(h.code, h.message);
+    });
   }
 
   private onOp(to: ReplyTo, cid: number, seq: number, op: Buffer): void {
@@ -799,6 +886,7 @@ export class PaxosNode {
       case 'results':
         return this.holdBack(to, r.results, null);
       case 'validate':
+      case 'transfer': // sent by onTransfer, never larger than its request
         return this.drop('client_amplification', `${to.address}:${to.port}`);
       default:
         return this.holdBack(to, [r], null);

@@ -142,6 +142,27 @@ t.test('misconfiguration is named; stdin mode; no quorum', async (t) => {
       const n = (c.stderrOf(s, 1 << 20).match(/wrong cluster/g) ?? []).length;
       t.ok(n <= 1, `sid ${s}: at most one wrong-cluster line (${n})`);
     }
+    // Every command names which servers it tried and what each said.
+    const commands = [
+      ['put', 'k', 'v'],
+      ['get', 'k'],
+      ['cas', 'k', 'a', 'b'],
+      ['outcome', '1:1'],
+      ['status'],
+      ['transfer-leader', '1'],
+    ];
+    const runs = await Promise.all(
+      commands.map((cmd) => cli(['--timeout', '1000', ...cmd], undefined, wrong)),
+    );
+    for (const [i, run] of runs.entries()) {
+      t.match(
+        run.stderr,
+        /0\/3 answered, 3 said wrong_cluster \(sid 0 127\.0\.0\.1:\d+ x\d+: wrong_cluster; sid 1 /,
+        `${commands[i][0]}: 0/3 answered, 3 said wrong_cluster`,
+        show(run),
+      );
+      t.not(run.code, 0, `${commands[i][0]}: not exit 0`);
+    }
     const st = await cli(['status', '--json']);
     t.equal(st.code, 0, 'status --json: exit 0', show(st));
     const rows = JSON.parse(st.stdout) as { drops?: string }[];
@@ -178,6 +199,7 @@ t.test('misconfiguration is named; stdin mode; no quorum', async (t) => {
     const r = await cli(['--timeout', '300', '-'], 'put a 1\nput b 2\nput c 3\n');
     t.equal(r.code, 3, 'exit 3', show(r));
     t.match(r.stderr, /stopping the batch at line 1: the cluster is unreachable/, show(r));
+    t.match(r.stderr, /0\/3 answered, 3 silent \(sid 0 \S+ x\d+: no answer; /, 'names each server');
     t.equal((r.stderr.match(/NOT SENT|OUTCOME UNKNOWN/g) ?? []).length, 1, 'one line tried');
   });
 });

@@ -1,5 +1,13 @@
 import * as readline from 'node:readline';
-import { PaxosClient, PaxosClientError, type OpResult, type OutcomeReport } from '../client';
+import {
+  describeHeard,
+  PaxosClient,
+  PaxosClientError,
+  type OpResult,
+  type OutcomeReport,
+  type ServerHeard,
+  type TransferReport,
+} from '../client';
 import { ConfigError, loadClientConfig, type ClientConfig } from '../io/config';
 import { loadKeyring } from '../io/keys';
 import type { KvOp } from '../sm/kv';
@@ -21,6 +29,9 @@ const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [
                          through the log: APPLIED and its first answer (exit 0), NOT
                          APPLIED (exit 1: it never ran, and a late copy no longer can),
                          UNKNOWN (exit 3: the exactly-once table no longer remembers it)
+  transfer-leader SID    hand leadership to SID (etcd's move-leader): exit 0 once SID
+                         leads; 1 refused (unknown_sid, not_voter, handoff_timeout:
+                         SID did not take over in time, the leader leads on)
   -                      read one command per line from stdin (also without a
                          command when stdin is not a terminal). A line takes the
                          same words and flags (cas --absent K V); quote values
@@ -125,17 +136,22 @@ async function runOne(
     const notSent = e instanceof PaxosClientError && e.notSent;
     const request = e instanceof PaxosClientError ? e.request : undefined;
     const msg = (e as Error).message;
+    const servers = e instanceof PaxosClientError ? e.servers : [];
     if (refused && client.stats.replies === 0) {
       // The servers refused every datagram unread: the request never ran.
+      const why = `${refused} (${describeHeard(servers, cfg.servers.length)})`;
       if (json)
-        process.stdout.write(JSON.stringify({ op, outcome: 'refused', error: refused }) + '\n');
-      else process.stderr.write(`paxos-client: ${refused}\n`);
+        process.stdout.write(
+          JSON.stringify({ op, outcome: 'refused', error: why, servers }) + '\n',
+        );
+      else process.stderr.write(`paxos-client: ${why}\n`);
       return EXIT.usage;
     }
     // Never re-run a write here: an unknown outcome is reported, with the
     // request's cid:seq, so that it can be looked up.
     const outcome = notSent ? 'not_sent' : 'unknown';
-    if (json) process.stdout.write(JSON.stringify({ op, outcome, request, error: msg }) + '\n');
+    if (json)
+      process.stdout.write(JSON.stringify({ op, outcome, request, error: msg, servers }) + '\n');
     else process.stderr.write(`${notSent ? 'NOT SENT' : 'OUTCOME UNKNOWN'}: ${msg}\n`);
     return EXIT.unknown;
   }
@@ -256,8 +272,44 @@ async function watch(client: PaxosClient, cfg: ClientConfig, everyS: number): Pr
 type StatusRow = Awaited<ReturnType<PaxosClient['status']>>;
 
 async function status(client: PaxosClient, cfg: ClientConfig, json: boolean): Promise<number> {
+  const since = client.now();
   const rows = await Promise.all(cfg.servers.map((s) => client.status(s.sid)));
-  return printStatus(cfg, rows, json, client);
+  const code = printStatus(cfg, rows, json, client);
+  // Nobody answered: say what each server said, if anything (a wrong cluster id or key).
+  if (rows.every((r) => r === null)) {
+    const heard = cfg.servers
+      .map((s) => client.statusHeard(s.sid, since))
+      .filter((h): h is ServerHeard => h !== null);
+    process.stderr.write(`paxos-client: ${describeHeard(heard, cfg.servers.length)}\n`);
+  }
+  return code;
+}
+
+/** `transfer-leader SID`: exit 0 once SID leads, 1 refused, 3 no answer. */
+async function transferLeader(
+  client: PaxosClient,
+  cfg: ClientConfig,
+  sid: number,
+  json: boolean,
+): Promise<number> {
+  let r: TransferReport;
+  try {
+    r = await client.transferLeader(sid);
+  } catch (e) {
+    const servers = e instanceof PaxosClientError ? e.servers : [];
+    const refused = refusalMessage(client, cfg);
+    const msg = refused
+      ? `${refused} (${describeHeard(servers, cfg.servers.length)})`
+      : `transfer-leader got no answer: ${(e as Error).message}; leadership may or may not have moved (status shows the leader)`;
+    if (json)
+      process.stdout.write(JSON.stringify({ to: sid, code: null, error: msg, servers }) + '\n');
+    else process.stderr.write(`paxos-client: ${msg}\n`);
+    return refused ? EXIT.usage : EXIT.unknown;
+  }
+  if (json) process.stdout.write(JSON.stringify({ to: sid, ...r }) + '\n');
+  else if (r.ok) process.stdout.write(`leader is sid ${r.leader}: ${r.message}\n`);
+  else process.stderr.write(`paxos-client: transfer-leader refused: ${r.code}: ${r.message}\n`);
+  return r.ok ? EXIT.ok : EXIT.refused;
 }
 
 function printStatus(
@@ -422,9 +474,13 @@ async function main(): Promise<number> {
     return EXIT.usage;
   }
   let op: KvOp | null = null;
-  const admin = words[0] === 'status' || words[0] === 'health' || words[0] === 'outcome';
+  const admin = ['status', 'health', 'outcome', 'transfer-leader'].includes(words[0]);
   if (words[0] === 'outcome' && !/^\d+:\d+$/.test(words[1] ?? '')) {
     process.stderr.write(`paxos-client: outcome takes a request id CID:SEQ\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  if (words[0] === 'transfer-leader' && !/^\d{1,3}$/.test(words[1] ?? '')) {
+    process.stderr.write(`paxos-client: transfer-leader takes a sid (0-255)\n${USAGE}\n`);
     return EXIT.usage;
   }
   if (argv.watch !== undefined && words[0] !== 'status') {
@@ -443,7 +499,7 @@ async function main(): Promise<number> {
       return EXIT.usage;
     }
     op = parsed;
-  } else if (words.length > (words[0] === 'outcome' ? 2 : 1)) {
+  } else if (words.length > (words[0] === 'outcome' || words[0] === 'transfer-leader' ? 2 : 1)) {
     process.stderr.write(`paxos-client: unexpected argument ${words.at(-1)}\n${USAGE}\n`);
     return EXIT.usage;
   }
@@ -471,6 +527,8 @@ async function main(): Promise<number> {
     if (words[0] === 'status') return await status(client, cfg, argv.json);
     if (words[0] === 'health') return await health(client, cfg, argv.json, timeoutMs);
     if (words[0] === 'outcome') return await outcome(client, words[1], argv.json);
+    if (words[0] === 'transfer-leader')
+      return await transferLeader(client, cfg, Number(words[1]), argv.json);
     if (op) return await runOne(client, cfg, op, argv.json);
     // The seed's "submit an operation" flow: one command per line.
     return await batch(client, cfg, argv.json);

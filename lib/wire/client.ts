@@ -9,7 +9,10 @@ import { scanCbor } from './scan';
  * Client protocol bodies (inside the envelope, kinds ClientRequest/ClientReply):
  *   request  [1, cid, seq, opBytes, token?]         one operation
  *            [2, nonce, token?]                     status
+ *            [2, nonce, token|null, pad]            status, padded (see STATUS_REQUEST_BYTES)
  *            [3, [[cid, seq, opBytes], ...], token?] several operations (one datagram)
+ *            [4, nonce, sid, pad, token?]           transfer leadership to sid (pad: see
+ *                 TRANSFER_REQUEST_BYTES)
  *   reply    [1, cid, seq, ok, value, err]  result (value/err may be null)
  *            [2, cid, seq, leaderSid]       redirect (-1: leader unknown)
  *            [3, cid, seq, code, message]   error (busy, bad_op, too_large, ...)
@@ -18,6 +21,8 @@ import { scanCbor } from './scan';
  *            [6, sid, token, [[cid, seq], ...], nonce|null]  validate: these requests
  *                 were held back by the anti-amplification limit; send them again
  *                 with this token (nonce: a held-back status request)
+ *            [7, nonce, code, leader, message]  transfer-leader answer (leader: who leads
+ *                 as far as this node knows, -1 if unknown); never larger than its request
  * Anti-amplification (QUIC, RFC 9000 s.8): to an address that has not proved it
  * receives this node's datagrams (a valid token, or an authenticated request), a
  * node sends at most AMPLIFICATION_FACTOR times the bytes of the request datagram
@@ -64,10 +69,46 @@ export const TOKEN_BUCKET_MS = 60_000;
 /** A request's address token (present once the client was given one). */
 type Token = { token?: Buffer };
 
+/**
+ * Bytes a transfer-leader request body is padded to. Its answer is never larger
+ * than its request (an operator's command needs no more, and a forged source
+ * then draws at most what it sent), so the padding is the answer's room.
+ */
+export const TRANSFER_REQUEST_BYTES = 200;
+
+/**
+ * Bytes the client library pads a status request body to: a node answers a
+ * request it cannot read (wrong cluster id, client key) with a refusal only if
+ * the refusal is no larger than the request, and an unpadded status request is
+ * smaller than any refusal, so a misconfigured client would hear nothing.
+ */
+export const STATUS_REQUEST_BYTES = 64;
+
+/**
+ * How a transfer-leader request ended. ok: `leader` leads (it may have led
+ * already); not_leader: ask `leader` (-1: no leader known, retry); unknown_sid:
+ * not a member; not_voter: the target does not vote, or the leader has no two-way
+ * contact with it; handoff_timeout: the target did not take over in time (not
+ * caught up, or cut off), the old leader leads on; in_progress: another hand-off
+ * is running.
+ */
+export type TransferCode =
+  'ok' | 'not_leader' | 'unknown_sid' | 'not_voter' | 'handoff_timeout' | 'in_progress';
+
+const TRANSFER_CODES: ReadonlySet<string> = new Set<TransferCode>([
+  'ok',
+  'not_leader',
+  'unknown_sid',
+  'not_voter',
+  'handoff_timeout',
+  'in_progress',
+]);
+
 export type ClientRequest =
   | ({ t: 'op' } & OpRequest & Token)
   | ({ t: 'ops'; ops: OpRequest[] } & Token)
-  | ({ t: 'status'; nonce: number } & Token);
+  | ({ t: 'status'; nonce: number; pad?: boolean } & Token)
+  | ({ t: 'transfer'; nonce: number; to: number } & Token);
 
 /**
  * The codes of an error reply, each with what a client may conclude from it:
@@ -106,7 +147,8 @@ export type ClientReply =
   | { t: 'error'; cid: number; seq: number; code: ErrorCode; message: string }
   | { t: 'status'; nonce: number; status: Record<string, string | number | boolean | null> }
   | { t: 'results'; results: { cid: number; seq: number; result: CmdResult }[] }
-  | { t: 'validate'; sid: number; token: Buffer; ops: RequestRef[]; nonce: number | null };
+  | { t: 'validate'; sid: number; token: Buffer; ops: RequestRef[]; nonce: number | null }
+  | { t: 'transfer'; nonce: number; code: TransferCode; leader: number; message: string };
 
 /**
  * Stateless address validation: a token is an HMAC, under a node's own random
@@ -162,9 +204,24 @@ export function encodeRequest(r: ClientRequest): Buffer {
       return encoder.encode([1, r.cid, r.seq, r.op, ...tail]);
     case 'ops':
       return encoder.encode([3, r.ops.map((o) => [o.cid, o.seq, o.op]), ...tail]);
-    case 'status':
-      return encoder.encode([2, r.nonce, ...tail]);
+    case 'status': {
+      if (!r.pad) return encoder.encode([2, r.nonce, ...tail]);
+      const fields = [2, r.nonce, r.token ?? null];
+      return encoder.encode([...fields, padding(fields, STATUS_REQUEST_BYTES)]);
+    }
+    case 'transfer': {
+      // Padded so that the request is TRANSFER_REQUEST_BYTES long (its answer's room).
+      const fields = [4, r.nonce, r.to];
+      return encoder.encode([...fields, padding(fields, TRANSFER_REQUEST_BYTES), ...tail]);
+    }
   }
+}
+
+/** A byte string that brings `[...fields, pad]` to about `bytes` bytes (a request's padding). */
+function padding(fields: unknown[], bytes: number): Buffer {
+  const bare = encoder.encode([...fields, Buffer.alloc(0)]).length;
+  // Its length head grows by a byte once it is 24 bytes or more.
+  return Buffer.alloc(Math.max(0, bytes - bare - 1));
 }
 
 function resultFields(cid: number, seq: number, result: CmdResult): unknown[] {
@@ -210,6 +267,8 @@ export function encodeReply(r: ClientReply): Buffer {
     }
     case 'validate':
       return encoder.encode([6, r.sid, r.token, r.ops.map((o) => [o.cid, o.seq]), r.nonce]);
+    case 'transfer':
+      return encoder.encode([7, r.nonce, r.code, r.leader, r.message]);
   }
 }
 
@@ -249,6 +308,15 @@ export function decodeRequest(body: Uint8Array): ClientRequest | { error: string
   if (a[0] === 2 && (a.length === 2 || a.length === 3) && isUint(a[1])) {
     const tok = tokenOf(a, 2);
     return tok ? { t: 'status', nonce: a[1], ...tok } : { error: 'field' };
+  }
+  if (a[0] === 2 && a.length === 4 && isUint(a[1]) && Buffer.isBuffer(a[3])) {
+    const tok = a[2] === null ? {} : tokenOf(a.slice(0, 3), 2);
+    return tok ? { t: 'status', nonce: a[1], ...tok } : { error: 'field' };
+  }
+  if (a[0] === 4 && (a.length === 4 || a.length === 5)) {
+    const tok = tokenOf(a, 4);
+    if (!isUint(a[1]) || !isUint(a[2]) || !Buffer.isBuffer(a[3]) || !tok) return { error: 'field' };
+    return { t: 'transfer', nonce: a[1], to: a[2], ...tok };
   }
   if (a[0] === 3 && (a.length === 2 || a.length === 3) && Array.isArray(a[1])) {
     const tok = tokenOf(a, 2);
@@ -334,6 +402,23 @@ export function decodeReply(body: Uint8Array): ClientReply | { error: string } {
       }
       return { t: 'validate', sid: a[1], token: a[2], ops, nonce: a[4] as number | null };
     }
+    case 7:
+      if (
+        a.length !== 5 ||
+        !isUint(a[1]) ||
+        typeof a[2] !== 'string' ||
+        !TRANSFER_CODES.has(a[2]) ||
+        !Number.isInteger(a[3]) ||
+        typeof a[4] !== 'string'
+      )
+        return { error: 'field' };
+      return {
+        t: 'transfer',
+        nonce: a[1],
+        code: a[2] as TransferCode,
+        leader: a[3] as number,
+        message: a[4],
+      };
     default:
       return { error: 'unknown_type' };
   }
