@@ -289,6 +289,7 @@ function payloadType(p: Payload): string {
 }
 
 type CrashKind = 'kill' | 'power';
+type PromiseMsg = Extract<Msg, { t: 'promise' }>;
 
 export class Simulation {
   readonly cfg: SimConfig;
@@ -1082,46 +1083,8 @@ export class Simulation {
         }
         return;
       }
-      case 'learning-candidate': {
-        if (f.phase === 0) {
-          // Promises arrive late; old catch-up answers arrive meanwhile; the leader stops.
-          const until = this.now + p.range(10 * e, 30 * e);
-          this.net.addBurst({
-            label: 'promises delayed',
-            from: null,
-            to: null,
-            types: new Set(['promise']),
-            loss: p.pick([0, 0, 0.5]),
-            delay: p.range(e, 4 * e),
-            until,
-          });
-          for (const l of this.leaders()) this.pause(l, p.range(2 * e, 5 * e));
-          f.until = until;
-          f.phase = 1;
-        } else if (f.phase === 1) {
-          if (this.now > f.until) {
-            f.phase = f.count++ < 2 ? 2 : 3;
-            f.until = this.now + 20 * e;
-            return;
-          }
-          const cands = this.upNodes().filter((n) => n.replica!.role === 'candidate');
-          for (const cand of cands) {
-            if (!p.chance(0.3)) continue;
-            const hits = this.replayOld(
-              p.range(1, 4),
-              e,
-              (x) =>
-                x.to === cand.sid &&
-                x.payload.k === 'peer' &&
-                (x.payload.msg.t === 'catchupResp' ||
-                  x.payload.msg.t === 'snapshotResp' ||
-                  x.payload.msg.t === 'commit'),
-            );
-            if (hits > 0) this.danger(`old catch-up answers re-delivered to candidate ${cand.sid}`);
-          }
-        } else if (f.phase === 2 && this.now > f.until) f.phase = 0;
-        return;
-      }
+      case 'learning-candidate':
+        return this.learningCandidate();
       case 'lagging-candidate': {
         // The highest-ranked node (lowest SID) falls behind, then comes back and campaigns.
         const x = c.sids[0];
@@ -1224,6 +1187,7 @@ export class Simulation {
   private onCampaign(n: SimNode): void {
     const f = this.fam;
     if (this.cfg.family === 'powerloss-leader-reuse') return this.reuseCampaign(n);
+    if (this.cfg.family === 'learning-candidate') return this.learningCampaign(n);
     if (this.cfg.family !== 'powerloss-after-campaign' || !this.faultsOn) return;
     if (f.phase !== 0 || this.now < this.cfg.familyAt) return;
     f.sid = n.sid;
@@ -1246,6 +1210,8 @@ export class Simulation {
         return f.phase >= 1 && f.phase <= 3;
       case 'powerloss-leader-reuse':
         return f.phase === 1 || f.phase === 2;
+      case 'learning-candidate':
+        return f.phase >= 1 && f.phase <= 4;
       default:
         return false;
     }
@@ -1536,6 +1502,174 @@ export class Simulation {
   private freeHeartbeatBefore(from: number, to: number, before: number): boolean {
     const h = this.freeHeartbeats.get(`${from}>${to}`);
     return h !== undefined && h.at < before;
+  }
+
+  /** learning-candidate: A's Phase 1 start, its own highest log slot, its held promises. */
+  private learnx: { from: number; own: number; holding: boolean; held: Packet<Payload>[] } = {
+    from: 0,
+    own: 0,
+    holding: false,
+    held: [],
+  };
+
+  /**
+   * learning-candidate (issue 9.2): a candidate A learns, during Phase 1, slots
+   * chosen above everything its promises report, and then wins with them. The
+   * leader L is paused (a GC pause); the first node A to campaign, at b1, hears
+   * nothing that carries a higher ballot, and every promise of b1 to it is
+   * delayed (held here). Once a majority's promises are on their way, A is
+   * paused too and L resumes: the others elect at b2 > b1 and choose slots that
+   * those promises, sent before, cannot report. A resumes hearing only
+   * followers' heartbeats and catch-up answers (snapshot offers are lost),
+   * learns those slots chosen while still a candidate, and then its late
+   * promises arrive, the lowest reports first.
+   */
+  private learningCandidate(): void {
+    const c = this.cfg;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const f = this.fam;
+    const x = this.famx;
+    const lc = this.learnx;
+    const a = f.sid >= 0 ? this.nodes.get(f.sid)! : null;
+    const campaigning = (): boolean =>
+      a!.up && a!.replica!.role === 'candidate' && a!.replica!.ballot === x.ballot;
+    if (f.phase === 0) {
+      if (!this.allVoters() || this.upNodes().length < c.sids.length) return;
+      const ls = this.leaders().filter((n) => !n.paused(this.now));
+      if (ls.length !== 1) return;
+      x.group = [ls[0].sid];
+      lc.held = [];
+      f.sid = -1;
+      f.count++;
+      f.phase = 1;
+      f.until = this.now + 10 * e;
+      this.pause(ls[0], 1000 * e);
+    } else if (f.phase === 1) {
+      // Waiting for a campaign (learningCampaign moves on).
+      if (this.now >= f.until) this.endLearning(5 * e);
+    } else if (f.phase === 2) {
+      // A campaigns; promises from a majority (with its own) are on their way: pause it.
+      if (!campaigning()) return this.endLearning(10 * e);
+      if (new Set(lc.held.map((pk) => pk.from)).size < this.quorum - 1) {
+        if (this.now >= f.until) this.endLearning(10 * e);
+        return;
+      }
+      this.pause(a!, 1000 * e);
+      const l = this.nodes.get(x.group[0])!;
+      if (l.pausedUntil > this.now) l.pausedUntil = this.now + p.range(0, e);
+      f.phase = 3;
+      f.until = this.now + p.range(10 * e, 30 * e);
+    } else if (f.phase === 3) {
+      // A stands still while the others elect above b1 and choose past the reports.
+      if (!a!.up) return this.endLearning(10 * e);
+      const others = this.upNodes().filter((n) => n.sid !== a!.sid);
+      const above = others.some(
+        (n) => n.replica!.role === 'leader' && n.replica!.ballot > x.ballot,
+      );
+      const chosen = Math.max(0, ...others.map((n) => n.replica!.chosenThrough));
+      if (!(above && chosen > this.learnReported()) && this.now < f.until) return;
+      a!.pausedUntil = this.now;
+      f.phase = 4;
+      f.until = this.now + 2 * e;
+    } else if (f.phase === 4) {
+      if (!campaigning()) return this.endLearning(10 * e);
+      const known = a!.replica!.chosenThrough;
+      const reported = this.learnReported();
+      if (known <= reported && this.now < f.until) return;
+      if (known > reported)
+        this.danger(
+          `candidate ${a!.sid} at ${formatBallot(x.ballot)} (Phase 1 from slot ${lc.from}) learned slots chosen through ${known}; its late promises report up to ${reported}`,
+        );
+      lc.holding = false;
+      const top = (pk: Packet<Payload>): number =>
+        Math.max(0, ...(pk.payload as { k: 'peer'; msg: PromiseMsg }).msg.entries.map(([s]) => s));
+      const held = lc.held.sort((u, v) => top(u) - top(v));
+      lc.held = [];
+      for (const pk of held) this.deliver(pk);
+      // Deaf to the higher ballot a little longer (its first accepts go out).
+      f.phase = 5;
+      f.until = this.now + p.range(1, e);
+    } else if (f.phase === 5) {
+      if (this.now >= f.until) this.endLearning(20 * e);
+    } else if (f.phase === 6 && this.now >= f.until && f.count < 4) f.phase = 0;
+  }
+
+  /** A prepare left `n`: the first campaign after the leader's pause is A's. */
+  private learningCampaign(n: SimNode): void {
+    const f = this.fam;
+    const x = this.famx;
+    const lc = this.learnx;
+    const r = n.replica;
+    if (f.phase !== 1 || !this.faultsOn || n.sid === x.group[0] || !r || r.role !== 'candidate')
+      return;
+    const a = n.sid;
+    const b1 = r.ballot;
+    f.sid = a;
+    f.phase = 2;
+    f.until = this.now + this.cfg.timing.electionTicks;
+    x.ballot = b1;
+    x.at = this.now;
+    lc.from = r.chosenThrough + 1;
+    lc.own = lc.from - 1;
+    for (let s = lc.from; s < lc.from + 256; s++) if (r.acceptedEntry(s)) lc.own = s;
+    lc.holding = true;
+    // Lost: whatever would show A a ballot above b1 (it would step down), and
+    // snapshot offers (installing one deposes a candidate). Delayed: b1's promises.
+    this.famDrop = (pk) => {
+      if (pk.to !== a) return false;
+      const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
+      switch (m.t) {
+        case 'promise':
+          if (m.ballot !== b1 || !lc.holding) return false;
+          lc.held.push(pk);
+          return true;
+        case 'heartbeat':
+          return m.leading && m.promised > b1;
+        case 'nack':
+          return m.promised > b1;
+        case 'prepare':
+        case 'accept':
+        case 'commit':
+        case 'confirm':
+        case 'handoff':
+          return m.ballot > b1;
+        case 'catchupResp':
+          return m.snapshot > 0;
+        case 'snapshotResp':
+          return true;
+        default:
+          return false;
+      }
+    };
+    if (this.tracing)
+      this.trace(
+        `family ${this.cfg.family}: node ${a} campaigns at ${formatBallot(b1)} from slot ${lc.from} (own log to ${lc.own}); its promises are held, higher ballots lost to it`,
+      );
+  }
+
+  /** The highest slot A's Phase 1 can know of without learning: its start, its own log, the held promises. */
+  private learnReported(): number {
+    const lc = this.learnx;
+    let m = Math.max(lc.from - 1, lc.own);
+    for (const pk of lc.held)
+      for (const [s] of (pk.payload as { k: 'peer'; msg: PromiseMsg }).msg.entries)
+        if (s > m) m = s;
+    return m;
+  }
+
+  /** learning-candidate ends: nothing held or lost any more, L and A run; the next try after `cool`. */
+  private endLearning(cool: number): void {
+    const f = this.fam;
+    this.endFamilyCut();
+    this.learnx.holding = false;
+    this.learnx.held = [];
+    for (const sid of [this.famx.group[0], f.sid]) {
+      const n = sid === undefined || sid < 0 ? undefined : this.nodes.get(sid);
+      if (n && n.pausedUntil > this.now) n.pausedUntil = this.now;
+    }
+    f.phase = 6;
+    f.until = this.now + cool;
   }
 
   /**

@@ -8,8 +8,10 @@ import type { LinkFaults, ReplayFaults } from './network';
  * (issue 9) instead of waiting for random faults to stumble into it.
  * - stale-leader: the leader is paused long enough for a new election, then
  *   resumed with partial connectivity and old datagrams in flight;
- * - learning-candidate: promises are delayed while old catch-up answers come
- *   back, so a candidate learns chosen slots during Phase 1;
+ * - learning-candidate: the leader is paused; the first candidate's promises
+ *   are delayed and it is paused while the others elect above it and choose;
+ *   it resumes hearing only followers' heartbeats and catch-up answers, learns
+ *   slots chosen beyond what its promises report, then wins with them (9.2);
  * - lagging-candidate: the highest-ranked node is cut off while the others go
  *   ahead, then comes back and campaigns while the leader is cut away;
  * - wipe-after-choice: a member of a bare majority that just chose a value loses
@@ -361,6 +363,20 @@ function shapeForFamily(c: SimConfig, o: SimOverrides, snapEvery: number): SimCo
         ...l,
         snapshotEverySlots: pin(o.snapshotEverySlots, Math.min(snapEvery, 8)),
         keepSlots: Math.min(l.keepSlots ?? 2, 2),
+      },
+    };
+  }
+  if (c.family === 'learning-candidate') {
+    // Small windows and horizon: the slots chosen while the candidate waits
+    // reach past its promises in a few slots. Snapshots no more often than every
+    // 16 slots: a snapshot offer would depose it (it learns by catch-up entries).
+    return {
+      ...c,
+      limits: {
+        ...l,
+        windowSlots: pin(o.windowSlots, Math.min(l.windowSlots, 4)),
+        slotsAheadMax: l.slotsAheadMax ?? 4,
+        snapshotEverySlots: pin(o.snapshotEverySlots, Math.max(l.snapshotEverySlots, 16)),
       },
     };
   }
