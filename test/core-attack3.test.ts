@@ -513,3 +513,41 @@ t.test(
       }
   },
 );
+
+/**
+ * A leader paused in the middle of a hand-off resumes believing it leads and
+ * hands off on: its requests reach the target after the others elected a leader
+ * at a higher ballot, which the target follows. They are not acted on (they come
+ * from a leader the target no longer follows), so the new leader keeps its
+ * ballot, and the old leader steps down when it hears it. (Checked: with the
+ * three tests of onHandoff removed (from the leader we follow at its ballot; not
+ * below our promise; recent), the target campaigns and deposes the new leader;
+ * they overlap here: without the first, or with only the last, it stays safe.)
+ */
+t.test('hand-off: a leader paused mid-hand-off resumes and deposes nobody', async (t) => {
+  const net = new CoreNet([0, 1, 2], {}, 6);
+  const A = elect(net);
+  t.equal(A, 0, 'A leads');
+  const T = 2;
+  net.drop = (e) => e.msg.t === 'handoff';
+  t.equal(net.node(A).transferLeadership(T), null, 'A hands off to 2');
+  net.pause(A);
+  net.drop = () => false;
+  net.tickUntil(() => net.leaders().length > 0, 100);
+  const n = net.leader()!.sid;
+  t.equal(n, 1, '1 leads at a higher ballot; 2 follows it');
+  net.tick(4);
+  const ballot = net.node(n).ballot;
+  const before = campaigns(net);
+  net.parked = net.parked.filter((e) => e.to !== A);
+  net.resume(A);
+  t.equal(net.node(A).role, 'leader', 'A resumes believing it leads');
+  net.tick(2);
+  for (const e of net.sent((e) => e.msg.t === 'handoff')) net.deliver(e);
+  net.tick(2 * PERIOD);
+  t.ok(net.sent((e) => e.msg.t === 'handoff').length > 0, 'A asked 2 to take over');
+  t.equal(campaigns(net) - before, 0, 'nobody campaigns');
+  t.equal(net.leader()?.ballot, ballot, 'the new leader keeps its ballot');
+  t.equal(net.node(A).role, 'follower', 'A steps down');
+  t.same(net.violations, []);
+});
