@@ -687,7 +687,10 @@ export class PaxosNode {
           tokensIssued: this.counters.tokensIssued,
           tokensRefused: this.counters.tokensRefused,
           diverged: s.diverged,
-          followersDiverged: s.followersDiverged,
+          divergedPeers: s.divergedPeers,
+          // The same list under its first name (it lists any peer, not only
+          // followers): kept so that `status --json` consumers keep working.
+          followersDiverged: s.divergedPeers,
         },
       });
       return;

@@ -155,7 +155,7 @@ t.test('a follower that applies a different command stops serving; the others go
   for (const sid of [0, 1])
     t.equal(nodes[sid].status().diverged, null, `sid ${sid} did not stop itself`);
   t.match(
-    nodes[leader].status().followersDiverged ?? '',
+    nodes[leader].status().divergedPeers ?? '',
     new RegExp(`\\b${VICTIM}@\\d+`),
     'the leader lists the bad follower',
   );

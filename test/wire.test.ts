@@ -1,7 +1,7 @@
 // Wire codec: every message type round-trips; hostile bytes are dropped with a
 // reason and never throw; authentication is checked before decoding.
 import t from 'tap';
-import { Encoder } from 'cbor-x';
+import { Decoder, Encoder } from 'cbor-x';
 import { Prng } from '../lib/core/prng';
 import type { Msg } from '../lib/core/types';
 import { decodeReply, decodeRequest, encodeReply, encodeRequest } from '../lib/wire/client';
@@ -83,6 +83,34 @@ t.test('every peer message type round-trips', async (t) => {
     t.equal(d.from, 1);
     t.same(JSON.parse(JSON.stringify(d.msg)), JSON.parse(JSON.stringify(m)), m.t);
   }
+});
+
+// A rolling upgrade meets heartbeats of builds before the state hash (issue 12):
+// 9 fields, as c15c7a8 encoded them. The hash fields are optional on decode.
+t.test('a heartbeat without the state hash fields decodes (older builds)', async (t) => {
+  const enc = new Encoder({ useRecords: false });
+  const old = [1, SCHEMA.heartbeat.code, 513, true, 6, 7, true, true, [0, 2], 0, 7];
+  const d = decodePeerBody(enc.encode(old));
+  if ('error' in d) throw new Error(d.error);
+  t.match(d.msg, { t: 'heartbeat', promised: 513, leading: true, tick: 7 }, 'older heartbeat');
+  t.equal((d.msg as { hash?: unknown }).hash, undefined, 'no hash');
+  t.equal((d.msg as { hashSlot?: unknown }).hashSlot, undefined, 'no hash slot');
+  // A node whose hash is unknown (format 3/4 snapshot) sends null in their place.
+  const noHash = [...old, null, null, 12345, 678, 6];
+  const e = decodePeerBody(enc.encode(noHash));
+  if ('error' in e) throw new Error(e.error);
+  t.match(e.msg, { life: 12345, echoLife: 678, echoTick: 6 }, 'freshness fields still read');
+  t.equal((e.msg as { hash?: unknown }).hash, undefined, 'null hash is absent');
+  // What a newer build sends with its hash: the older builds' strict count (9)
+  // refuses it, which is why the upgrade stops the whole cluster (README).
+  const withHash = encodePeerBody(1, {
+    ...(SAMPLES.find((m) => m.t === 'heartbeat') as Extract<Msg, { t: 'heartbeat' }>),
+    hashSlot: 6,
+    hash: Buffer.alloc(32, 7),
+    life: 12345,
+  });
+  const fields = (new Decoder({ useRecords: false }).decode(withHash) as unknown[]).length - 2;
+  t.ok(fields > 9, `a heartbeat with the hash has ${fields} fields, more than older builds take`);
 });
 
 t.test('the envelope rejects wrong magic, version, kind, cluster and oversize', async (t) => {

@@ -371,10 +371,10 @@ function printStatus(
     for (const [i, r] of rows.entries()) {
       if (r && typeof r.diverged === 'string')
         process.stdout.write(`sid ${servers[i].sid}: ${r.diverged} (not serving clients)\n`);
-      if (r && typeof r.followersDiverged === 'string')
-        process.stdout.write(
-          `sid ${servers[i].sid}: peers DIVERGED (sid@slot): ${r.followersDiverged}\n`,
-        );
+      // divergedPeers; a node of an older build names the list followersDiverged.
+      const peers = r?.divergedPeers ?? r?.followersDiverged;
+      if (typeof peers === 'string')
+        process.stdout.write(`sid ${servers[i].sid}: peers DIVERGED (sid@slot): ${peers}\n`);
     }
     // Datagrams a node dropped, by reason (wrong_cluster, bad_tag: a config to fix).
     for (const [i, r] of rows.entries())

@@ -160,8 +160,8 @@ export interface ReplicaStatus {
   inflight: number;
   /** "DIVERGED at slot N ..." once this node's state hash differed from its leader's. */
   diverged: string | null;
-  /** Peers whose state hash differed from this node's, "sid@slot" (on the leader: its followers). */
-  followersDiverged: string | null;
+  /** Peers whose state hash differed from this node's, "sid@slot" each, space-separated. */
+  divergedPeers: string | null;
 }
 
 /** Incarnations are epoch * INC_EPOCH + random: epoch-major order, random tie-break. */
@@ -624,7 +624,7 @@ export class Replica {
       queued: this.queue.length,
       inflight: this.inflight.size,
       diverged: this.stateCheck.self ? `DIVERGED at slot ${this.stateCheck.self.slot}` : null,
-      followersDiverged:
+      divergedPeers:
         [...this.stateCheck.peers.values()].map((d) => `${d.peer}@${d.slot}`).join(' ') || null,
     };
   }
