@@ -107,8 +107,8 @@ t.test(
   'freshness (lives): control runs, and the old-life heartbeats the attacks replay exist',
   async (t) => {
     for (const mode of ['rotate', 'ordered'] as const) {
-      const r = oldLives(mode, false, 200);
-      t.ok(r.leaderTicks >= 195 && r.applied >= 190, `${mode}, no replays: ${JSON.stringify(r)}`);
+      const r = oldLives(mode, false, 120);
+      t.ok(r.leaderTicks >= 115 && r.applied >= 110, `${mode}, no replays: ${JSON.stringify(r)}`);
     }
   },
 );
@@ -436,8 +436,8 @@ function ticksToChoose(net: CoreNet, at: number, max = 40 * PERIOD): number {
  * after the next life rejoined, void none of its votes. Z loses its disk; its new
  * incarnation Za is reserved by `reservers`, and every activation request is
  * delayed; Z loses power before syncing anything, comes back empty, and its
- * step 1 is answered by `askers` (n - q + 1 voters, meeting the reservers in one
- * or more). It draws Zb, must go above Za, and rejoins. Then every delayed
+ * step 1 is answered by `askers` (n - q + 1 voters: they must meet the reservers;
+ * in 5 nodes the 3 askers leave one reserver out). It draws Zb, must go above Za, and rejoins. Then every delayed
  * activation of Za arrives at every voter, `crash` voters crash, and the rest
  * (a bare majority with Z) must choose. (Checked: with knownInc() returning only
  * the active incarnation, so that step 1 cannot see a reservation, 5-node seeds 1
@@ -493,7 +493,6 @@ t.test(
     const runs: [number, number[], number[], number[]][] = [
       [3, [0, 1], [0, 1], [1]],
       [5, [1, 2, 3], [0, 1, 3], [1, 2]],
-      [5, [1, 2, 3], [0, 3, 2], [1, 2]],
     ];
     for (const [n, reservers, askers, crash] of runs)
       for (let seed = 1; seed <= 4; seed++) {
