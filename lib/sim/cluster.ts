@@ -289,6 +289,8 @@ function payloadType(p: Payload): string {
 }
 
 type CrashKind = 'kill' | 'power';
+/** A cut a family keeps after the heal (instead of the drawn shape). */
+type KeptCut = { label: string; cut: [number, number][] };
 type PromiseMsg = Extract<Msg, { t: 'promise' }>;
 
 export class Simulation {
@@ -575,6 +577,7 @@ export class Simulation {
       // The heal ends the family's losses too.
       if (this.famDrop) this.endFamilyCut();
       if (this.cfg.family === 'lagging-under-load') this.checkCatchupUnderLoad();
+      else this.replayAfterHeal();
     }
     // Old datagrams keep coming while clients run; the drain at the end is quiet.
     if (now < this.cfg.faultSteps + this.cfg.liveSteps) this.net.reinject(now);
@@ -903,7 +906,7 @@ export class Simulation {
     for (const n of this.nodes.values())
       if (n.replica) this.leadershipsAtHeal += n.replica.stats.leaderships;
     const shape = this.cfg.postHeal;
-    const label = this.persistentCut(shape);
+    const label = this.persistentCut(shape, this.familyKeptCut());
     this.awaitChoice(`after heal: ${shape}`);
     if (this.tracing)
       this.trace(
@@ -916,14 +919,19 @@ export class Simulation {
    * (>= quorum nodes, every link between them both ways): liveness is still
    * demanded. Returns the label, or '' for none.
    */
-  private persistentCut(shape: PostHealShape): string {
+  private persistentCut(shape: PostHealShape, fixed: KeptCut | null = null): string {
     const p = this.prng;
     const sids = this.cfg.sids;
     const cut: [number, number][] = [];
     let label = '';
     for (let attempt = 0; attempt < 10 && shape !== 'none'; attempt++) {
       cut.length = 0;
-      if (shape === 'one-way-into-advanced') {
+      if (fixed) {
+        // A family's own cut (once: if it left no connected majority, the drawn shape).
+        cut.push(...fixed.cut);
+        label = fixed.label;
+        fixed = null;
+      } else if (shape === 'one-way-into-advanced') {
         // The node that knows the longest chosen prefix hears nobody; others hear it.
         let best = this.nodes.get(sids[0])!;
         for (const n of this.nodes.values()) {
@@ -1137,6 +1145,10 @@ export class Simulation {
         return this.powerlossLeaderReuse();
       case 'lagging-under-load':
         return this.laggingUnderLoad();
+      case 'abandoned-incarnation':
+        return this.abandonedIncarnation();
+      case 'dead-leader-heartbeats':
+        return this.deadLeaderBeforeHeal();
       case 'powerloss-after-campaign':
         // Driven by noteProduced (a prepare); here: power goes at the scheduled step.
         if (f.phase === 1 && this.now >= f.until) {
@@ -1212,6 +1224,11 @@ export class Simulation {
         return f.phase === 1 || f.phase === 2;
       case 'learning-candidate':
         return f.phase >= 1 && f.phase <= 4;
+      case 'abandoned-incarnation':
+        return f.phase >= 1 && f.phase <= 3;
+      case 'dead-leader-heartbeats':
+        // A steady leader for the last stretch: many heartbeats to replay.
+        return this.now >= this.cfg.faultSteps - this.deadLeaderCalm();
       default:
         return false;
     }
@@ -1735,6 +1752,324 @@ export class Simulation {
     );
   }
 
+  // ============ families judged after the heal (attack review F1, F2, F4) ============
+
+  /**
+   * abandoned-incarnation: the node Z that lost its disk, the highest
+   * incarnation it abandoned and every one it abandoned, the one it kept, the
+   * held requests that carry an abandoned one, and the voters they reached.
+   */
+  private abx: {
+    z: number;
+    abandoned: Set<number>;
+    kept: number;
+    held: Packet<Payload>[];
+    holders: number[];
+  } = { z: -1, abandoned: new Set(), kept: 0, held: [], holders: [] };
+
+  /** Z's own incarnation as its replica knows it (0: none yet). */
+  private ownInc(n: SimNode): number {
+    return n.replica ? n.replica.incs[this.cfg.sids.indexOf(n.sid)] : 0;
+  }
+
+  /**
+   * abandoned-incarnation (attack review F1): Z loses its disk. Its disk is slow,
+   * so when it takes an incarnation (and asks every voter to record it) the
+   * record is not durable yet; every copy of that request is held in the
+   * network, and Z loses power (or is killed and loses power before its
+   * restart, or loses its disk again). It forgets that incarnation, asks again,
+   * and nobody knew it, so it draws another in the same epoch: abandoned again
+   * while the draw is above every abandoned one (at most 4 times), else kept.
+   * Once Z votes again, the held requests arrive, at every other voter or (5+
+   * nodes, half the runs) at one alone. After the heal Z is the only bridge
+   * between two halves (see familyKeptCut): every quorum needs Z's vote.
+   */
+  private abandonedIncarnation(): void {
+    const c = this.cfg;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const f = this.fam;
+    const a = this.abx;
+    const z = a.z >= 0 ? this.nodes.get(a.z)! : null;
+    if (f.phase === 0) {
+      if (f.count > 0 || this.now > c.faultSteps - 15 * e) return;
+      if (!this.allVoters() || this.upNodes().length < c.sids.length) return;
+      if (this.leaders().length === 0) return;
+      const n = p.pick([...this.nodes.values()]);
+      a.z = n.sid;
+      a.abandoned = new Set();
+      a.kept = 0;
+      a.held = [];
+      a.holders = [];
+      f.sid = n.sid;
+      f.count++;
+      f.phase = 1;
+      f.until = this.now + 60 * e;
+      this.wipe(n, p.range(1, e));
+      n.slowUntil = this.now + 100 * e;
+      n.slowDelay = p.range(2 * e, 4 * e);
+      // Every request of Z to record an incarnation it did not keep is held.
+      this.famDrop = (pk) => {
+        const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
+        if (pk.from !== a.z || m.t !== 'rejoinReq' || m.inc === 0 || m.inc === a.kept) return false;
+        a.held.push(pk);
+        return true;
+      };
+      if (this.tracing)
+        this.trace(`family ${c.family}: node ${n.sid} lost its disk (slow disk from now on)`);
+    } else if (f.phase === 1) {
+      if (this.now >= f.until) return this.endAbandoned();
+      if (!z!.up || !z!.replica) return;
+      if (z!.replica.voter) {
+        f.phase = 2;
+        f.until = this.now + p.range(1, 2 * e);
+        return;
+      }
+      const inc = this.ownInc(z!);
+      if (inc === 0 || inc === a.kept || a.abandoned.has(inc)) return;
+      if (a.abandoned.size >= 4 || [...a.abandoned].some((x) => x > inc)) {
+        // Below an abandoned one (or enough tries): let this rejoin complete.
+        a.kept = inc;
+        z!.slowUntil = 0;
+        if (this.tracing)
+          this.trace(
+            `family ${c.family}: node ${z!.sid} keeps incarnation ${inc} (abandoned ${[...a.abandoned].join(',')})`,
+          );
+        return;
+      }
+      a.abandoned.add(inc);
+      const kind = p.pick(['power', 'kill then power', 'disk'] as const);
+      const why = `abandons incarnation ${inc} mid-rejoin`;
+      if (kind === 'disk') this.wipe(z!, p.range(1, e));
+      else {
+        this.crash(z!, kind === 'power' ? 'power' : 'kill', `${why} (${kind})`);
+        z!.powerBeforeOpen = kind !== 'power';
+        z!.restartAt = this.now + p.range(1, e);
+      }
+      if (this.tracing) this.trace(`family ${c.family}: node ${z!.sid} ${why} (${kind})`);
+    } else if (f.phase === 2) {
+      if (this.now < f.until) return;
+      this.famDrop = null;
+      const others = c.sids.filter((s) => s !== a.z);
+      a.holders = others.length >= 4 && p.chance(0.5) ? [p.pick(others)] : others;
+      for (const pk of a.held) if (a.holders.includes(pk.to)) this.deliver(pk);
+      const top = Math.max(0, ...a.abandoned);
+      if (top > a.kept)
+        this.danger(
+          `node ${a.z} votes as incarnation ${a.kept}; its request to record abandoned incarnation ${top} reached {${a.holders.join(',')}} late`,
+        );
+      f.phase = 4;
+    }
+  }
+
+  /** abandoned-incarnation gives up (Z did not vote again in time). */
+  private endAbandoned(): void {
+    this.famDrop = null;
+    const z = this.nodes.get(this.abx.z);
+    if (z) z.slowUntil = 0;
+    this.fam.phase = 5;
+  }
+
+  /**
+   * dead-leader-heartbeats: the leader X that goes deaf, and per restarted
+   * follower X's old heartbeats still to come (oldest first), when the next one
+   * arrives, and the newest it got.
+   */
+  private dlx: {
+    x: number;
+    queues: Map<number, Msg[]>;
+    next: Map<number, number>;
+    /** The newest heartbeat of X each follower got after the heal (ballot, tick). */
+    seen: Map<number, { ballot: number; tick: number }>;
+  } = { x: -1, queues: new Map(), next: new Map(), seen: new Map() };
+  /** Leading heartbeats sent per link (from>to), for dead-leader-heartbeats (the last 400). */
+  private readonly leadBeats = new Map<string, Msg[]>();
+
+  private get recordsHeartbeats(): boolean {
+    return (
+      this.cfg.family === 'dead-leader-heartbeats' || this.cfg.family === 'bridge-free-heartbeat'
+    );
+  }
+
+  private recordHeartbeat(from: number, to: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
+    if (this.cfg.family === 'bridge-free-heartbeat') return this.noteHeartbeat(from, to, m);
+    if (!m.leading || !this.faultsOn) return;
+    const k = `${from}>${to}`;
+    let l = this.leadBeats.get(k);
+    if (!l) this.leadBeats.set(k, (l = []));
+    l.push(m);
+    if (l.length > 400) l.shift();
+  }
+
+  /** dead-leader-heartbeats: random faults stop this long before the heal. */
+  private deadLeaderCalm(): number {
+    return 80 * this.cfg.timing.heartbeatTicks + 3 * this.cfg.timing.electionTicks;
+  }
+
+  /**
+   * dead-leader-heartbeats (attack review F2), just before the heal: the leader
+   * X is killed (a few ticks before, so that its last heartbeats have arrived),
+   * then n - quorum followers; all restart at the heal, X deaf for good (see
+   * familyKeptCut). X's heartbeats to those followers, at or above their
+   * promise, are to be re-delivered.
+   */
+  private deadLeaderBeforeHeal(): void {
+    const c = this.cfg;
+    const f = this.fam;
+    const d = this.dlx;
+    if (f.phase === 0 && this.now === c.faultSteps - c.net.delayMax - 2) {
+      const ls = this.leaders().filter((n) => !n.paused(this.now));
+      if (ls.length === 0) return;
+      const x = ls.reduce((b, n) => (n.replica!.ballot > b.replica!.ballot ? n : b));
+      this.dlx = { x: x.sid, queues: new Map(), next: new Map(), seen: new Map() };
+      this.crash(x, 'kill', 'crash (restarts deaf at the heal)');
+      x.restartAt = c.faultSteps;
+      f.sid = x.sid;
+      f.phase = 1;
+    } else if (f.phase === 1 && this.now === c.faultSteps - 1) {
+      const beats = (s: number): Msg[] => {
+        const promised = this.nodes.get(s)!.replica?.promised ?? 0;
+        return (this.leadBeats.get(`${d.x}>${s}`) ?? []).filter(
+          (m) => m.t === 'heartbeat' && m.promised >= promised,
+        );
+      };
+      const follow = this.shuffled(this.upNodes().filter((n) => n.sid !== d.x))
+        .map((n) => ({ n, beats: beats(n.sid) }))
+        .sort((u, v) => v.beats.length - u.beats.length)
+        .slice(0, c.sids.length - this.quorum);
+      for (const { n, beats: b } of follow) {
+        this.crash(n, 'kill', 'crash (restarts at the heal; its leader is gone)');
+        d.queues.set(n.sid, b);
+        d.next.set(n.sid, 0);
+      }
+      f.phase = 2;
+      this.danger(
+        `leader ${d.x} restarts deaf at the heal; {${follow.map((u) => `${u.n.sid}: ${u.beats.length} old heartbeats`).join(', ')}} restart`,
+      );
+    }
+  }
+
+  /** A heartbeat of the dead leader reached `to` after the heal: older ones are no news to it. */
+  private seenDeadLeader(to: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
+    if (this.faultsOn || !m.leading) return;
+    const s = this.dlx.seen.get(to);
+    if (!s || m.promised > s.ballot || (m.promised === s.ballot && m.tick > s.tick))
+      this.dlx.seen.set(to, { ballot: m.promised, tick: m.tick });
+  }
+
+  /** bridge-free-heartbeat: the bridge node and the half beyond it (from the leader). */
+  private bfx: { bridge: number; side: number[] } = { bridge: -1, side: [] };
+
+  /**
+   * The cut a family keeps after the heal, or null (then the drawn shape):
+   * - abandoned-incarnation: Z alone bridges two halves of (n - 1) / 2 nodes
+   *   (a single holder of the abandoned incarnation is in the first half);
+   * - dead-leader-heartbeats: the leader X hears nobody, everyone hears it;
+   * - bridge-free-heartbeat: a node F bridges the leader's half and the other
+   *   half, each of (n - 1) / 2 nodes; F sent each node of the other half a
+   *   heartbeat saying it follows no leader (re-delivered after the heal).
+   */
+  private familyKeptCut(): KeptCut | null {
+    const c = this.cfg;
+    const f = this.fam;
+    if (c.postHeal === 'none') return null;
+    const half = (c.sids.length - 1) >> 1;
+    const apart = (a: number[], b: number[]): [number, number][] =>
+      a.flatMap((u) =>
+        b.flatMap((v): [number, number][] => [
+          [u, v],
+          [v, u],
+        ]),
+      );
+    if (c.family === 'abandoned-incarnation') {
+      const a = this.abx;
+      if (f.phase !== 4 || !this.nodes.get(a.z)!.disk.records.some((r) => r.t === 'voter'))
+        return null;
+      const others = this.shuffled(c.sids.filter((s) => s !== a.z && s !== a.holders[0]));
+      // A single holder is in the first half (else it is one of the others).
+      others.unshift(a.holders[0]);
+      const one = others.slice(0, half);
+      const two = others.slice(half);
+      return {
+        label: `bridge {${one.join(',')}} <-> {${a.z}} <-> {${two.join(',')}} (abandoned incarnation of ${a.z} held by {${a.holders.join(',')}})`,
+        cut: apart(one, two),
+      };
+    }
+    if (c.family === 'dead-leader-heartbeats') {
+      const x = this.dlx.x;
+      if (f.phase !== 2) return null;
+      const from = c.sids.filter((s) => s !== x);
+      return {
+        label: `one-way into ${x} (the deaf leader) from ${from.join(',')}`,
+        cut: from.map((s): [number, number] => [s, x]),
+      };
+    }
+    if (c.family === 'bridge-free-heartbeat') {
+      const ls = this.leaders();
+      const l = ls.length > 0 ? ls[this.prng.int(ls.length)].sid : this.prng.pick(c.sids);
+      for (const b of this.shuffled(c.sids.filter((s) => s !== l))) {
+        const free = this.shuffled(
+          c.sids.filter((s) => s !== l && s !== b && this.freeHeartbeats.has(`${b}>${s}`)),
+        );
+        if (free.length < half) continue;
+        const side = free.slice(0, half);
+        const mine = c.sids.filter((s) => s !== b && !side.includes(s));
+        this.bfx = { bridge: b, side };
+        this.danger(
+          `bridge ${b}: its old "I follow no leader" heartbeats go to {${side.join(',')}}`,
+        );
+        return {
+          label: `bridge {${mine.join(',')}} <-> {${b}} <-> {${side.join(',')}} (old free heartbeats of ${b} replayed)`,
+          cut: apart(mine, side),
+        };
+      }
+    }
+    return null;
+  }
+
+  /**
+   * After the heal, while the clients run: the old heartbeats of the families
+   * that keep a cut keep coming (on links that work).
+   * - dead-leader-heartbeats: X's next old heartbeat to each restarted follower,
+   *   every half to whole election timeout (of that node's clock);
+   * - bridge-free-heartbeat: F's old free heartbeat to a node beyond it, every
+   *   other tick on average.
+   */
+  private replayAfterHeal(): void {
+    const c = this.cfg;
+    if (this.now >= c.faultSteps + c.liveSteps || this.now <= c.faultSteps + 1) return;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const old = (from: number, to: number, msg: Msg): void => {
+      const n = this.nodes.get(to)!;
+      if (n.up && !this.net.isCut(from, to))
+        this.deliver({ from, to, payload: { k: 'peer', msg }, sentAt: 0 });
+    };
+    if (c.family === 'dead-leader-heartbeats' && this.fam.phase === 2) {
+      const d = this.dlx;
+      for (const [s, q] of d.queues) {
+        if (this.now < d.next.get(s)!) continue;
+        // The next one that is news to it (one that came otherwise may be newer).
+        const seen = d.seen.get(s);
+        while (q.length > 0 && seen) {
+          const m = q[0] as Extract<Msg, { t: 'heartbeat' }>;
+          if (m.promised > seen.ballot || (m.promised === seen.ballot && m.tick > seen.tick)) break;
+          q.shift();
+        }
+        if (q.length === 0) continue;
+        old(d.x, s, q.shift()!);
+        // Within the follower's election timeout even on a fast clock.
+        const rate = this.nodes.get(s)!.clockRate;
+        const lo = Math.ceil(e / 2);
+        d.next.set(s, this.now + p.range(lo, Math.max(lo, Math.floor((e - 2) / rate))));
+      }
+    } else if (c.family === 'bridge-free-heartbeat' && this.bfx.bridge >= 0 && p.chance(0.5)) {
+      const b = this.bfx.bridge;
+      const to = p.pick(this.bfx.side);
+      old(b, to, this.freeHeartbeats.get(`${b}>${to}`)!.msg);
+    }
+  }
+
   // ======================= process model =======================
 
   private start(n: SimNode): void {
@@ -1899,6 +2234,7 @@ export class Simulation {
       this.mix(MSG_CODE[pl.msg.t]);
       this.mix(msgNumber(pl.msg));
       if (this.tracing) this.trace(`${p.from} -> ${p.to} ${describeMsg(pl.msg)}`);
+      if (p.from === this.dlx.x && pl.msg.t === 'heartbeat') this.seenDeadLeader(p.to, pl.msg);
       n.replica!.step(p.from, pl.msg);
       this.checkFine(n);
     } else {
@@ -2061,6 +2397,8 @@ export class Simulation {
       this.noteSent(n, msg);
       if (msg.t === 'heartbeat' && this.cfg.family === 'powerloss-leader-reuse')
         this.noteHeartbeat(n.sid, to, msg);
+      else if (msg.t === 'heartbeat' && this.recordsHeartbeats)
+        this.recordHeartbeat(n.sid, to, msg);
       if (to === n.sid) {
         self.push(msg);
         continue;

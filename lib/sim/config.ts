@@ -28,7 +28,18 @@ import type { LinkFaults, ReplayFaults } from './network';
  *   those followers, and campaigns again;
  * - lagging-under-load: a follower is cut away until the faults stop, then must
  *   catch up while the clients keep writing at full speed, with tiny chunks and
- *   a snapshot every few slots (a liveness bound, not only at the end).
+ *   a snapshot every few slots (a liveness bound, not only at the end);
+ * - abandoned-incarnation: a node that lost its disk loses power (or its disk
+ *   again) mid-rejoin, after its request to record a new incarnation left but
+ *   before anyone answered; it rejoins with another one, and the held requests
+ *   of the abandoned one arrive afterwards (at every voter, or at one alone);
+ *   after the heal it is the only bridge between two halves (attack review F1);
+ * - dead-leader-heartbeats: just before the heal the leader goes deaf for good
+ *   (it hears nobody, all hear it) and n - quorum followers restart; its old
+ *   heartbeats keep arriving at them, in order, one per election timeout (F2);
+ * - bridge-free-heartbeat: after the heal a bridge node joins the leader's half
+ *   to the other; an old heartbeat in which the bridge followed no leader keeps
+ *   arriving at the other half (F4: pre-vote on stale evidence).
  */
 export const FAMILIES = [
   'stale-leader',
@@ -39,6 +50,9 @@ export const FAMILIES = [
   'stale-leader-snapshot',
   'powerloss-leader-reuse',
   'lagging-under-load',
+  'abandoned-incarnation',
+  'dead-leader-heartbeats',
+  'bridge-free-heartbeat',
 ] as const;
 export type Family = (typeof FAMILIES)[number] | 'none';
 
@@ -279,11 +293,7 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
   // timeout or two to find it. Generous, but finite: a stuck cluster fails.
   // Persistent cuts (issue 16) may cost a few more election periods: a client
   // may try the deaf node, and the majority must first stop waiting for it.
-  const liveBound =
-    12 * electionTicks +
-    4 * retransmitMaxTicks +
-    6 * clientRetry +
-    (postHeal === 'none' ? 0 : 8 * electionTicks + 6 * clientRetry);
+  const liveBound = liveBoundFor(electionTicks, retransmitMaxTicks, clientRetry, postHeal);
   const crash = on(0.6) ? p.pick([0.002, 0.005, 0.01]) * storm : 0;
   const drawn: SimConfig = {
     seed,
@@ -341,6 +351,21 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
   return shapeForFamily(drawn, o, snapEvery);
 }
 
+/** Ticks within which, once faults stop, every request must complete (see drawConfig). */
+function liveBoundFor(
+  electionTicks: number,
+  retransmitMaxTicks: number,
+  clientRetry: number,
+  postHeal: PostHealShape,
+): number {
+  return (
+    12 * electionTicks +
+    4 * retransmitMaxTicks +
+    6 * clientRetry +
+    (postHeal === 'none' ? 0 : 8 * electionTicks + 6 * clientRetry)
+  );
+}
+
 /**
  * What a family needs of the limits, applied after every draw (the PRNG
  * stream, hence every other draw of the seed, stays the same; overrides win):
@@ -380,6 +405,8 @@ function shapeForFamily(c: SimConfig, o: SimOverrides, snapEvery: number): SimCo
       },
     };
   }
+  const kept = keptCutFamily(c, o);
+  if (kept) return kept;
   if (c.family === 'lagging-under-load') {
     const e = c.timing.electionTicks;
     return {
@@ -400,6 +427,33 @@ function shapeForFamily(c: SimConfig, o: SimOverrides, snapEvery: number): SimCo
     };
   }
   return c;
+}
+
+/**
+ * The families whose failure shows only after the heal, under a cut kept after
+ * it (a bridge, or a node that hears nobody), while old heartbeats keep coming
+ * (attack review F1, F2, F4). The live bound is that of a kept cut. The clients
+ * run long enough after the heal that a request stalled for the whole time they
+ * run exceeds it (F2), and that a node campaigning on stale evidence once every
+ * few election periods goes past ROUNDS_AFTER_HEAL_MAX (F4).
+ */
+function keptCutFamily(c: SimConfig, o: SimOverrides): SimConfig | null {
+  const shape: Record<string, PostHealShape> = {
+    'abandoned-incarnation': 'bridge',
+    'dead-leader-heartbeats': 'one-way-into-advanced',
+    'bridge-free-heartbeat': 'bridge',
+  };
+  if (!(c.family in shape)) return null;
+  const t = c.timing;
+  const postHeal = pin(o.postHeal, shape[c.family]);
+  const liveBound = liveBoundFor(t.electionTicks, t.retransmitMaxTicks, c.clientRetry, postHeal);
+  const span = c.family === 'bridge-free-heartbeat' ? 60 * t.electionTicks : liveBound;
+  return {
+    ...c,
+    postHeal,
+    liveBound,
+    liveSteps: pin(o.liveSteps, Math.max(c.liveSteps, span + 10 * t.electionTicks)),
+  };
 }
 
 /**
