@@ -309,16 +309,14 @@ t.test(
  * asks B (4) to take over, the request is delayed; B is paused (SIGSTOP); A is
  * cut from 1, 2, 3, its hand-off times out, it steps down (check quorum); 1, 2,
  * 3 elect C and choose three commands (only C knows the third is chosen). B
- * resumes believing A leads (its clock stood still), the links heal (C is slow
- * to answer for two ticks), and the old request arrives. B campaigns once: its
- * ballot (round 2, sid 4) is above C's (round 2, sid 1), so C is deposed once (a
- * bounded cost of skipping pre-vote on a hand-off; see the review notes). The
- * rules that keep it safe and bounded: B's Phase 1 recovers C's third command
- * from D's or E's report (PMS), and B's own promise then voids every copy.
- * Returns the violations, B's campaigns, and the campaigns after the request
- * (plus 100 if no command is chosen after). Control: with 'ignore-promise-values'
- * B proposes a no-op over C's third command and agreement breaks (the assertion
- * can fail).
+ * resumes believing A leads (its clock
+ * stood still), the links heal, and the old request arrives. B campaigns once:
+ * its ballot (round 2, sid 4) is above C's (round 2, sid 1), so C is deposed once
+ * (a bounded cost of skipping pre-vote on a hand-off; see the review notes). The
+ * rules that keep it safe and bounded: B's Phase 1 recovers C's chosen commands
+ * (PMS), and B's own promise then voids every copy. Returns the values applied.
+ * Control: with 'ignore-promise-values' B proposes no-ops over C's commands and
+ * agreement breaks (the assertion can fail).
  */
 function lateHandoff(
   t: Test,

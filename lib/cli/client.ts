@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import * as readline from 'node:readline';
 import {
   describeHeard,
@@ -19,6 +20,10 @@ const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [
   get KEY                print KEY's value
   del KEY                delete KEY
   cas KEY EXPECTED NEW   set KEY to NEW if it holds EXPECTED (--absent: if it is unset)
+  put KEY --value-file F, cas KEY EXPECTED --value-file F
+                         the value (NEW) is the bytes of file F (- for stdin), any
+                         bytes; get prints them back as they were, --json as
+                         {"base64": ...} when they are not UTF-8 text
   status                 one row per server: sid, role, ballot, leader, chosen, applied,
                          lag (slots behind the leader's chosen), syncs, drops;
                          exit 3 with "no quorum" / "no leader" when the cluster cannot commit
@@ -90,8 +95,57 @@ function closingQuote(line: string, from: number): number {
   return -1;
 }
 
-function parseOp(words: string[], absent: boolean): KvOp | string {
+/**
+ * Values are strings in the store. Bytes from --value-file that are UTF-8 text
+ * (not starting with U+0000, which no command-line word can hold) are stored as
+ * that text; any other bytes as BINARY_MARK + base64, which this tool turns back
+ * into the bytes. Base64 takes 4 bytes per 3: such a value may hold 3/4 of
+ * limits.valueBytesMax.
+ */
+const BINARY_MARK = '\u0000base64:';
+
+function valueFromBytes(bytes: Buffer): string {
+  const text = bytes.toString('utf8');
+  if (!text.startsWith('\u0000') && Buffer.from(text, 'utf8').equals(bytes)) return text;
+  return BINARY_MARK + bytes.toString('base64');
+}
+
+function valueBytes(value: string): Buffer {
+  return value.startsWith(BINARY_MARK)
+    ? Buffer.from(value.slice(BINARY_MARK.length), 'base64')
+    : Buffer.from(value, 'utf8');
+}
+
+/** A value for --json: its text, or {base64} for bytes that are not UTF-8 text. */
+function jsonValue(value: string | null | undefined): unknown {
+  return value?.startsWith(BINARY_MARK) ? { base64: value.slice(BINARY_MARK.length) } : value;
+}
+
+function jsonOp(op: KvOp): unknown {
+  if (op.kind === 'put') return { ...op, value: jsonValue(op.value) };
+  if (op.kind === 'cas')
+    return { ...op, expected: jsonValue(op.expected), value: jsonValue(op.value) };
+  return op;
+}
+
+/** The bytes of --value-file F ('-': all of stdin), or an error message. */
+function readValueFile(file: string): Buffer | string {
+  try {
+    return fs.readFileSync(file === '-' ? 0 : file);
+  } catch (e) {
+    return `--value-file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+  }
+}
+
+/** `fileValue`: the value --value-file gave (then put and cas take one word less). */
+function parseOp(words: string[], absent: boolean, fileValue?: string): KvOp | string {
   const [cmd, ...a] = words;
+  if (fileValue !== undefined) {
+    if (cmd !== 'put' && cmd !== 'cas') return '--value-file goes with put and cas';
+    a.push(fileValue);
+    const op = parseOp([cmd, ...a], absent);
+    return typeof op === 'string' ? `${op}; --value-file gives the value` : op;
+  }
   switch (cmd) {
     case 'put':
       return a.length === 2 ? { kind: 'put', key: a[0], value: a[1] } : 'put takes KEY VALUE';
@@ -161,9 +215,9 @@ async function runOne(
   if (json) {
     process.stdout.write(
       JSON.stringify({
-        op,
+        op: jsonOp(op),
         ok: r.ok,
-        value: r.value,
+        value: jsonValue(r.value),
         error: r.err,
         sid: r.sid,
         attempts: r.attempts,
@@ -173,10 +227,10 @@ async function runOne(
     process.stderr.write(`refused: ${r.err}\n`);
   } else if (op.kind === 'get') {
     if (r.value === null) process.stderr.write('(not found)\n');
-    else process.stdout.write(`${r.value}\n`);
+    else process.stdout.write(Buffer.concat([valueBytes(r.value!), Buffer.from('\n')]));
   } else if (op.kind === 'cas' && !r.ok) {
     process.stdout.write(
-      `mismatch: current value is ${r.value === null ? '(unset)' : JSON.stringify(r.value)}\n`,
+      `mismatch: current value is ${r.value === null ? '(unset)' : JSON.stringify(jsonValue(r.value))}\n`,
     );
   } else {
     process.stdout.write('OK\n');
@@ -419,9 +473,14 @@ function parseLine(line: string): { op: KvOp } | { error: string } | null {
   const words = splitLine(line.trim());
   if (typeof words === 'string') return { error: words };
   if (words.length === 0 || words[0].startsWith('#')) return null;
-  const argv = parseFlags(words, { boolean: ['absent'] });
+  const argv = parseFlags(words, { boolean: ['absent'], string: ['value-file'] });
   if (typeof argv === 'string') return { error: argv };
-  const op = parseOp(argv._.map(String), argv.absent);
+  const file = argv['value-file'] as string | undefined;
+  // Stdin holds the commands here: a value cannot come from it too.
+  if (file === '-') return { error: '--value-file - is not possible in stdin mode' };
+  const bytes = file === undefined ? undefined : readValueFile(file);
+  if (typeof bytes === 'string') return { error: bytes };
+  const op = parseOp(argv._.map(String), argv.absent, bytes && valueFromBytes(bytes));
   return typeof op === 'string' ? { error: op } : { op };
 }
 
@@ -456,7 +515,7 @@ async function batch(client: PaxosClient, cfg: ClientConfig, json: boolean): Pro
 
 async function main(): Promise<number> {
   const argv = parseFlags(process.argv.slice(2), {
-    string: ['config', 'timeout', 'watch'],
+    string: ['config', 'timeout', 'watch', 'value-file'],
     boolean: ['json', 'help', 'absent', 'version'],
     alias: { h: 'help' },
     default: { config: process.env.PAXOS_CLIENT_CONFIG || 'conf/client.config.json' },
@@ -493,7 +552,13 @@ async function main(): Promise<number> {
     return EXIT.usage;
   }
   if (!fromStdin && !admin) {
-    const parsed = parseOp(words, argv.absent);
+    const file = argv['value-file'] as string | undefined;
+    const bytes = file === undefined ? undefined : readValueFile(file);
+    if (typeof bytes === 'string') {
+      process.stderr.write(`paxos-client: ${bytes}\n`);
+      return EXIT.usage;
+    }
+    const parsed = parseOp(words, argv.absent, bytes && valueFromBytes(bytes));
     if (typeof parsed === 'string') {
       process.stderr.write(`paxos-client: ${parsed}\n${USAGE}\n`);
       return EXIT.usage;
