@@ -27,28 +27,44 @@ const HEAD_BYTES = 8 + 8 + 4 + 1 + 4 + 4;
  * command's bytes and the result's fields, each length-prefixed (no two
  * different (command, result) pairs give the same bytes). Returns the end.
  */
-export function writeCommand(buf: Buffer, at: number, c: Cmd, r: CmdResult): number {
+export function writeCommand(s: Scratch, at: number, c: Cmd, r: CmdResult): number {
+  const { buf, view } = s;
   const value = r.value === undefined || r.value === null ? null : r.value;
-  buf.writeDoubleBE(c.cid, at);
-  buf.writeDoubleBE(c.seq, at + 8);
-  buf.writeUInt32BE(c.op.length, at + 16);
+  view.setFloat64(at, c.cid);
+  view.setFloat64(at + 8, c.seq);
+  view.setUint32(at + 16, c.op.length);
   // ok, value present, value null, err present: the result's shape.
-  buf.writeUInt8(
+  view.setUint8(
+    at + 20,
     (r.ok ? 1 : 0) |
       (r.value !== undefined ? 2 : 0) |
       (r.value === null ? 4 : 0) |
       (r.err !== undefined ? 8 : 0),
-    at + 20,
   );
   let end = at + HEAD_BYTES;
   buf.set(c.op, end);
   end += c.op.length;
   const vlen = value === null ? 0 : buf.write(value, end, 'utf8');
-  buf.writeUInt32BE(vlen, at + 21);
+  view.setUint32(at + 21, vlen);
   end += vlen;
   const elen = r.err === undefined ? 0 : buf.write(r.err, end, 'utf8');
-  buf.writeUInt32BE(elen, at + 25);
+  view.setUint32(at + 25, elen);
   return end + elen;
+}
+
+/**
+ * Where a slot's bytes are written: the buffer and a big-endian view of the
+ * same memory (DataView writes compile to a few instructions; Buffer's
+ * write*BE methods check their arguments on every call).
+ */
+export interface Scratch {
+  buf: Buffer;
+  view: DataView;
+}
+
+function scratch(bytes: number): Scratch {
+  const buf = Buffer.allocUnsafeSlow(bytes);
+  return { buf, view: new DataView(buf.buffer, buf.byteOffset, buf.length) };
 }
 
 /** Room writeCommand needs at most (a UTF-16 unit takes at most 3 UTF-8 bytes). */
@@ -104,7 +120,7 @@ export class StateHash {
   private readonly ringSlot = new Array<number>(STATE_HASH_RING).fill(-1);
   private readonly ringHash = new Array<Uint8Array | null>(STATE_HASH_RING).fill(null);
   /** Reused for the bytes of each slot (no allocation per command). */
-  private scratch = Buffer.allocUnsafe(4096);
+  private scratch = scratch(4096);
 
   /**
    * Chain one applied slot (one SHA-256 over the previous hash, the slot and
@@ -113,15 +129,15 @@ export class StateHash {
   step(slot: number, cmds: Cmd[], results: CmdResult[]): string[] {
     let need = PREV_END + 12;
     for (let i = 0; i < cmds.length; i++) need += commandBytesMax(cmds[i], results[i]);
-    if (this.scratch.length < need)
-      this.scratch = Buffer.allocUnsafe(Math.max(need, 2 * this.scratch.length));
-    const buf = this.scratch;
-    buf.writeDoubleBE(slot, PREV_END);
-    buf.writeUInt32BE(cmds.length, PREV_END + 8);
+    if (this.scratch.buf.length < need)
+      this.scratch = scratch(Math.max(need, 2 * this.scratch.buf.length));
+    const { buf, view } = this.scratch;
+    view.setFloat64(PREV_END, slot);
+    view.setUint32(PREV_END + 8, cmds.length);
     let at = PREV_END + 12;
     const digests: string[] = new Array(cmds.length);
     for (let i = 0; i < cmds.length; i++) {
-      const end = writeCommand(buf, at, cmds[i], results[i]);
+      const end = writeCommand(this.scratch, at, cmds[i], results[i]);
       digests[i] = lineDigest(buf, at, end);
       at = end;
     }
