@@ -603,43 +603,77 @@ export class PaxosNode {
     this.scheduleFlush();
   }
 
+  /**
+   * A client datagram that did not open (dropped): tell a client with the wrong
+   * key or cluster id why, in no more bytes than it sent (the auth reply carries
+   * its own 32-byte tag: 67 bytes in all). The wrong-cluster reply is sealed with
+   * the sender's cluster tag, so that its client can open it.
+   */
+  private refuseUnopened(buf: Buffer, rinfo: dgram.RemoteInfo, error: string): void {
+    // Client ports are ephemeral: one log line per source address.
+    this.drop(`client_${error}`, `${rinfo.address}:${rinfo.port}`, rinfo.address);
+    const out =
+      error === 'missing_tag' || error === 'bad_tag'
+        ? (this.authReply ??= seal(
+            Kind.ClientReply,
+            this.cluster,
+            encodeReply({ t: 'error', cid: 0, seq: 0, code: 'auth', message: 'unauthenticated' }),
+            this.clientKeys,
+          ))
+        : error === 'wrong_cluster'
+          ? seal(
+              Kind.ClientReply,
+              buf.readUInt32LE(4),
+              encodeReply({ t: 'error', cid: 0, seq: 0, code: 'wrong_cluster', message: '' }),
+              this.clientKeys,
+            )
+          : null;
+    if (out && buf.length >= out.length) {
+      this.counters.clientOut++;
+      this.clientSock.send(out, rinfo.port, rinfo.address);
+    }
+  }
+
+  /** What a status request is answered: this node's status and counters, as scalars. */
+  private statusRow(): Record<string, string | number | boolean | null> {
+    const s = this.status();
+    return {
+      sid: s.sid,
+      role: s.role,
+      voter: s.voter,
+      ballot: s.ballot,
+      leader: s.leader,
+      chosen: s.chosen,
+      applied: s.applied,
+      base: s.base,
+      dataBytes: s.dataBytes,
+      // Group commit: records made durable per fdatasync = recordsSynced / syncs.
+      syncs: this.counters.syncs,
+      recordsSynced: this.counters.recordsSynced,
+      walSyncedSegment: this.walSynced?.segment ?? null,
+      walSyncedOffset: this.walSynced?.offset ?? null,
+      sessionsMax: s.sessionsMax,
+      valueBytesMax: s.valueBytesMax,
+      limitsMismatch: s.limitsMismatch,
+      drops: s.drops,
+      clientHeldBack: this.counters.clientHeldBack,
+      tokensIssued: this.counters.tokensIssued,
+      tokensRefused: this.counters.tokensRefused,
+      diverged: s.diverged,
+      divergedPeers: s.divergedPeers,
+      // The same list under its first name (it lists any peer, not only
+      // followers): kept so that `status --json` consumers keep working.
+      followersDiverged: s.divergedPeers,
+    };
+  }
+
   private onClient(buf: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.stopped) return;
     this.counters.clientIn++;
     if (!this.admit(rinfo))
       return this.drop('client_rate_limited', `${rinfo.address}:${rinfo.port}`);
     const opened = open(buf, Kind.ClientRequest, this.cluster, this.clientKeys);
-    if ('error' in opened) {
-      // Client ports are ephemeral: one log line per source address.
-      this.drop(`client_${opened.error}`, `${rinfo.address}:${rinfo.port}`, rinfo.address);
-      // Tell a client with the wrong key or cluster id why, in no more bytes
-      // than it sent (the auth reply carries its own 32-byte tag: 67 bytes in
-      // all). The wrong-cluster reply is sealed with the sender's cluster tag,
-      // so that its client can open it.
-      const out =
-        opened.error === 'missing_tag' || opened.error === 'bad_tag'
-          ? (this.authReply ??= seal(
-              Kind.ClientReply,
-              this.cluster,
-              encodeReply({ t: 'error', cid: 0, seq: 0, code: 'auth', message: 'unauthenticated' }),
-              this.clientKeys,
-            ))
-          : opened.error === 'wrong_cluster'
-            ? seal(
-                Kind.ClientReply,
-                buf.readUInt32LE(4),
-                encodeReply({ t: 'error', cid: 0, seq: 0, code: 'wrong_cluster', message: '' }),
-                this.clientKeys,
-              )
-            : null;
-      if (out) {
-        if (buf.length >= out.length) {
-          this.counters.clientOut++;
-          this.clientSock.send(out, rinfo.port, rinfo.address);
-        }
-      }
-      return;
-    }
+    if ('error' in opened) return this.refuseUnopened(buf, rinfo, opened.error);
     const req = decodeRequest(opened.body);
     if ('error' in req) return this.drop(`client_${req.error}`, `${rinfo.address}:${rinfo.port}`);
     if (req.t === 'transfer') return this.onTransfer(req, buf.length, rinfo);
@@ -659,42 +693,8 @@ export class PaxosNode {
         ? Infinity
         : Math.floor((AMPLIFICATION_FACTOR * buf.length) / share),
     };
-    if (req.t === 'status') {
-      const s = this.status();
-      this.reply(to, {
-        t: 'status',
-        nonce: req.nonce,
-        status: {
-          sid: s.sid,
-          role: s.role,
-          voter: s.voter,
-          ballot: s.ballot,
-          leader: s.leader,
-          chosen: s.chosen,
-          applied: s.applied,
-          base: s.base,
-          dataBytes: s.dataBytes,
-          // Group commit: records made durable per fdatasync = recordsSynced / syncs.
-          syncs: this.counters.syncs,
-          recordsSynced: this.counters.recordsSynced,
-          walSyncedSegment: this.walSynced?.segment ?? null,
-          walSyncedOffset: this.walSynced?.offset ?? null,
-          sessionsMax: s.sessionsMax,
-          valueBytesMax: s.valueBytesMax,
-          limitsMismatch: s.limitsMismatch,
-          drops: s.drops,
-          clientHeldBack: this.counters.clientHeldBack,
-          tokensIssued: this.counters.tokensIssued,
-          tokensRefused: this.counters.tokensRefused,
-          diverged: s.diverged,
-          divergedPeers: s.divergedPeers,
-          // The same list under its first name (it lists any peer, not only
-          // followers): kept so that `status --json` consumers keep working.
-          followersDiverged: s.divergedPeers,
-        },
-      });
-      return;
-    }
+    if (req.t === 'status')
+      return this.reply(to, { t: 'status', nonce: req.nonce, status: this.statusRow() });
     // Fail-stop: a node whose state hash differs from its leader's (or, as
     // leader, from a majority's) answers no client: better unavailable than wrong.
     if (this.replica.stateCheck.self)

@@ -1065,6 +1065,45 @@ export interface ExploreResult {
   warmupEvents: number;
 }
 
+/** A search's result before it starts. */
+function emptyResult(warmupEvents: number): ExploreResult {
+  return {
+    violation: null,
+    states: 0,
+    events: 0,
+    pruned: 0,
+    distinct: 0,
+    slept: 0,
+    maxDepth: 0,
+    timeMs: 0,
+    complete: true,
+    warmupEvents,
+  };
+}
+
+/**
+ * The sleep set after taking event i of a state's enabled events (`keys`,
+ * `touches`), the state's own being `sleep`. Sleep sets (Godefroid): an event
+ * already explored from this state, and independent of the one taken now, need
+ * not be taken after it: the other order reaches the same state. Without sleep
+ * sets (a test's reference search), always empty.
+ */
+function childSleepSet(
+  sleep: Map<string, Touch>,
+  touches: Touch[],
+  keys: string[],
+  i: number,
+  sleepSets: boolean,
+): Map<string, Touch> {
+  const childSleep = new Map<string, Touch>();
+  for (const [k, t] of sleep) if (independent(t, touches[i])) childSleep.set(k, t);
+  if (sleepSets)
+    for (let j = 0; j < i; j++)
+      if (!sleep.has(keys[j]) && independent(touches[j], touches[i]))
+        childSleep.set(keys[j], touches[j]);
+  return sleepSets ? childSleep : new Map();
+}
+
 /**
  * Depth-first search over every event sequence up to opts.depth after the
  * warm-up. The current world is advanced in place for the first child of a
@@ -1082,18 +1121,7 @@ export function explore(
   // The exhaustive search starts after the warm-up and the given start path.
   const prefix = [...warmup, ...start];
   const seen = new Map<string, { left: number; sleep: Set<string> }>();
-  const res: ExploreResult = {
-    violation: null,
-    states: 0,
-    events: 0,
-    pruned: 0,
-    distinct: 0,
-    slept: 0,
-    maxDepth: 0,
-    timeMs: 0,
-    complete: true,
-    warmupEvents: warmup.length,
-  };
+  const res = emptyResult(warmup.length);
   const path: Event[] = [];
   let stop = false;
 
@@ -1147,22 +1175,14 @@ export function explore(
         res.slept++;
         continue;
       }
-      // Sleep sets (Godefroid): an event already explored from this state, and
-      // independent of the one taken now, need not be taken after it: the other
-      // order reaches the same state.
-      const childSleep = new Map<string, Touch>();
-      for (const [k, t] of sleep) if (independent(t, touches[i])) childSleep.set(k, t);
-      if (opts.sleepSets)
-        for (let j = 0; j < i; j++)
-          if (!sleep.has(keys[j]) && independent(touches[j], touches[i]))
-            childSleep.set(keys[j], touches[j]);
+      const childSleep = childSleepSet(sleep, touches, keys, i, opts.sleepSets);
       const child = first ? w : build(opts, prefix, path);
       if (!first) res.events += prefix.length + path.length;
       first = false;
       path.push(events[i]);
       child.apply(events[i]);
       res.events++;
-      visit(child, opts.sleepSets ? childSleep : new Map());
+      visit(child, childSleep);
       path.pop();
     }
   };

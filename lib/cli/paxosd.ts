@@ -34,26 +34,7 @@ async function main(): Promise<number> {
   });
   const early = handleCommonFlags('paxosd', USAGE, argv);
   if (early !== null || typeof argv === 'string') return early ?? 2;
-  if (argv._[0] === 'keygen') {
-    const file = argv._[1];
-    if (!file) {
-      process.stderr.write(`paxosd keygen: missing FILE\n${USAGE}\n`);
-      return 2;
-    }
-    try {
-      writeKeyFile(String(file));
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      process.stderr.write(
-        err.code === 'EEXIST'
-          ? `paxosd keygen: ${file} already exists; not overwriting a key\n`
-          : `paxosd keygen: cannot write ${file}: ${err.message}\n`,
-      );
-      return 1;
-    }
-    process.stdout.write(`wrote a new key to ${file} (mode 0600)\n`);
-    return 0;
-  }
+  if (argv._[0] === 'keygen') return keygen(argv._[1]);
   if (argv._.length > 0) {
     process.stderr.write(`paxosd: unexpected argument ${argv._[0]}\n${USAGE}\n`);
     return 2;
@@ -89,30 +70,62 @@ async function main(): Promise<number> {
       onFatal: () => setTimeout(() => process.exit(1), 50),
     });
   } catch (e) {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`paxosd: bad config: ${e.message}\n`);
-      return 2;
-    }
-    if (e instanceof DirLockError) {
-      process.stderr.write(`paxosd: ${e.message}\n`);
-      return 2;
-    }
-    if (e instanceof StorageError) {
-      process.stderr.write(`paxosd: storage: ${e.message}\n`);
-      return 1;
-    }
-    const err = e as NodeJS.ErrnoException;
-    if (
-      err.syscall === 'bind' ||
-      err.syscall === 'listen' ||
-      err.code === 'EADDRINUSE' ||
-      err.code === 'EADDRNOTAVAIL'
-    ) {
-      process.stderr.write(`paxosd: cannot bind: ${err.message}\n`);
-      return 1;
-    }
-    throw e;
+    return startFailure(e);
   }
+  runUntilSignal(node, String(argv.config), logFormat);
+  return -1;
+}
+
+/** `paxosd keygen FILE`: its exit code. */
+function keygen(file: unknown): number {
+  if (!file) {
+    process.stderr.write(`paxosd keygen: missing FILE\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    writeKeyFile(String(file));
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    process.stderr.write(
+      err.code === 'EEXIST'
+        ? `paxosd keygen: ${file} already exists; not overwriting a key\n`
+        : `paxosd keygen: cannot write ${file}: ${err.message}\n`,
+    );
+    return 1;
+  }
+  process.stdout.write(`wrote a new key to ${file} (mode 0600)\n`);
+  return 0;
+}
+
+/** Say why the node could not start; its exit code (see USAGE). Rethrows what is unexpected. */
+function startFailure(e: unknown): number {
+  if (e instanceof ConfigError) {
+    process.stderr.write(`paxosd: bad config: ${e.message}\n`);
+    return 2;
+  }
+  if (e instanceof DirLockError) {
+    process.stderr.write(`paxosd: ${e.message}\n`);
+    return 2;
+  }
+  if (e instanceof StorageError) {
+    process.stderr.write(`paxosd: storage: ${e.message}\n`);
+    return 1;
+  }
+  const err = e as NodeJS.ErrnoException;
+  if (
+    err.syscall === 'bind' ||
+    err.syscall === 'listen' ||
+    err.code === 'EADDRINUSE' ||
+    err.code === 'EADDRNOTAVAIL'
+  ) {
+    process.stderr.write(`paxosd: cannot bind: ${err.message}\n`);
+    return 1;
+  }
+  throw e;
+}
+
+/** Announce the started node, then run until SIGTERM/SIGINT (a leader hands off first). */
+function runUntilSignal(node: PaxosNode, configFile: string, logFormat: LogFormat): void {
   process.stdout.write(node.readyLine() + '\n');
   const sid = node.self.sid;
   const log = (line: string): void => {
@@ -120,7 +133,7 @@ async function main(): Promise<number> {
   };
   const self = node.self;
   log(
-    `paxosd ${packageVersion()} started: config ${argv.config}, data ${node.dataDir}, peer ${self.host}:${self.peerPort}, client ${self.host}:${self.clientPort}, order log ${node.orderLog.file}`,
+    `paxosd ${packageVersion()} started: config ${configFile}, data ${node.dataDir}, peer ${self.host}:${self.peerPort}, client ${self.host}:${self.clientPort}, order log ${node.orderLog.file}`,
   );
   let stopping = false;
   const stop = (sig: NodeJS.Signals): void => {
@@ -142,7 +155,6 @@ async function main(): Promise<number> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-  return -1;
 }
 
 main().then(

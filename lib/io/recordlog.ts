@@ -299,6 +299,166 @@ export interface RecordLogOpenResult {
   tornBytes: number;
 }
 
+/** The segment files of `dir`, oldest first (the directory is created, durably, if missing). */
+function listSegments(fsys: Fsys, dir: string, sync: boolean): string[] {
+  try {
+    // A new data directory is durable before anything is stored in it: else
+    // a power loss can drop the whole directory and the node returns empty.
+    mkdirDurable(fsys, dir, sync);
+  } catch (err) {
+    throw wrapFsError(err, 'mkdir', dir);
+  }
+  let names: string[];
+  try {
+    names = fsys.readdirSync(dir);
+  } catch (err) {
+    throw wrapFsError(err, 'readdir', dir);
+  }
+  // Fixed-width zero-padded names: lexical order == numeric order.
+  return names.filter((n) => SEGMENT_RE.test(n)).sort();
+}
+
+/** One segment read back: its records appended to `records`; a torn tail only in the last. */
+interface ReplayedSegment {
+  segment: Segment;
+  /** Offset where the torn tail starts (-1: none). */
+  tornAt: number;
+  tornBytes: number;
+}
+
+/**
+ * Read segment `name` and append its records to `records`. A bad frame (or
+ * header) is a torn tail in the last segment when no valid record follows it,
+ * and corruption anywhere else (see RecordLog.open).
+ */
+function replaySegment(
+  fsys: Fsys,
+  dir: string,
+  name: string,
+  isLast: boolean,
+  records: Buffer[],
+): ReplayedSegment {
+  const file = path.join(dir, name);
+  let buf: Buffer;
+  try {
+    buf = fsys.readFileSync(file);
+  } catch (err) {
+    throw wrapFsError(err, 'read', file);
+  }
+  const num = BigInt((SEGMENT_RE.exec(name) as RegExpExecArray)[1]);
+  const layout = segmentLayout(buf);
+  if (typeof layout === 'string') {
+    if (!isLast) {
+      throw corrupt(file, 0, layout, '. This is not the last segment, so it cannot be torn.');
+    }
+    // The header is synced with (before) the first record acknowledged from
+    // this segment, so a damaged one means nothing here was acknowledged.
+    return { segment: { num, salt: 0, name, file, size: 0 }, tornAt: 0, tornBytes: buf.length };
+  }
+  const salt = layout.salt;
+  let pos = layout.start;
+  while (pos < buf.length) {
+    const { bad, len } = checkFrame(buf, pos, salt);
+    if (bad === '') {
+      const start = pos + RECORD_HEADER_BYTES;
+      records.push(Buffer.from(buf.subarray(start, start + len)));
+      pos = start + len;
+      continue;
+    }
+    if (!isLast) {
+      throw corrupt(file, pos, bad, '. This is not the last segment, so it cannot be a torn tail.');
+    }
+    const from = scanStartAfterBadFrame(buf, pos, len, salt);
+    const next = from < 0 ? -1 : findValidFrame(buf, from, salt);
+    if (next >= 0) {
+      throw corrupt(file, pos, bad, `. A valid record follows at offset ${next}.`);
+    }
+    const segment = { num, salt, name, file, size: pos };
+    return { segment, tornAt: pos, tornBytes: buf.length - pos };
+  }
+  return { segment: { num, salt, name, file, size: buf.length }, tornAt: -1, tornBytes: 0 };
+}
+
+/** fsync each of `segments` (replayed ones, which may be only in the page cache). */
+function syncSegments(fsys: Fsys, segments: Segment[]): void {
+  for (const seg of segments) {
+    let sfd = -1;
+    try {
+      sfd = fsys.openSync(seg.file, 'r');
+      fsys.fsyncSync(sfd);
+    } catch (err) {
+      throw wrapFsError(err, 'fsync (replayed segment)', seg.file, sfd < 0 ? undefined : 'ESYNC');
+    } finally {
+      if (sfd >= 0) closeQuietly(fsys, sfd);
+    }
+  }
+}
+
+/**
+ * Open the segment appends go to, for writing: the last one, its torn tail cut
+ * off, or a new first one if there is none (added to `segments`). An empty one
+ * gets a header and a salt. Returns its descriptor.
+ */
+function openTail(fsys: Fsys, dir: string, segments: Segment[], tornAt: number): number {
+  let fd: number;
+  if (segments.length === 0) {
+    const name = segmentName(1n);
+    const file = path.join(dir, name);
+    try {
+      fd = fsys.openSync(file, 'wx+');
+    } catch (err) {
+      throw wrapFsError(err, 'create', file);
+    }
+    segments.push({ num: 1n, salt: 0, name, file, size: 0 });
+  } else {
+    const last = segments[segments.length - 1];
+    try {
+      fd = fsys.openSync(last.file, 'r+');
+    } catch (err) {
+      throw wrapFsError(err, 'open', last.file);
+    }
+    if (tornAt >= 0) {
+      try {
+        fsys.ftruncateSync(fd, tornAt);
+      } catch (err) {
+        closeQuietly(fsys, fd);
+        throw wrapFsError(err, 'ftruncate (cutting torn tail)', last.file);
+      }
+    }
+  }
+  const last = segments[segments.length - 1];
+  if (last.size === 0) {
+    // An empty segment (new, or all of it torn) gets a header and a salt.
+    const salt = newSalt();
+    try {
+      writeAll(fsys, fd, segmentHeader(salt), 0);
+    } catch (err) {
+      closeQuietly(fsys, fd);
+      throw wrapFsError(err, 'write of the segment header', last.file);
+    }
+    last.salt = salt;
+    last.size = SEGMENT_HEADER_BYTES;
+  }
+  return fd;
+}
+
+/** fsync the open tail segment `fd` and the directory chain (closing fd on failure). */
+function syncTail(fsys: Fsys, dir: string, fd: number, last: Segment): void {
+  try {
+    fsys.fsyncSync(fd);
+  } catch (err) {
+    closeQuietly(fsys, fd);
+    throw wrapFsError(err, 'fsync (replayed segment)', last.file, 'ESYNC');
+  }
+  try {
+    // Every segment's entry (and the directory's own, up the tree) is durable.
+    syncDirectoryChain(fsys, dir);
+  } catch (err) {
+    closeQuietly(fsys, fd);
+    throw wrapFsError(err, 'fsync directory', dir, 'ESYNC');
+  }
+}
+
 /**
  * An open log directory: appends to its last segment, compacts by rotate(),
  * and fails permanently on the first I/O error (see the failure policy above).
@@ -403,161 +563,24 @@ export class RecordLog {
   static open(dir: string, opts: RecordLogOptions): RecordLogOpenResult {
     const sync = opts.sync;
     const fsys = opts.fs ?? nodeFs;
-    try {
-      // A new data directory is durable before anything is stored in it: else
-      // a power loss can drop the whole directory and the node returns empty.
-      mkdirDurable(fsys, dir, sync);
-    } catch (err) {
-      throw wrapFsError(err, 'mkdir', dir);
-    }
-    let names: string[];
-    try {
-      names = fsys.readdirSync(dir);
-    } catch (err) {
-      throw wrapFsError(err, 'readdir', dir);
-    }
-    // Fixed-width zero-padded names: lexical order == numeric order.
-    names = names.filter((n) => SEGMENT_RE.test(n)).sort();
-
+    const names = listSegments(fsys, dir, sync);
     const segments: Segment[] = [];
     const records: Buffer[] = [];
     let tornBytes = 0;
     let tornAt = -1;
-
     for (let i = 0; i < names.length; i++) {
-      const name = names[i];
-      const file = path.join(dir, name);
-      const isLast = i === names.length - 1;
-      let buf: Buffer;
-      try {
-        buf = fsys.readFileSync(file);
-      } catch (err) {
-        throw wrapFsError(err, 'read', file);
-      }
-      const m = SEGMENT_RE.exec(name) as RegExpExecArray;
-      const num = BigInt(m[1]);
-      const layout = segmentLayout(buf);
-      if (typeof layout === 'string') {
-        if (!isLast) {
-          throw corrupt(file, 0, layout, '. This is not the last segment, so it cannot be torn.');
-        }
-        // The header is synced with (before) the first record acknowledged from
-        // this segment, so a damaged one means nothing here was acknowledged.
-        tornAt = 0;
-        tornBytes = buf.length;
-        segments.push({ num, salt: 0, name, file, size: 0 });
-        continue;
-      }
-      const salt = layout.salt;
-      let pos = layout.start;
-      while (pos < buf.length) {
-        const { bad, len } = checkFrame(buf, pos, salt);
-        if (bad === '') {
-          const start = pos + RECORD_HEADER_BYTES;
-          records.push(Buffer.from(buf.subarray(start, start + len)));
-          pos = start + len;
-          continue;
-        }
-        if (!isLast) {
-          throw corrupt(
-            file,
-            pos,
-            bad,
-            '. This is not the last segment, so it cannot be a torn tail.',
-          );
-        }
-        const from = scanStartAfterBadFrame(buf, pos, len, salt);
-        const next = from < 0 ? -1 : findValidFrame(buf, from, salt);
-        if (next >= 0) {
-          throw corrupt(file, pos, bad, `. A valid record follows at offset ${next}.`);
-        }
-        tornAt = pos;
-        tornBytes = buf.length - pos;
-        break;
-      }
-      segments.push({ num, salt, name, file, size: tornAt >= 0 ? tornAt : buf.length });
+      const r = replaySegment(fsys, dir, names[i], i === names.length - 1, records);
+      segments.push(r.segment);
+      if (r.tornAt >= 0) ({ tornAt, tornBytes } = r);
     }
-
     // What we replay may be only in the page cache (a kill after a write, or
     // inside rotate() before its directory sync): make it durable before the
     // caller acts on it, or a later power loss takes back a promise or an
     // accepted value that was already answered (Paxos Made Simple: an acceptor
     // must remember what it promised and accepted, even across failures).
-    if (sync) {
-      for (const seg of segments.slice(0, -1)) {
-        let sfd = -1;
-        try {
-          sfd = fsys.openSync(seg.file, 'r');
-          fsys.fsyncSync(sfd);
-        } catch (err) {
-          throw wrapFsError(
-            err,
-            'fsync (replayed segment)',
-            seg.file,
-            sfd < 0 ? undefined : 'ESYNC',
-          );
-        } finally {
-          if (sfd >= 0) closeQuietly(fsys, sfd);
-        }
-      }
-    }
-
-    let fd: number;
-    if (segments.length === 0) {
-      const name = segmentName(1n);
-      const file = path.join(dir, name);
-      try {
-        fd = fsys.openSync(file, 'wx+');
-      } catch (err) {
-        throw wrapFsError(err, 'create', file);
-      }
-      segments.push({ num: 1n, salt: 0, name, file, size: 0 });
-    } else {
-      const last = segments[segments.length - 1];
-      try {
-        fd = fsys.openSync(last.file, 'r+');
-      } catch (err) {
-        throw wrapFsError(err, 'open', last.file);
-      }
-      if (tornAt >= 0) {
-        try {
-          fsys.ftruncateSync(fd, tornAt);
-        } catch (err) {
-          closeQuietly(fsys, fd);
-          throw wrapFsError(err, 'ftruncate (cutting torn tail)', last.file);
-        }
-      }
-    }
-    const last = segments[segments.length - 1];
-    if (last.size === 0) {
-      // An empty segment (new, or all of it torn) gets a header and a salt.
-      const salt = newSalt();
-      try {
-        writeAll(fsys, fd, segmentHeader(salt), 0);
-      } catch (err) {
-        closeQuietly(fsys, fd);
-        throw wrapFsError(err, 'write of the segment header', last.file);
-      }
-      last.salt = salt;
-      last.size = SEGMENT_HEADER_BYTES;
-    }
-    if (sync) {
-      try {
-        fsys.fsyncSync(fd);
-      } catch (err) {
-        closeQuietly(fsys, fd);
-        throw wrapFsError(err, 'fsync (replayed segment)', last.file, 'ESYNC');
-      }
-    }
-    if (sync) {
-      try {
-        // Every segment's entry (and the directory's own, up the tree) is durable.
-        syncDirectoryChain(fsys, dir);
-      } catch (err) {
-        closeQuietly(fsys, fd);
-        throw wrapFsError(err, 'fsync directory', dir, 'ESYNC');
-      }
-    }
+    if (sync) syncSegments(fsys, segments.slice(0, -1));
+    const fd = openTail(fsys, dir, segments, tornAt);
+    if (sync) syncTail(fsys, dir, fd, segments[segments.length - 1]);
     return { log: new RecordLog(dir, sync, fd, segments, fsys), records, tornBytes };
   }
 
