@@ -1,4 +1,3 @@
-import minimist from 'minimist';
 import type { Mutation } from '../core/replica';
 import {
   FAMILIES,
@@ -11,8 +10,10 @@ import {
 } from '../sim/config';
 import { describeConfig, runSimulation, type SimResult, type SimRunOptions } from '../sim/cluster';
 import { firstChoiceLines, replayCommand, runSweep } from '../sim/sweep';
+import { handleCommonFlags, parseFlags } from './common';
 
 const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options]
+       npm run sim -- --help | --version
 
   --seed S            run one seed (replays exactly); prints its configuration and stats
   --seeds N           run N seeds from --start (default 1) and summarise
@@ -37,12 +38,32 @@ const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options
 
 Exit status: 0 all seeds passed, 1 some seed failed, 2 usage.`;
 
-const argv = minimist(process.argv.slice(2), {
-  string: ['sabotage', 'mutation', 'family', 'post-heal'],
-  boolean: ['trace', 'quiet', 'help', 'wipe', 'lin', 'wire', 'inject-divergence'],
+const parsed = parseFlags(process.argv.slice(2), {
+  string: [
+    'sabotage',
+    'mutation',
+    'family',
+    'post-heal',
+    'seed',
+    'seeds',
+    'start',
+    'nodes',
+    'steps',
+    'snapshot-every',
+    'window',
+    'branches',
+    'fork-step',
+    'fork-salt',
+    'last',
+  ],
+  boolean: ['trace', 'quiet', 'help', 'wipe', 'lin', 'wire', 'inject-divergence', 'version'],
   default: { lin: true },
   alias: { h: 'help' },
 });
+// --help, --version and a flag error answer at once (an unknown flag is not a run).
+const early = handleCommonFlags('sim', USAGE, parsed);
+if (early !== null || typeof parsed === 'string') process.exit(early ?? 2);
+const argv = parsed;
 
 function intArg(name: string): number | undefined {
   const v = argv[name] as unknown;
@@ -53,11 +74,6 @@ function intArg(name: string): number | undefined {
     process.exit(2);
   }
   return n;
-}
-
-if (argv.help) {
-  process.stdout.write(USAGE + '\n');
-  process.exit(0);
 }
 
 const opts: SimRunOptions = {
