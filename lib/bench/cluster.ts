@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -10,12 +10,10 @@ import {
   type ClientConfig,
 } from '../io/config';
 import { writeKeyFile } from '../io/keys';
+import { eachLine, launchNode, waitReady } from '../launch';
 import { warn } from './log';
 
 // The bench's own local 3-node cluster (child processes) and how to ask a cluster for its leader.
-
-const REPO = path.resolve(__dirname, '..', '..', '..');
-const PAXOSD = path.join(REPO, 'bin', 'paxosd');
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -115,15 +113,12 @@ export class LocalCluster {
     await Promise.all(this.nodes.map((n) => this.startNode(n.sid, true)));
   }
 
-  startNode(sid: number, init: boolean): Promise<void> {
+  async startNode(sid: number, init: boolean): Promise<void> {
     const n = this.nodes[sid];
-    const args = [...this.nodeArgs, PAXOSD, '--config', this.configFile, '--sid', String(sid)];
+    const args = ['--config', this.configFile, '--sid', String(sid)];
     if (init) args.push('--init');
     if (!this.sync) args.push('--no-sync');
-    const child = spawn(process.execPath, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      cwd: this.dir,
-    });
+    const child = launchNode({ args, nodeFlags: this.nodeArgs, cwd: this.dir });
     n.child = child;
     n.pid = child.pid ?? null;
     if (n.pid !== null) n.pids.push(n.pid);
@@ -131,48 +126,27 @@ export class LocalCluster {
     n.stopped = false;
     n.stderrTail = [];
     child.stderr!.setEncoding('utf8');
-    let errBuf = '';
-    child.stderr!.on('data', (d: string) => {
-      errBuf += d;
-      const lines = errBuf.split('\n');
-      errBuf = lines.pop()!;
-      n.stderrTail.push(...lines);
+    eachLine(child.stderr, (line) => {
+      n.stderrTail.push(line);
       if (n.stderrTail.length > 40) n.stderrTail.splice(0, n.stderrTail.length - 40);
     });
-    return new Promise<void>((resolve, reject) => {
-      let outBuf = '';
-      let ready = false;
-      const timer = setTimeout(() => {
-        if (!ready)
-          reject(new Error(`sid ${sid} printed no ready line within 20 s${this.tail(n)}`));
-      }, 20_000);
-      child.stdout!.setEncoding('utf8');
-      child.stdout!.on('data', (d: string) => {
-        outBuf += d;
-        if (!ready && /paxosd sid=\d+ ready/.test(outBuf)) {
-          ready = true;
-          clearTimeout(timer);
-          resolve();
-        }
-        if (outBuf.length > 4096) outBuf = outBuf.slice(-1024);
-      });
-      child.on('exit', (code, sig) => {
-        if (n.child === child) {
-          n.child = null;
-          n.pid = null;
-        }
-        if (!ready) {
-          clearTimeout(timer);
-          reject(
-            new Error(`sid ${sid} exited (${sig ?? code}) before it was ready${this.tail(n)}`),
-          );
-        } else if (!n.expectedExit) {
-          warn(
-            `paxos-bench: WARNING: sid ${sid} exited unexpectedly (${sig ?? code})${this.tail(n)}`,
-          );
-        }
-      });
+    let ready = false;
+    child.on('exit', (code, sig) => {
+      if (n.child === child) {
+        n.child = null;
+        n.pid = null;
+      }
+      if (ready && !n.expectedExit)
+        warn(
+          `paxos-bench: WARNING: sid ${sid} exited unexpectedly (${sig ?? code})${this.tail(n)}`,
+        );
     });
+    try {
+      await waitReady(child, sid, 20_000);
+      ready = true;
+    } catch (e) {
+      throw new Error(`sid ${sid}: ${(e as Error).message}${this.tail(n)}`);
+    }
   }
 
   private tail(n: NodeProc): string {

@@ -1,9 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ConfigError, loadNodeConfig } from '../io/config';
 import { OrderLog } from '../io/orderlog';
 import { writeKeyFile } from '../io/keys';
+import { eachLine, launchNode } from '../launch';
 import { handleCommonFlags, parseFlags } from './common';
 
 const USAGE = `usage: paxos-cluster [--config conf/paxos.config.json]    (npm start)
@@ -50,7 +51,6 @@ function main(): void {
   }
   const dirs = cfg.servers.map((s) => path.join(cfg.dataDir, String(s.sid)));
   const fresh = dirs.every((d) => !fs.existsSync(d));
-  const bin = path.join(__dirname, '..', '..', '..', 'bin', 'paxosd');
   const children: ChildProcess[] = [];
   /** Nodes that exited with an error before their ready line. */
   const failed: string[] = [];
@@ -68,23 +68,16 @@ function main(): void {
       `      tail -f ${path.join(path.relative(process.cwd(), cfg.logDir) || '.', 'learned_ops*.log')}\nCtrl-C stops all nodes.\n`,
   );
   for (const s of cfg.servers) {
-    const args = [bin, '--config', argv.config, '--sid', String(s.sid)];
+    const args = ['--config', argv.config, '--sid', String(s.sid)];
     if (fresh) args.push('--init');
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = launchNode({ args });
     const prefix = `[${s.sid}] `;
     let ready = false;
-    const pipe = (stream: NodeJS.ReadableStream | null, out: NodeJS.WriteStream): void => {
-      let buf = '';
-      stream?.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const lines = buf.split('\n');
-        buf = lines.pop()!;
-        for (const l of lines) {
-          if (l.startsWith('paxosd sid=')) ready = true;
-          out.write(prefix + l + '\n');
-        }
+    const pipe = (stream: NodeJS.ReadableStream | null, out: NodeJS.WriteStream): void =>
+      eachLine(stream, (l) => {
+        if (l.startsWith('paxosd sid=')) ready = true;
+        out.write(prefix + l + '\n');
       });
-    };
     pipe(child.stdout, process.stdout);
     pipe(child.stderr, process.stderr);
     child.on('exit', (code, sig) => {

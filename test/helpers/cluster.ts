@@ -21,12 +21,13 @@ import {
 import { freeUdpPorts } from '../../lib/bench/cluster';
 import type { HistoryEvent } from '../../lib/check/linearizability';
 import { loadKeyring } from '../../lib/io/keys';
+import { launchNode, PAXOSD_BIN, waitReady } from '../../lib/launch';
 import type { Keyring } from '../../lib/wire/envelope';
 
 /** Repository root (this file runs as dist/test/helpers/cluster.js). */
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const BIN = {
-  paxosd: path.join(ROOT, 'bin', 'paxosd'),
+  paxosd: PAXOSD_BIN,
   client: path.join(ROOT, 'bin', 'paxos-client'),
   logcmp: path.join(ROOT, 'bin', 'paxos-logcmp'),
 };
@@ -380,17 +381,18 @@ export class Cluster {
     return this.sids.filter((s) => this.isRunning(s));
   }
 
-  private spawnNode(sid: number, init: boolean): Promise<void> {
-    const args = [BIN.paxosd, '--config', this.nodeConfigFile(sid), '--sid', String(sid)];
+  private async spawnNode(sid: number, init: boolean): Promise<void> {
+    const args = ['--config', this.nodeConfigFile(sid), '--sid', String(sid)];
     if (init) args.push('--init');
     args.push(...(this.opts.nodeArgs?.(sid) ?? []));
     const errFd = fs.openSync(this.stderrFile(sid), 'a');
-    fs.writeSync(errFd, `=== ${new Date().toISOString()} paxosd ${args.slice(1).join(' ')}\n`);
+    fs.writeSync(errFd, `=== ${new Date().toISOString()} paxosd ${args.join(' ')}\n`);
     const wrapper = this.opts.wrapper ?? [];
-    const argv = [...wrapper, process.execPath, ...args];
-    const child = spawn(argv[0], argv.slice(1), {
+    const child = launchNode({
+      args,
+      wrapper,
       cwd: ROOT,
-      stdio: ['ignore', 'pipe', errFd],
+      stderr: errFd,
       env: { ...process.env, PAXOS_SID: '', ...this.opts.env },
       detached: wrapper.length > 0,
     });
@@ -415,40 +417,14 @@ export class Cluster {
         this.unexpected.push(`sid ${sid} exited (code ${code}, signal ${signal})`);
       resolveExit(proc.exit);
     });
-    const timeoutMs = this.opts.readyTimeoutMs ?? 15_000;
-    return new Promise<void>((resolve, reject) => {
-      let out = '';
-      let settled = false;
-      const fail = (why: string): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        reject(
-          new Error(
-            `paxosd sid ${sid}: ${why}\n--- stderr (${this.stderrFile(sid)}):\n${this.stderrOf(sid)}`,
-          ),
-        );
-      };
-      const timer = setTimeout(() => fail(`no ready line within ${timeoutMs} ms`), timeoutMs);
-      child.stdout!.setEncoding('utf8');
-      child.stdout!.on('data', (d: string) => {
-        out += d;
-        if (out.length > 65536) out = out.slice(-65536);
-        const m = /^paxosd sid=(\d+) ready .*$/m.exec(out);
-        if (m && !settled) {
-          settled = true;
-          clearTimeout(timer);
-          proc.readyLine = m[0];
-          if (Number(m[1]) !== sid) reject(new Error(`sid ${sid} printed ${m[0]}`));
-          else resolve();
-        }
-      });
-      child.on('error', (e) => fail(`spawn failed: ${e.message}`));
-      // Give stderr a moment to reach the file before reporting.
-      child.on('exit', (code, signal) =>
-        setTimeout(() => fail(`exited before ready (code ${code}, signal ${signal})`), 50),
+    try {
+      // 50 ms after an early exit: its stderr reaches the file before we show it.
+      proc.readyLine = await waitReady(child, sid, this.opts.readyTimeoutMs ?? 15_000, 50);
+    } catch (e) {
+      throw new Error(
+        `paxosd sid ${sid}: ${(e as Error).message}\n--- stderr (${this.stderrFile(sid)}):\n${this.stderrOf(sid)}`,
       );
-    });
+    }
   }
 
   /** Send a signal (default SIGKILL); for terminating signals wait (bounded) for the exit. */
