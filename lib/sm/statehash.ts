@@ -106,6 +106,13 @@ function fmix(h: number): number {
   return h >>> 0;
 }
 
+/** Bytes as a latin1 string, one char per byte (how StateHash holds hashes). */
+function latin1(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1');
+}
+
+const GENESIS_HASH_TEXT = latin1(GENESIS_HASH);
+
 /**
  * The rolling state hash: h(slot) = SHA-256(h(slot-1) || slot || digest of
  * each command and its result), over every applied slot in slot order. Two
@@ -116,9 +123,15 @@ function fmix(h: number): number {
  */
 export class StateHash {
   slot = 0;
-  hash: Uint8Array | null = GENESIS_HASH;
+  /**
+   * h(slot) as a 32-character latin1 string (one char per byte): crypto.hash
+   * returns that without allocating a buffer, and writes it back in one call;
+   * callers get bytes (digest, hashAt), made only when a heartbeat or a
+   * comparison needs them.
+   */
+  private h: string | null = GENESIS_HASH_TEXT;
   private readonly ringSlot = new Array<number>(STATE_HASH_RING).fill(-1);
-  private readonly ringHash = new Array<Uint8Array | null>(STATE_HASH_RING).fill(null);
+  private readonly ringHash = new Array<string | null>(STATE_HASH_RING).fill(null);
   /** Reused for the bytes of each slot (no allocation per command). */
   private scratch = scratch(4096);
 
@@ -141,26 +154,33 @@ export class StateHash {
       digests[i] = lineDigest(buf, at, end);
       at = end;
     }
-    if (this.hash !== null) {
+    if (this.h !== null) {
       // The previous hash goes in front of the slot's bytes: one native call per
-      // slot (crypto.hash), not a Hash object with three calls (half the cost).
-      buf.set(this.hash, 0);
-      this.hash = sha('sha256', buf.subarray(0, at), 'buffer');
+      // slot (not a Hash object and three calls), with a latin1 ('binary')
+      // result: 'buffer' costs a slow lookup of the encoding and an allocation.
+      buf.write(this.h, 0, PREV_END, 'latin1');
+      this.h = sha('sha256', buf.subarray(0, at), 'binary');
     }
     this.slot = slot;
     this.remember();
     return digests;
   }
 
+  /** h(slot) of the last applied slot, or null while the chain is unknown. */
+  get hash(): Uint8Array | null {
+    return this.h === null ? null : Buffer.from(this.h, 'latin1');
+  }
+
   /** The latest (slot, hash), or null while the chain is unknown. */
   digest(): StateDigest | null {
-    return this.hash === null ? null : { slot: this.slot, hash: this.hash };
+    return this.h === null ? null : { slot: this.slot, hash: Buffer.from(this.h, 'latin1') };
   }
 
   /** h(slot) if it is among the recent ones kept. */
   hashAt(slot: number): Uint8Array | undefined {
     const i = slot % STATE_HASH_RING;
-    return this.ringSlot[i] === slot ? (this.ringHash[i] ?? undefined) : undefined;
+    const h = this.ringSlot[i] === slot ? this.ringHash[i] : null;
+    return h === null ? undefined : Buffer.from(h, 'latin1');
   }
 
   /**
@@ -169,8 +189,8 @@ export class StateHash {
    * cluster's. Returns whether it was taken.
    */
   adopt(slot: number, hash: Uint8Array): boolean {
-    if (this.hash !== null || slot !== this.slot) return false;
-    this.hash = Uint8Array.from(hash);
+    if (this.h !== null || slot !== this.slot) return false;
+    this.h = latin1(hash);
     this.remember();
     return true;
   }
@@ -180,15 +200,15 @@ export class StateHash {
     this.ringSlot.fill(-1);
     this.ringHash.fill(null);
     this.slot = slot;
-    this.hash = hash;
+    this.h = hash === null ? null : latin1(hash);
     this.remember();
   }
 
   private remember(): void {
-    if (this.hash === null) return;
+    if (this.h === null) return;
     const i = this.slot % STATE_HASH_RING;
     this.ringSlot[i] = this.slot;
-    this.ringHash[i] = this.hash;
+    this.ringHash[i] = this.h;
   }
 }
 
