@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# What the rolling state hash (issue 12) costs in throughput: the bench with the
+# hash on vs off, in interleaved pairs so that the machine's load drifts alike
+# over both.
+#
+#   scripts/bench-hash-cost.sh [PAIRS] [REV]      (defaults: 8 pairs, HEAD)
+#
+# Builds two scratch copies of REV in /tmp: "on" as committed, "off" with
+# StateHash.step short-circuited (no line digests, no SHA-256; every order-log
+# digest reads 0000000000000000). Then runs, per pair, once each in alternating
+# order (on first in odd pairs, off first in even ones):
+#   node bin/paxos-bench --clients 64 --duration 6 --warmup 1 --json
+# and prints every figure (ops/s, and the three nodes' CPU time per operation,
+# which other processes' load disturbs less than throughput), mean and median
+# of each side, the ratios, and the load average before and after. On a shared
+# machine compare the ratios of one run, never figures of different runs.
+set -euo pipefail
+PAIRS=${1:-8}
+REV=${2:-HEAD}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+ON=/tmp/bench-hash-on
+OFF=/tmp/bench-hash-off
+BENCH=(bin/paxos-bench --clients 64 --duration 6 --warmup 1 --json)
+
+build() { # DIR: a clean copy of REV, built, node_modules shared with the repo
+  rm -rf "$1"
+  git clone -q --no-checkout "$REPO" "$1"
+  git -C "$1" checkout -q "$(git -C "$REPO" rev-parse "$REV")"
+  ln -s "$REPO/node_modules" "$1/node_modules"
+}
+build "$ON"
+build "$OFF"
+# The off switch: step only advances the slot (no bytes written, no digests, no hash).
+python3 - "$OFF/lib/sm/statehash.ts" <<'EOF'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+sig = "  step(slot: number, cmds: Cmd[], results: CmdResult[]): string[] {\n"
+assert s.count(sig) == 1, "step signature not found"
+s = s.replace(sig, sig + "    this.slot = slot;\n    if (slot >= 0) return cmds.map(() => '0000000000000000');\n")
+open(p, 'w').write(s)
+EOF
+(cd "$ON" && "$REPO/node_modules/.bin/tsc" -p tsconfig.json)
+(cd "$OFF" && "$REPO/node_modules/.bin/tsc" -p tsconfig.json)
+
+ops() { # DIR -> "OPS/S CPU-US/OP" of one bench run (CPU: the nodes' user+system per operation)
+  (cd "$1" && node "${BENCH[@]}") | node -e '
+let s = "";
+process.stdin.on("data", (d) => (s += d)).on("end", () => {
+  const r = JSON.parse(s).results[0];
+  const cpu = r.cpu.nodes.reduce((a, n) => a + n.pct, 0) / 100;
+  console.log(r.opsPerSec, ((cpu * r.durationS * 1e6) / r.ops).toFixed(0));
+});'
+}
+echo "rev $(git -C "$ON" rev-parse --short HEAD); command (in each copy): node ${BENCH[*]}"
+echo "load before: $(cat /proc/loadavg)"
+on=()
+off=()
+onc=()
+offc=()
+for ((i = 1; i <= PAIRS; i++)); do
+  if ((i % 2)); then
+    read -r a ac < <(ops "$ON")
+    read -r b bc < <(ops "$OFF")
+  else
+    read -r b bc < <(ops "$OFF")
+    read -r a ac < <(ops "$ON")
+  fi
+  on+=("$a")
+  off+=("$b")
+  onc+=("$ac")
+  offc+=("$bc")
+  echo "pair $i: ops/s on $a off $b ratio $(node -e "console.log(($a/$b).toFixed(3))");" \
+    "CPU us/op on $ac off $bc; load $(cut -d' ' -f1-3 /proc/loadavg)"
+done
+echo "load after: $(cat /proc/loadavg)"
+node -e '
+const [on, off, onc, offc] = process.argv.slice(1).map((s) => s.split(" ").map(Number));
+const mean = (a) => a.reduce((x, y) => x + y, 0) / a.length;
+const median = (a) => { const b = [...a].sort((x, y) => x - y), m = b.length >> 1; return b.length % 2 ? b[m] : (b[m - 1] + b[m]) / 2; };
+const ratios = on.map((x, i) => x / off[i]);
+console.log(`on  ${on.join(" ")}  mean ${mean(on).toFixed(0)} median ${median(on).toFixed(0)}`);
+console.log(`off ${off.join(" ")}  mean ${mean(off).toFixed(0)} median ${median(off).toFixed(0)}`);
+console.log(`on/off: ratio of means ${(mean(on) / mean(off)).toFixed(3)}, ratio of medians ${(median(on) / median(off)).toFixed(3)}, median of pair ratios ${median(ratios).toFixed(3)}; pairs with on slower: ${ratios.filter((r) => r < 1).length} of ${ratios.length}`);
+const cr = onc.map((x, i) => x / offc[i]);
+console.log(`CPU us/op on  ${onc.join(" ")}  mean ${mean(onc).toFixed(0)} median ${median(onc).toFixed(0)}`);
+console.log(`CPU us/op off ${offc.join(" ")}  mean ${mean(offc).toFixed(0)} median ${median(offc).toFixed(0)}`);
+console.log(`CPU per op on/off: ratio of means ${(mean(onc) / mean(offc)).toFixed(3)}, ratio of medians ${(median(onc) / median(offc)).toFixed(3)}, median of pair ratios ${median(cr).toFixed(3)}`);
+' "${on[*]}" "${off[*]}" "${onc[*]}" "${offc[*]}"
