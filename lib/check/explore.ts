@@ -900,7 +900,7 @@ export class World {
             r.leader,
             pr.log,
             pr.inflight,
-            r.campaign !== null,
+            pr.p1 !== null,
           ]),
         );
       }

@@ -1093,6 +1093,8 @@ export class Simulation {
       }
       case 'learning-candidate':
         return this.learningCandidate();
+      case 'forgotten-ack':
+        return this.forgottenAck();
       case 'lagging-candidate': {
         // The highest-ranked node (lowest SID) falls behind, then comes back and campaigns.
         const x = c.sids[0];
@@ -1223,6 +1225,8 @@ export class Simulation {
       case 'powerloss-leader-reuse':
         return f.phase === 1 || f.phase === 2;
       case 'learning-candidate':
+        return f.phase >= 1 && f.phase <= 4;
+      case 'forgotten-ack':
         return f.phase >= 1 && f.phase <= 4;
       case 'abandoned-incarnation':
         return f.phase >= 1 && f.phase <= 3;
@@ -1519,6 +1523,178 @@ export class Simulation {
   private freeHeartbeatBefore(from: number, to: number, before: number): boolean {
     const h = this.freeHeartbeats.get(`${from}>${to}`);
     return h !== undefined && h.at < before;
+  }
+
+  /** forgotten-ack: the leader L, Z, the groups G and R, L's ballot, Z's incarnation before, held accepts, the slots. */
+  private ackx = {
+    l: -1,
+    z: -1,
+    g: [] as number[],
+    r: [] as number[],
+    ballot: 0,
+    inc: 0,
+    zAcked: new Set<number>(),
+    answered: new Set<number>(),
+    cutAt: 0,
+    held: [] as Packet<Payload>[],
+    pass: new Set<Packet<Payload>>(),
+    s1: 0,
+  };
+
+  /**
+   * forgotten-ack (issue 9.7, 5 or 7 nodes): the leader L's accepts reach only
+   * Z (those to a group G of quorum - 2 nodes are delayed, to the rest R lost).
+   * Z acknowledges two slots s1 < s2, then loses its disk and rejoins, answered
+   * by G and R (L and Z no longer hear each other). Once they all recorded its
+   * new incarnation, G's delayed accepts of s1 arrive while L's commits go out,
+   * then (L now heard by nobody) those of s2. A leader that counted Z's
+   * forgotten acks chooses both with {L, Z, G}; L is killed, G paused, and R
+   * with Z (which learns s1, its join threshold) elect a leader whose Phase 1
+   * finds nothing at s2.
+   */
+  private forgottenAck(): void {
+    const c = this.cfg;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const f = this.fam;
+    const ax = this.ackx;
+    const l = ax.l >= 0 ? this.nodes.get(ax.l)! : null;
+    const leading = (): boolean =>
+      l!.up && l!.replica!.role === 'leader' && l!.replica!.ballot === ax.ballot;
+    const slotsOf = (pk: Packet<Payload>): number[] =>
+      (pk.payload as { k: 'peer'; msg: Extract<Msg, { t: 'accept' }> }).msg.entries.map(([s]) => s);
+    // Held accepts to `g` that carry s1 but nothing above it / that carry s2.
+    const first = (g: number): Packet<Payload>[] =>
+      ax.held.filter(
+        (pk) => pk.to === g && slotsOf(pk).includes(ax.s1) && Math.max(...slotsOf(pk)) === ax.s1,
+      );
+    const second = (g: number): Packet<Payload>[] =>
+      ax.held.filter((pk) => pk.to === g && slotsOf(pk).includes(ax.s1 + 1));
+    if (f.phase === 0) {
+      if (c.sids.length < 5 || !this.allVoters() || this.upNodes().length < c.sids.length) return;
+      const ls = this.leaders().filter((n) => !n.paused(this.now));
+      if (ls.length !== 1) return;
+      const others = this.shuffled(c.sids.filter((s) => s !== ls[0].sid));
+      ax.l = ls[0].sid;
+      ax.z = others[0];
+      ax.g = others.slice(1, this.quorum - 1);
+      ax.r = others.slice(this.quorum - 1);
+      ax.ballot = ls[0].replica!.ballot;
+      ax.inc = this.activeInc(ls[0], ax.z);
+      ax.zAcked = new Set();
+      ax.answered = new Set();
+      ax.held = [];
+      ax.pass = new Set();
+      f.count++;
+      f.phase = 1;
+      f.until = this.now + 4 * e;
+      const g = new Set(ax.g);
+      const r = new Set(ax.r);
+      this.famDrop = (pk) => {
+        const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
+        if (ax.pass.has(pk)) return false;
+        // After the lost disk L and Z do not hear each other; at the end nobody hears L.
+        if (
+          f.phase >= 2 &&
+          (pk.from === ax.l || pk.to === ax.l) &&
+          (pk.from === ax.z || pk.to === ax.z)
+        )
+          return true;
+        if (f.phase >= 4 && pk.from === ax.l) return true;
+        if (
+          f.phase === 1 &&
+          m.t === 'accepted' &&
+          pk.from === ax.z &&
+          pk.to === ax.l &&
+          m.ballot === ax.ballot
+        )
+          for (const s of m.slots) ax.zAcked.add(s);
+        // Z's rejoin samples the first n - quorum + 1 activation answers (its join threshold).
+        if (f.phase === 2 && m.t === 'rejoinResp' && pk.to === ax.z && m.act && m.inc > 0)
+          ax.answered.add(pk.from);
+        if (pk.from !== ax.l || m.t !== 'accept' || m.ballot !== ax.ballot) return false;
+        if (r.has(pk.to)) return true;
+        if (!g.has(pk.to)) return false;
+        ax.held.push(pk);
+        return true;
+      };
+    } else if (f.phase === 1) {
+      // Wait for two slots L has not chosen, acknowledged by Z, their accepts held for every node of G.
+      if (!leading() || this.now >= f.until) return this.endForgottenAck(10 * e);
+      ax.s1 = l!.replica!.chosenThrough + 1;
+      if (!ax.zAcked.has(ax.s1) || !ax.zAcked.has(ax.s1 + 1)) return;
+      // New slots: no node of G or R holds them (they lie above Z's join threshold).
+      const fresh = [...ax.g, ...ax.r].every((s) => {
+        const r = this.nodes.get(s)!.replica;
+        return r !== null && !r.acceptedEntry(ax.s1) && !r.acceptedEntry(ax.s1 + 1);
+      });
+      if (!fresh) return;
+      if (ax.g.some((g) => first(g).length === 0 || second(g).length === 0)) return;
+      const z = this.nodes.get(ax.z)!;
+      this.wipe(z, p.range(1, e));
+      f.phase = 2;
+      f.until = this.now + 30 * e;
+    } else if (f.phase === 2) {
+      // Z rejoins through G and R; L still leads, unaware.
+      if (!leading() || this.now >= f.until) return this.endForgottenAck(10 * e);
+      const recorded = [...ax.g, ...ax.r].every((s) => {
+        const n = this.nodes.get(s)!;
+        return n.up && this.activeInc(n, ax.z) > ax.inc;
+      });
+      if (!recorded || ax.answered.size < c.sids.length - this.quorum + 1) return;
+      this.danger(
+        `node ${ax.z} acknowledged slots ${ax.s1}, ${ax.s1 + 1} at ${formatBallot(ax.ballot)}, lost its disk and rejoined; ` +
+          `L ${ax.l}'s delayed accepts of slot ${ax.s1} now reach {${ax.g.join(',')}}`,
+      );
+      for (const g of ax.g) for (const pk of first(g)) this.releaseHeld(pk);
+      f.phase = 3;
+      f.until = this.now + 2 * e;
+    } else if (f.phase === 3) {
+      // L chose s1 (with Z's forgotten ack) and told G: now nobody hears L, and s2 arrives at G.
+      if (!leading()) return this.endForgottenAck(10 * e);
+      const told = [...ax.g, ...ax.r].every(
+        (s) => (this.nodes.get(s)!.replica?.chosenThrough ?? 0) >= ax.s1,
+      );
+      if (!(l!.replica!.chosenThrough >= ax.s1 && told)) {
+        if (this.now >= f.until) this.endForgottenAck(10 * e);
+        return;
+      }
+      f.phase = 4;
+      f.until = this.now + e;
+      ax.cutAt = this.now;
+      for (const g of ax.g) for (const pk of second(g)) this.releaseHeld(pk);
+    } else if (f.phase === 4) {
+      if (l!.up && l!.replica!.chosenThrough <= ax.s1 && this.now < f.until) return;
+      // L is killed (down a while), G stands still: R and Z go on without them.
+      this.crash(l!, 'kill', 'crash (leader, after choosing with a forgotten ack)');
+      l!.restartAt = this.now + p.range(20 * e, 40 * e);
+      for (const g of ax.g) this.pause(this.nodes.get(g)!, p.range(20 * e, 40 * e));
+      this.endForgottenAck(40 * e);
+      // What L sent since nobody hears it stays lost.
+      const { l: from, cutAt } = ax;
+      this.famDrop = (pk) => pk.from === from && pk.sentAt >= cutAt;
+    } else if (f.phase === 5 && this.now >= f.until && f.count < 3) f.phase = 0;
+  }
+
+  /** Deliver a held datagram now (it passes the family's loss). */
+  private releaseHeld(pk: Packet<Payload>): void {
+    this.ackx.pass.add(pk);
+    this.deliver(pk);
+  }
+
+  /** The incarnation of `sid` that node `n` recorded as active (durable records). */
+  private activeInc(n: SimNode, sid: number): number {
+    let inc = 0;
+    for (const r of n.disk.records)
+      if (r.t === 'incarnation' && r.sid === sid && !r.reserve && r.inc > inc) inc = r.inc;
+    return inc;
+  }
+
+  private endForgottenAck(cool: number): void {
+    this.endFamilyCut();
+    this.ackx.held = [];
+    this.fam.phase = 5;
+    this.fam.until = this.now + cool;
   }
 
   /** learning-candidate: A's Phase 1 start, its own highest log slot, its held promises. */

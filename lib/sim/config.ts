@@ -16,6 +16,9 @@ import type { LinkFaults, ReplayFaults } from './network';
  *   ahead, then comes back and campaigns while the leader is cut away;
  * - wipe-after-choice: a member of a bare majority that just chose a value loses
  *   its disk, while its old heartbeats are re-delivered to the others;
+ * - forgotten-ack: a node acknowledges two slots of the leader (the others'
+ *   accepts delayed or lost), loses its disk and rejoins; the delayed accepts
+ *   arrive only then, and the leader and the new acceptors go away (9.7);
  * - powerloss-after-campaign: a node loses power right after it campaigns
  *   (before its own promise is durable), and campaigns again;
  * - stale-leader-snapshot: the leader's accepts reach only a few followers, which
@@ -46,6 +49,7 @@ export const FAMILIES = [
   'learning-candidate',
   'lagging-candidate',
   'wipe-after-choice',
+  'forgotten-ack',
   'powerloss-after-campaign',
   'stale-leader-snapshot',
   'powerloss-leader-reuse',
@@ -389,6 +393,13 @@ function shapeForFamily(c: SimConfig, o: SimOverrides, snapEvery: number): SimCo
         snapshotEverySlots: pin(o.snapshotEverySlots, Math.min(snapEvery, 8)),
         keepSlots: Math.min(l.keepSlots ?? 2, 2),
       },
+    };
+  }
+  if (c.family === 'forgotten-ack') {
+    // Two slots in flight at once, so one can be chosen while the next waits.
+    return {
+      ...c,
+      limits: { ...l, windowSlots: pin(o.windowSlots, Math.max(l.windowSlots, 2)) },
     };
   }
   if (c.family === 'learning-candidate') {
