@@ -6,8 +6,9 @@
  *   const client = PaxosClient.fromConfig(loadClientConfig('conf/client.config.json'));
  *   await client.put('k', 'v');
  */
-export { PaxosClient, PaxosClientError, Session } from './client';
-export type { ClientOptions, OpResult, OutcomeReport } from './client';
+export { describeHeard, PaxosClient, PaxosClientError, Session } from './client';
+export type { ClientOptions, OpResult, OutcomeReport, ServerHeard, TransferReport } from './client';
+export type { TransferCode } from './wire/client';
 export { PaxosNode } from './daemon';
 export type { NodeCounters, NodeOptions } from './daemon';
 export {

@@ -27,4 +27,6 @@ t.test('start a one-node cluster in-process and use the client library', async (
   t.match(await client.del('greeting'), { ok: true });
   t.match(await client.get('greeting'), { ok: true, value: null });
   t.equal(node.status().role, 'leader');
+  const moved = await client.transferLeader(0);
+  t.match(moved, { ok: true, code: 'ok', leader: 0 }, 'transfer-leader to the leader: ok');
 });
