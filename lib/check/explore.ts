@@ -900,7 +900,7 @@ export class World {
             r.leader,
             pr.log,
             pr.inflight,
-            pr.p1 !== null,
+            r.campaign !== null,
           ]),
         );
       }

@@ -143,6 +143,12 @@ interface PeerInfo {
 
 export type Role = 'follower' | 'candidate' | 'leader';
 
+/**
+ * What a replica holds for its role alone: a candidate its Phase 1 (it exists
+ * exactly while the node campaigns, so no code can read a stale one).
+ */
+type RoleState = { role: 'follower' } | { role: 'candidate'; p1: Phase1 } | { role: 'leader' };
+
 /** A status row for operators (paxos-client status). */
 export interface ReplicaStatus {
   sid: number;
@@ -268,7 +274,7 @@ export class Replica {
   private lastSnapshot: { slot: number; data: Uint8Array } | null = null;
 
   // ---- election ----
-  role: Role = 'follower';
+  private state: RoleState = { role: 'follower' };
   /** The ballot this node leads (or campaigns) with. */
   ballot = 0;
   leader: number | null = null;
@@ -289,7 +295,6 @@ export class Replica {
   readonly stateCheck: StateCheck;
 
   // ---- leader ----
-  private p1: Phase1 | null = null;
   /** Leader only: a hand-off in progress (transferLeadership). */
   private handoff: { to: number; startedAt: number; sentAt: number } | null = null;
   /** First slot our Phase 1 covered: every slot from here on is ours to propose at `ballot`. */
@@ -490,8 +495,8 @@ export class Replica {
       this.heartbeat.reset();
       this.broadcastHeartbeat();
     }
-    if (this.role === 'leader') this.tickLeader();
-    else if (this.role === 'candidate') this.tickCandidate();
+    if (this.state.role === 'leader') this.tickLeader();
+    else if (this.state.role === 'candidate') this.tickCandidate(this.state.p1);
     else this.tickFollower();
     this.tickCatchup();
     if (!this.voter) this.checkRejoin();
@@ -629,6 +634,16 @@ export class Replica {
     };
   }
 
+  /** Follower, candidate (Phase 1 running) or leader. */
+  get role(): Role {
+    return this.state.role;
+  }
+
+  /** The running Phase 1 (candidates only; for the model checker's state key). */
+  get campaign(): Phase1 | null {
+    return this.state.role === 'candidate' ? this.state.p1 : null;
+  }
+
   /**
    * Assertions on this replica's own state (TigerBeetle style), cheap enough to
    * run after every step in tests and the simulator. Throws on a broken invariant.
@@ -657,11 +672,24 @@ export class Replica {
       if (!this.voter) bad(`${this.role} without a vote`);
       if (ballotSid(this.ballot) !== this.sid) bad(`${this.role} with another node's ballot`);
     }
-    if (this.role === 'candidate' && !this.p1) bad('candidate without phase 1 state');
-    if (this.role !== 'candidate' && this.p1) bad(`${this.role} with phase 1 state`);
+    if (this.state.role === 'candidate' && this.state.p1.ballot !== this.ballot)
+      bad(`campaign at ${formatBallot(this.state.p1.ballot)}, ballot ${formatBallot(this.ballot)}`);
+    // The ballots. maxBallotSeen is the highest ballot this node has seen: it
+    // took its own from above it (a new ballot must beat every one it knows of,
+    // or its Phase 1 is refused) and has followed none above it. (promised may
+    // pass it: a rejoin takes a majority's promise without seeing its ballot.)
+    if (this.ballot > this.maxBallotSeen)
+      bad(`ballot ${formatBallot(this.ballot)} above max seen ${formatBallot(this.maxBallotSeen)}`);
+    if (this.leaderBallot > this.maxBallotSeen)
+      bad(
+        `leader ballot ${formatBallot(this.leaderBallot)} above max seen ${formatBallot(this.maxBallotSeen)}`,
+      );
     if (this.role === 'leader') {
+      // A leader promised its own ballot (its own Phase 1 vote) and follows itself.
       if (this.ballot > this.promised)
         bad(`leader ballot ${formatBallot(this.ballot)} above its own promise`);
+      if (this.leaderBallot !== this.ballot || this.leader !== this.sid)
+        bad(`leader following ${this.leader} at ${formatBallot(this.leaderBallot)}`);
       if (this.inflight.size > this.o.windowSlots + this.slotsAheadMax)
         bad(`${this.inflight.size} slots in flight, window ${this.o.windowSlots}`);
       for (const slot of this.inflight.keys()) {
@@ -824,13 +852,12 @@ export class Replica {
   }
 
   private startPhase1(handoff = false): void {
-    this.role = 'candidate';
     this.ballot = nextBallot(Math.max(this.promised, this.maxBallotSeen), this.sid);
     this.maxBallotSeen = this.ballot;
     this.stats.elections++;
     const timeout = new Timeout('prepare', this.o.retransmitTicks, this.o.retransmitMaxTicks);
     timeout.start();
-    this.p1 = {
+    const p1: Phase1 = {
       ballot: this.ballot,
       from: this.chosenThrough + 1,
       startedAt: this.now,
@@ -842,12 +869,12 @@ export class Replica {
       timeout,
       handoff,
     };
-    this.trace(`campaign ballot ${formatBallot(this.ballot)} from slot ${this.p1.from}`);
-    for (const s of this.sids) this.send(s, this.prepareMsg(this.p1.from));
+    this.state = { role: 'candidate', p1 };
+    this.trace(`campaign ballot ${formatBallot(this.ballot)} from slot ${p1.from}`);
+    for (const s of this.sids) this.send(s, this.prepareMsg(p1, p1.from));
   }
 
-  private prepareMsg(from: number): Msg {
-    const p1 = this.p1!;
+  private prepareMsg(p1: Phase1, from: number): Msg {
     return p1.handoff
       ? { t: 'prepare', ballot: p1.ballot, from, handoff: true }
       : { t: 'prepare', ballot: p1.ballot, from };
@@ -917,8 +944,7 @@ export class Replica {
     this.startPhase1(true);
   }
 
-  private tickCandidate(): void {
-    const p1 = this.p1!;
+  private tickCandidate(p1: Phase1): void {
     if (this.now - p1.startedAt > CAMPAIGN_ELECTIONS * this.o.electionTicks) {
       this.trace(`campaign ${formatBallot(p1.ballot)} gave up`);
       this.stepDown(null);
@@ -933,7 +959,7 @@ export class Replica {
     for (const s of this.sids) {
       if (p1.complete.has(s)) continue;
       const from = firstUncovered(p1.covered.get(s) ?? [], p1.from);
-      this.send(s, this.prepareMsg(from));
+      this.send(s, this.prepareMsg(p1, from));
     }
   }
 
@@ -980,10 +1006,8 @@ export class Replica {
     }
   }
 
-  private becomeLeader(): void {
-    const p1 = this.p1!;
-    this.p1 = null;
-    this.role = 'leader';
+  private becomeLeader(p1: Phase1): void {
+    this.state = { role: 'leader' };
     this.leader = this.sid;
     this.leaderBallot = this.ballot;
     this.leaderSeenAt = this.now;
@@ -1019,8 +1043,7 @@ export class Replica {
   /** Give up leading or campaigning; `leader` is who we now believe leads. */
   private stepDown(leader: number | null): void {
     if (this.role !== 'follower') this.stats.stepDowns++;
-    this.role = 'follower';
-    this.p1 = null;
+    this.state = { role: 'follower' };
     this.handoff = null;
     this.inflight.clear();
     this.newAccepts = [];
@@ -1426,8 +1449,8 @@ export class Replica {
   // ======================= leader =======================
 
   private onPromise(from: number, m: Extract<Msg, { t: 'promise' }>): void {
-    const p1 = this.p1;
-    if (this.role !== 'candidate' || !p1 || m.ballot !== p1.ballot) return;
+    if (this.state.role !== 'candidate' || m.ballot !== this.state.p1.ballot) return;
+    const p1 = this.state.p1;
     if (m.base >= p1.from) {
       // That acceptor compacted slots we have not learned: catch up first.
       if (m.base > this.knownChosen) {
@@ -1470,7 +1493,7 @@ export class Replica {
     // Our own promise must be among them: it reaches us only after it is durable
     // (Outbound.sync), so a power loss cannot make us forget this ballot and
     // campaign with it again, proposing a second value per slot at one ballot.
-    if (p1.complete.size >= this.quorum && p1.complete.has(this.sid)) this.becomeLeader();
+    if (p1.complete.size >= this.quorum && p1.complete.has(this.sid)) this.becomeLeader(p1);
   }
 
   private onAccepted(from: number, m: Extract<Msg, { t: 'accepted' }>): void {

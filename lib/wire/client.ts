@@ -55,8 +55,8 @@ export const TOKEN_BYTES = 16;
  * OP_BYTES_MAX leaves in a datagram, or a request the client library sends
  * could be dropped as oversized.
  */
-const REQUEST_FIELDS_BYTES_MAX = 1 + 1 + 9 + 9 + 3 + 1 + TOKEN_BYTES;
-if (HEADER_BYTES + TAG_BYTES + REQUEST_FIELDS_BYTES_MAX > CLIENT_REQUEST_HEADROOM_BYTES)
+const REQUEST_FIELDS_BYTES = 1 + 1 + 9 + 9 + 3 + 1 + TOKEN_BYTES;
+if (HEADER_BYTES + TAG_BYTES + REQUEST_FIELDS_BYTES > CLIENT_REQUEST_HEADROOM_BYTES)
   throw new Error('lib/wire/client.ts: a request does not fit CLIENT_REQUEST_HEADROOM_BYTES');
 
 /**
