@@ -209,6 +209,8 @@ interface Pending {
   sentAt: number;
   deadline: number;
   backoffMs: number;
+  /** The leader answered busy: retry it after the base interval (it is alive, only full). */
+  busy?: boolean;
   attempts: number;
   redirects: number;
   /** Validate replies answered at once (bounded: a token that keeps failing waits for the timer). */
@@ -550,6 +552,7 @@ export class PaxosClient {
   private transmit(p: Pending): void {
     p.attempts++;
     p.sentAt = this.timers.now();
+    p.busy = false;
     if (p.attempts > 1) this.stats.retries++;
     this.stats.sent++;
     p.sentTo.set(p.target, (p.sentTo.get(p.target) ?? 0) + 1);
@@ -628,7 +631,12 @@ export class PaxosClient {
         );
         continue;
       }
-      if (now - p.sentAt >= p.backoffMs) {
+      if (p.busy && now - p.sentAt >= this.opts.retryMs) {
+        // Busy is an answer: the same server, not backed off. Treating it as
+        // silence sent the request round the followers at a growing interval and
+        // starved it behind clients that ask again at once (simulator seed 187).
+        this.transmit(p);
+      } else if (!p.busy && now - p.sentAt >= p.backoffMs) {
         // No answer: that server may be down. Try the next one in fallback order.
         p.target = (p.target + 1) % this.servers.length;
         // Capped low: during a failover the next server may be the new leader already.
@@ -777,6 +785,7 @@ export class PaxosClient {
         if (r.code === 'busy') {
           this.noteSaid(p, idx, 'busy');
           p.sentAt = this.timers.now();
+          p.busy = true;
           return;
         }
         this.pending.delete(key);

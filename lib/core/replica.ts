@@ -919,11 +919,13 @@ export class Replica {
     if (this.inflight.size > 0 || this.queue.length > 0) return;
     if (this.now - h.sentAt < this.o.retransmitTicks) return;
     h.sentAt = this.now;
+    // Every copy carries the hand-off's start: the target can tell from our
+    // heartbeats when we gave it up (an election timeout later).
     this.send(h.to, {
       t: 'handoff',
       ballot: this.ballot,
       chosen: this.chosenThrough,
-      tick: this.now,
+      tick: h.startedAt,
     });
   }
 
@@ -938,7 +940,12 @@ export class Replica {
     if (this.role !== 'follower' || !this.voter) return;
     if (ballotSid(m.ballot) !== from || m.ballot !== this.leaderBallot || this.leader !== from)
       return;
-    if (m.ballot < this.promised || m.tick + this.o.electionTicks < this.leaderTick) return;
+    if (m.ballot < this.promised) return;
+    // Only while the hand-off is live at the leader, as far as its newest fresh
+    // heartbeat (one that echoes ours of this process life) tells: after a restart,
+    // or when an accept alone made us follow it (leaderTick -1), an old copy could
+    // depose a leader that gave the hand-off up and led on.
+    if (this.leaderTick < 0 || this.leaderTick > m.tick + this.o.electionTicks) return;
     if (this.chosenThrough < m.chosen) return;
     this.eventsOut.push(`sid ${this.sid}: leader ${from} handed off; campaigning`);
     this.startPhase1(true);
@@ -1089,7 +1096,8 @@ export class Replica {
     this.leaderSeenAt = this.now;
   }
 
-  private broadcastHeartbeat(): void {
+  /** A heartbeat to every peer, or to `only` (an answer to a peer's new life, see onHeartbeat). */
+  private broadcastHeartbeat(only?: number): void {
     const leading = this.role === 'leader';
     const promised = leading ? this.ballot : this.promised;
     const next = leading ? this.nextSlot : 0;
@@ -1098,7 +1106,7 @@ export class Replica {
     const leader = this.role === 'follower' && this.hearsLiveLeader(-1) ? this.leader! + 1 : 0;
     const { hashSlot, hash } = this.stateCheck.ours();
     for (const s of this.sids) {
-      if (s === this.sid) continue;
+      if (s === this.sid || (only !== undefined && s !== only)) continue;
       // Each peer gets the echo of its own newest heartbeat (a leader's echo is
       // what lets its followers judge it alive). One literal per peer: spreading
       // a shared one costs more than the rest of the heartbeat.
@@ -1121,7 +1129,7 @@ export class Replica {
         echoTick: e?.tick,
       });
     }
-    if (!this.voter) this.requestRejoin();
+    if (!this.voter && only === undefined) this.requestRejoin();
   }
 
   private onHeartbeat(from: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
@@ -1141,7 +1149,7 @@ export class Replica {
       this.peers.set(from, p);
     }
     p.chosen = m.chosen;
-    noteEcho(p, m);
+    const switched = noteEcho(p, m);
     const fresh = this.isFresh(p, m);
     if (fresh) {
       p.freshEcho = m.echoTick!;
@@ -1169,6 +1177,11 @@ export class Replica {
     // heartbeat, delayed, must not make this node distrust itself).
     const fromLeader = m.leading && this.role !== 'leader' && m.promised >= this.promised;
     this.noteDivergence(this.stateCheck.heard(from, fromLeader, m.hashSlot, m.hash, this.applied));
+    // Our echo for this peer now names another of its lives. A re-delivered
+    // heartbeat of a dead life can do that at any time, just before our periodic
+    // heartbeat, so echo the news at once: the live life's heartbeat is always
+    // answered by an echo of itself (a heartbeat response, as in Raft).
+    if (switched) this.broadcastHeartbeat(from);
   }
 
   /**
@@ -2087,14 +2100,16 @@ export type { CmdResult };
  * copy from a life already seen is no news, so replaying one old heartbeat cannot
  * keep our echoes pointing at a dead life (which would make the peer doubt us).
  */
-function noteEcho(p: PeerInfo, m: Extract<Msg, { t: 'heartbeat' }>): void {
-  if (m.life === undefined) return;
+function noteEcho(p: PeerInfo, m: Extract<Msg, { t: 'heartbeat' }>): boolean {
+  if (m.life === undefined) return false;
   const max = p.lives.get(m.life);
-  if (max !== undefined && m.tick <= max) return;
+  if (max !== undefined && m.tick <= max) return false;
   p.lives.set(m.life, m.tick);
   if (p.lives.size > ECHO_LIVES_MAX) p.lives.delete(p.lives.keys().next().value!);
+  const switched = p.echo?.life !== m.life;
   if (p.echo) {
     p.echo.life = m.life;
     p.echo.tick = m.tick;
   } else p.echo = { life: m.life, tick: m.tick };
+  return switched;
 }

@@ -30,7 +30,8 @@ export type Msg =
   /**
    * Leadership transfer: the leader of `ballot` asks the receiver to campaign at
    * once; it has stopped proposing and everything it chose is <= chosen. tick: the
-   * leader's tick when it asked (an old copy is not acted on).
+   * leader's tick when the hand-off started (it gives up an election timeout
+   * later; an old copy is not acted on).
    */
   | { t: 'handoff'; ballot: number; chosen: number; tick: number }
   /**
