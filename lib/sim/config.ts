@@ -221,6 +221,8 @@ export function runPrng(seed: number): Prng {
  * Swarm testing (Groce et al.): each seed switches each fault kind on or off and
  * draws its own small limits, so that no one fault drowns the others and every
  * window, chunk and interval edge is reached in a few slots in some seeds.
+ * Longer than 100 lines on purpose: read top to bottom it is the order of the
+ * draws, which is each seed's stream; split up, that order would be hidden.
  */
 export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConfig {
   const n = pin(o.nodes, p.pick(NODE_COUNTS));
