@@ -221,12 +221,6 @@ export interface SimRunOptions extends SimOverrides {
   fork?: { step: number; salt: number };
 }
 
-/** Message codes come from the wire schema (one source of truth). */
-const MSG_CODE = Object.fromEntries(Object.entries(SCHEMA).map(([t, v]) => [t, v.code])) as Record<
-  Msg['t'],
-  number
->;
-
 /** The main number of a message (ballot, slot...), for the run hash. */
 function msgNumber(m: Msg): number {
   switch (m.t) {
@@ -2425,7 +2419,7 @@ export class Simulation {
     if (pl.k === 'peer') {
       this.mix(p.from);
       this.mix(p.to);
-      this.mix(MSG_CODE[pl.msg.t]);
+      this.mix(SCHEMA[pl.msg.t].code); // message codes from the wire schema
       this.mix(msgNumber(pl.msg));
       if (this.tracing) this.trace(`${p.from} -> ${p.to} ${describeMsg(pl.msg)}`);
       if (p.from === this.dlx.x && pl.msg.t === 'heartbeat') this.seenDeadLeader(p.to, pl.msg);
@@ -2618,7 +2612,7 @@ export class Simulation {
     for (const m of msgs) {
       if (!n.up) return;
       if (this.tracing) this.trace(`${n.sid} -> self ${describeMsg(m)}`);
-      this.mix(MSG_CODE[m.t]);
+      this.mix(SCHEMA[m.t].code);
       n.replica!.step(n.sid, m);
       this.checkFine(n);
     }
