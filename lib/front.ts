@@ -2,6 +2,7 @@ import type { Replica } from './core/replica';
 import type { AppliedEntry, CmdResult } from './core/types';
 import {
   admissionError,
+  keyError,
   encodeLimits,
   isOpError,
   LIMITS_CID,
@@ -69,7 +70,11 @@ export class ClientFront<T> {
   request(to: T, cid: number, seq: number, op: Uint8Array, now: number): FrontReply | null {
     const parsed = parseCommand(op);
     if (isOpError(parsed)) return { t: 'error', cid, seq, ...parsed };
-    if (parsed.kind === 'get') return this.read(to, cid, seq, parsed.key, now);
+    if (parsed.kind === 'get') {
+      const noKey = keyError(parsed);
+      if (noKey) return { t: 'error', cid, seq, ...noKey };
+      return this.read(to, cid, seq, parsed.key, now);
+    }
     if (parsed.kind === 'limits')
       return { t: 'error', cid, seq, code: 'bad_op', message: 'limits is not a client operation' };
     const refusal = this.admit(cid, seq, parsed);

@@ -175,6 +175,15 @@ t.test('paxos-client and paxos-logcmp against a running cluster', async (t) => {
     r = await cli(['--timeout', '1000', 'put', 'huge', 'h'.repeat(70_000)], undefined, 10_000);
     t.equal(r.code, 1, 'a value over 64 KiB is refused at once with a clear error', show(r));
     t.match(r.stderr, /too_large: .*limit/, 'naming the limit');
+    // An empty key names nothing: refused by the leader, writes and reads alike.
+    for (const args of [
+      ['put', '', 'v'],
+      ['get', ''],
+    ]) {
+      r = await cli(args);
+      t.equal(r.code, 1, `${args[0]} of the empty key is refused: exit 1`, show(r));
+      t.match(r.stderr, /bad_op: the key is empty/, 'the error says why');
+    }
   });
 
   t.test('paxos-logcmp', async (t) => {

@@ -221,6 +221,17 @@ t.test('operations: size limit named in the error; malformed ops refused', async
   t.match(decodeOp(Buffer.from([0xa1, 0x61, 0x61, 0x01]), 32768), { code: 'bad_op' }, 'a map');
   t.match(decodeOp(new Encoder().encode(['put', 'k', 5]), 32768), { code: 'bad_op' }, 'number');
   t.match(decodeOp(new Encoder().encode(['drop', 'k']), 32768), { code: 'bad_op' }, 'unknown op');
+  for (const op of [
+    { kind: 'put', key: '', value: 'v' },
+    { kind: 'del', key: '' },
+    { kind: 'cas', key: '', expected: null, value: 'v' },
+    { kind: 'get', key: '' },
+  ] as const)
+    t.match(
+      decodeOp(encodeOp(op), 32768),
+      { code: 'bad_op', message: /key is empty/ },
+      `${op.kind} of the empty key`,
+    );
   t.match(decodeOp(encodeOp({ kind: 'get', key: 'k'.repeat(2000) }), 32768), {
     code: 'too_large',
     message: /key/,

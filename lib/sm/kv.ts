@@ -206,6 +206,8 @@ export function parseCommand(bytes: Uint8Array): KvOp | SysOp | OpError {
  * apply whatever was decided). Returns the reason for a refusal, or null.
  */
 export function admissionError(op: KvOp, valueBytesMax: number): OpError | null {
+  const noKey = keyError(op);
+  if (noKey) return noKey;
   const tooBig = (v: string | null): boolean => v !== null && Buffer.byteLength(v) > valueBytesMax;
   if (
     ((op.kind === 'put' || op.kind === 'cas') && tooBig(op.value)) ||
@@ -213,6 +215,15 @@ export function admissionError(op: KvOp, valueBytesMax: number): OpError | null 
   )
     return OpErrors.tooLarge(`value exceeds the limit of ${valueBytesMax} bytes`);
   return null;
+}
+
+/**
+ * An empty key names nothing (etcd refuses it too: "key is not provided").
+ * Checked at admission only, like every refusal: a log written before this
+ * rule still applies.
+ */
+export function keyError(op: KvOp): OpError | null {
+  return op.key === '' ? OpErrors.badOp('the key is empty') : null;
 }
 
 /** Decode a client's key-value operation and check it against `valueBytesMax`. */
