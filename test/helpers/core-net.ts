@@ -23,6 +23,29 @@ export const CORE_OPTS = {
 export type CoreOpts = typeof CORE_OPTS & { keepSlots?: number };
 
 /**
+ * A replica of a test cluster. `life` counts the replicas built so far: each
+ * restart gets its own PRNG stream (a new process life), the same in every
+ * harness, so one seed means one run.
+ */
+export function makeReplica(
+  sid: number,
+  sids: number[],
+  seed: number,
+  life: number,
+  opts: CoreOpts,
+  trace?: (line: string) => void,
+): Replica {
+  return new Replica({
+    sid,
+    sids,
+    prng: new Prng(seed * 1000 + sid + 1 + 97 * life),
+    sm: new LogMachine(),
+    ...(trace ? { trace } : {}),
+    ...opts,
+  });
+}
+
+/**
  * A minimal deterministic state machine: it keeps every applied command, so its
  * snapshot grows with the log (snapshot transfer has something to carry) and
  * tests do not depend on the key-value store's session rules.
@@ -133,13 +156,7 @@ export class CoreNet {
   }
 
   private make(sid: number): Replica {
-    return new Replica({
-      sid,
-      sids: this.sids,
-      prng: new Prng(this.seed * 1000 + sid + 1 + 97 * this.built++),
-      sm: new LogMachine(),
-      ...this.opts,
-    });
+    return makeReplica(sid, this.sids, this.seed, this.built++, this.opts);
   }
 
   node(sid: number): Replica {

@@ -18,10 +18,9 @@
 // unsynced; messages to self are stepped back at once (after the sync, if they
 // wait for one) and the node's ready() is drained again.
 import { formatBallot } from '../../lib/core/ballot';
-import { Prng } from '../../lib/core/prng';
 import { Replica } from '../../lib/core/replica';
 import type { Cmd, DurableRecord, Msg, Outbound, PromiseEntry, Value } from '../../lib/core/types';
-import { CORE_OPTS, LogMachine } from './core-net';
+import { CORE_OPTS, makeReplica } from './core-net';
 
 // ======================= datadriven parser =======================
 
@@ -339,18 +338,10 @@ export class TranscriptEnv {
   }
 
   private build(sid: number): Replica {
-    return new Replica({
-      sid,
-      sids: this.sids,
-      // Each restart gets its own stream (a new process life), as in core-net.
-      prng: new Prng(this.seed * 1000 + sid + 1 + 97 * this.built++),
-      sm: new LogMachine(),
-      // Trace lines say why a node changed role; 'leader ballot' repeats an event.
-      trace: (l) => {
-        const line = l.replace(/^t=\d+ sid=\d+ /, '');
-        if (!line.startsWith('leader ballot')) this.print(`${sid}: ${line}`);
-      },
-      ...TRANSCRIPT_OPTS,
+    // Trace lines say why a node changed role; 'leader ballot' repeats an event.
+    return makeReplica(sid, this.sids, this.seed, this.built++, TRANSCRIPT_OPTS, (l) => {
+      const line = l.replace(/^t=\d+ sid=\d+ /, '');
+      if (!line.startsWith('leader ballot')) this.print(`${sid}: ${line}`);
     });
   }
 
