@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import createDebug from 'debug';
 import type { CmdResult } from './core/types';
@@ -23,10 +23,12 @@ import {
   decodeReply,
   encodeRequest,
   type ClientReply,
+  type ClientRequest,
   type OpRequest,
+  type SnapshotReply,
   type TransferCode,
 } from './wire/client';
-import { OP_BYTES_MAX } from './limits';
+import { OP_BYTES_MAX, SNAPSHOT_SAVE_BYTES_MAX } from './limits';
 import { clusterTag, Kind, Keyring, NO_KEYS, open, seal } from './wire/envelope';
 
 const debug = createDebug('paxos:clientlib');
@@ -115,6 +117,43 @@ export interface TransferReport {
   sid: number;
   attempts: number;
   redirects: number;
+}
+
+/** What PaxosClient.snapshotSave brings back: a consistent snapshot of the cluster's state. */
+export interface SnapshotSaveResult {
+  /** The state machine's snapshot (lib/sm/kv.ts format). */
+  data: Buffer;
+  /** It holds every slot up to this one (at or above a read index taken when the save began). */
+  slot: number;
+  /** The rolling state hash after `slot` (null: the serving node's chain is unknown). */
+  hash: Buffer | null;
+  /** The node that served it (the leader when the save began). */
+  sid: number;
+  /** Request datagrams sent (begin, chunks, retransmissions). */
+  requests: number;
+}
+
+/** Options of PaxosClient.snapshotSave. */
+export interface SnapshotSaveOptions {
+  /** Refuse (code 'too_large') a snapshot larger than this. Default SNAPSHOT_SAVE_BYTES_MAX. */
+  maxBytes?: number;
+}
+
+/** Why a snapshot save failed. */
+export class SnapshotSaveError extends Error {
+  constructor(
+    /**
+     * no_answer: no server answered in time (`servers` says what each said);
+     * too_large: above maxBytes; expired: the serving node dropped the save
+     * (idle, or it restarted); corrupt: the bytes received do not match the
+     * digest the node announced; closed: the client was closed.
+     */
+    readonly code: 'no_answer' | 'too_large' | 'expired' | 'corrupt' | 'closed',
+    message: string,
+    readonly servers: ServerHeard[] = [],
+  ) {
+    super(message);
+  }
 }
 
 export interface ClientOptions {
@@ -298,8 +337,10 @@ export class PaxosClient {
   private readonly indexOf = new Map<number, number>();
   private readonly pending = new Map<string, Pending>();
   private readonly statusWaiters = new Map<number, (s: Record<string, unknown>) => void>();
-  /** Re-send a status request held back by a node's anti-amplification limit, by nonce. */
+  /** Re-send a status or snapshot request held back by a node's anti-amplification limit, by nonce. */
   private readonly statusResend = new Map<number, () => void>();
+  /** Snapshot saves in progress, by nonce: where their replies go (with the server index). */
+  private readonly snapshotWaiters = new Map<number, (r: SnapshotReply, idx?: number) => void>();
   /**
    * The address token each server (by index) gave us, sent with every request
    * to it until it answers with a new one: it lifts the server's limit on how
@@ -676,6 +717,8 @@ export class PaxosClient {
     }
     if (r.t === 'validate') return this.onValidate(r);
     if (r.t === 'transfer') return this.onTransferReply(r, idx);
+    if (r.t === 'snapinfo' || r.t === 'snapchunk' || r.t === 'snaperr')
+      return this.snapshotWaiters.get(r.nonce)?.(r, idx);
     // Request 0:0: a server refused a datagram before reading it (wrong key or
     // cluster id); the tools name it instead of waiting for a timeout.
     if (r.t === 'error' && r.cid === 0 && r.seq === 0) return this.noteRefusal(idx, r.code);
@@ -897,6 +940,167 @@ export class PaxosClient {
         this.transport.send(seal(Kind.ClientRequest, this.cluster, body, this.keys), s);
       };
       this.statusResend.set(nonce, send);
+      send();
+    });
+  }
+
+  /**
+   * Save a consistent snapshot of the cluster's state (paxos-client snapshot
+   * save): the leader passes a read-index barrier, so the snapshot holds every
+   * write acknowledged before this call, pins it, and serves it in chunks of
+   * SNAPSHOT_CHUNK_BYTES to this client only (after a token round trip unless
+   * authenticated by the client key); the bytes are checked against the
+   * SHA-256 the node announced. Sent to the leader hint first; followers
+   * redirect. Each step must get an answer within timeoutMs (a large snapshot
+   * may take longer in all). Rejects with SnapshotSaveError.
+   */
+  snapshotSave(o: SnapshotSaveOptions = {}): Promise<SnapshotSaveResult> {
+    const maxBytes = o.maxBytes ?? SNAPSHOT_SAVE_BYTES_MAX;
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new SnapshotSaveError('closed', 'client is closed'));
+      const nonce = 1 + (this.randomU32() >>> 1);
+      const started = this.timers.now();
+      let target = this.preferred;
+      let deadline = started + this.opts.timeoutMs;
+      let sentAt = started;
+      let backoffMs = this.opts.retryMs;
+      let busy = false;
+      let requests = 0;
+      let validations = 0;
+      let info: Extract<SnapshotReply, { t: 'snapinfo' }> | null = null;
+      const parts: Buffer[] = [];
+      let received = 0;
+      const sentTo = new Map<number, number>();
+      const said = new Map<number, Set<string>>();
+      const note = (idx: number, what: string): void => {
+        if (!said.has(idx)) said.set(idx, new Set());
+        said.get(idx)!.add(what);
+      };
+      const send = (): void => {
+        if (this.closed) return;
+        requests++;
+        sentAt = this.timers.now();
+        busy = false;
+        sentTo.set(target, (sentTo.get(target) ?? 0) + 1);
+        const token = this.tokens[target];
+        const req: ClientRequest = info
+          ? { t: 'chunk', nonce, id: info.id, offset: received, token }
+          : { t: 'snapshot', nonce, token };
+        const dg = seal(Kind.ClientRequest, this.cluster, encodeRequest(req), this.keys);
+        this.transport.send(dg, this.servers[target]);
+      };
+      const timer = this.timers.setInterval(
+        () => {
+          const now = this.timers.now();
+          if (this.closed) return finish(new SnapshotSaveError('closed', 'client closed'));
+          if (now >= deadline) {
+            const heard = [...sentTo.keys()].sort().map((idx) => ({
+              ...this.heardFrom(idx, started),
+              sent: sentTo.get(idx)!,
+              said: [...(said.get(idx) ?? []), ...this.refusedSince(idx, started)],
+            }));
+            const step = info ? `chunk at offset ${received} of ${info.bytes}` : 'snapshot save';
+            return finish(
+              new SnapshotSaveError(
+                'no_answer',
+                `${step}: no answer within ${this.opts.timeoutMs} ms: ${describeHeard(heard, this.servers.length)}`,
+                heard,
+              ),
+            );
+          }
+          if (busy ? now - sentAt >= this.opts.retryMs : now - sentAt >= backoffMs) {
+            // Silence before a snapshot is pinned: try the next server; after,
+            // only the node that pinned it has it.
+            if (!busy && !info) target = (target + 1) % this.servers.length;
+            if (!busy) backoffMs = Math.min(backoffMs * 2, this.opts.retryMs * 4);
+            send();
+          }
+        },
+        Math.max(1, Math.min(5, this.opts.retryMs)),
+      );
+      const finish = (err: SnapshotSaveError | null, r?: SnapshotSaveResult): void => {
+        this.timers.clearInterval(timer);
+        this.snapshotWaiters.delete(nonce);
+        this.statusResend.delete(nonce);
+        if (err) reject(err);
+        else resolve(r!);
+      };
+      // A validate reply (a token): send the same request again at once (bounded).
+      this.statusResend.set(nonce, () => {
+        if (validations++ < 4) send();
+      });
+      this.snapshotWaiters.set(nonce, (r, from) => {
+        const idx = from ?? target;
+        if (r.t === 'snaperr') {
+          note(idx, r.code);
+          if (r.code === 'expired')
+            return finish(
+              new SnapshotSaveError(
+                'expired',
+                `sid ${this.servers[idx].sid}: ${r.message}; run the save again`,
+              ),
+            );
+          if (r.code === 'busy' || info) {
+            busy = true;
+            sentAt = this.timers.now();
+            return;
+          }
+          const leader = r.leader >= 0 ? this.indexOf.get(r.leader) : undefined;
+          if (leader !== undefined && leader !== target) {
+            target = this.preferred = leader;
+            return send();
+          }
+          sentAt = this.timers.now(); // no leader known yet: the timer goes on
+          return;
+        }
+        if (r.t === 'snapinfo') {
+          if (info || idx !== target) return; // a late copy
+          deadline = this.timers.now() + this.opts.timeoutMs;
+          validations = 0;
+          info = r;
+          this.preferred = target;
+          if (r.bytes > maxBytes) {
+            // Unpin it at once (one datagram; the node forgets it when idle anyway).
+            received = r.bytes;
+            send();
+            return finish(
+              new SnapshotSaveError(
+                'too_large',
+                `the snapshot at slot ${r.slot} is ${r.bytes} bytes, above the limit of ${maxBytes} bytes`,
+              ),
+            );
+          }
+          return send();
+        }
+        // A chunk: only the one asked for counts (copies and late ones are ignored).
+        if (!info || r.id !== info.id || r.offset !== received || received >= info.bytes) return;
+        if (r.data.length === 0 || received + r.data.length > info.bytes)
+          return finish(
+            new SnapshotSaveError('corrupt', `chunk at offset ${received}: ${r.data.length} bytes`),
+          );
+        parts.push(r.data);
+        received += r.data.length;
+        deadline = this.timers.now() + this.opts.timeoutMs;
+        backoffMs = this.opts.retryMs;
+        validations = 0;
+        send(); // the next chunk, or (all received) the goodbye that unpins it
+        if (received < info.bytes) return;
+        const data = Buffer.concat(parts);
+        if (!createHash('sha256').update(data).digest().equals(info.digest))
+          return finish(
+            new SnapshotSaveError(
+              'corrupt',
+              `the ${data.length} bytes received do not match the node's SHA-256 of its snapshot`,
+            ),
+          );
+        finish(null, {
+          data,
+          slot: info.slot,
+          hash: info.hash,
+          sid: this.servers[target].sid,
+          requests,
+        });
+      });
       send();
     });
   }

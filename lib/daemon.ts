@@ -14,9 +14,11 @@ import { OrderLog } from './io/orderlog';
 import { StorageError } from './io/recordlog';
 import { DurableStore, type OpenedStore } from './io/storage';
 import { NodeMetrics, serveMetrics } from './metrics';
+import { BackupServer } from './backup';
 import { ClientFront } from './front';
 import { DROP_LOG_KEYS_MAX, RATE_LIMITED_SOURCES_MAX } from './limits';
 import { KvStateMachine } from './sm/kv';
+import { hex } from './sm/statehash';
 import {
   AddressTokens,
   AMPLIFICATION_FACTOR,
@@ -269,6 +271,8 @@ export class PaxosNode {
   private limitsNoted = false;
   /** The transfer-leader request being served (one at a time). */
   private transferRunning: { nonce: number; to: number } | null = null;
+  /** Snapshot saves being served (paxos-client snapshot save): pinned snapshots. */
+  private readonly backups: BackupServer<ReplyTo>;
 
   private constructor(
     readonly opts: NodeOptions,
@@ -300,6 +304,24 @@ export class PaxosNode {
       sm: this.sm,
       localLimits: cfg.limits,
     });
+    this.backups = new BackupServer<ReplyTo>({
+      barrier: (ready) => {
+        const r = this.front.barrier(ready, this.clock);
+        this.scheduleFlush();
+        return r;
+      },
+      capture: () => {
+        const d = this.sm.digest();
+        const slot = this.replica.applied;
+        // The state hash follows every applied slot (a snapshot restores both).
+        if (d && d.slot !== slot) throw new Error(`state hash at ${d.slot}, applied ${slot}`);
+        return { slot, hash: d?.hash ?? null, data: this.sm.snapshot() };
+      },
+      send: (to, r) => this.reply(to, r),
+      nowMs: () => Date.now(),
+      randomId: () => randomBytes(4).readUInt32LE(0),
+      log: (line) => this.log(`sid ${this.opts.sid}: ${line}`),
+    });
     const buffers = { recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES };
     this.peerSock = dgram.createSocket({ type: 'udp4', ...buffers });
     this.clientSock = dgram.createSocket({ type: 'udp4', ...buffers });
@@ -319,7 +341,7 @@ export class PaxosNode {
     let node: PaxosNode;
     let opened: OpenedStore;
     try {
-      opened = DurableStore.open(dataDir, sync);
+      opened = DurableStore.open(dataDir, sync, undefined, cfg.clusterId);
       let orderLog: OrderLog;
       try {
         orderLog = new OrderLog(OrderLog.fileFor(opts.logDir ?? cfg.logDir, opts.sid));
@@ -575,7 +597,10 @@ export class PaxosNode {
     if (this.stopped) return;
     this.clock++;
     this.replica.tick();
-    if (this.clock % EXPIRE_WAITERS_EVERY_TICKS === 0) this.expireWaiters();
+    if (this.clock % EXPIRE_WAITERS_EVERY_TICKS === 0) {
+      this.expireWaiters();
+      this.backups.sweep(Date.now());
+    }
     this.scheduleFlush();
   }
 
@@ -637,6 +662,7 @@ export class PaxosNode {
   /** What a status request is answered: this node's status and counters, as scalars. */
   private statusRow(): Record<string, string | number | boolean | null> {
     const s = this.status();
+    const digest = this.sm.digest();
     return {
       sid: s.sid,
       role: s.role,
@@ -661,6 +687,9 @@ export class PaxosNode {
       tokensRefused: this.counters.tokensRefused,
       diverged: s.diverged,
       divergedPeers: s.divergedPeers,
+      // The rolling state hash after slot hashSlot (the last applied; null: unknown).
+      hashSlot: digest?.slot ?? null,
+      hash: digest ? hex(digest.hash) : null,
       // The same list under its first name (it lists any peer, not only
       // followers): kept so that `status --json` consumers keep working.
       followersDiverged: s.divergedPeers,
@@ -699,6 +728,16 @@ export class PaxosNode {
     // leader, from a majority's) answers no client: better unavailable than wrong.
     if (this.replica.stateCheck.self)
       return this.drop('client_diverged', `${rinfo.address}:${rinfo.port}`);
+    if (req.t === 'snapshot' || req.t === 'chunk') {
+      // A snapshot save pins memory and sends large chunks: only to an address
+      // that proved it receives our datagrams (QUIC's Retry): a forged source
+      // gets the small validate reply and pins nothing.
+      if (!validated) return this.holdBack(to, [], req.nonce);
+      const from = `${rinfo.address}:${rinfo.port}`;
+      if (req.t === 'snapshot') this.backups.begin(to, from, req.nonce);
+      else this.backups.chunk(to, req.nonce, req.id, req.offset);
+      return;
+    }
     if (req.t === 'ops') {
       // A batch costs the sender one token per operation.
       if (!this.charge(rinfo, req.ops.length - 1))
@@ -885,6 +924,9 @@ export class PaxosNode {
     }
     switch (r.t) {
       case 'status':
+      case 'snapinfo': // (a snapshot save is served to validated addresses only)
+      case 'snapchunk':
+      case 'snaperr':
         return this.holdBack(to, [], r.nonce);
       case 'results':
         return this.holdBack(to, r.results, null);

@@ -54,10 +54,11 @@ const WAITERS_PER_REQUEST = 4;
 export class ClientFront<T> {
   /** Requests in the log's queue, by cid:seq: who waits for the applied result. */
   private readonly waiters = new Map<string, { to: T; at: number }[]>();
-  /** Reads waiting for the read index, by read id. */
+  /** Reads (and barriers) waiting for the read index, by read id. */
   private readonly readWaiters = new Map<
     number,
-    { to: T; cid: number; seq: number; key: string; at: number }
+    | { to: T; cid: number; seq: number; key: string; at: number }
+    | { barrier: () => void; at: number }
   >();
   private readSeq = 0;
   private readonly waitersPerRequest: number;
@@ -109,6 +110,30 @@ export class ClientFront<T> {
         return { t: 'redirect', cid, seq, leader: r.leader ?? -1 };
       default:
         return { t: 'error', cid, seq, code: 'busy', message: 'too many reads pending' };
+    }
+  }
+
+  /**
+   * A read-index barrier (a snapshot save): `ready` runs, from answers(), once
+   * this leader confirmed it still leads and applied every slot it had proposed
+   * when asked, so the state machine then holds every write acknowledged before
+   * this call, as a linearizable read would see it. Null when queued, else the
+   * redirect or busy answer (the caller turns it into its own reply).
+   */
+  barrier(
+    ready: () => void,
+    now: number,
+  ): null | { t: 'redirect'; leader: number } | { t: 'busy' } {
+    const id = ++this.readSeq;
+    const r = this.o.replica.submitRead(id);
+    switch (r.kind) {
+      case 'queued':
+        this.readWaiters.set(id, { barrier: ready, at: now });
+        return null;
+      case 'redirect':
+        return { t: 'redirect', leader: r.leader ?? -1 };
+      default:
+        return { t: 'busy' };
     }
   }
 
@@ -179,6 +204,10 @@ export class ClientFront<T> {
       const w = this.readWaiters.get(id);
       if (!w) continue;
       this.readWaiters.delete(id);
+      if ('barrier' in w) {
+        w.barrier();
+        continue;
+      }
       const value = this.o.sm.data.get(w.key) ?? null;
       out(w.to, { cid: w.cid, seq: w.seq, result: { ok: true, value }, read: true });
     }

@@ -95,6 +95,18 @@ export const PEER_CBOR_DEPTH_MAX = 8;
 /** Older snapshots a replica keeps for peers still fetching them (memory bound). */
 export const SNAPSHOTS_PINNED_MAX = 2;
 
+/**
+ * Snapshot saves (paxos-client snapshot save) a node serves at once: each pins
+ * one copy of the state machine's snapshot in memory until done or idle.
+ */
+export const BACKUPS_PINNED_MAX = 2;
+
+/**
+ * Largest snapshot the client library saves by default (a save holds it in
+ * memory, then writes it); above it the save stops with 'too_large'.
+ */
+export const SNAPSHOT_SAVE_BYTES_MAX = 1024 * 1024 * 1024;
+
 /** Lives of a peer remembered for heartbeat echoes: a re-delivered copy from one of them is no news. */
 export const ECHO_LIVES_MAX = 4;
 

@@ -227,7 +227,7 @@ export class ClientProxy {
     const opened = open(buf, Kind.ClientRequest, clusterTag(this.c.opts.name), this.keys);
     if ('error' in opened) return [];
     const req = decodeRequest(opened.body);
-    if ('error' in req || req.t === 'status' || req.t === 'transfer') return [];
+    if ('error' in req || (req.t !== 'op' && req.t !== 'ops')) return [];
     const list = req.t === 'op' ? [req] : req.ops;
     return list.map((o) => {
       const op = decodeOp(o.op, 1 << 20);

@@ -1,9 +1,11 @@
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
+import { encodeBackupFile, writeBackupFile } from '../backup';
 import {
   describeHeard,
   PaxosClient,
   PaxosClientError,
+  SnapshotSaveError,
   type OpResult,
   type OutcomeReport,
   type ServerHeard,
@@ -37,6 +39,11 @@ const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [
   transfer-leader SID    hand leadership to SID (etcd's move-leader): exit 0 once SID
                          leads; 1 refused (unknown_sid, not_voter, handoff_timeout:
                          SID did not take over in time, the leader leads on)
+  snapshot save FILE     write a consistent snapshot of the cluster (every write
+                         acknowledged before the save began, its slot and state
+                         hash) to FILE, atomically; --max-bytes N refuses a larger
+                         one (default 1 GiB). Restore it with paxosd restore.
+                         Exit 1 too large or FILE cannot be written, 3 no answer
   -                      read one command per line from stdin (also without a
                          command when stdin is not a terminal). A line takes the
                          same words and flags (cas --absent K V); quote values
@@ -468,6 +475,56 @@ async function outcome(client: PaxosClient, request: string, json: boolean): Pro
       : EXIT.unknown;
 }
 
+/** `snapshot save FILE`: 0 saved, 1 too large or FILE not written, 2 refused unread, 3 no answer. */
+async function snapshotSave(
+  client: PaxosClient,
+  cfg: ClientConfig,
+  file: string,
+  maxBytes: number | undefined,
+  json: boolean,
+): Promise<number> {
+  const fail = (code: number, msg: string, extra: object = {}): number => {
+    if (json)
+      process.stdout.write(JSON.stringify({ file, ok: false, error: msg, ...extra }) + '\n');
+    else process.stderr.write(`paxos-client: snapshot save: ${msg}\n`);
+    return code;
+  };
+  let saved;
+  try {
+    saved = await client.snapshotSave({ maxBytes });
+  } catch (e) {
+    if (!(e instanceof SnapshotSaveError)) throw e;
+    const refused = refusalMessage(client, cfg);
+    if (refused && client.stats.replies === 0 && e.code === 'no_answer')
+      return fail(EXIT.usage, `${refused} (${describeHeard(e.servers, cfg.servers.length)})`);
+    const code = e.code === 'no_answer' || e.code === 'expired' ? EXIT.unknown : EXIT.refused;
+    return fail(code, `${e.code}: ${e.message}; ${file} was not written`, { code: e.code });
+  }
+  try {
+    writeBackupFile(file, encodeBackupFile(saved, cfg.clusterId, Date.now()));
+  } catch (e) {
+    return fail(EXIT.refused, (e as Error).message);
+  }
+  const hash = saved.hash ? saved.hash.toString('hex') : null;
+  if (json)
+    process.stdout.write(
+      JSON.stringify({
+        file,
+        ok: true,
+        slot: saved.slot,
+        hash,
+        bytes: saved.data.length,
+        sid: saved.sid,
+        clusterId: cfg.clusterId,
+      }) + '\n',
+    );
+  else
+    process.stdout.write(
+      `saved snapshot at slot ${saved.slot} (${saved.data.length} bytes, state hash ${hash ?? 'unknown'}) from sid ${saved.sid} to ${file}\n`,
+    );
+  return EXIT.ok;
+}
+
 /** One stdin line: its words and flags (the same as on the command line). */
 function parseLine(line: string): { op: KvOp } | { error: string } | null {
   const words = splitLine(line.trim());
@@ -515,7 +572,7 @@ async function batch(client: PaxosClient, cfg: ClientConfig, json: boolean): Pro
 
 async function main(): Promise<number> {
   const argv = parseFlags(process.argv.slice(2), {
-    string: ['config', 'timeout', 'watch', 'value-file'],
+    string: ['config', 'timeout', 'watch', 'value-file', 'max-bytes'],
     boolean: ['json', 'help', 'absent', 'version'],
     alias: { h: 'help' },
     default: { config: process.env.PAXOS_CLIENT_CONFIG || 'conf/client.config.json' },
@@ -533,7 +590,16 @@ async function main(): Promise<number> {
     return EXIT.usage;
   }
   let op: KvOp | null = null;
-  const admin = ['status', 'health', 'outcome', 'transfer-leader'].includes(words[0]);
+  const admin = ['status', 'health', 'outcome', 'transfer-leader', 'snapshot'].includes(words[0]);
+  if (words[0] === 'snapshot' && (words[1] !== 'save' || !words[2] || words.length > 3)) {
+    process.stderr.write(`paxos-client: snapshot takes: save FILE\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  const maxBytes = argv['max-bytes'] === undefined ? undefined : Number(argv['max-bytes']);
+  if (maxBytes !== undefined && !(Number.isSafeInteger(maxBytes) && maxBytes > 0)) {
+    process.stderr.write(`paxos-client: --max-bytes takes a positive number of bytes\n`);
+    return EXIT.usage;
+  }
   if (words[0] === 'outcome' && !/^\d+:\d+$/.test(words[1] ?? '')) {
     process.stderr.write(`paxos-client: outcome takes a request id CID:SEQ\n${USAGE}\n`);
     return EXIT.usage;
@@ -564,7 +630,10 @@ async function main(): Promise<number> {
       return EXIT.usage;
     }
     op = parsed;
-  } else if (words.length > (words[0] === 'outcome' || words[0] === 'transfer-leader' ? 2 : 1)) {
+  } else if (
+    words[0] !== 'snapshot' &&
+    words.length > (words[0] === 'outcome' || words[0] === 'transfer-leader' ? 2 : 1)
+  ) {
     process.stderr.write(`paxos-client: unexpected argument ${words.at(-1)}\n${USAGE}\n`);
     return EXIT.usage;
   }
@@ -594,6 +663,8 @@ async function main(): Promise<number> {
     if (words[0] === 'outcome') return await outcome(client, words[1], argv.json);
     if (words[0] === 'transfer-leader')
       return await transferLeader(client, cfg, Number(words[1]), argv.json);
+    if (words[0] === 'snapshot')
+      return await snapshotSave(client, cfg, words[2], maxBytes, argv.json);
     if (op) return await runOne(client, cfg, op, argv.json);
     // The seed's "submit an operation" flow: one command per line.
     return await batch(client, cfg, argv.json);

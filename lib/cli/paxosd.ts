@@ -1,5 +1,7 @@
 import { ConfigError, loadNodeConfig, resolveSid } from '../io/config';
 import { StorageError } from '../io/recordlog';
+import { ClusterMismatchError } from '../io/storage';
+import { BackupError, restoreDataDir } from '../backup';
 import { DirLockError } from '../io/dirlock';
 import { formatLogLine, PaxosNode, type LogFormat } from '../daemon';
 import { handleCommonFlags, packageVersion, parseFlags } from './common';
@@ -10,6 +12,12 @@ const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data
               [--log-dir DIR] [--init] [--no-sync] [--metrics HOST:PORT]
               [--log-format text|json]
        paxosd keygen FILE      write a fresh cluster key file (mode 0600)
+       paxosd restore FILE --data-dir DIR [--cluster-id ID] [--no-sync]
+                               seed an empty data directory from a snapshot file
+                               (paxos-client snapshot save): the node starts at its
+                               slot, a voter of a NEW cluster (default id: the
+                               source's + "-r" + 8 hex digits of the file's checksum,
+                               the same for every node restored from one file)
        paxosd --help | --version
 
   --sid       this node's SID (else $PAXOS_SID, else the config's "sid")
@@ -27,7 +35,7 @@ exit codes: 0 stopped by signal (SIGTERM/SIGINT), 1 runtime/storage failure or
 
 async function main(): Promise<number> {
   const argv = parseFlags(process.argv.slice(2), {
-    string: ['config', 'data-dir', 'log-dir', 'sid', 'metrics', 'log-format'],
+    string: ['config', 'data-dir', 'log-dir', 'sid', 'metrics', 'log-format', 'cluster-id'],
     boolean: ['init', 'sync', 'help', 'version'],
     alias: { h: 'help' },
     default: { config: 'conf/paxos.config.json', sync: true },
@@ -35,6 +43,12 @@ async function main(): Promise<number> {
   const early = handleCommonFlags('paxosd', USAGE, argv);
   if (early !== null || typeof argv === 'string') return early ?? 2;
   if (argv._[0] === 'keygen') return keygen(argv._[1]);
+  if (argv._[0] === 'restore')
+    return restore(argv._.slice(1).map(String), argv['data-dir'], argv['cluster-id'], argv.sync);
+  if (argv['cluster-id'] !== undefined) {
+    process.stderr.write(`paxosd: --cluster-id goes with restore\n${USAGE}\n`);
+    return 2;
+  }
   if (argv._.length > 0) {
     process.stderr.write(`paxosd: unexpected argument ${argv._[0]}\n${USAGE}\n`);
     return 2;
@@ -50,9 +64,10 @@ async function main(): Promise<number> {
     return 2;
   }
   let node: PaxosNode;
+  let sid = -1;
   try {
     const config = loadNodeConfig(argv.config);
-    const sid = resolveSid(config, argv.sid, process.env);
+    sid = resolveSid(config, argv.sid, process.env);
     node = await PaxosNode.start({
       config,
       sid,
@@ -70,7 +85,7 @@ async function main(): Promise<number> {
       onFatal: () => setTimeout(() => process.exit(1), 50),
     });
   } catch (e) {
-    return startFailure(e);
+    return startFailure(e, sid, logFormat);
   }
   runUntilSignal(node, String(argv.config), logFormat);
   return -1;
@@ -97,10 +112,40 @@ function keygen(file: unknown): number {
   return 0;
 }
 
+/** `paxosd restore FILE --data-dir D`: 0 restored, 1 refused (corrupt file, non-empty dir, I/O), 2 usage. */
+function restore(
+  args: string[],
+  dataDir: string | undefined,
+  clusterId: string | undefined,
+  sync: boolean,
+): number {
+  if (args.length !== 1 || !dataDir) {
+    process.stderr.write(`paxosd restore: takes FILE and --data-dir DIR\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    const r = restoreDataDir(args[0], dataDir, { clusterId: clusterId || undefined, sync });
+    process.stdout.write(
+      `restored ${args[0]} into ${r.dataDir}: slot ${r.slot}, state hash ${r.hash ? r.hash.toString('hex') : 'unknown'}, ${r.bytes} bytes; cluster id "${r.clusterId}" (the backup came from "${r.sourceClusterId}"): set "clusterId": "${r.clusterId}" in this cluster's node and client configs, restore every node's data directory from the same file, then start the nodes\n`,
+    );
+    return 0;
+  } catch (e) {
+    if (!(e instanceof BackupError)) throw e;
+    process.stderr.write(`paxosd restore: ${e.message}\n`);
+    return e.code === 'bad_id' ? 2 : 1;
+  }
+}
+
 /** Say why the node could not start; its exit code (see USAGE). Rethrows what is unexpected. */
-function startFailure(e: unknown): number {
+function startFailure(e: unknown, sid: number, logFormat: LogFormat): number {
   if (e instanceof ConfigError) {
     process.stderr.write(`paxosd: bad config: ${e.message}\n`);
+    return 2;
+  }
+  if (e instanceof ClusterMismatchError) {
+    process.stderr.write(
+      formatLogLine(sid, 'ERROR', `sid ${sid}: ${e.message}`, new Date(), logFormat) + '\n',
+    );
     return 2;
   }
   if (e instanceof DirLockError) {

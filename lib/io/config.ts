@@ -333,7 +333,8 @@ const LIMITS_KEYS = [
 ] as const;
 const STORAGE_KEYS = ['sync', 'snapshotEverySlots', 'snapshotEveryBytes'] as const;
 
-const CLUSTER_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+/** A cluster id: in config files, and recorded in each data directory (lib/io/storage.ts). */
+export const CLUSTER_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
 function parseServers(v: Validator, raw: unknown): ServerAddr[] {
   const list = v.serverList('servers', raw);

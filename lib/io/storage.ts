@@ -79,6 +79,40 @@ export function decodeRecord(buf: Buffer, where: string): DurableRecord {
 
 const SNAP_RE = /^snap-(\d{16})\.bin$/;
 
+/**
+ * The file naming the cluster a data directory belongs to (its cluster id,
+ * written with writeFileChecked). Written at the first open that knows the id;
+ * a directory of an older build has none and opens as before, and gets one.
+ */
+export const CLUSTER_FILE = 'CLUSTER';
+
+/** A data directory recorded as another cluster's: the node must not use it. */
+export class ClusterMismatchError extends Error {
+  constructor(
+    readonly dir: string,
+    /** The id the directory records. */
+    readonly recorded: string,
+    /** The id the node was started with. */
+    readonly configured: string,
+  ) {
+    super(
+      `data directory ${dir} belongs to cluster "${recorded}" (its ${CLUSTER_FILE} file), not to cluster "${configured}" (the config's clusterId); refusing to start: use that cluster's config, or another data directory`,
+    );
+  }
+}
+
+/**
+ * Check, then (if absent) record, the cluster id `dir` belongs to. The check
+ * comes before anything in the directory is read or changed (opening the WAL
+ * may cut a torn tail): another cluster's directory is left as it was.
+ */
+function checkClusterId(dir: string, clusterId: string, fsys: Fsys): void {
+  const file = path.join(dir, CLUSTER_FILE);
+  if (!fsys.existsSync(file)) return;
+  const recorded = readFileChecked(file, fsys).toString('utf8');
+  if (recorded !== clusterId) throw new ClusterMismatchError(dir, recorded, clusterId);
+}
+
 function snapName(slot: number): string {
   return `snap-${String(slot).padStart(16, '0')}.bin`;
 }
@@ -112,9 +146,11 @@ export class DurableStore {
    * Open (creating it durably if missing) a data directory and read it back.
    * With `sync`, everything returned is durable when this returns (see
    * RecordLog.open), so nothing replayed from a killed run's page cache can be
-   * acknowledged before it is on disk.
+   * acknowledged before it is on disk. With `clusterId`, the directory must
+   * belong to that cluster (ClusterMismatchError) and is recorded as its.
    */
-  static open(dir: string, sync: boolean, fsys: Fsys = nodeFs): OpenedStore {
+  static open(dir: string, sync: boolean, fsys: Fsys = nodeFs, clusterId?: string): OpenedStore {
+    if (clusterId !== undefined) checkClusterId(dir, clusterId, fsys);
     // RecordLog.open creates the directory and syncs its entry in the parent.
     const { log, records: raw, tornBytes } = RecordLog.open(dir, { sync, fs: fsys });
     let snapshot: OpenedStore['snapshot'] = null;
@@ -128,6 +164,9 @@ export class DurableStore {
         removed = true;
       }
       if (removed && sync) fsyncDirectory(fsys, dir);
+      const idFile = path.join(dir, CLUSTER_FILE);
+      if (clusterId !== undefined && !fsys.existsSync(idFile))
+        writeFileChecked(idFile, Buffer.from(clusterId, 'utf8'), sync, fsys);
       const snaps = names.filter((f) => SNAP_RE.test(f)).sort();
       if (snaps.length > 0) {
         const file = snaps[snaps.length - 1];

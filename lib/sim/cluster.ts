@@ -2437,8 +2437,8 @@ export class Simulation {
     if ('error' in opened) fail('client wire', `node ${n.sid}: ${opened.error}`);
     const req = decodeRequest(opened.body);
     if ('error' in req) fail('client wire', `node ${n.sid}: ${req.error}`);
-    // The simulated clients send neither (hand-offs are a fault drawn by the run).
-    if (req.t === 'status' || req.t === 'transfer') return;
+    // The simulated clients send none of the others (hand-offs are a fault drawn by the run).
+    if (req.t !== 'op' && req.t !== 'ops') return;
     const to: SimReplyTo = { from, chosenBallot: this.oracle.maxChosenBallot };
     for (const o of req.t === 'op' ? [req] : req.ops) {
       const rep = n.front!.request(to, o.cid, o.seq, o.op, this.now);

@@ -1,7 +1,12 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Decoder, Encoder } from 'cbor-x';
 import type { CmdResult } from '../core/types';
-import { BATCH_OPS_MAX, CLIENT_CBOR_DEPTH_MAX, CLIENT_REQUEST_HEADROOM_BYTES } from '../limits';
+import {
+  BATCH_OPS_MAX,
+  CLIENT_CBOR_DEPTH_MAX,
+  CLIENT_REQUEST_HEADROOM_BYTES,
+  DATAGRAM_BYTES_MAX,
+} from '../limits';
 import { HEADER_BYTES, TAG_BYTES } from './envelope';
 import { scanCbor } from './scan';
 
@@ -13,6 +18,10 @@ import { scanCbor } from './scan';
  *            [3, [[cid, seq, opBytes], ...], token?] several operations (one datagram)
  *            [4, nonce, sid, pad, token?]           transfer leadership to sid (pad: see
  *                 TRANSFER_REQUEST_BYTES)
+ *            [5, nonce, token|null, pad]            snapshot save: pin a snapshot taken at or
+ *                 above a read index (padded as status: STATUS_REQUEST_BYTES)
+ *            [6, nonce, id, offset, token?]         snapshot save: the chunk of pinned
+ *                 snapshot `id` at `offset` (offset = its size: done, unpin it)
  *   reply    [1, cid, seq, ok, value, err]  result (value/err may be null)
  *            [2, cid, seq, leaderSid]       redirect (-1: leader unknown)
  *            [3, cid, seq, code, message]   error (busy, bad_op, too_large, ...)
@@ -23,6 +32,10 @@ import { scanCbor } from './scan';
  *                 with this token (nonce: a held-back status request)
  *            [7, nonce, code, leader, message]  transfer-leader answer (leader: who leads
  *                 as far as this node knows, -1 if unknown); never larger than its request
+ *            [8, nonce, id, slot, hash|null, bytes, digest]  snapshot pinned as `id`: its
+ *                 slot, state hash, size and SHA-256 (sent to a validated address only)
+ *            [9, nonce, id, offset, data]       a chunk of pinned snapshot `id`
+ *            [10, nonce, code, leader, message] snapshot save refused (SnapshotCode)
  * Anti-amplification (QUIC, RFC 9000 s.8): to an address that has not proved it
  * receives this node's datagrams (a valid token, or an authenticated request), a
  * node sends at most AMPLIFICATION_FACTOR times the bytes of the request datagram
@@ -104,11 +117,38 @@ const TRANSFER_CODES: ReadonlySet<string> = new Set<TransferCode>([
   'in_progress',
 ]);
 
+/**
+ * Bytes of snapshot data in one chunk reply: with its fields and the envelope
+ * well inside DATAGRAM_BYTES_MAX, and large enough that a save costs few round
+ * trips (a chunk reply goes only to a validated address: no amplification).
+ */
+export const SNAPSHOT_CHUNK_BYTES = 32 * 1024;
+if (SNAPSHOT_CHUNK_BYTES + CLIENT_REQUEST_HEADROOM_BYTES > DATAGRAM_BYTES_MAX)
+  throw new Error('lib/wire/client.ts: a snapshot chunk does not fit in a datagram');
+
+/** Bytes of a SHA-256 (a snapshot's digest and its state hash). */
+export const SNAPSHOT_DIGEST_BYTES = 32;
+
+/**
+ * Why a snapshot save request was refused. not_leader: ask `leader` (-1: none
+ * known, retry); busy: the node pins as many snapshots as it may, retry later;
+ * expired: no such pinned snapshot (idle too long, or the node restarted).
+ */
+export type SnapshotCode = 'not_leader' | 'busy' | 'expired';
+
+const SNAPSHOT_CODES: ReadonlySet<string> = new Set<SnapshotCode>([
+  'not_leader',
+  'busy',
+  'expired',
+]);
+
 export type ClientRequest =
   | ({ t: 'op' } & OpRequest & Token)
   | ({ t: 'ops'; ops: OpRequest[] } & Token)
   | ({ t: 'status'; nonce: number; pad?: boolean } & Token)
-  | ({ t: 'transfer'; nonce: number; to: number } & Token);
+  | ({ t: 'transfer'; nonce: number; to: number } & Token)
+  | ({ t: 'snapshot'; nonce: number } & Token)
+  | ({ t: 'chunk'; nonce: number; id: number; offset: number } & Token);
 
 /**
  * The codes of an error reply, each with what a client may conclude from it:
@@ -148,7 +188,21 @@ export type ClientReply =
   | { t: 'status'; nonce: number; status: Record<string, string | number | boolean | null> }
   | { t: 'results'; results: { cid: number; seq: number; result: CmdResult }[] }
   | { t: 'validate'; sid: number; token: Buffer; ops: RequestRef[]; nonce: number | null }
-  | { t: 'transfer'; nonce: number; code: TransferCode; leader: number; message: string };
+  | { t: 'transfer'; nonce: number; code: TransferCode; leader: number; message: string }
+  | {
+      t: 'snapinfo';
+      nonce: number;
+      id: number;
+      slot: number;
+      hash: Buffer | null;
+      bytes: number;
+      digest: Buffer;
+    }
+  | { t: 'snapchunk'; nonce: number; id: number; offset: number; data: Buffer }
+  | { t: 'snaperr'; nonce: number; code: SnapshotCode; leader: number; message: string };
+
+/** The reply types that answer a snapshot save's requests (matched by nonce). */
+export type SnapshotReply = Extract<ClientReply, { t: 'snapinfo' | 'snapchunk' | 'snaperr' }>;
 
 /**
  * Stateless address validation: a token is an HMAC, under a node's own random
@@ -214,6 +268,13 @@ export function encodeRequest(r: ClientRequest): Buffer {
       const fields = [4, r.nonce, r.to];
       return encoder.encode([...fields, padding(fields, TRANSFER_REQUEST_BYTES), ...tail]);
     }
+    case 'snapshot': {
+      // Padded as status: a refusal (wrong cluster, client key) must fit its room.
+      const fields = [5, r.nonce, r.token ?? null];
+      return encoder.encode([...fields, padding(fields, STATUS_REQUEST_BYTES)]);
+    }
+    case 'chunk':
+      return encoder.encode([6, r.nonce, r.id, r.offset, ...tail]);
   }
 }
 
@@ -269,6 +330,12 @@ export function encodeReply(r: ClientReply): Buffer {
       return encoder.encode([6, r.sid, r.token, r.ops.map((o) => [o.cid, o.seq]), r.nonce]);
     case 'transfer':
       return encoder.encode([7, r.nonce, r.code, r.leader, r.message]);
+    case 'snapinfo':
+      return encoder.encode([8, r.nonce, r.id, r.slot, r.hash, r.bytes, r.digest]);
+    case 'snapchunk':
+      return encoder.encode([9, r.nonce, r.id, r.offset, r.data]);
+    case 'snaperr':
+      return encoder.encode([10, r.nonce, r.code, r.leader, r.message]);
   }
 }
 
@@ -317,6 +384,15 @@ export function decodeRequest(body: Uint8Array): ClientRequest | { error: string
     const tok = tokenOf(a, 4);
     if (!isUint(a[1]) || !isUint(a[2]) || !Buffer.isBuffer(a[3]) || !tok) return { error: 'field' };
     return { t: 'transfer', nonce: a[1], to: a[2], ...tok };
+  }
+  if (a[0] === 5 && a.length === 4 && isUint(a[1]) && Buffer.isBuffer(a[3])) {
+    const tok = a[2] === null ? {} : tokenOf(a.slice(0, 3), 2);
+    return tok ? { t: 'snapshot', nonce: a[1], ...tok } : { error: 'field' };
+  }
+  if (a[0] === 6 && (a.length === 4 || a.length === 5)) {
+    const tok = tokenOf(a, 4);
+    if (!isUint(a[1]) || !isUint(a[2]) || !isUint(a[3]) || !tok) return { error: 'field' };
+    return { t: 'chunk', nonce: a[1], id: a[2], offset: a[3], ...tok };
   }
   if (a[0] === 3 && (a.length === 2 || a.length === 3) && Array.isArray(a[1])) {
     const tok = tokenOf(a, 2);
@@ -419,7 +495,45 @@ export function decodeReply(body: Uint8Array): ClientReply | { error: string } {
         leader: a[3] as number,
         message: a[4],
       };
+    case 8:
+    case 9:
+    case 10:
+      return decodeSnapshotReply(a);
     default:
       return { error: 'unknown_type' };
   }
+}
+
+function isDigest(v: unknown): v is Buffer {
+  return Buffer.isBuffer(v) && v.length === SNAPSHOT_DIGEST_BYTES;
+}
+
+/** Reply types 8-10 (snapshot save); the shape of each field is checked. */
+function decodeSnapshotReply(a: unknown[]): SnapshotReply | { error: string } {
+  if (a.length < 5 || !isUint(a[1])) return { error: 'field' };
+  const nonce = a[1];
+  if (a[0] === 8) {
+    if (a.length !== 7 || !isUint(a[2]) || !isUint(a[3]) || !isUint(a[5]) || !isDigest(a[6]))
+      return { error: 'field' };
+    if (a[4] !== null && !isDigest(a[4])) return { error: 'field' };
+    return { t: 'snapinfo', nonce, id: a[2], slot: a[3], hash: a[4], bytes: a[5], digest: a[6] };
+  }
+  if (a[0] === 9) {
+    if (!isUint(a[2]) || !isUint(a[3]) || !Buffer.isBuffer(a[4])) return { error: 'field' };
+    return { t: 'snapchunk', nonce, id: a[2], offset: a[3], data: a[4] };
+  }
+  if (
+    typeof a[2] !== 'string' ||
+    !SNAPSHOT_CODES.has(a[2]) ||
+    !Number.isInteger(a[3]) ||
+    typeof a[4] !== 'string'
+  )
+    return { error: 'field' };
+  return {
+    t: 'snaperr',
+    nonce,
+    code: a[2] as SnapshotCode,
+    leader: a[3] as number,
+    message: a[4],
+  };
 }
