@@ -105,6 +105,33 @@ class RawClient {
   }
 }
 
+/**
+ * Pin a snapshot save on `sid` by hand: the begin without a token gets a
+ * validate reply (nothing pinned), the same begin with its token the pinned
+ * snapshot's id and size; a chunk with the token comes back in full.
+ */
+async function pinSnapshot(raw: RawClient, sid: number): Promise<{ id: number; bytes: number }> {
+  const nonce = 2 ** 31 + 17;
+  const first = await raw.exchange(sid, { t: 'snapshot', nonce });
+  const v = first.got.find((r) => r.reply?.t === 'validate')?.reply;
+  if (v?.t !== 'validate' || v.nonce !== nonce)
+    throw new Error('no validate reply to a snapshot save begin without a token');
+  const again = await raw.exchange(sid, { t: 'snapshot', nonce, token: v.token });
+  const info = again.got.find((r) => r.reply?.t === 'snapinfo')?.reply;
+  if (info?.t !== 'snapinfo') throw new Error('no snapinfo reply to a begin with a token');
+  const chunk = await raw.exchange(sid, {
+    t: 'chunk',
+    nonce,
+    id: info.id,
+    offset: 0,
+    token: v.token,
+  });
+  const data = chunk.got.find((r) => r.reply?.t === 'snapchunk')?.reply;
+  if (data?.t !== 'snapchunk' || data.data.length !== Math.min(info.bytes, 32 * 1024))
+    throw new Error('no full chunk for a request with a token');
+  return { id: info.id, bytes: info.bytes };
+}
+
 /** Up to `n` ops per datagram, each op its own (cid, seq). */
 function ops(cid: number, firstSeq: number, list: Buffer[]): OpRequest[] {
   return list.map((op, i) => ({ cid, seq: firstSeq + i, op }));
@@ -143,6 +170,8 @@ t.test('wire: the token rides on requests; validate replies round-trip', async (
     { t: 'op' as const, cid: 5, seq: 2, op, token },
     { t: 'ops' as const, ops: ops(5, 3, [op, op]), token },
     { t: 'status' as const, nonce: 7, token },
+    { t: 'snapshot' as const, nonce: 7, token },
+    { t: 'chunk' as const, nonce: 7, id: 9, offset: 0, token },
   ])
     t.same(decodeRequest(encodeRequest(req)), req, `${req.t} with a token`);
   t.ok('error' in decodeRequest(enc.encode([1, 5, 2, op, randomBytes(8)])), 'a short token');
@@ -224,7 +253,13 @@ t.test('without a client key', async (t) => {
       let readSeq = 0;
       const big = getOp(BIG_KEY);
       const small = getOp(SMALL_KEY);
-      const kinds: { name: string; to: 'leader' | 'follower'; next: () => Buffer[] }[] = [
+      const kinds: {
+        name: string;
+        to: 'leader' | 'follower';
+        next: () => Buffer[];
+        /** Requests of this kind, if fewer than PER_KIND. */
+        requests?: number;
+      }[] = [
         {
           name: 'single get of a 32 KiB value',
           to: 'leader',
@@ -323,6 +358,44 @@ t.test('without a client key', async (t) => {
           },
         },
       ];
+      // A snapshot save pinned by hand (token round trip), so that chunk
+      // requests below name a real pinned snapshot (issue 13). Each is answered
+      // by a validate reply of one size: 2,000 of each kind show it.
+      const pin = await pinSnapshot(raw, leader);
+      kinds.push(
+        {
+          name: 'snapshot save begins (no token)',
+          requests: 2000,
+          to: 'leader',
+          next: () => [raw.datagram({ t: 'snapshot', nonce: ++readSeq })],
+        },
+        {
+          name: 'snapshot save begins sent to a follower (no token)',
+          requests: 2000,
+          to: 'follower',
+          next: () => [raw.datagram({ t: 'snapshot', nonce: ++readSeq })],
+        },
+        {
+          name: 'snapshot chunks of a pinned snapshot (no token)',
+          requests: 2000,
+          to: 'leader',
+          next: () => [raw.datagram({ t: 'chunk', nonce: ++readSeq, id: pin.id, offset: 0 })],
+        },
+        {
+          name: 'snapshot chunks with a random (forged) token',
+          requests: 2000,
+          to: 'leader',
+          next: () => [
+            raw.datagram({
+              t: 'chunk',
+              nonce: ++readSeq,
+              id: pin.id,
+              offset: 0,
+              token: randomBytes(TOKEN_BYTES),
+            }),
+          ],
+        },
+      );
       let totalSent = 0;
       let totalReceived = 0;
       const casOp = Buffer.from(
@@ -336,7 +409,7 @@ t.test('without a client key', async (t) => {
         raw.reset();
         // Writes go through the log, one at a time: fewer of them.
         const write = kind.name.startsWith('cas');
-        const count = write ? Math.min(PER_KIND, 500) : PER_KIND;
+        const count = Math.min(write ? 500 : PER_KIND, kind.requests ?? PER_KIND);
         for (let i = 0; i < count; i++) {
           for (const d of kind.next()) raw.send(sid, d);
           // Paced (reads 5,000 datagrams/s): the point is the bytes, not a flood.
@@ -358,7 +431,11 @@ t.test('without a client key', async (t) => {
           raw.receivedBytes <= AMPLIFICATION_FACTOR * raw.sentBytes,
           `${kind.name}: received ${raw.receivedBytes} <= ${AMPLIFICATION_FACTOR} x ${raw.sentBytes} sent`,
         );
-        if (kind.name.includes('32 KiB') || kind.name.includes('600-byte'))
+        if (
+          kind.name.includes('32 KiB') ||
+          kind.name.includes('600-byte') ||
+          kind.name.startsWith('snapshot')
+        )
           t.ok(
             raw.replies.some((r) => r.reply?.t === 'validate'),
             `${kind.name}: held back, answered with a token`,
