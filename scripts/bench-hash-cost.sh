@@ -4,11 +4,20 @@
 # over both.
 #
 #   scripts/bench-hash-cost.sh [PAIRS] [REV]      (defaults: 8 pairs, HEAD)
+#   OVERLAY="lib/sm/statehash.ts lib/sm/kv.ts" scripts/bench-hash-cost.sh 10
+#                 (REV with those files of the working tree copied over it: a
+#                 change measured before it is committed, without the other
+#                 uncommitted files of a shared tree)
 #
-# Builds two scratch copies of REV in /tmp: "on" as committed, "off" with
-# StateHash.step short-circuited (no line digests, no SHA-256; every order-log
-# digest reads 0000000000000000). Then runs, per pair, once each in alternating
-# order (on first in odd pairs, off first in even ones):
+# Builds two scratch copies of REV in /tmp: "on" as committed, "off" without
+# the feature, as the order log and heartbeats were before it: StateHash.step
+# never called (no bytes written, no line digests, no SHA-256), order-log lines
+# without their " [digest]" suffix and no "# state hash" lines, no hash in
+# heartbeats (digest() is null), so no comparison and no adoption either. (An
+# earlier "off" only short-circuited step: it still formatted a zero digest on
+# every line, made a hash buffer per slot and sent and compared heartbeat
+# hashes, so it measured part of the feature only.) Then runs, per pair, once
+# each in alternating order (on first in odd pairs, off first in even ones):
 #   node bin/paxos-bench --clients 64 --duration 6 --warmup 1 --json
 # and prints every figure (ops/s, and the three nodes' CPU time per operation,
 # which other processes' load disturbs less than throughput), mean and median
@@ -22,23 +31,32 @@ ON=/tmp/bench-hash-on
 OFF=/tmp/bench-hash-off
 BENCH=(bin/paxos-bench --clients 64 --duration 6 --warmup 1 --json)
 
-build() { # DIR: a clean copy of REV, built, node_modules shared with the repo
+build() { # DIR: a clean copy of REV (plus OVERLAY), node_modules shared with the repo
   rm -rf "$1"
   git clone -q --no-checkout "$REPO" "$1"
   git -C "$1" checkout -q "$(git -C "$REPO" rev-parse "$REV")"
+  for f in ${OVERLAY:-}; do cp "$REPO/$f" "$1/$f"; done
   ln -s "$REPO/node_modules" "$1/node_modules"
 }
 build "$ON"
 build "$OFF"
-# The off switch: step only advances the slot (no bytes written, no digests, no hash).
-python3 - "$OFF/lib/sm/statehash.ts" <<'EOF'
+# The off switch: the feature removed (see above). Each replacement must match
+# exactly once, so a change to these lines stops the script instead of
+# measuring something else.
+python3 - "$OFF/lib/sm" <<'EOF'
 import sys
-p = sys.argv[1]
-s = open(p).read()
-sig = "  step(slot: number, cmds: Cmd[], results: CmdResult[]): string[] {\n"
-assert s.count(sig) == 1, "step signature not found"
-s = s.replace(sig, sig + "    this.slot = slot;\n    if (slot >= 0) return cmds.map(() => '0000000000000000');\n")
-open(p, 'w').write(s)
+d = sys.argv[1]
+def sub(f, old, new):
+    p = d + "/" + f
+    s = open(p).read()
+    assert s.count(old) == 1, f + ": not found once: " + old
+    open(p, "w").write(s.replace(old, new))
+sub("kv.ts", "this.stateHash.step(slot, cmds, results)", "([] as string[])")
+sub("kv.ts", " [${digests[i]}]`", "`")
+for sig in ("  digest(): StateDigest | null {\n", "  get hash(): Uint8Array | null {\n"):
+    sub("statehash.ts", sig, sig + "    if (this.slot >= 0) return null;\n")
+sig = "  adopt(slot: number, hash: Uint8Array): boolean {\n"
+sub("statehash.ts", sig, sig + "    if (slot >= 0) return false;\n")
 EOF
 (cd "$ON" && "$REPO/node_modules/.bin/tsc" -p tsconfig.json)
 (cd "$OFF" && "$REPO/node_modules/.bin/tsc" -p tsconfig.json)
@@ -52,7 +70,7 @@ process.stdin.on("data", (d) => (s += d)).on("end", () => {
   console.log(r.opsPerSec, ((cpu * r.durationS * 1e6) / r.ops).toFixed(0));
 });'
 }
-echo "rev $(git -C "$ON" rev-parse --short HEAD); command (in each copy): node ${BENCH[*]}"
+echo "rev $(git -C "$ON" rev-parse --short HEAD)${OVERLAY:+ + working-tree $OVERLAY}; command (in each copy): node ${BENCH[*]}"
 echo "load before: $(cat /proc/loadavg)"
 on=()
 off=()
