@@ -392,8 +392,10 @@ t.test('save under load, restore into a fresh 3-node cluster', async (t) => {
   sm2.restore(again2.data);
   t.equal(sm2.data.get('after-restore'), 'yes', 'it holds the new write');
 
-  // A data directory of another cluster is refused, naming both ids.
+  // A data directory of another cluster is refused, naming both ids (source
+  // node 0 stopped first: its ports are free, so only the check can refuse).
   await restored.stop();
+  await src.kill(0);
   const mixed = await runBin(
     BIN.paxosd,
     ['--config', src.nodeConfigFile(0), '--sid', '0', '--data-dir', restored.nodeDir(1)],
