@@ -89,11 +89,9 @@ function oldLives(
           net.deliver(list[i % list.length]);
           replays++;
         }
-    net.tick(1);
-    const l = net.leader();
-    if (l) {
+    if (net.tickAndWrite(cmd(1, seq + 1, 'w'))) {
       leaderTicks++;
-      net.submit(l.sid, cmd(1, ++seq, 'w'));
+      seq++;
     }
   }
   if (net.violations.length > 0) throw new Error(net.violations.join('\n'));

@@ -1149,7 +1149,7 @@ export class Replica {
       this.peers.set(from, p);
     }
     p.chosen = m.chosen;
-    const switched = noteEcho(p, m);
+    const switched = noteEcho(p, m, this.o.heartbeatTicks);
     const fresh = this.isFresh(p, m);
     if (fresh) {
       p.freshEcho = m.echoTick!;
@@ -2099,14 +2099,23 @@ export type { CmdResult };
  * Record a peer's heartbeat for our echoes: its newest per life. A re-delivered
  * copy from a life already seen is no news, so replaying one old heartbeat cannot
  * keep our echoes pointing at a dead life (which would make the peer doubt us).
+ * Returns whether the echo must be answered at once: it moved to another life, or
+ * jumped more than one heartbeat period within one life. The jump: only the
+ * ECHO_LIVES_MAX newest lives are remembered, so replays of that many dead lives
+ * evict the live one, an old copy of the live life is then news again and sets
+ * the echo to a stale tick; the live life's next heartbeat is no switch of life,
+ * and without an answer our periodic heartbeat may echo the stale tick again
+ * after the next replays (attack review 4, L2: a healthy cluster stalled as long
+ * as five old datagrams per pair kept coming). Periodic heartbeats move by one
+ * period; a larger move follows a loss or a stale echo, and is answered.
  */
-function noteEcho(p: PeerInfo, m: Extract<Msg, { t: 'heartbeat' }>): boolean {
+function noteEcho(p: PeerInfo, m: Extract<Msg, { t: 'heartbeat' }>, period: number): boolean {
   if (m.life === undefined) return false;
   const max = p.lives.get(m.life);
   if (max !== undefined && m.tick <= max) return false;
   p.lives.set(m.life, m.tick);
   if (p.lives.size > ECHO_LIVES_MAX) p.lives.delete(p.lives.keys().next().value!);
-  const switched = p.echo?.life !== m.life;
+  const switched = p.echo?.life !== m.life || m.tick - p.echo.tick > period;
   if (p.echo) {
     p.echo.life = m.life;
     p.echo.tick = m.tick;

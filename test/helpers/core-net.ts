@@ -174,6 +174,14 @@ export class CoreNet {
     return this.leaders()[0];
   }
 
+  /** One tick, then one write through whoever leads now; whether anyone leads. */
+  tickAndWrite(c: Cmd): boolean {
+    this.tick(1);
+    const l = this.leader();
+    if (l) this.submit(l.sid, c);
+    return l !== undefined;
+  }
+
   /** Take one node's turn output: persist, hold or send, record what it applied. */
   collect(sid: number): void {
     if (this.down.has(sid)) return;
