@@ -955,153 +955,45 @@ export class PaxosClient {
    * may take longer in all). Rejects with SnapshotSaveError.
    */
   snapshotSave(o: SnapshotSaveOptions = {}): Promise<SnapshotSaveResult> {
-    const maxBytes = o.maxBytes ?? SNAPSHOT_SAVE_BYTES_MAX;
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new SnapshotSaveError('closed', 'client is closed'));
       const nonce = 1 + (this.randomU32() >>> 1);
-      const started = this.timers.now();
-      let target = this.preferred;
-      let deadline = started + this.opts.timeoutMs;
-      let sentAt = started;
-      let backoffMs = this.opts.retryMs;
-      let busy = false;
-      let requests = 0;
-      let validations = 0;
-      let info: Extract<SnapshotReply, { t: 'snapinfo' }> | null = null;
-      const parts: Buffer[] = [];
-      let received = 0;
-      const sentTo = new Map<number, number>();
-      const said = new Map<number, Set<string>>();
-      const note = (idx: number, what: string): void => {
-        if (!said.has(idx)) said.set(idx, new Set());
-        said.get(idx)!.add(what);
-      };
-      const send = (): void => {
-        if (this.closed) return;
-        requests++;
-        sentAt = this.timers.now();
-        busy = false;
-        sentTo.set(target, (sentTo.get(target) ?? 0) + 1);
-        const token = this.tokens[target];
-        const req: ClientRequest = info
-          ? { t: 'chunk', nonce, id: info.id, offset: received, token }
-          : { t: 'snapshot', nonce, token };
-        const dg = seal(Kind.ClientRequest, this.cluster, encodeRequest(req), this.keys);
-        this.transport.send(dg, this.servers[target]);
-      };
-      const timer = this.timers.setInterval(
-        () => {
-          const now = this.timers.now();
-          if (this.closed) return finish(new SnapshotSaveError('closed', 'client closed'));
-          if (now >= deadline) {
-            const heard = [...sentTo.keys()].sort().map((idx) => ({
-              ...this.heardFrom(idx, started),
-              sent: sentTo.get(idx)!,
-              said: [...(said.get(idx) ?? []), ...this.refusedSince(idx, started)],
-            }));
-            const step = info ? `chunk at offset ${received} of ${info.bytes}` : 'snapshot save';
-            return finish(
-              new SnapshotSaveError(
-                'no_answer',
-                `${step}: no answer within ${this.opts.timeoutMs} ms: ${describeHeard(heard, this.servers.length)}`,
-                heard,
-              ),
-            );
-          }
-          if (busy ? now - sentAt >= this.opts.retryMs : now - sentAt >= backoffMs) {
-            // Silence before a snapshot is pinned: try the next server; after,
-            // only the node that pinned it has it.
-            if (!busy && !info) target = (target + 1) % this.servers.length;
-            if (!busy) backoffMs = Math.min(backoffMs * 2, this.opts.retryMs * 4);
-            send();
-          }
+      const port: SavePort = {
+        servers: this.servers,
+        timers: this.timers,
+        timeoutMs: this.opts.timeoutMs,
+        retryMs: this.opts.retryMs,
+        preferred: () => this.preferred,
+        prefer: (idx) => (this.preferred = idx),
+        indexOf: (sid) => this.indexOf.get(sid),
+        closed: () => this.closed,
+        send: (idx, req) => {
+          const body = encodeRequest({ ...req, token: this.tokens[idx] });
+          this.transport.send(
+            seal(Kind.ClientRequest, this.cluster, body, this.keys),
+            this.servers[idx],
+          );
         },
-        Math.max(1, Math.min(5, this.opts.retryMs)),
-      );
-      const finish = (err: SnapshotSaveError | null, r?: SnapshotSaveResult): void => {
-        this.timers.clearInterval(timer);
-        this.snapshotWaiters.delete(nonce);
-        this.statusResend.delete(nonce);
-        if (err) reject(err);
-        else resolve(r!);
+        heard: (idx, since, sent, said) => ({
+          ...this.heardFrom(idx, since),
+          sent,
+          said: [...said, ...this.refusedSince(idx, since)],
+        }),
       };
-      // A validate reply (a token): send the same request again at once (bounded).
-      this.statusResend.set(nonce, () => {
-        if (validations++ < 4) send();
-      });
-      this.snapshotWaiters.set(nonce, (r, from) => {
-        const idx = from ?? target;
-        if (r.t === 'snaperr') {
-          note(idx, r.code);
-          if (r.code === 'expired')
-            return finish(
-              new SnapshotSaveError(
-                'expired',
-                `sid ${this.servers[idx].sid}: ${r.message}; run the save again`,
-              ),
-            );
-          if (r.code === 'busy' || info) {
-            busy = true;
-            sentAt = this.timers.now();
-            return;
-          }
-          const leader = r.leader >= 0 ? this.indexOf.get(r.leader) : undefined;
-          if (leader !== undefined && leader !== target) {
-            target = this.preferred = leader;
-            return send();
-          }
-          sentAt = this.timers.now(); // no leader known yet: the timer goes on
-          return;
-        }
-        if (r.t === 'snapinfo') {
-          if (info || idx !== target) return; // a late copy
-          deadline = this.timers.now() + this.opts.timeoutMs;
-          validations = 0;
-          info = r;
-          this.preferred = target;
-          if (r.bytes > maxBytes) {
-            // Unpin it at once (one datagram; the node forgets it when idle anyway).
-            received = r.bytes;
-            send();
-            return finish(
-              new SnapshotSaveError(
-                'too_large',
-                `the snapshot at slot ${r.slot} is ${r.bytes} bytes, above the limit of ${maxBytes} bytes`,
-              ),
-            );
-          }
-          return send();
-        }
-        // A chunk: only the one asked for counts (copies and late ones are ignored).
-        if (!info || r.id !== info.id || r.offset !== received || received >= info.bytes) return;
-        if (r.data.length === 0 || received + r.data.length > info.bytes)
-          return finish(
-            new SnapshotSaveError('corrupt', `chunk at offset ${received}: ${r.data.length} bytes`),
-          );
-        parts.push(r.data);
-        received += r.data.length;
-        deadline = this.timers.now() + this.opts.timeoutMs;
-        backoffMs = this.opts.retryMs;
-        validations = 0;
-        send(); // the next chunk, or (all received) the goodbye that unpins it
-        if (received < info.bytes) return;
-        const data = Buffer.concat(parts);
-        if (!createHash('sha256').update(data).digest().equals(info.digest))
-          return finish(
-            new SnapshotSaveError(
-              'corrupt',
-              `the ${data.length} bytes received do not match the node's SHA-256 of its snapshot`,
-            ),
-          );
-        finish(null, {
-          data,
-          slot: info.slot,
-          hash: info.hash,
-          sid: this.servers[target].sid,
-          requests,
-        });
-      });
-      send();
+      const save = new SnapshotSaveRun(
+        port,
+        nonce,
+        o.maxBytes ?? SNAPSHOT_SAVE_BYTES_MAX,
+        (err, r) => {
+          this.snapshotWaiters.delete(nonce);
+          this.statusResend.delete(nonce);
+          if (err) reject(err);
+          else resolve(r!);
+        },
+      );
+      this.snapshotWaiters.set(nonce, (r, from) => save.onReply(r, from));
+      this.statusResend.set(nonce, () => save.onValidate());
+      save.start();
     });
   }
 
@@ -1117,5 +1009,206 @@ export class PaxosClient {
       );
     this.pending.clear();
     this.transport.close();
+  }
+}
+
+/** What a SnapshotSaveRun needs from its PaxosClient. */
+interface SavePort {
+  servers: ClientServerAddr[];
+  timers: ClientTimers;
+  timeoutMs: number;
+  retryMs: number;
+  /** The server index tried first (the leader hint); prefer() moves it. */
+  preferred(): number;
+  prefer(idx: number): void;
+  indexOf(sid: number): number | undefined;
+  closed(): boolean;
+  /** Seal and send a request (with that server's token, if any) to server `idx`. */
+  send(idx: number, req: Extract<ClientRequest, { t: 'snapshot' | 'chunk' }>): void;
+  /** What server `idx` said since `since`, for an error naming the servers. */
+  heard(idx: number, since: number, sent: number, said: string[]): ServerHeard;
+}
+
+/**
+ * One snapshot save (PaxosClient.snapshotSave): a begin, redirected to the
+ * leader and retried through the server list until a node pins a snapshot;
+ * then its chunks, one request per chunk, from that node only; then a last
+ * request (offset = size) that unpins it. Each step must be answered within
+ * timeoutMs; a validate reply (a token) sends the same request again at once.
+ */
+class SnapshotSaveRun {
+  private target: number;
+  private readonly started: number;
+  private deadline: number;
+  private sentAt: number;
+  private backoffMs: number;
+  /** The node answered busy: ask it again after retryMs (it is alive). */
+  private busy = false;
+  private requests = 0;
+  /** Validate replies answered at once since the last progress (bounded). */
+  private validations = 0;
+  private info: Extract<SnapshotReply, { t: 'snapinfo' }> | null = null;
+  private readonly parts: Buffer[] = [];
+  private received = 0;
+  private readonly sentTo = new Map<number, number>();
+  private readonly said = new Map<number, Set<string>>();
+  private timer: unknown = null;
+  private finished = false;
+
+  constructor(
+    private readonly p: SavePort,
+    private readonly nonce: number,
+    private readonly maxBytes: number,
+    private readonly done: (err: SnapshotSaveError | null, r?: SnapshotSaveResult) => void,
+  ) {
+    this.target = p.preferred();
+    this.started = this.sentAt = p.timers.now();
+    this.deadline = this.started + p.timeoutMs;
+    this.backoffMs = p.retryMs;
+  }
+
+  start(): void {
+    this.timer = this.p.timers.setInterval(
+      () => this.onTimer(),
+      Math.max(1, Math.min(5, this.p.retryMs)),
+    );
+    this.send();
+  }
+
+  /** The begin, the next chunk, or (all received) the goodbye that unpins it. */
+  private send(): void {
+    if (this.p.closed()) return;
+    this.requests++;
+    this.sentAt = this.p.timers.now();
+    this.busy = false;
+    this.sentTo.set(this.target, (this.sentTo.get(this.target) ?? 0) + 1);
+    const i = this.info;
+    this.p.send(
+      this.target,
+      i
+        ? { t: 'chunk', nonce: this.nonce, id: i.id, offset: this.received }
+        : { t: 'snapshot', nonce: this.nonce },
+    );
+  }
+
+  private finish(err: SnapshotSaveError | null, r?: SnapshotSaveResult): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.p.timers.clearInterval(this.timer);
+    this.done(err, r);
+  }
+
+  private onTimer(): void {
+    const now = this.p.timers.now();
+    if (this.p.closed()) return this.finish(new SnapshotSaveError('closed', 'client closed'));
+    if (now >= this.deadline) return this.finish(this.noAnswer());
+    if (this.busy ? now - this.sentAt < this.p.retryMs : now - this.sentAt < this.backoffMs) return;
+    if (!this.busy) {
+      // Silence before a snapshot is pinned: try the next server; after, only
+      // the node that pinned it has it.
+      if (!this.info) this.target = (this.target + 1) % this.p.servers.length;
+      this.backoffMs = Math.min(this.backoffMs * 2, this.p.retryMs * 4);
+    }
+    this.send();
+  }
+
+  private noAnswer(): SnapshotSaveError {
+    const heard = [...this.sentTo.keys()]
+      .sort((a, b) => a - b)
+      .map((idx) =>
+        this.p.heard(idx, this.started, this.sentTo.get(idx)!, [...(this.said.get(idx) ?? [])]),
+      );
+    const i = this.info;
+    const step = i ? `chunk at offset ${this.received} of ${i.bytes}` : 'snapshot save';
+    return new SnapshotSaveError(
+      'no_answer',
+      `${step}: no answer within ${this.p.timeoutMs} ms: ${describeHeard(heard, this.p.servers.length)}`,
+      heard,
+    );
+  }
+
+  /** A validate reply named this save: its token is kept; ask again at once (bounded). */
+  onValidate(): void {
+    if (this.validations++ < 4) this.send();
+  }
+
+  onReply(r: SnapshotReply, from?: number): void {
+    if (this.finished) return;
+    const idx = from ?? this.target;
+    if (r.t === 'snaperr') return this.onRefusal(r, idx);
+    if (r.t === 'snapinfo') return this.onInfo(r, idx);
+    this.onChunk(r);
+  }
+
+  private onRefusal(r: Extract<SnapshotReply, { t: 'snaperr' }>, idx: number): void {
+    if (!this.said.has(idx)) this.said.set(idx, new Set());
+    this.said.get(idx)!.add(r.code);
+    if (r.code === 'expired')
+      return this.finish(
+        new SnapshotSaveError(
+          'expired',
+          `sid ${this.p.servers[idx].sid}: ${r.message}; run the save again`,
+        ),
+      );
+    if (r.code === 'busy' || this.info) {
+      this.busy = true;
+      this.sentAt = this.p.timers.now();
+      return;
+    }
+    const leader = r.leader >= 0 ? this.p.indexOf(r.leader) : undefined;
+    if (leader !== undefined && leader !== this.target) {
+      this.target = leader;
+      this.p.prefer(leader);
+      return this.send();
+    }
+    this.sentAt = this.p.timers.now(); // no leader known yet: the timer goes on
+  }
+
+  private onInfo(r: Extract<SnapshotReply, { t: 'snapinfo' }>, idx: number): void {
+    if (this.info || idx !== this.target) return; // a late copy, or another node's
+    this.deadline = this.p.timers.now() + this.p.timeoutMs;
+    this.validations = 0;
+    this.info = r;
+    this.p.prefer(this.target);
+    if (r.bytes <= this.maxBytes) return this.send();
+    // Unpin it at once (one datagram; the node forgets it when idle anyway).
+    this.received = r.bytes;
+    this.send();
+    this.finish(
+      new SnapshotSaveError(
+        'too_large',
+        `the snapshot at slot ${r.slot} is ${r.bytes} bytes, above the limit of ${this.maxBytes} bytes`,
+      ),
+    );
+  }
+
+  private onChunk(r: Extract<SnapshotReply, { t: 'snapchunk' }>): void {
+    const i = this.info;
+    // Only the chunk asked for counts (copies and late ones are ignored).
+    if (!i || r.id !== i.id || r.offset !== this.received || this.received >= i.bytes) return;
+    if (r.data.length === 0 || this.received + r.data.length > i.bytes)
+      return this.finish(
+        new SnapshotSaveError(
+          'corrupt',
+          `chunk at offset ${this.received}: ${r.data.length} bytes`,
+        ),
+      );
+    this.parts.push(r.data);
+    this.received += r.data.length;
+    this.deadline = this.p.timers.now() + this.p.timeoutMs;
+    this.backoffMs = this.p.retryMs;
+    this.validations = 0;
+    this.send(); // the next chunk, or (all received) the goodbye that unpins it
+    if (this.received < i.bytes) return;
+    const data = Buffer.concat(this.parts);
+    if (!createHash('sha256').update(data).digest().equals(i.digest))
+      return this.finish(
+        new SnapshotSaveError(
+          'corrupt',
+          `the ${data.length} bytes received do not match the node's SHA-256 of its snapshot`,
+        ),
+      );
+    const sid = this.p.servers[this.target].sid;
+    this.finish(null, { data, slot: i.slot, hash: i.hash, sid, requests: this.requests });
   }
 }

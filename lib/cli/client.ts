@@ -475,6 +475,24 @@ async function outcome(client: PaxosClient, request: string, json: boolean): Pro
       : EXIT.unknown;
 }
 
+/**
+ * Check `snapshot save FILE` and --max-bytes: the byte limit (undefined: the
+ * library's default), or null after saying what is wrong.
+ */
+function snapshotArgs(words: string[], maxBytesFlag: unknown): number | undefined | null {
+  if (words[0] === 'snapshot' && (words[1] !== 'save' || !words[2] || words.length > 3)) {
+    process.stderr.write(`paxos-client: snapshot takes: save FILE\n${USAGE}\n`);
+    return null;
+  }
+  if (maxBytesFlag === undefined) return undefined;
+  const maxBytes = Number(maxBytesFlag);
+  if (!(Number.isSafeInteger(maxBytes) && maxBytes > 0)) {
+    process.stderr.write(`paxos-client: --max-bytes takes a positive number of bytes\n`);
+    return null;
+  }
+  return maxBytes;
+}
+
 /** `snapshot save FILE`: 0 saved, 1 too large or FILE not written, 2 refused unread, 3 no answer. */
 async function snapshotSave(
   client: PaxosClient,
@@ -591,15 +609,8 @@ async function main(): Promise<number> {
   }
   let op: KvOp | null = null;
   const admin = ['status', 'health', 'outcome', 'transfer-leader', 'snapshot'].includes(words[0]);
-  if (words[0] === 'snapshot' && (words[1] !== 'save' || !words[2] || words.length > 3)) {
-    process.stderr.write(`paxos-client: snapshot takes: save FILE\n${USAGE}\n`);
-    return EXIT.usage;
-  }
-  const maxBytes = argv['max-bytes'] === undefined ? undefined : Number(argv['max-bytes']);
-  if (maxBytes !== undefined && !(Number.isSafeInteger(maxBytes) && maxBytes > 0)) {
-    process.stderr.write(`paxos-client: --max-bytes takes a positive number of bytes\n`);
-    return EXIT.usage;
-  }
+  const maxBytes = snapshotArgs(words, argv['max-bytes']);
+  if (maxBytes === null) return EXIT.usage;
   if (words[0] === 'outcome' && !/^\d+:\d+$/.test(words[1] ?? '')) {
     process.stderr.write(`paxos-client: outcome takes a request id CID:SEQ\n${USAGE}\n`);
     return EXIT.usage;
