@@ -374,6 +374,13 @@ t.test('save under load, restore into a fresh 3-node cluster', async (t) => {
     }),
   );
   t.equal(hashes.size, 1, `the source's nodes report one state hash at slot ${last}`);
+  // A save of the quiet source: its slot and hash are what every node's status reports.
+  const quiet = await src.client().snapshotSave();
+  t.same(
+    [...hashes],
+    [`${quiet.slot} ${quiet.hash?.toString('hex')} null`],
+    `a save's slot and hash (${quiet.slot}) are every source node's status`,
+  );
 
   // Save errors, each with its own exit code and a clear message.
   const wrongKey = path.join(dir, 'client-wrong.config.json');
