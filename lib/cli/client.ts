@@ -485,6 +485,10 @@ function snapshotArgs(words: string[], maxBytesFlag: unknown): number | undefine
     return null;
   }
   if (maxBytesFlag === undefined) return undefined;
+  if (words[0] !== 'snapshot') {
+    process.stderr.write(`paxos-client: --max-bytes goes with snapshot save\n${USAGE}\n`);
+    return null;
+  }
   const maxBytes = Number(maxBytesFlag);
   if (!(Number.isSafeInteger(maxBytes) && maxBytes > 0)) {
     process.stderr.write(`paxos-client: --max-bytes takes a positive number of bytes\n`);
