@@ -135,6 +135,10 @@ function latin1(b: Uint8Array): string {
 
 const GENESIS_HASH_TEXT = latin1(GENESIS_HASH);
 
+/** Slots whose SHA-256 may wait, and bytes they may hold (see StateHash.settle). */
+export const STATE_HASH_PENDING_SLOTS = 16;
+const PENDING_BYTES = 64 * 1024;
+
 /**
  * The rolling state hash: h(slot) = SHA-256(h(slot-1) || slot || digest of
  * each command and its result), over every applied slot in slot order. Two
@@ -142,11 +146,21 @@ const GENESIS_HASH_TEXT = latin1(GENESIS_HASH);
  * h(slot); any difference at or before a slot changes it for good. `hash` is
  * null when the chain is unknown (restored from a snapshot written before the
  * hash existed): then nothing is reported or compared.
+ *
+ * Each slot's bytes are written (and its line digests made) when it is
+ * applied; its SHA-256 waits until a hash is asked for (a heartbeat, a
+ * comparison, the order log's periodic line, a snapshot) or
+ * STATE_HASH_PENDING_SLOTS slots wait, and the waiting ones are then hashed
+ * back to back. The hashes are the same; the cost is not: between two applies
+ * a node does everything else, which evicts the hash's code and data from the
+ * caches, and one SHA-256 per apply cost 15-18 us of CPU per slot under the
+ * bench (0.44-0.53 us per command), 3.4 us when the calls follow each other.
  */
 export class StateHash {
+  /** The last applied slot (its hash may be pending). */
   slot = 0;
   /**
-   * h(slot) as a 32-character latin1 string (one char per byte): crypto.hash
+   * h(hashed) as a 32-character latin1 string (one char per byte): crypto.hash
    * returns that without allocating a buffer, and writes it back in one call;
    * callers get bytes (digest, hashAt), made only when a heartbeat or a
    * comparison needs them.
@@ -154,52 +168,95 @@ export class StateHash {
   private h: string | null = GENESIS_HASH_TEXT;
   private readonly ringSlot = new Array<number>(STATE_HASH_RING).fill(-1);
   private readonly ringHash = new Array<string | null>(STATE_HASH_RING).fill(null);
-  /** Reused for the bytes of each slot (no allocation per command). */
-  private scratch = scratch(4096);
+  /**
+   * The bytes of the slots whose hash is pending, one after the other, each
+   * with PREV_END bytes of room in front for h(slot-1); reused once settled.
+   */
+  private scratch = scratch(PENDING_BYTES);
+  /** Pending slots (applied, not hashed yet) and where each one's bytes are. */
+  private readonly pendingSlot: number[] = [];
+  private readonly pendingFrom: number[] = [];
+  private readonly pendingTo: number[] = [];
+  private pendingEnd = 0;
 
   /**
-   * Chain one applied slot (one SHA-256 over the previous hash, the slot and
-   * every command's bytes); returns each command's line digest.
+   * Record one applied slot (its SHA-256 over the previous hash, the slot and
+   * every command's bytes comes in settle); returns each command's line digest.
    */
   step(slot: number, cmds: Cmd[], results: CmdResult[]): string[] {
     let need = PREV_END + 12;
     for (let i = 0; i < cmds.length; i++) need += commandBytesMax(cmds[i], results[i]);
-    if (this.scratch.buf.length < need)
-      this.scratch = scratch(Math.max(need, 2 * this.scratch.buf.length));
+    if (this.pendingEnd + need > this.scratch.buf.length) {
+      this.settle();
+      if (need > this.scratch.buf.length)
+        this.scratch = scratch(Math.max(need, 2 * this.scratch.buf.length));
+    }
     const { buf, view } = this.scratch;
-    view.setFloat64(PREV_END, slot);
-    view.setUint32(PREV_END + 8, cmds.length);
-    let at = PREV_END + 12;
+    const from = this.pendingEnd;
+    view.setFloat64(from + PREV_END, slot);
+    view.setUint32(from + PREV_END + 8, cmds.length);
+    let at = from + PREV_END + 12;
     const digests: string[] = new Array(cmds.length);
     for (let i = 0; i < cmds.length; i++) {
       const end = writeCommand(this.scratch, at, cmds[i], results[i]);
       digests[i] = lineDigest(buf, at, end);
       at = end;
     }
-    if (this.h !== null) {
-      // The previous hash goes in front of the slot's bytes: one native call per
-      // slot (not a Hash object and three calls), with a latin1 ('binary')
-      // result: 'buffer' costs a slow lookup of the encoding and an allocation.
-      buf.write(this.h, 0, PREV_END, 'latin1');
-      this.h = sha('sha256', buf.subarray(0, at), 'binary');
-    }
     this.slot = slot;
-    this.remember();
+    // While the chain is unknown there is nothing to chain onto: digests only.
+    if (this.h !== null) {
+      this.pendingSlot.push(slot);
+      this.pendingFrom.push(from);
+      this.pendingTo.push(at);
+      this.pendingEnd = at;
+      if (this.pendingSlot.length >= STATE_HASH_PENDING_SLOTS) this.settle();
+    }
     return digests;
+  }
+
+  /**
+   * Hash the pending slots in order, each over the previous hash (put in front
+   * of its bytes: one native call per slot, not a Hash object and three calls),
+   * with a latin1 ('binary') result: 'buffer' costs a slow lookup of the
+   * encoding and an allocation.
+   */
+  private settle(): void {
+    const n = this.pendingSlot.length;
+    if (n === 0) return;
+    const { buf } = this.scratch;
+    let h = this.h!;
+    for (let k = 0; k < n; k++) {
+      const from = this.pendingFrom[k];
+      buf.write(h, from, PREV_END, 'latin1');
+      h = sha('sha256', buf.subarray(from, this.pendingTo[k]), 'binary');
+      this.remember(this.pendingSlot[k], h);
+    }
+    this.h = h;
+    this.dropPending();
+  }
+
+  private dropPending(): void {
+    this.pendingSlot.length = 0;
+    this.pendingFrom.length = 0;
+    this.pendingTo.length = 0;
+    this.pendingEnd = 0;
   }
 
   /** h(slot) of the last applied slot, or null while the chain is unknown. */
   get hash(): Uint8Array | null {
+    this.settle();
     return this.h === null ? null : Buffer.from(this.h, 'latin1');
   }
 
   /** The latest (slot, hash), or null while the chain is unknown. */
   digest(): StateDigest | null {
+    this.settle();
     return this.h === null ? null : { slot: this.slot, hash: Buffer.from(this.h, 'latin1') };
   }
 
   /** h(slot) if it is among the recent ones kept. */
   hashAt(slot: number): Uint8Array | undefined {
+    this.settle();
     const i = slot % STATE_HASH_RING;
     const h = this.ringSlot[i] === slot ? this.ringHash[i] : null;
     return h === null ? undefined : Buffer.from(h, 'latin1');
@@ -213,24 +270,24 @@ export class StateHash {
   adopt(slot: number, hash: Uint8Array): boolean {
     if (this.h !== null || slot !== this.slot) return false;
     this.h = latin1(hash);
-    this.remember();
+    this.remember(this.slot, this.h);
     return true;
   }
 
   /** Start over at `slot` (a snapshot restored): the recent hashes before it are gone. */
   reset(slot: number, hash: Uint8Array | null): void {
+    this.dropPending();
     this.ringSlot.fill(-1);
     this.ringHash.fill(null);
     this.slot = slot;
     this.h = hash === null ? null : latin1(hash);
-    this.remember();
+    if (this.h !== null) this.remember(slot, this.h);
   }
 
-  private remember(): void {
-    if (this.h === null) return;
-    const i = this.slot % STATE_HASH_RING;
-    this.ringSlot[i] = this.slot;
-    this.ringHash[i] = this.h;
+  private remember(slot: number, h: string): void {
+    const i = slot % STATE_HASH_RING;
+    this.ringSlot[i] = slot;
+    this.ringHash[i] = h;
   }
 }
 
