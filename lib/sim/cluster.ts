@@ -17,6 +17,7 @@ import { clusterTag, Kind, NO_KEYS, open, seal } from '../wire/envelope';
 import { decodePeerBody, encodePeerBody, SCHEMA } from '../wire/peer';
 import {
   catchupBound,
+  deadLivesCalm,
   describeConfig,
   drawConfig,
   runPrng,
@@ -520,7 +521,7 @@ export class Simulation {
     this.stats.steps = this.now;
     this.stats.maxSlot = this.oracle.maxApplied;
     this.stats.packets = this.net.stats.sent;
-    this.stats.replayed = this.net.stats.replayed;
+    this.stats.replayed += this.net.stats.replayed;
     for (const cl of this.clients.values()) {
       this.stats.maxLiveLatency = Math.max(this.stats.maxLiveLatency, cl.maxLiveLatency);
       this.stats.clientUnknown += cl.unknown;
@@ -899,6 +900,7 @@ export class Simulation {
     for (const cl of this.clients.values()) cl.liveFrom = this.now;
     for (const n of this.nodes.values())
       if (n.replica) this.leadershipsAtHeal += n.replica.stats.leaderships;
+    if (this.cfg.family === 'dead-lives-heartbeats') this.deadLivesAtHeal();
     const shape = this.cfg.postHeal;
     const label = this.persistentCut(shape, this.familyKeptCut());
     this.awaitChoice(`after heal: ${shape}`);
@@ -1033,6 +1035,10 @@ export class Simulation {
         return this.abandonedIncarnation();
       case 'dead-leader-heartbeats':
         return this.deadLeaderBeforeHeal();
+      case 'dead-lives-heartbeats':
+        return this.deadLivesBeforeHeal();
+      case 'given-up-handoff':
+        return this.givenUpHandoff();
       case 'powerloss-after-campaign':
         // Driven by noteProduced (a prepare); here: power goes at the scheduled step.
         if (f.phase === 1 && this.now >= f.until) {
@@ -1244,6 +1250,10 @@ export class Simulation {
       case 'dead-leader-heartbeats':
         // A steady leader for the last stretch: many heartbeats to replay.
         return this.now >= this.cfg.faultSteps - this.deadLeaderCalm();
+      case 'dead-lives-heartbeats':
+        return this.now >= this.cfg.faultSteps - deadLivesCalm(this.cfg);
+      case 'given-up-handoff':
+        return f.phase === 1 || f.phase === 2;
       default:
         return false;
     }
@@ -2075,12 +2085,15 @@ export class Simulation {
 
   private get recordsHeartbeats(): boolean {
     return (
-      this.cfg.family === 'dead-leader-heartbeats' || this.cfg.family === 'bridge-free-heartbeat'
+      this.cfg.family === 'dead-leader-heartbeats' ||
+      this.cfg.family === 'bridge-free-heartbeat' ||
+      this.cfg.family === 'dead-lives-heartbeats'
     );
   }
 
   private recordHeartbeat(from: number, to: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
     if (this.cfg.family === 'bridge-free-heartbeat') return this.noteHeartbeat(from, to, m);
+    if (this.cfg.family === 'dead-lives-heartbeats') return this.noteLifeBeat(from, to, m);
     if (!m.leading || !this.faultsOn) return;
     const k = `${from}>${to}`;
     let l = this.leadBeats.get(k);
@@ -2258,6 +2271,299 @@ export class Simulation {
     }
   }
 
+  // ----------------------- dead-lives-heartbeats (attack review L) -----------------------
+
+  /**
+   * dead-lives-heartbeats: per link (from>to) the heartbeats sent in the calm
+   * stretch, grouped by the sender's process life (the last 6 lives, each its
+   * first 4,000); each node's current life (as its heartbeats say; unknown
+   * after a kill); the rotation's kills still to do per node and when the next
+   * may come; after the heal, per link the dead-life heartbeats still to come
+   * (and the rotation's position), and each node's dead lives.
+   */
+  private dvx: {
+    whole: boolean;
+    beats: Map<string, { life: number; msgs: Msg[] }[]>;
+    life: Map<number, number>;
+    kills: Map<number, number>;
+    next: Map<number, number>;
+    queues: Map<string, Msg[]>;
+    turn: Map<string, number>;
+    /** Per link, the tick of its last dead-life heartbeat (at most one per tick). */
+    at: Map<string, number>;
+    dead: Map<number, Set<number>>;
+  } = {
+    whole: false,
+    beats: new Map(),
+    life: new Map(),
+    kills: new Map(),
+    next: new Map(),
+    queues: new Map(),
+    turn: new Map(),
+    at: new Map(),
+    dead: new Map(),
+  };
+
+  private noteLifeBeat(from: number, to: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
+    if (!this.faultsOn || this.now < this.cfg.familyAt || m.life === undefined) return;
+    const d = this.dvx;
+    d.life.set(from, m.life);
+    const k = `${from}>${to}`;
+    let lives = d.beats.get(k);
+    if (!lives) d.beats.set(k, (lives = []));
+    const last = lives[lives.length - 1];
+    if (last?.life === m.life) {
+      if (last.msgs.length < 4000) last.msgs.push(m);
+      return;
+    }
+    lives.push({ life: m.life, msgs: [m] });
+    if (lives.length > 6) lives.shift();
+  }
+
+  /** Has `sid` sent every peer a heartbeat of its current process life (as recorded)? */
+  private beatAllInLife(sid: number): boolean {
+    const life = this.dvx.life.get(sid);
+    if (life === undefined) return false;
+    return this.cfg.sids.every(
+      (s) => s === sid || this.dvx.beats.get(`${sid}>${s}`)?.at(-1)?.life === life,
+    );
+  }
+
+  /**
+   * dead-lives-heartbeats (attack review L), in the calm stretch before the heal
+   * (random faults stop at familyAt): half the runs kill every node four or
+   * five times in a row (each life lasts until it has sent every peer a
+   * heartbeat; down for up to a heartbeat period), the others kill the whole
+   * cluster just before the heal (every node restarts at the heal, remembering
+   * no peer's life), after a calm life longer than the live bound.
+   */
+  private deadLivesBeforeHeal(): void {
+    const c = this.cfg;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const f = this.fam;
+    const d = this.dvx;
+    if (f.phase === 0) {
+      f.phase = 1;
+      d.whole = p.chance(0.5);
+      if (!d.whole)
+        for (const s of c.sids) {
+          d.kills.set(s, p.range(4, 5));
+          // After any node still down at the calm's start is back.
+          d.next.set(s, this.now + 6 * e + p.int(e));
+        }
+      if (this.tracing)
+        this.trace(`family ${c.family}: ${d.whole ? 'whole-cluster restart' : 'restart rotation'}`);
+    }
+    if (d.whole) {
+      if (this.now !== c.faultSteps - c.net.delayMax - 2) return;
+      for (const n of this.upNodes()) {
+        this.crash(n, 'kill', 'crash (the whole cluster restarts at the heal)');
+        n.restartAt = c.faultSteps;
+        d.life.delete(n.sid);
+      }
+      return;
+    }
+    for (const n of this.nodes.values()) {
+      const left = d.kills.get(n.sid)!;
+      if (left === 0 || this.now < d.next.get(n.sid)! || !n.up || !this.beatAllInLife(n.sid))
+        continue;
+      this.crash(n, 'kill', `crash (restart rotation, ${left - 1} more)`);
+      n.restartAt = this.now + p.range(1, c.timing.heartbeatTicks);
+      d.kills.set(n.sid, left - 1);
+      d.life.delete(n.sid);
+    }
+  }
+
+  /**
+   * At the heal: per link, the heartbeats of its sender's dead lives that will
+   * follow each live one: the last of each dead life (rotation; ECHO_LIVES_MAX
+   * is 4, so four dead lives and the live one make every arrival news), or
+   * every heartbeat of the life the whole-cluster restart ended, in send order
+   * (each news to a peer that restarted after it).
+   */
+  private deadLivesAtHeal(): void {
+    const c = this.cfg;
+    const d = this.dvx;
+    let least = Infinity;
+    for (const from of c.sids) {
+      const cur = d.life.get(from);
+      const dead = new Set<number>();
+      for (const to of c.sids) {
+        if (to === from) continue;
+        const lives = (d.beats.get(`${from}>${to}`) ?? []).filter((l) => l.life !== cur);
+        for (const l of lives) dead.add(l.life);
+        const q = d.whole
+          ? (lives.at(-1)?.msgs ?? [])
+          : lives.slice(-5).map((l) => l.msgs[l.msgs.length - 1]);
+        least = Math.min(least, q.length);
+        if (q.length > 0) d.queues.set(`${from}>${to}`, q);
+      }
+      d.dead.set(from, dead);
+    }
+    d.beats.clear();
+    // Enough to stall the cluster past the live bound (one per live heartbeat).
+    const enough = d.whole ? least * c.timing.heartbeatTicks > c.liveBound : least >= 4;
+    if (enough)
+      this.danger(
+        d.whole
+          ? `the whole cluster restarts; at least ${least} heartbeats of each node's last life to follow its live ones to each peer`
+          : `every node restarted 4+ times; at least ${least} dead lives per link in rotation`,
+      );
+  }
+
+  /**
+   * A live heartbeat from `from` reached `to` (clients still running): the next
+   * dead-life heartbeat of `from` follows it at once, so that `to`'s echo for
+   * `from` names a dead life when its own periodic heartbeat leaves. At most one
+   * per link per tick: the network's re-deliveries are bounded, not a copy per
+   * live datagram (each answer of a peer's new life would draw another, and the
+   * answers to those another: exponential, seed 2 at 3 nodes).
+   */
+  private afterLiveHeartbeat(from: number, to: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
+    const c = this.cfg;
+    const d = this.dvx;
+    if (this.faultsOn || this.now >= c.faultSteps + c.liveSteps) return;
+    if (m.life === undefined || d.dead.get(from)?.has(m.life) !== false) return;
+    const k = `${from}>${to}`;
+    const q = d.queues.get(k);
+    if (!q || q.length === 0 || d.at.get(k) === this.now) return;
+    d.at.set(k, this.now);
+    let msg: Msg;
+    if (d.whole) msg = q.shift()!;
+    else {
+      const i = d.turn.get(k) ?? 0;
+      d.turn.set(k, i + 1);
+      msg = q[i % q.length];
+    }
+    this.stats.replayed++;
+    this.deliver({ from, to, payload: { k: 'peer', msg }, sentAt: 0 });
+  }
+
+  // ----------------------- given-up-handoff (attack review H) -----------------------
+
+  /**
+   * given-up-handoff: the leader A (its process life and ballot), the target B,
+   * the held copies of A's request to B, whether A gave the hand-off up, and
+   * whether a heartbeat of A reached the restarted B (it may be fresh: the
+   * window closes).
+   */
+  private hox: {
+    a: number;
+    b: number;
+    aLife: number;
+    ballot: number;
+    copies: Extract<Msg, { t: 'handoff' }>[];
+    gaveUp: boolean;
+    heard: boolean;
+  } = { a: -1, b: -1, aLife: 0, ballot: 0, copies: [], gaveUp: false, heard: false };
+
+  /** Is A still the leader of the family's hand-off (same life, same ballot)? */
+  private handoffLeaderOn(): boolean {
+    const h = this.hox;
+    const a = this.nodes.get(h.a)!;
+    return (
+      a.up &&
+      a.incarnation === h.aLife &&
+      a.replica!.role === 'leader' &&
+      a.replica!.ballot === h.ballot
+    );
+  }
+
+  /**
+   * given-up-handoff (attack review H), up to four rounds in the fault phase
+   * (random faults stand aside meanwhile): the leader A hands off to its best
+   * voter B and every request is held, so A gives it up an election timeout
+   * later and leads on; then B is killed and restarts, A's heartbeats to it are
+   * lost for a while, and right after a message of A (an accept, a commit) makes
+   * B follow A again, a held copy arrives (afterLeaderMessage).
+   */
+  private givenUpHandoff(): void {
+    const c = this.cfg;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const f = this.fam;
+    const h = this.hox;
+    if (f.phase === 0) {
+      if (f.count >= 4 || this.now > c.faultSteps - 12 * e) return;
+      const a = this.leaders().find((n) => !n.paused(this.now));
+      const b = a ? this.nodes.get(a.replica!.handoffTarget() ?? -1) : undefined;
+      if (!a || !b?.up || b.paused(this.now)) return;
+      if (a.replica!.transferLeadership(b.sid) !== null) return;
+      this.stats.handoffs++;
+      this.hox = {
+        a: a.sid,
+        b: b.sid,
+        aLife: a.incarnation,
+        ballot: a.replica!.ballot,
+        copies: [],
+        gaveUp: false,
+        heard: false,
+      };
+      this.famDrop = (pk) => {
+        const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
+        if (pk.from !== this.hox.a || pk.to !== this.hox.b || m.t !== 'handoff') return false;
+        this.hox.copies.push(m);
+        return true;
+      };
+      f.count++;
+      f.phase = 1;
+      f.until = this.now + 3 * e;
+      if (this.tracing)
+        this.trace(`family ${c.family}: node ${a.sid} hands off to ${b.sid}; every request held`);
+    } else if (f.phase === 1) {
+      if (!this.handoffLeaderOn() || this.now >= f.until) return this.endHandoffRound();
+      if (!h.gaveUp) return;
+      if (h.copies.length === 0) return this.endHandoffRound();
+      const b = this.nodes.get(h.b)!;
+      this.crash(b, 'kill', 'crash (target of a given-up hand-off)');
+      b.restartAt = this.now + p.range(1, c.timing.heartbeatTicks);
+      this.loseTypes(h.a, [h.b], ['heartbeat'], b.restartAt - this.now + p.range(1, e));
+      f.phase = 2;
+      f.until = this.now + 3 * e;
+    } else if (f.phase === 2 && (this.now >= f.until || !this.handoffLeaderOn())) {
+      this.endHandoffRound();
+    }
+  }
+
+  /**
+   * A message of the hand-off's leader A reached its target B (B stepped it;
+   * `role` is B's role before). In the window (A gave the hand-off up, B
+   * restarted since, no heartbeat of A reached it), once B follows A again and
+   * has chosen what the copy says, the held copy arrives. Invariant (exact under
+   * the rule that B acts only on a fresh heartbeat of A within the hand-off's
+   * lifetime: a fresh one echoes B's new life, so A sent it after it gave up):
+   * B does not campaign on it.
+   */
+  private afterLeaderMessage(b: SimNode, m: Msg, role: string): void {
+    const h = this.hox;
+    if (this.fam.phase !== 2 || !b.up || b.incarnation < 1) return;
+    if (m.t === 'heartbeat') h.heard = true;
+    const r = b.replica!;
+    if (h.heard || role !== 'follower' || r.role !== 'follower' || !r.voter) return;
+    if (r.leader !== h.a || !this.handoffLeaderOn()) return;
+    const copy = h.copies.reduce((x, y) => (y.chosen < x.chosen ? y : x));
+    if (r.chosenThrough < copy.chosen) return;
+    // The round ends first: the copy's own delivery comes back here.
+    this.endHandoffRound();
+    this.danger(
+      `node ${b.sid} restarted after ${h.a} gave its hand-off up; it follows ${h.a} again by ${m.t} and a held copy arrives`,
+    );
+    this.deliver({ from: h.a, to: b.sid, payload: { k: 'peer', msg: copy }, sentAt: 0 });
+    if (b.up && b.replica!.role !== 'follower')
+      fail(
+        'a given-up hand-off deposes nobody',
+        `node ${b.sid}, restarted after leader ${h.a} gave up its hand-off (started at tick ${copy.tick}) and led on, campaigned on a held copy of it`,
+      );
+  }
+
+  private endHandoffRound(): void {
+    const f = this.fam;
+    this.famDrop = null;
+    f.phase = 3;
+    this.afterFamily(() => (f.phase = 0), 2 * this.cfg.timing.electionTicks);
+  }
+
   // ======================= process model =======================
 
   private start(n: SimNode): void {
@@ -2423,8 +2729,12 @@ export class Simulation {
       this.mix(msgNumber(pl.msg));
       if (this.tracing) this.trace(`${p.from} -> ${p.to} ${describeMsg(pl.msg)}`);
       if (p.from === this.dlx.x && pl.msg.t === 'heartbeat') this.seenDeadLeader(p.to, pl.msg);
+      const role = n.replica!.role;
       n.replica!.step(p.from, pl.msg);
       this.checkFine(n);
+      if (pl.msg.t === 'heartbeat' && this.dvx.queues.size > 0)
+        this.afterLiveHeartbeat(p.from, p.to, pl.msg);
+      if (p.from === this.hox.a && p.to === this.hox.b) this.afterLeaderMessage(n, pl.msg, role);
     } else {
       this.onClientRequest(n, p.from, pl.buf);
     }
@@ -2793,6 +3103,8 @@ export class Simulation {
     for (const e of rd.events) {
       if (this.tracing) this.trace(`node ${n.sid} event: ${e}`);
       if (isDivergenceEvent(e)) this.noteDivergence(n, e);
+      if (n.sid === this.hox.a && e.endsWith(`hand-off to ${this.hox.b} timed out; leading on`))
+        this.hox.gaveUp = true;
     }
   }
 

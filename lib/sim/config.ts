@@ -42,7 +42,15 @@ import type { LinkFaults, ReplayFaults } from './network';
  *   heartbeats keep arriving at them, in order, one per election timeout (F2);
  * - bridge-free-heartbeat: after the heal a bridge node joins the leader's half
  *   to the other; an old heartbeat in which the bridge followed no leader keeps
- *   arriving at the other half (F4: pre-vote on stale evidence).
+ *   arriving at the other half (F4: pre-vote on stale evidence);
+ * - dead-lives-heartbeats: every node is restarted four or five times in a row
+ *   (or the whole cluster once, before the heal, after a long calm life); after
+ *   the heal each live heartbeat is followed by a heartbeat of a dead life of
+ *   its sender (in rotation, or the old life's in send order), so the peer's one
+ *   echo slot names a dead life whenever its periodic heartbeat leaves (L);
+ * - given-up-handoff: a hand-off whose every request is held times out (the
+ *   leader leads on); its target is restarted, an accept makes it follow the
+ *   leader again before a fresh heartbeat, and a held copy then arrives (H).
  */
 export const FAMILIES = [
   'stale-leader',
@@ -57,6 +65,8 @@ export const FAMILIES = [
   'abandoned-incarnation',
   'dead-leader-heartbeats',
   'bridge-free-heartbeat',
+  'dead-lives-heartbeats',
+  'given-up-handoff',
 ] as const;
 export type Family = (typeof FAMILIES)[number] | 'none';
 
@@ -420,6 +430,7 @@ function shapeForFamily(c: SimConfig, o: SimOverrides, snapEvery: number): SimCo
   }
   const kept = keptCutFamily(c, o);
   if (kept) return kept;
+  if (c.family === 'dead-lives-heartbeats') return deadLivesShape(c, o);
   if (c.family === 'lagging-under-load') {
     const e = c.timing.electionTicks;
     return {
@@ -467,6 +478,35 @@ function keptCutFamily(c: SimConfig, o: SimOverrides): SimConfig | null {
     liveBound,
     liveSteps: pin(o.liveSteps, Math.max(c.liveSteps, span + 10 * t.electionTicks)),
   };
+}
+
+/**
+ * dead-lives-heartbeats: no cut after the heal (the bound of a healed network);
+ * the clients run past the live bound, so a cluster stalled while the old
+ * heartbeats keep coming fails it; the faults stop deadLivesCalm ticks before
+ * the heal (so that the last life of the whole-cluster restart lasts longer than
+ * the bound: its heartbeats, one per live one, outlast it).
+ */
+function deadLivesShape(c: SimConfig, o: SimOverrides): SimConfig {
+  const t = c.timing;
+  const postHeal = pin(o.postHeal, 'none');
+  const liveBound = liveBoundFor(t.electionTicks, t.retransmitMaxTicks, c.clientRetry, postHeal);
+  const calm = deadLivesCalm({ ...c, liveBound });
+  const faultSteps = pin(o.faultSteps, Math.max(c.faultSteps, calm + 150));
+  return {
+    ...c,
+    postHeal,
+    liveBound,
+    faultSteps,
+    // The family starts with the calm stretch.
+    familyAt: Math.max(1, faultSteps - calm),
+    liveSteps: pin(o.liveSteps, Math.max(c.liveSteps, liveBound + 10 * t.electionTicks)),
+  };
+}
+
+/** dead-lives-heartbeats: ticks before the heal without random faults (see deadLivesShape). */
+export function deadLivesCalm(c: Pick<SimConfig, 'liveBound' | 'timing'>): number {
+  return c.liveBound + 12 * c.timing.electionTicks;
 }
 
 /**
