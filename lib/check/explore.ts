@@ -1,11 +1,12 @@
 /**
  * Bounded exhaustive explorer (a small model checker) for the smallest
- * configurations: 3 real `Replica` objects, 1-2 client commands, and an
- * adversary that chooses every step: which message is delivered next (any
+ * configurations: 3 (up to 7) real `Replica` objects, 1-2 client commands, and
+ * an adversary that chooses every step: which message is delivered next (any
  * order), which is dropped, which old message is delivered again, which node's
- * clock ticks, when a node's disk syncs, and when a node crashes, either by a
+ * clock ticks, when a node's disk syncs, when a node crashes, either by a
  * process kill (every written record survives, unsynced ones too) or by a power
- * loss (only synced records survive).
+ * loss (only synced records survive), and, within a budget, when the operator
+ * asks a leader to hand leadership to a peer (transfer-leader).
  *
  * The driver obeys the one contract of lib/core/types.ts, as the daemon does:
  * records are written at once; an `Outbound` with sync = true waits until every
@@ -86,6 +87,11 @@ export interface ExploreBudgets {
   submitsPerCmd: number;
   /** Linearizable reads (read index) submitted to a leader per path. */
   reads?: number;
+  /**
+   * Operator hand-offs per path (transfer-leader, a graceful stop): a leader is
+   * asked to hand leadership to a peer it may hand it to (a two-way voter).
+   */
+  transfers?: number;
 }
 
 export interface ExploreOptions {
@@ -172,6 +178,8 @@ export type Event =
   | { k: 'submit'; c: number; n: number }
   /** A read-index read at a node that believes it leads. */
   | { k: 'read'; n: number }
+  /** The operator asks leader n to hand leadership to peer `to` (Replica.transferLeadership). */
+  | { k: 'transfer'; n: number; to: number }
   /** Process kill: written records survive (the page cache), held messages do not. */
   | { k: 'kill'; n: number }
   /** Power loss: only records synced so far survive. */
@@ -395,6 +403,7 @@ export class World {
   crashes = 0;
   readonly submits: number[];
   readsSubmitted = 0;
+  transfers = 0;
   /** Highest slot with commands applied (and so answered) by a leader. */
   private answeredThrough = 0;
   /** Read id -> answeredThrough when it was submitted. */
@@ -416,6 +425,15 @@ export class World {
   readonly applied = new Map<number, string>();
   /** slot -> value marked chosen in some replica's log. */
   readonly marked = new Map<number, string>();
+  /** Ballot -> (sid, incarnation) that sent accepts at it (for the ballot-reuse coverage). */
+  private readonly proposedBy = new Map<number, string>();
+  /**
+   * Coverage (never a violation by itself): a power loss took the promise of the
+   * ballot its node was leading at (the 9.5 precondition), and a node campaigned
+   * again at a ballot at which an earlier life of it had proposed.
+   */
+  lostLeaderPromise = false;
+  ballotReused = false;
   private maxSlot = 0;
   violation: Violation | null = null;
   /** Event descriptions, when tracing. */
@@ -489,6 +507,9 @@ export class World {
     if (this.readsSubmitted < (b.reads ?? 0))
       for (const n of this.nodes)
         if (n.replica.role === 'leader') out.push({ k: 'read', n: n.sid });
+    if (this.transfers < (b.transfers ?? 0))
+      for (const n of this.nodes)
+        for (const to of this.handoffTargets(n)) out.push({ k: 'transfer', n: n.sid, to });
     if (this.opts.tickPolicy === 'any' || this.pending.size === 0)
       for (const n of this.nodes) if (n.ticks < b.ticksPerNode) out.push({ k: 'tick', n: n.sid });
     if (this.drops < b.drops) {
@@ -514,6 +535,16 @@ export class World {
         if (n.synced < n.written.length) out.push({ k: 'power', n: n.sid });
       }
     return out;
+  }
+
+  /** Peers a leader would accept to hand leadership to now (transferLeadership's own test). */
+  private handoffTargets(n: Node): number[] {
+    const r = n.replica;
+    if (r.role !== 'leader') return [];
+    const rr = r as unknown as { twoWay(s: number): boolean; peerVotes(s: number): boolean };
+    return this.nodes
+      .map((x) => x.sid)
+      .filter((s) => s !== n.sid && rr.twoWay(s) && rr.peerVotes(s));
   }
 
   private leadership(n: Node, c: number): string {
@@ -571,11 +602,24 @@ export class World {
         this.turns(n);
         break;
       }
+      case 'transfer': {
+        const n = this.nodes[e.n];
+        this.transfers++;
+        const why = n.replica.transferLeadership(e.to);
+        if (why !== null) throw new Error(`explore: transfer ${e.n} -> ${e.to} refused: ${why}`);
+        this.turns(n);
+        break;
+      }
       case 'kill':
       case 'power': {
         const n = this.nodes[e.n];
         this.crashes++;
-        if (e.k === 'power') n.written = n.written.slice(0, n.synced);
+        if (e.k === 'power') {
+          const b = n.replica.role === 'leader' ? n.replica.ballot : -1;
+          if (n.written.slice(n.synced).some((r) => r.t === 'promise' && r.ballot === b))
+            this.lostLeaderPromise = true;
+          n.written = n.written.slice(0, n.synced);
+        }
         this.restart(n);
         break;
       }
@@ -690,7 +734,12 @@ export class World {
 
   /** Every message that leaves a node: accepts fix (slot, ballot) values, accepteds count votes. */
   private observe(from: number, m: Msg): void {
-    if (m.t === 'accept') {
+    const life = `${from}.${this.nodes[from].incarnation}`;
+    if (m.t === 'prepare') {
+      const by = this.proposedBy.get(m.ballot);
+      if (by !== undefined && by !== life) this.ballotReused = true;
+    } else if (m.t === 'accept') {
+      if (!this.proposedBy.has(m.ballot)) this.proposedBy.set(m.ballot, life);
       for (const [slot, value] of m.entries) {
         const k = `${slot}@${m.ballot}`;
         const v = valueKey(value);
@@ -822,7 +871,7 @@ export class World {
   /** Give the adversary its whole budget again (after a warm-up or a random prefix). */
   resetBudgets(): void {
     for (const n of this.nodes) n.ticks = 0;
-    this.dups = this.drops = this.crashes = this.readsSubmitted = 0;
+    this.dups = this.drops = this.crashes = this.readsSubmitted = this.transfers = 0;
     this.submits.fill(0);
   }
 
@@ -854,6 +903,8 @@ export class World {
         return { mask: 1 << e.n, budget: `submit${e.c}` };
       case 'read':
         return { mask: 1 << e.n, budget: 'read' };
+      case 'transfer':
+        return { mask: 1 << e.n, budget: 'transfer' };
       case 'kill':
       case 'power':
         return { mask: 1 << e.n, budget: 'crash' };
@@ -870,6 +921,8 @@ export class World {
         return `dup|${this.sent[this.sentIndex(e.id)].key}`;
       case 'submit':
         return `submit|${e.c}|${e.n}`;
+      case 'transfer':
+        return `transfer|${e.n}|${e.to}`;
       default:
         return `${e.k}|${e.n}`;
     }
@@ -919,7 +972,7 @@ export class World {
         `|d${[...new Set(this.sent.filter((p) => p.to !== p.from).map((p) => p.key))].sort().join('#')}`,
       );
     parts.push(
-      `|b${this.dups},${this.drops},${this.crashes},${this.submits.join(',')}|r${this.answeredThrough}:${[...this.readNeed.values()].join(',')}|s${[...this.submittedTo].sort().join(',')}`,
+      `|b${this.dups},${this.drops},${this.crashes},${this.transfers},${this.submits.join(',')}|r${this.answeredThrough}:${[...this.readNeed.values()].join(',')}|s${[...this.submittedTo].sort().join(',')}`,
     );
     // The oracle's sets in a canonical order: who voted first changes nothing.
     const votes = [...this.acceptedBy].map(([k, by]) => `${k}:${[...by].sort().join('.')}`);
@@ -944,6 +997,8 @@ export class World {
         return `submit command ${e.c + 1} to leader ${e.n}`;
       case 'read':
         return `read at leader ${e.n}`;
+      case 'transfer':
+        return `operator: leader ${e.n} hands leadership to ${e.to}`;
       case 'kill':
         return `kill ${e.n} (unsynced records survive)`;
       case 'power':
@@ -1216,6 +1271,7 @@ const WALK_WEIGHTS: Record<Event['k'], number> = {
   submit: 10,
   dup: 3,
   drop: 2,
+  transfer: 2,
   kill: 1,
   power: 1,
 };
@@ -1274,6 +1330,10 @@ export interface WalkCoverage {
   ballots: number;
   /** Walks with a crash (kill or power loss). */
   crashed: number;
+  /** Walks in which a power loss took a leader's promise of its own ballot (9.5's precondition). */
+  lostLeaderPromise: number;
+  /** Walks in which a node campaigned at a ballot an earlier life of it had proposed at. */
+  ballotReused: number;
 }
 
 /**
@@ -1284,7 +1344,14 @@ export function randomWalks(o: WalkOptions): WalkResult & { coverage: WalkCovera
   const opts = withDefaults(o);
   const started = Date.now();
   const warmup = warmupPath(opts);
-  const coverage: WalkCoverage = { chosen: 0, chosenTwo: 0, ballots: 0, crashed: 0 };
+  const coverage: WalkCoverage = {
+    chosen: 0,
+    chosenTwo: 0,
+    ballots: 0,
+    crashed: 0,
+    lostLeaderPromise: 0,
+    ballotReused: 0,
+  };
   let events = 0;
   const result = (violation: ExploreResult['violation'], walks: number, seed: number) => ({
     violation,
@@ -1305,6 +1372,8 @@ export function randomWalks(o: WalkOptions): WalkResult & { coverage: WalkCovera
     if (w.chosen.size >= 2) coverage.chosenTwo++;
     if (w.ballotsProposed() >= 2) coverage.ballots++;
     if (w.crashes > 0) coverage.crashed++;
+    if (w.lostLeaderPromise) coverage.lostLeaderPromise++;
+    if (w.ballotReused) coverage.ballotReused++;
     if (w.violation) return result(found(opts, warmup, w, path), i + 1, seed);
   }
   return result(null, o.walks, -1);

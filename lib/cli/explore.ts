@@ -24,6 +24,7 @@ modes (default: one exhaustive search of --depth events after the warm-up)
                        budgets of those random prefixes (default 15, 2, 3, 3, 3)
 
 model
+  --nodes N            cluster size, 3 to 7 (default 3)
   --warmup W           none | connected | leader (default connected)
   --commands C         client commands, 1 or 2 (default 1)
   --ticks T            ticks per node (default 2)
@@ -32,6 +33,7 @@ model
   --drops D            explicit drops per path (default 0; a message never delivered is lost anyway)
   --submits S          submissions per command (client retries, default 2)
   --reads R            read-index reads at a leader per path (default 0)
+  --transfers T        operator hand-offs (transfer-leader) per path (default 0)
   --tick-policy P      any | quiescent (default any)
   --no-sync-on-open    a restart does not sync the replayed records (the daemon does)
   --sabotage release-before-sync   break the driver: acknowledgements leave before their sync
@@ -50,6 +52,7 @@ const parsed = parseFlags(process.argv.slice(2), {
   // Numbers are parsed (and checked) by int() below.
   string: [
     'depth',
+    'nodes',
     'warmup',
     'commands',
     'ticks',
@@ -58,6 +61,7 @@ const parsed = parseFlags(process.argv.slice(2), {
     'drops',
     'submits',
     'reads',
+    'transfers',
     'tick-policy',
     'heartbeat',
     'election',
@@ -120,7 +124,7 @@ const mutations = (argv.mutation ? String(argv.mutation).split(',') : []).map((m
 
 const d = withDefaults();
 const opts: ExploreOptions = {
-  nodes: 3,
+  nodes: int('nodes', d.nodes),
   commands: int('commands', d.commands),
   timing: {
     heartbeatTicks: int('heartbeat', d.timing.heartbeatTicks),
@@ -135,6 +139,7 @@ const opts: ExploreOptions = {
     drops: int('drops', d.budgets.drops),
     submitsPerCmd: int('submits', d.budgets.submitsPerCmd),
     reads: int('reads', 0),
+    transfers: int('transfers', 0),
   },
   depth: int('depth', d.depth),
   tickPolicy: oneOf('tick-policy', ['any', 'quiescent'], d.tickPolicy),
@@ -151,11 +156,12 @@ const opts: ExploreOptions = {
   timeLimitMs: 1000 * int('time-limit', 600),
 };
 if (opts.commands < 1 || opts.commands > 2) usage('--commands must be 1 or 2');
+if (opts.nodes < 3 || opts.nodes > 7) usage('--nodes must be 3 to 7');
 if (opts.timing.heartbeatTicks < 1 || opts.timing.electionTicks < 1 || opts.timing.windowSlots < 1)
   usage('--heartbeat, --election and --window must be at least 1');
 
 const seed = int('seed', 1);
-const settings = `depth ${opts.depth}, warm-up ${opts.warmup}, ${opts.commands} command(s), budgets ${JSON.stringify(opts.budgets)}, timing ${JSON.stringify(opts.timing)}, ticks ${opts.tickPolicy}, hash ${opts.hash}, sleep sets ${opts.sleepSets ? 'on' : 'off'}, sync on open ${opts.syncOnOpen ? 'on' : 'off'}${mutations.length ? `, mutations ${mutations.join(',')}` : ''}${opts.sabotage ? `, sabotage ${opts.sabotage}` : ''}`;
+const settings = `${opts.nodes} nodes, depth ${opts.depth}, warm-up ${opts.warmup}, ${opts.commands} command(s), budgets ${JSON.stringify(opts.budgets)}, timing ${JSON.stringify(opts.timing)}, ticks ${opts.tickPolicy}, hash ${opts.hash}, sleep sets ${opts.sleepSets ? 'on' : 'off'}, sync on open ${opts.syncOnOpen ? 'on' : 'off'}${mutations.length ? `, mutations ${mutations.join(',')}` : ''}${opts.sabotage ? `, sabotage ${opts.sabotage}` : ''}`;
 process.stdout.write(`explore: ${settings}\n`);
 
 function printViolation(v: ExploreResult['violation']): void {
@@ -178,7 +184,7 @@ if (argv.walks !== undefined) {
   const r = randomWalks({ ...opts, seed, walks: int('walks', 0) });
   process.stdout.write(
     `walks: ${r.walks} from seed ${seed}, ${r.events} events (${perSecond(r.events, r.timeMs)}), ${r.timeMs} ms${r.violation ? `; failing walk seed ${r.seed}` : ''}\n` +
-      `coverage: a slot chosen in ${r.coverage.chosen} walks, two slots in ${r.coverage.chosenTwo}, proposals at 2+ ballots in ${r.coverage.ballots}, a crash in ${r.coverage.crashed}\n`,
+      `coverage: a slot chosen in ${r.coverage.chosen} walks, two slots in ${r.coverage.chosenTwo}, proposals at 2+ ballots in ${r.coverage.ballots}, a crash in ${r.coverage.crashed}, a leader's own promise lost to a power loss in ${r.coverage.lostLeaderPromise}, a campaign at a ballot proposed at by an earlier life in ${r.coverage.ballotReused}\n`,
   );
   printViolation(r.violation);
   violated = r.violation !== null;
