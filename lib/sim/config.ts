@@ -45,12 +45,14 @@ import type { LinkFaults, ReplayFaults } from './network';
  *   arriving at the other half (F4: pre-vote on stale evidence);
  * - dead-lives-heartbeats: every node is restarted four or five times in a row
  *   (or the whole cluster once, before the heal, after a long calm life); after
- *   the heal each live heartbeat is followed by a heartbeat of a dead life of
- *   its sender (in rotation, or the old life's in send order), so the peer's one
- *   echo slot names a dead life whenever its periodic heartbeat leaves (L);
+ *   the heal each live heartbeat is followed (at most once per link per tick)
+ *   by a heartbeat of a dead life of its sender (in rotation, or the old life's
+ *   in send order), so the peer's one echo slot names a dead life whenever its
+ *   periodic heartbeat leaves (L);
  * - given-up-handoff: a hand-off whose every request is held times out (the
  *   leader leads on); its target is restarted, an accept makes it follow the
- *   leader again before a fresh heartbeat, and a held copy then arrives (H).
+ *   leader again before a fresh heartbeat, and a held copy then arrives; it
+ *   must not campaign ('a given-up hand-off deposes nobody', H).
  */
 export const FAMILIES = [
   'stale-leader',
