@@ -5,7 +5,7 @@
 // deliberate protocol bug (ReplicaOptions.mutations) is found by the explorer
 // on its own. Budgets are sized for a shared 2-core machine; longer runs:
 // `node dist/lib/cli/explore.js --help`.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { Mutation } from '../lib/core/replica';
 import type { Msg } from '../lib/core/types';
 import {
@@ -15,6 +15,7 @@ import {
   type Event,
   type ExploreOptions,
   type ExploreResult,
+  type WalkCoverage,
 } from '../lib/check/explore';
 
 function line(r: ExploreResult): string {
@@ -139,22 +140,27 @@ t.test('random walks catch a driver that sends acknowledgements before their syn
   );
 });
 
+/** 10,000 walks of the real protocol from seed 1: none may break an invariant, all must run. */
+function cleanWalks(t: Test, opts: Partial<ExploreOptions>): WalkCoverage {
+  const r = randomWalks({ ...WALKS, ...opts, seed: 1, walks: 10_000 });
+  t.comment(`${r.walks} walks of depth ${WALKS.depth}, ${r.events} events, ${r.timeMs} ms`);
+  t.equal(
+    r.violation,
+    null,
+    r.violation ? `seed ${r.seed}: ${r.violation.rule}: ${r.violation.detail}` : 'none',
+  );
+  t.equal(r.walks, 10_000, 'every walk ran');
+  t.ok(r.events > 10_000 * 40, 'walks are deep (few end early for lack of events)');
+  return r.coverage;
+}
+
 for (const syncOnOpen of [true, false]) {
   // Without the open-time sync, replayed unsynced records stay exposed to a
   // power loss after the restart; sync = true messages must wait for them.
   const name = syncOnOpen ? 'restart syncs the replayed records' : 'restart does not sync';
   t.test(`random walks: the real protocol keeps every invariant (${name})`, async (t) => {
-    const r = randomWalks({ ...WALKS, syncOnOpen, seed: 1, walks: 10_000 });
-    t.comment(`${r.walks} walks of depth ${WALKS.depth}, ${r.events} events, ${r.timeMs} ms`);
-    t.equal(
-      r.violation,
-      null,
-      r.violation ? `seed ${r.seed}: ${r.violation.rule}: ${r.violation.detail}` : 'none',
-    );
-    t.equal(r.walks, 10_000, 'every walk ran');
-    t.ok(r.events > 10_000 * 40, 'walks are deep (few end early for lack of events)');
     // Walks that never choose, change leader or crash would pass vacuously.
-    const c = r.coverage;
+    const c = cleanWalks(t, { syncOnOpen });
     t.comment(
       `walks with a slot chosen ${c.chosen}, two slots ${c.chosenTwo}, proposals at 2+ ballots ${c.ballots}, a crash ${c.crashed}`,
     );
@@ -252,5 +258,17 @@ t.test(
       ['submit 1 to A', 'submit 2 to A'],
       'only the submits to a non-leader were skipped',
     );
+  },
+);
+
+t.test(
+  'random walks with operator hand-offs keep every invariant, hand-off obedience included (issue 9 H)',
+  async (t) => {
+    // A node campaigns on a hand-off only after a heartbeat of that leadership from
+    // its own process life, sent within the hand-off's lifetime: an old copy, or an
+    // accept or commit alone after a restart, must not depose a leader that gave
+    // the hand-off up (scripts/mutants/9.H-handoff-any-tick.patch breaks it).
+    const c = cleanWalks(t, { budgets: { ...WALKS.budgets, transfers: 2 } });
+    t.ok(c.handoff > 500, `a hand-off campaign in ${c.handoff} walks`);
   },
 );

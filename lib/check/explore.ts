@@ -244,6 +244,13 @@ interface Node {
   held: { gen: number; out: Outbound }[];
   incarnation: number;
   ticks: number;
+  /** Id of the first packet sent after this process life began (later ids postdate it). */
+  lifeStart: number;
+  /**
+   * Leading heartbeats sent after this life began and delivered to it, with hand-offs
+   * in the budget only: `leader:ballot` -> the earliest one's tick (leader's clock).
+   */
+  leadersHeard: Map<string, number>;
 }
 
 function command(c: number): Cmd {
@@ -425,6 +432,8 @@ export class World {
   readonly applied = new Map<number, string>();
   /** slot -> value marked chosen in some replica's log. */
   readonly marked = new Map<number, string>();
+  /** Hand-off packet id -> the tick (its leader's clock) at which that hand-off started. */
+  private readonly handoffStart = new Map<number, number>();
   /** Ballot -> (sid, incarnation) that sent accepts at it (for the ballot-reuse coverage). */
   private readonly proposedBy = new Map<number, string>();
   /**
@@ -434,6 +443,8 @@ export class World {
    */
   lostLeaderPromise = false;
   ballotReused = false;
+  /** Hand-off campaigns started (each checked for hand-off obedience). */
+  handoffCampaigns = 0;
   private maxSlot = 0;
   violation: Violation | null = null;
   /** Event descriptions, when tracing. */
@@ -453,6 +464,8 @@ export class World {
         held: [],
         incarnation: 0,
         ticks: 0,
+        lifeStart: 0,
+        leadersHeard: new Map(),
       };
       node.replica = this.makeReplica(node);
       node.replica.bootstrap();
@@ -559,7 +572,7 @@ export class World {
         const p = this.pending.get(e.id);
         if (!p) throw new Error(`explore: packet ${e.id} is not in flight`);
         this.pending.delete(e.id);
-        this.stepInto(this.nodes[p.to], p.from, p.msg);
+        this.deliver(p);
         break;
       }
       case 'drop':
@@ -569,7 +582,7 @@ export class World {
       case 'dup': {
         const p = this.sent[this.sentIndex(e.id)];
         this.dups++;
-        this.stepInto(this.nodes[p.to], p.from, p.msg);
+        this.deliver(p);
         break;
       }
       case 'tick': {
@@ -645,9 +658,44 @@ export class World {
     this.turns(n);
   }
 
+  /** A packet reaches its destination (first delivery or a re-delivery). */
+  private deliver(p: Packet): void {
+    const n = this.nodes[p.to];
+    const m = p.msg;
+    if (m.t === 'heartbeat' && m.leading && p.id >= n.lifeStart && this.opts.budgets.transfers) {
+      const k = `${p.from}:${m.promised}`;
+      n.leadersHeard.set(k, Math.min(m.tick, n.leadersHeard.get(k) ?? Infinity));
+    }
+    const before = n.replica.campaign;
+    this.stepInto(n, p.from, m);
+    const p1 = n.replica.campaign;
+    if (m.t === 'handoff' && p1 !== null && p1 !== before && p1.handoff) this.checkHandoff(n, p);
+  }
+
+  /**
+   * Hand-off obedience: a node campaigns on a hand-off only if its leader, after
+   * this node's process life began, sent it a heartbeat of that leadership no later
+   * than an election timeout after the hand-off started (the leader's clock). An
+   * old copy, or an accept alone, must not make a node depose a leader that gave
+   * the hand-off up (issue 9 H). Not agreement, but a rule the core states.
+   */
+  private checkHandoff(n: Node, p: Packet): void {
+    this.handoffCampaigns++;
+    const m = p.msg as Extract<Msg, { t: 'handoff' }>;
+    const started = this.handoffStart.get(p.id)!;
+    const limit = started + this.opts.timing.electionTicks;
+    if (!((n.leadersHeard.get(`${p.from}:${m.ballot}`) ?? Infinity) <= limit))
+      this.fail(
+        'hand-off obedience',
+        `node ${n.sid} campaigned on a hand-off of ${p.from} (ballot ${formatBallot(m.ballot)}, started at its tick ${started}) without a heartbeat of it from this life by tick ${limit}`,
+      );
+  }
+
   /** Restart after a crash from what the disk holds; nothing held in memory survives. */
   private restart(n: Node): void {
     n.incarnation++;
+    n.lifeStart = this.nextId;
+    n.leadersHeard = new Map();
     n.held = [];
     n.replica = this.makeReplica(n);
     n.replica.restore(null, [...n.written]);
@@ -717,6 +765,12 @@ export class World {
       return;
     }
     const p = new Packet(this.nextId++, n.sid, out.to, out.msg);
+    if (out.msg.t === 'handoff') {
+      // The hand-off this copy belongs to (read from the leader: the copy's own
+      // fields are what a broken leader may get wrong).
+      const h = (n.replica as unknown as { handoff: { startedAt: number } | null }).handoff;
+      this.handoffStart.set(p.id, h ? h.startedAt : -Infinity);
+    }
     // A newer heartbeat on the same link supersedes one still in flight (the old one
     // counts as lost; it can still come back as a re-delivery).
     if (out.msg.t === 'heartbeat')
@@ -958,7 +1012,7 @@ export class World {
         );
       }
       parts.push(
-        `|w${n.written.map(recordKey).join(' ')}s${n.synced}g${n.writeGen - n.syncedGen}h${n.held.map((h) => `${h.out.to}:${msgKey(h.out.msg)}`).join(' ')}t${n.ticks}`,
+        `|w${n.written.map(recordKey).join(' ')}|l${[...n.leadersHeard].join(' ')}s${n.synced}g${n.writeGen - n.syncedGen}h${n.held.map((h) => `${h.out.to}:${msgKey(h.out.msg)}`).join(' ')}t${n.ticks}`,
       );
     }
     parts.push(
@@ -1334,6 +1388,8 @@ export interface WalkCoverage {
   lostLeaderPromise: number;
   /** Walks in which a node campaigned at a ballot an earlier life of it had proposed at. */
   ballotReused: number;
+  /** Walks with a hand-off campaign (checked for hand-off obedience). */
+  handoff: number;
 }
 
 /**
@@ -1351,6 +1407,7 @@ export function randomWalks(o: WalkOptions): WalkResult & { coverage: WalkCovera
     crashed: 0,
     lostLeaderPromise: 0,
     ballotReused: 0,
+    handoff: 0,
   };
   let events = 0;
   const result = (violation: ExploreResult['violation'], walks: number, seed: number) => ({
@@ -1374,6 +1431,7 @@ export function randomWalks(o: WalkOptions): WalkResult & { coverage: WalkCovera
     if (w.crashes > 0) coverage.crashed++;
     if (w.lostLeaderPromise) coverage.lostLeaderPromise++;
     if (w.ballotReused) coverage.ballotReused++;
+    if (w.handoffCampaigns > 0) coverage.handoff++;
     if (w.violation) return result(found(opts, warmup, w, path), i + 1, seed);
   }
   return result(null, o.walks, -1);

@@ -184,7 +184,7 @@ if (argv.walks !== undefined) {
   const r = randomWalks({ ...opts, seed, walks: int('walks', 0) });
   process.stdout.write(
     `walks: ${r.walks} from seed ${seed}, ${r.events} events (${perSecond(r.events, r.timeMs)}), ${r.timeMs} ms${r.violation ? `; failing walk seed ${r.seed}` : ''}\n` +
-      `coverage: a slot chosen in ${r.coverage.chosen} walks, two slots in ${r.coverage.chosenTwo}, proposals at 2+ ballots in ${r.coverage.ballots}, a crash in ${r.coverage.crashed}, a leader's own promise lost to a power loss in ${r.coverage.lostLeaderPromise}, a campaign at a ballot proposed at by an earlier life in ${r.coverage.ballotReused}\n`,
+      `coverage: a slot chosen in ${r.coverage.chosen} walks, two slots in ${r.coverage.chosenTwo}, proposals at 2+ ballots in ${r.coverage.ballots}, a crash in ${r.coverage.crashed}, a leader's own promise lost to a power loss in ${r.coverage.lostLeaderPromise}, a campaign at a ballot proposed at by an earlier life in ${r.coverage.ballotReused}, a hand-off campaign in ${r.coverage.handoff}\n`,
   );
   printViolation(r.violation);
   violated = r.violation !== null;
