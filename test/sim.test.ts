@@ -10,6 +10,7 @@ import { FAMILIES, POST_HEAL_SHAPES } from '../lib/sim/config';
 import { connectedMajority } from '../lib/sim/network';
 import { encodeOp, encodeRegister, KvStateMachine, REGISTER_NONCE_MIN } from '../lib/sm/kv';
 import { firstChoiceLines, replayCommand, runSweep } from '../lib/sim/sweep';
+import { runSweepParallel } from '../lib/sim/parallel';
 
 /** Seeds per cluster size in the CI sweep (3 sizes): ~30 s of CPU (more wall time on a loaded machine). */
 const SEEDS_PER_SIZE = Number(process.env.SIM_SEEDS ?? 250);
@@ -198,6 +199,30 @@ t.test('lagging-under-load: every node catches up while the clients keep writing
   }
 });
 
+// The CI sweep runs on worker threads (one test file runs at a time, so one core
+// would idle): the summary must be the one a single thread gives.
+t.test('a sweep over worker threads sums to the same as one thread', async (t) => {
+  const opts = { nodes: 5 };
+  const one = runSweep(1, 12, opts);
+  let each = 0;
+  const par = await runSweepParallel(1, 12, opts, () => each++, {}, 2);
+  const pick = (s: typeof one) => ({
+    seeds: s.seeds,
+    runs: s.runs,
+    steps: s.steps,
+    ops: s.opsCompleted,
+    dangerous: s.dangerous,
+    maxLiveLatency: s.maxLiveLatency,
+    byNodes: s.byNodes,
+    firstChoice: s.firstChoice,
+    divergence: s.divergence,
+    failures: s.failures.map((r) => r.seed),
+  });
+  t.same(pick(par), pick(one), `12 seeds: ${one.steps} steps either way`);
+  t.equal(each, 12, 'every result reached the caller');
+  t.ok(par.cpuMs > 0 && par.ms > 0, 'time measured');
+});
+
 t.test('sweep: 3, 5 and 7 replicas under seeded faults', async (t) => {
   let steps = 0;
   let ms = 0;
@@ -206,7 +231,7 @@ t.test('sweep: 3, 5 and 7 replicas under seeded faults', async (t) => {
   const shapes: string[] = [];
   for (const nodes of [3, 5, 7]) {
     const opts = { nodes };
-    const s = runSweep(1, SEEDS_PER_SIZE, opts);
+    const s = await runSweepParallel(1, SEEDS_PER_SIZE, opts);
     shapes.push(`${nodes} nodes, worst time to the next choice:`, ...firstChoiceLines(s));
     steps += s.steps;
     ms += s.ms;
