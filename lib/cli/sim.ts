@@ -9,7 +9,8 @@ import {
   type Sabotage,
 } from '../sim/config';
 import { describeConfig, runSimulation, type SimResult, type SimRunOptions } from '../sim/cluster';
-import { firstChoiceLines, replayCommand, runSweep } from '../sim/sweep';
+import { runSweepParallel } from '../sim/parallel';
+import { firstChoiceLines, replayCommand, type SweepSummary } from '../sim/sweep';
 import { handleCommonFlags, parseFlags } from './common';
 
 const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options]
@@ -25,6 +26,8 @@ const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options
   --family F          pin the targeted schedule family (${['none', ...FAMILIES].join(', ')})
   --post-heal S       pin the cuts kept after the heal (${POST_HEAL_SHAPES.join(', ')})
   --branches N        run N continuations from each seed's dangerous state (sweeps)
+  --jobs N            worker threads for a sweep (default 1; results are the same,
+                      seed lines may come out of order)
   --fork-step S --fork-salt K   replay one such continuation
   --sabotage KIND     break the driver on purpose (${SABOTAGES.join(', ')})
   --mutation NAME     break the protocol on purpose (${MUTATIONS.join(', ')})
@@ -55,6 +58,7 @@ const parsed = parseFlags(process.argv.slice(2), {
     'fork-step',
     'fork-salt',
     'last',
+    'jobs',
   ],
   boolean: ['trace', 'quiet', 'help', 'wipe', 'lin', 'wire', 'inject-divergence', 'version'],
   default: { lin: true },
@@ -151,7 +155,8 @@ if (seedArg !== undefined) {
 
 const count = intArg('seeds') ?? 100;
 const start = intArg('start') ?? 1;
-const summary = runSweep(
+const jobs = intArg('jobs') ?? 1;
+void runSweepParallel(
   start,
   count,
   opts,
@@ -162,26 +167,30 @@ const summary = runSweep(
       );
   },
   { branches },
-);
-out(
-  `\n${summary.seeds} seeds (${Object.entries(summary.byNodes)
-    .map(([n, k]) => `${k}x${n} nodes`)
-    .join(
-      ', ',
-    )}), ${summary.steps} steps in ${(summary.ms / 1000).toFixed(1)} s (${(summary.cpuMs / 1000).toFixed(1)} s CPU): ${Math.round(summary.stepsPerSec)} steps/s (${Math.round(summary.stepsPerCpuSec)} per CPU second), ${summary.seedsPerSec.toFixed(2)} seeds/s; ${summary.opsCompleted} client ops; max post-heal latency ${summary.maxLiveLatency} ticks; ${summary.dangerous} seeds reached a family's dangerous state, ${summary.runs - summary.seeds} branches; ${summary.failures.length} failure(s)`,
-);
-if (opts.injectDivergence) {
-  const d = summary.divergence;
+  jobs,
+).then(report);
+
+function report(summary: SweepSummary): void {
   out(
-    `divergence injected in ${d.injected} runs (the others never applied the slot), reported in ${d.detected}; worst ${d.worstBeats.toFixed(1)} heartbeats after the later of the injection and the heal`,
+    `\n${summary.seeds} seeds (${Object.entries(summary.byNodes)
+      .map(([n, k]) => `${k}x${n} nodes`)
+      .join(
+        ', ',
+      )}), ${summary.steps} steps in ${(summary.ms / 1000).toFixed(1)} s (${(summary.cpuMs / 1000).toFixed(1)} s CPU): ${Math.round(summary.stepsPerSec)} steps/s (${Math.round(summary.stepsPerCpuSec)} per CPU second), ${summary.seedsPerSec.toFixed(2)} seeds/s; ${summary.opsCompleted} client ops; max post-heal latency ${summary.maxLiveLatency} ticks; ${summary.dangerous} seeds reached a family's dangerous state, ${summary.runs - summary.seeds} branches; ${summary.failures.length} failure(s)`,
   );
-}
-out('worst time to the next choice, per partition shape:');
-for (const l of firstChoiceLines(summary)) out(l);
-if (summary.failures.length > 0) {
-  out(
-    `failed seeds: ${summary.failures.map((r) => (r.fork ? `${r.seed}@${r.fork.step}/${r.fork.salt}` : r.seed)).join(' ')}`,
-  );
-  reportFailure(summary.failures[0]);
-  process.exit(1);
+  if (opts.injectDivergence) {
+    const d = summary.divergence;
+    out(
+      `divergence injected in ${d.injected} runs (the others never applied the slot), reported in ${d.detected}; worst ${d.worstBeats.toFixed(1)} heartbeats after the later of the injection and the heal`,
+    );
+  }
+  out('worst time to the next choice, per partition shape:');
+  for (const l of firstChoiceLines(summary)) out(l);
+  if (summary.failures.length > 0) {
+    out(
+      `failed seeds: ${summary.failures.map((r) => (r.fork ? `${r.seed}@${r.fork.step}/${r.fork.salt}` : r.seed)).join(' ')}`,
+    );
+    reportFailure(summary.failures[0]);
+    process.exit(1);
+  }
 }
