@@ -6,8 +6,25 @@
  *   const client = PaxosClient.fromConfig(loadClientConfig('conf/client.config.json'));
  *   await client.put('k', 'v');
  */
-export { describeHeard, PaxosClient, PaxosClientError, Session } from './client';
-export type { ClientOptions, OpResult, OutcomeReport, ServerHeard, TransferReport } from './client';
+export { describeHeard, PaxosClient, PaxosClientError, Session, SnapshotSaveError } from './client';
+export type {
+  ClientOptions,
+  OpResult,
+  OutcomeReport,
+  ServerHeard,
+  SnapshotSaveOptions,
+  SnapshotSaveResult,
+  TransferReport,
+} from './client';
+export {
+  BackupError,
+  encodeBackupFile,
+  readBackupFile,
+  restoreDataDir,
+  restoredClusterId,
+  writeBackupFile,
+} from './backup';
+export type { BackupFile, Restored, SavedSnapshot } from './backup';
 export type { TransferCode } from './wire/client';
 export { PaxosNode } from './daemon';
 export type { NodeCounters, NodeOptions } from './daemon';
