@@ -1,5 +1,5 @@
 import { checkLinearizable, type HistoryEvent } from '../check/linearizability';
-import { ballotRound, formatBallot } from '../core/ballot';
+import { ballotRound, formatBallot, nextBallot } from '../core/ballot';
 import { Prng } from '../core/prng';
 import { Replica, type ReplicaOptions } from '../core/replica';
 import { isDivergenceEvent } from '../core/statecheck';
@@ -1039,6 +1039,8 @@ export class Simulation {
         return this.deadLivesBeforeHeal();
       case 'given-up-handoff':
         return this.givenUpHandoff();
+      case 'handoff-ballot-reuse':
+        return this.handoffReuse();
       case 'powerloss-after-campaign':
         // Driven by noteProduced (a prepare); here: power goes at the scheduled step.
         if (f.phase === 1 && this.now >= f.until) {
@@ -1219,6 +1221,7 @@ export class Simulation {
     const f = this.fam;
     if (this.cfg.family === 'powerloss-leader-reuse') return this.reuseCampaign(n);
     if (this.cfg.family === 'learning-candidate') return this.learningCampaign(n);
+    if (this.cfg.family === 'handoff-ballot-reuse') return this.handoffReuseCampaign(n);
     if (this.cfg.family !== 'powerloss-after-campaign' || !this.faultsOn) return;
     if (f.phase !== 0 || this.now < this.cfg.familyAt) return;
     f.sid = n.sid;
@@ -1254,6 +1257,8 @@ export class Simulation {
         return this.now >= this.cfg.faultSteps - deadLivesCalm(this.cfg);
       case 'given-up-handoff':
         return f.phase === 1 || f.phase === 2;
+      case 'handoff-ballot-reuse':
+        return f.phase >= 1 && f.phase <= 4;
       default:
         return false;
     }
@@ -1287,6 +1292,7 @@ export class Simulation {
     }
     x.cut = null;
     this.famDrop = null;
+    this.hrx.reqLost = -1;
   }
 
   /** A loss burst of `types` from one node to each of `tos` (at send time). */
@@ -1469,6 +1475,7 @@ export class Simulation {
   private onLeaderAccept(n: SimNode, m: Extract<Msg, { t: 'accept' }>): void {
     const f = this.fam;
     const x = this.famx;
+    if (this.cfg.family === 'handoff-ballot-reuse') return this.handoffReuseAccept(n, m);
     if (this.cfg.family !== 'powerloss-leader-reuse' || f.phase !== 1 || n.sid !== f.sid) return;
     if (m.ballot !== x.ballot) return;
     const fresh = m.entries.some(([slot]) =>
@@ -2564,6 +2571,180 @@ export class Simulation {
     this.afterFamily(() => (f.phase = 0), 2 * this.cfg.timing.electionTicks);
   }
 
+  // ----------------------- handoff-ballot-reuse (issue 9.5) -----------------------
+
+  /**
+   * handoff-ballot-reuse: the leader L and its ballot, the target A (its life
+   * at the hand-off, its first ballot b1), the other peers P and the group G of
+   * them that A's accepts reach, when the family started, when A lost power
+   * (-1: not yet), whether L handed off again, and the node whose client
+   * requests are lost (-1: none).
+   */
+  private hrx = {
+    l: -1,
+    a: -1,
+    bL: 0,
+    b1: 0,
+    aLife: 0,
+    p: [] as number[],
+    g: [] as number[],
+    at: 0,
+    crashAt: -1,
+    again: false,
+    reqLost: -1,
+  };
+
+  /** Is L still the leader it was at the family's hand-off (same ballot)? */
+  private hrLeaderOn(): boolean {
+    const l = this.nodes.get(this.hrx.l)!;
+    return l.up && l.replica!.role === 'leader' && l.replica!.ballot === this.hrx.bL;
+  }
+
+  /**
+   * handoff-ballot-reuse (issue 9.5; 5 or 7 nodes, up to three rounds in the
+   * fault phase, random faults standing aside): the leader L hands off to A,
+   * whose disk is slow. What A sends L is lost (L leads on below A's ballot b1:
+   * a follower's promise deposes no leader) and so are the clients' requests to
+   * L (it proposes nothing a promiser would nack); A's accepts and commits
+   * reach only G; the peers P do not hear each other (a campaign needs fresh
+   * two-way contact with a majority: none of them can run). A loses power
+   * after its first accept of a new slot (or at a deadline) and restarts; until
+   * it campaigns again it hears nothing from P (all of it says b1) and follows
+   * L on a fresh heartbeat; L hands off to A again, and A campaigns at
+   * nextBallot(L's ballot) = b1 again. Then P minus G may answer it (G's
+   * promise would report A's first value). At HEAD A led at b1 only after its
+   * own promise was durable, so the power loss cannot have made it forget a
+   * proposal at b1; the 9.5 revert proposes a second value at (slot, b1).
+   * Over 60 lines: one schedule, phase by phase in the order it runs.
+   */
+  private handoffReuse(): void {
+    const c = this.cfg;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const f = this.fam;
+    const h = this.hrx;
+    if (f.phase === 0) {
+      if (c.sids.length < 5 || f.count >= 3 || this.now > c.faultSteps - 20 * e) return;
+      if (!this.allVoters() || this.upNodes().length < c.sids.length) return;
+      const ls = this.leaders().filter((n) => !n.paused(this.now));
+      if (ls.length !== 1) return;
+      const l = ls[0];
+      const a = this.nodes.get(l.replica!.handoffTarget() ?? -1);
+      if (!a || a.paused(this.now) || l.replica!.transferLeadership(a.sid) !== null) return;
+      this.stats.handoffs++;
+      const peers = this.shuffled(c.sids.filter((s) => s !== l.sid && s !== a.sid));
+      this.hrx = {
+        l: l.sid,
+        a: a.sid,
+        bL: l.replica!.ballot,
+        b1: 0,
+        aLife: a.incarnation,
+        p: peers,
+        // L and P minus G must make a quorum without A.
+        g: peers.slice(0, p.range(1, peers.length - (this.quorum - 1))),
+        at: this.now,
+        crashAt: -1,
+        again: false,
+        reqLost: l.sid,
+      };
+      a.slowUntil = this.now + 100 * e;
+      a.slowDelay = p.range(6 * e, 10 * e);
+      this.famDrop = (pk) => this.handoffReuseDrop(pk);
+      f.count++;
+      f.phase = 1;
+      f.until = this.now + 2 * e;
+      if (this.tracing)
+        this.trace(
+          `family ${c.family}: node ${l.sid} hands off to ${a.sid} (disk slow); what ${a.sid} sends ${l.sid} is lost, its accepts reach only {${this.hrx.g.join(',')}}, {${peers.join(',')}} do not hear each other`,
+        );
+    } else if (f.phase === 1) {
+      // Waiting for A's campaign (handoffReuseCampaign).
+      if (this.now >= f.until || !this.hrLeaderOn()) this.endHandoffReuse();
+    } else if (f.phase === 2) {
+      const a = this.nodes.get(h.a)!;
+      if (!a.up || a.incarnation !== h.aLife || !this.hrLeaderOn()) return this.endHandoffReuse();
+      if (this.now < f.until) return;
+      this.crash(a, 'power', 'power loss after its hand-off campaign, before its disk synced');
+      a.slowUntil = 0;
+      a.restartAt = this.now + p.range(1, c.timing.heartbeatTicks);
+      h.crashAt = this.now;
+      f.phase = 3;
+      f.until = this.now + 8 * e;
+    } else if (f.phase === 3) {
+      // A follows L again (a fresh heartbeat): the operator hands off to it again.
+      if (this.now >= f.until || !this.hrLeaderOn()) return this.endHandoffReuse();
+      const r = this.nodes.get(h.a)!.replica;
+      if (h.again || !r || r.role !== 'follower' || r.leader !== h.l) return;
+      if (this.nodes.get(h.l)!.replica!.transferLeadership(h.a) !== null) return;
+      h.again = true;
+      this.stats.handoffs++;
+      if (this.tracing) this.trace(`family ${c.family}: node ${h.l} hands off to ${h.a} again`);
+    } else if (f.phase === 4 && this.now >= f.until) this.endHandoffReuse();
+  }
+
+  /** The family's losses (see handoffReuse), decided when a datagram arrives. */
+  private handoffReuseDrop(pk: Packet<Payload>): boolean {
+    const h = this.hrx;
+    const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
+    const firstLife = h.crashAt < 0 || pk.sentAt <= h.crashAt;
+    if (pk.from === h.a) {
+      if (pk.to === h.l) return firstLife && pk.sentAt >= h.at;
+      if (h.g.includes(pk.to) || !h.p.includes(pk.to)) return false;
+      return firstLife && (m.t === 'accept' || m.t === 'commit');
+    }
+    if (!h.p.includes(pk.from)) return false;
+    if (pk.to === h.a) return h.crashAt >= 0 && (this.fam.phase <= 3 || h.g.includes(pk.from));
+    return h.p.includes(pk.to);
+  }
+
+  /** A prepare left `n`: A's first campaign (b1), or its campaign in its next life. */
+  private handoffReuseCampaign(n: SimNode): void {
+    const f = this.fam;
+    const h = this.hrx;
+    const r = n.replica;
+    const e = this.cfg.timing.electionTicks;
+    if (!this.faultsOn || n.sid !== h.a || !r || r.role !== 'candidate') return;
+    if (f.phase === 1 && n.incarnation === h.aLife) {
+      h.b1 = r.ballot;
+      // A ballot above L's seen first: the next life (which sees only L's) cannot reach it.
+      if (r.ballot !== nextBallot(h.bL, n.sid)) return this.endHandoffReuse();
+      f.phase = 2;
+      f.until = this.now + this.prng.range(e, 3 * e);
+    } else if (f.phase === 3 && n.incarnation > h.aLife) {
+      if (r.ballot === h.b1)
+        this.danger(
+          `node ${n.sid} campaigns again at ${formatBallot(h.b1)} after a power loss (first campaign ${this.now - h.at} ticks ago, hand-off from ${h.l}${h.again ? ', twice' : ''}); {${h.g.join(',')}} unheard`,
+        );
+      f.phase = 4;
+      f.until = this.now + 4 * e;
+    }
+  }
+
+  /** An accept of A at b1 for a slot neither L nor P minus G holds: power goes soon. */
+  private handoffReuseAccept(n: SimNode, m: Extract<Msg, { t: 'accept' }>): void {
+    const f = this.fam;
+    const h = this.hrx;
+    if (f.phase !== 2 || n.sid !== h.a || m.ballot !== h.b1) return;
+    const others = [h.l, ...h.p.filter((s) => !h.g.includes(s))];
+    const fresh = m.entries.some(([slot]) =>
+      others.every((q) => {
+        const r = this.nodes.get(q)!.replica;
+        return !r || (slot > r.base && !r.acceptedEntry(slot));
+      }),
+    );
+    if (fresh) f.until = Math.min(f.until, this.now + this.prng.range(0, 2));
+  }
+
+  private endHandoffReuse(): void {
+    const f = this.fam;
+    const a = this.nodes.get(this.hrx.a);
+    this.famDrop = null;
+    this.hrx.reqLost = -1;
+    if (a) a.slowUntil = 0;
+    f.phase = 5;
+    this.afterFamily(() => (f.phase = 0), 10 * this.cfg.timing.electionTicks);
+  }
+
   // ======================= process model =======================
 
   private start(n: SimNode): void {
@@ -2718,6 +2899,7 @@ export class Simulation {
     const n = this.nodes.get(p.to);
     if (!n || !n.up) return;
     if (pl.k === 'peer' && this.famDrop?.(p)) return;
+    if (pl.k === 'req' && p.to === this.hrx.reqLost) return;
     if (n.paused(this.now)) {
       n.held.push(p);
       return;

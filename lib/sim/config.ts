@@ -52,7 +52,15 @@ import type { LinkFaults, ReplayFaults } from './network';
  * - given-up-handoff: a hand-off whose every request is held times out (the
  *   leader leads on); its target is restarted, an accept makes it follow the
  *   leader again before a fresh heartbeat, and a held copy then arrives; it
- *   must not campaign ('a given-up hand-off deposes nobody', H).
+ *   must not campaign ('a given-up hand-off deposes nobody', H);
+ * - handoff-ballot-reuse (5 or 7 nodes; with 3 it does nothing): the leader L
+ *   hands off to A, whose disk is slow; what A sends L is lost, its accepts
+ *   reach one group G of the other peers P only, and the peers P do not hear
+ *   each other (none can campaign); A loses power before its own promise is
+ *   durable, and in its next life hears nothing from P while it follows L
+ *   afresh; L hands off to A again, and A campaigns again at its first ballot
+ *   (L and P minus G may answer, G never): a candidate that led without its
+ *   own durable promise proposes twice at one (slot, ballot) (9.5).
  */
 export const FAMILIES = [
   'stale-leader',
@@ -69,6 +77,7 @@ export const FAMILIES = [
   'bridge-free-heartbeat',
   'dead-lives-heartbeats',
   'given-up-handoff',
+  'handoff-ballot-reuse',
 ] as const;
 export type Family = (typeof FAMILIES)[number] | 'none';
 
