@@ -596,6 +596,7 @@ export class Simulation {
     for (const p of this.net.take(now)) this.deliver(p);
     for (const n of this.nodes.values()) this.completeSync(n);
     for (const cl of this.clients.values()) cl.tick();
+    if (this.dvx.cycles.size > 0) this.evictionCycle();
     for (const n of this.nodes.values()) {
       if (!n.up || n.paused(now)) continue;
       // Clock drift: a slow node skips a tick now and then, a fast one takes two.
@@ -2290,6 +2291,12 @@ export class Simulation {
    */
   private dvx: {
     whole: boolean;
+    /**
+     * Eviction mode (rotation only; L2): after the heal, every tick, each link
+     * gets its fixed cycle (`cycles`) instead of the reactive replay.
+     */
+    evict: boolean;
+    cycles: Map<string, Msg[]>;
     beats: Map<string, { life: number; msgs: Msg[] }[]>;
     life: Map<number, number>;
     kills: Map<number, number>;
@@ -2301,6 +2308,8 @@ export class Simulation {
     dead: Map<number, Set<number>>;
   } = {
     whole: false,
+    evict: false,
+    cycles: new Map(),
     beats: new Map(),
     life: new Map(),
     kills: new Map(),
@@ -2312,8 +2321,9 @@ export class Simulation {
   };
 
   private noteLifeBeat(from: number, to: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
-    if (!this.faultsOn || this.now < this.cfg.familyAt || m.life === undefined) return;
     const d = this.dvx;
+    if (!this.faultsOn && d.evict && m.life !== undefined) return this.noteLiveFirst(from, to, m);
+    if (!this.faultsOn || this.now < this.cfg.familyAt || m.life === undefined) return;
     d.life.set(from, m.life);
     const k = `${from}>${to}`;
     let lives = d.beats.get(k);
@@ -2338,10 +2348,10 @@ export class Simulation {
 
   /**
    * dead-lives-heartbeats (attack review L), in the calm stretch before the heal
-   * (random faults stop at familyAt): half the runs kill every node four or
-   * five times in a row (each life lasts until it has sent every peer a
-   * heartbeat; down for up to a heartbeat period), the others kill the whole
-   * cluster just before the heal (every node restarts at the heal, remembering
+   * (random faults stop at familyAt): three runs in four kill every node four
+   * or five times in a row (each life lasts until it has sent every peer a
+   * heartbeat; down for up to a heartbeat period; two of them in eviction
+   * mode), the others kill the whole cluster just before the heal (every node restarts at the heal, remembering
    * no peer's life), after a calm life longer than the live bound.
    */
   private deadLivesBeforeHeal(): void {
@@ -2352,7 +2362,11 @@ export class Simulation {
     const d = this.dvx;
     if (f.phase === 0) {
       f.phase = 1;
-      d.whole = p.chance(0.5);
+      // A quarter whole-cluster restarts, a quarter rotations with the reactive
+      // replay, half rotations with the eviction cycle.
+      const mode = p.int(4);
+      d.whole = mode === 0;
+      d.evict = mode >= 2;
       if (!d.whole)
         for (const s of c.sids) {
           d.kills.set(s, p.range(4, 5));
@@ -2360,7 +2374,9 @@ export class Simulation {
           d.next.set(s, this.now + 6 * e + p.int(e));
         }
       if (this.tracing)
-        this.trace(`family ${c.family}: ${d.whole ? 'whole-cluster restart' : 'restart rotation'}`);
+        this.trace(
+          `family ${c.family}: ${d.whole ? 'whole-cluster restart' : d.evict ? 'restart rotation, eviction cycle' : 'restart rotation'}`,
+        );
     }
     if (d.whole) {
       if (this.now !== c.faultSteps - c.net.delayMax - 2) return;
@@ -2404,7 +2420,16 @@ export class Simulation {
           ? (lives.at(-1)?.msgs ?? [])
           : lives.slice(-5).map((l) => l.msgs[l.msgs.length - 1]);
         least = Math.min(least, q.length);
-        if (q.length > 0) d.queues.set(`${from}>${to}`, q);
+        if (q.length === 0) continue;
+        if (!d.evict) {
+          d.queues.set(`${from}>${to}`, q);
+          continue;
+        }
+        // The live life's first heartbeat (long before the heal) closes the cycle;
+        // a node down at the heal gets its first after it (noteLiveFirst).
+        const live = d.beats.get(`${from}>${to}`)?.at(-1);
+        if (cur !== undefined && live?.life === cur) q.push(live.msgs[0]);
+        d.cycles.set(`${from}>${to}`, q);
       }
       d.dead.set(from, dead);
     }
@@ -2415,8 +2440,48 @@ export class Simulation {
       this.danger(
         d.whole
           ? `the whole cluster restarts; at least ${least} heartbeats of each node's last life to follow its live ones to each peer`
-          : `every node restarted 4+ times; at least ${least} dead lives per link in rotation`,
+          : `every node restarted 4+ times; at least ${least} dead lives per link in ${d.evict ? 'the eviction cycle' : 'rotation'}`,
       );
+  }
+
+  /**
+   * Eviction mode, after the heal: the first heartbeat of a live life of `from`
+   * sent to `to` closes the link's cycle if none does yet (its sender was down
+   * at the heal); delivered a heartbeat period later it is old.
+   */
+  private noteLiveFirst(from: number, to: number, m: Extract<Msg, { t: 'heartbeat' }>): void {
+    const d = this.dvx;
+    const q = d.cycles.get(`${from}>${to}`);
+    if (!q || d.dead.get(from)?.has(m.life!) !== false) return;
+    const last = q[q.length - 1] as Extract<Msg, { t: 'heartbeat' }>;
+    if (!d.dead.get(from)!.has(last.life!)) return;
+    q.push(m);
+  }
+
+  /**
+   * dead-lives-heartbeats, eviction mode (attack review L2), every tick after
+   * the heal while the clients run: each link gets its fixed cycle, the newest
+   * heartbeat of each dead life of its sender (send order; more lives than the
+   * ECHO_LIVES_MAX a peer remembers) and then the first of its live life, so the
+   * live life is evicted and its old copy sets the echo back by many periods.
+   * A fixed schedule, not one copy per live heartbeat: no feedback (at most
+   * n(n-1)*6 deliveries per tick). Just before the nodes tick, after this
+   * step's live datagrams: a periodic heartbeat then echoes the old copy, and
+   * only an echo answered at once (on the jump) is fresh.
+   */
+  private evictionCycle(): void {
+    const c = this.cfg;
+    if (this.faultsOn || this.now <= c.faultSteps + 1 || this.now >= c.faultSteps + c.liveSteps)
+      return;
+    for (const [k, q] of this.dvx.cycles) {
+      const [from, to] = k.split('>').map(Number);
+      const n = this.nodes.get(to)!;
+      for (const msg of q) {
+        if (!n.up || n.paused(this.now) || this.net.isCut(from, to)) break;
+        this.stats.replayed++;
+        this.deliver({ from, to, payload: { k: 'peer', msg }, sentAt: 0 });
+      }
+    }
   }
 
   /**

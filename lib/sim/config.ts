@@ -48,7 +48,10 @@ import type { LinkFaults, ReplayFaults } from './network';
  *   the heal each live heartbeat is followed (at most once per link per tick)
  *   by a heartbeat of a dead life of its sender (in rotation, or the old life's
  *   in send order), so the peer's one echo slot names a dead life whenever its
- *   periodic heartbeat leaves (L);
+ *   periodic heartbeat leaves (L); or (half the runs, eviction mode) every tick
+ *   each link gets a fixed cycle, the newest heartbeat of each dead life of its
+ *   sender and then the first of its live one: more lives than a peer
+ *   remembers, so the live one is evicted and its old copy sets the echo back (L2);
  * - given-up-handoff: a hand-off whose every request is held times out (the
  *   leader leads on); its target is restarted, an accept makes it follow the
  *   leader again before a fresh heartbeat, and a held copy then arrives; it
