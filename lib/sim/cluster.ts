@@ -2351,8 +2351,9 @@ export class Simulation {
    * (random faults stop at familyAt): three runs in four kill every node four
    * or five times in a row (each life lasts until it has sent every peer a
    * heartbeat; down for up to a heartbeat period; two of them in eviction
-   * mode), the others kill the whole cluster just before the heal (every node restarts at the heal, remembering
-   * no peer's life), after a calm life longer than the live bound.
+   * mode), the others kill the whole cluster just before the heal (every node
+   * restarts at the heal, remembering no peer's life), after a calm life longer
+   * than the live bound.
    */
   private deadLivesBeforeHeal(): void {
     const c = this.cfg;
