@@ -213,6 +213,7 @@ t.test(
     );
     act('tick L', is('tick', L));
     act('hand-off to A', msg(L, A, 'handoff'));
+    act('tick A (it acts on the hand-off at its next tick)', is('tick', A));
     const b1 = w.nodes[A].replica.ballot;
     for (const s of [B, C, D]) act(`prepare to ${s}`, msg(A, s, 'prepare'));
     for (const s of [B, C, D]) act(`sync ${s}`, is('sync', s));
@@ -236,6 +237,7 @@ t.test(
     for (let i = 0; i < 3 && !w.enabled().some(msg(L, A, 'handoff')); i++)
       act('tick L', is('tick', L));
     act('hand-off to A again', msg(L, A, 'handoff'));
+    act('tick A again', is('tick', A));
     t.equal(w.nodes[A].replica.ballot, b1, 'A campaigns at b1 again (it never learned b1)');
     for (const s of [L, C, D]) act(`prepare to ${s}`, msg(A, s, 'prepare'));
     act('sync L', is('sync', L));

@@ -251,6 +251,8 @@ interface Node {
    * in the budget only: `leader:ballot` -> the earliest one's tick (leader's clock).
    */
   leadersHeard: Map<string, number>;
+  /** The hand-off packet delivered since this node's last tick (it acts on it at the tick). */
+  handoffIn: Packet | null;
 }
 
 function command(c: number): Cmd {
@@ -466,6 +468,7 @@ export class World {
         ticks: 0,
         lifeStart: 0,
         leadersHeard: new Map(),
+        handoffIn: null,
       };
       node.replica = this.makeReplica(node);
       node.replica.bootstrap();
@@ -588,7 +591,13 @@ export class World {
       case 'tick': {
         const n = this.nodes[e.n];
         n.ticks++;
+        const before = n.replica.campaign;
         n.replica.tick();
+        // A hand-off is acted on at the target's next tick (Replica.onHandoff).
+        const p1 = n.replica.campaign;
+        if (n.handoffIn && p1 !== null && p1 !== before && p1.handoff)
+          this.checkHandoff(n, n.handoffIn);
+        n.handoffIn = null;
         this.turns(n);
         break;
       }
@@ -666,10 +675,10 @@ export class World {
       const k = `${p.from}:${m.promised}`;
       n.leadersHeard.set(k, Math.min(m.tick, n.leadersHeard.get(k) ?? Infinity));
     }
-    const before = n.replica.campaign;
     this.stepInto(n, p.from, m);
-    const p1 = n.replica.campaign;
-    if (m.t === 'handoff' && p1 !== null && p1 !== before && p1.handoff) this.checkHandoff(n, p);
+    // The copy the replica will act on (the newest valid one), as it holds it.
+    const pending = (n.replica as unknown as { handoffPending: { m: Msg } | null }).handoffPending;
+    if (m.t === 'handoff' && pending?.m === m) n.handoffIn = p;
   }
 
   /**
@@ -696,6 +705,7 @@ export class World {
     n.incarnation++;
     n.lifeStart = this.nextId;
     n.leadersHeard = new Map();
+    n.handoffIn = null;
     n.held = [];
     n.replica = this.makeReplica(n);
     n.replica.restore(null, [...n.written]);
@@ -1008,11 +1018,12 @@ export class World {
             pr.log,
             pr.inflight,
             r.campaign !== null,
+            pr.handoffPending,
           ]),
         );
       }
       parts.push(
-        `|w${n.written.map(recordKey).join(' ')}|l${[...n.leadersHeard].join(' ')}s${n.synced}g${n.writeGen - n.syncedGen}h${n.held.map((h) => `${h.out.to}:${msgKey(h.out.msg)}`).join(' ')}t${n.ticks}`,
+        `|w${n.written.map(recordKey).join(' ')}|l${[...n.leadersHeard].join(' ')}|o${n.handoffIn?.id ?? ''}s${n.synced}g${n.writeGen - n.syncedGen}h${n.held.map((h) => `${h.out.to}:${msgKey(h.out.msg)}`).join(' ')}t${n.ticks}`,
       );
     }
     parts.push(

@@ -297,6 +297,8 @@ export class Replica {
   // ---- leader ----
   /** Leader only: a hand-off in progress (transferLeadership). */
   private handoff: { to: number; startedAt: number; sentAt: number } | null = null;
+  /** A hand-off to us, received since the last tick: acted on at the next one (actOnHandoff). */
+  private handoffPending: { from: number; m: Extract<Msg, { t: 'handoff' }> } | null = null;
   /** First slot our Phase 1 covered: every slot from here on is ours to propose at `ballot`. */
   private leaderFrom = 1;
   /** Newest incarnations named in our quorum's votes (see `incs`). */
@@ -489,6 +491,7 @@ export class Replica {
   /** One logical clock tick. */
   tick(): void {
     this.now++;
+    this.actOnHandoff();
     this.heartbeat.tick();
     this.election.tick();
     if (this.heartbeat.fired()) {
@@ -937,17 +940,34 @@ export class Replica {
    * everything it chose (it re-sends until then), so the pause is one round trip.
    */
   private onHandoff(from: number, m: Extract<Msg, { t: 'handoff' }>): void {
-    if (this.role !== 'follower' || !this.voter) return;
+    // Acted on at our next tick, not now (attack review 4, H2): a target paused
+    // (SIGSTOP, a VM stall) inside the hand-off's lifetime resumes with its clock
+    // where it stopped, and reads the copies parked in its socket buffer before the
+    // leader's later heartbeats; those heartbeats, read before the next tick, show
+    // the leader led on past the hand-off's lifetime and void it then.
+    if (this.handoffValid(from, m)) this.handoffPending = { from, m };
+  }
+
+  /** A hand-off copy may make us campaign (checked on arrival and again at the next tick). */
+  private handoffValid(from: number, m: Extract<Msg, { t: 'handoff' }>): boolean {
+    if (this.role !== 'follower' || !this.voter) return false;
     if (ballotSid(m.ballot) !== from || m.ballot !== this.leaderBallot || this.leader !== from)
-      return;
-    if (m.ballot < this.promised) return;
+      return false;
+    if (m.ballot < this.promised) return false;
     // Only while the hand-off is live at the leader, as far as its newest fresh
     // heartbeat (one that echoes ours of this process life) tells: after a restart,
     // or when an accept alone made us follow it (leaderTick -1), an old copy could
     // depose a leader that gave the hand-off up and led on.
-    if (this.leaderTick < 0 || this.leaderTick > m.tick + this.o.electionTicks) return;
-    if (this.chosenThrough < m.chosen) return;
-    this.eventsOut.push(`sid ${this.sid}: leader ${from} handed off; campaigning`);
+    if (this.leaderTick < 0 || this.leaderTick > m.tick + this.o.electionTicks) return false;
+    return this.chosenThrough >= m.chosen;
+  }
+
+  /** Campaign on the hand-off received since the last tick, if it still holds. */
+  private actOnHandoff(): void {
+    const h = this.handoffPending;
+    this.handoffPending = null;
+    if (!h || !this.handoffValid(h.from, h.m)) return;
+    this.eventsOut.push(`sid ${this.sid}: leader ${h.from} handed off; campaigning`);
     this.startPhase1(true);
   }
 

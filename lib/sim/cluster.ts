@@ -613,6 +613,10 @@ export class Simulation {
 
   private tickNode(n: SimNode): void {
     n.replica!.tick();
+    if (this.handoffWatch?.sid === n.sid) {
+      this.checkHandoffWatch(n);
+      this.handoffWatch = null;
+    }
     this.checkFine(n);
   }
 
@@ -2623,10 +2627,23 @@ export class Simulation {
       `node ${b.sid} restarted after ${h.a} gave its hand-off up; it follows ${h.a} again by ${m.t} and a held copy arrives`,
     );
     this.deliver({ from: h.a, to: b.sid, payload: { k: 'peer', msg: copy }, sentAt: 0 });
-    if (b.up && b.replica!.role !== 'follower')
+    // A target acts on a hand-off at its next tick (Replica.onHandoff): watch
+    // that tick too.
+    this.handoffWatch = { sid: b.sid, replica: b.replica!, a: h.a, tick: copy.tick };
+    this.checkHandoffWatch(b);
+  }
+
+  /** B, watched since a given-up hand-off's copy reached it, must not campaign on it. */
+  private handoffWatch: { sid: number; replica: Replica; a: number; tick: number } | null = null;
+
+  private checkHandoffWatch(b: SimNode): void {
+    const w = this.handoffWatch;
+    if (!w || w.sid !== b.sid) return;
+    // A hand-off campaign (an ordinary election timeout at that tick is no breach).
+    if (b.up && b.replica === w.replica && b.replica.campaign?.handoff === true)
       fail(
         'a given-up hand-off deposes nobody',
-        `node ${b.sid}, restarted after leader ${h.a} gave up its hand-off (started at tick ${copy.tick}) and led on, campaigned on a held copy of it`,
+        `node ${b.sid}, restarted after leader ${w.a} gave up its hand-off (started at tick ${w.tick}) and led on, campaigned on a held copy of it`,
       );
   }
 
