@@ -751,8 +751,8 @@ export class PaxosClient {
 
   /**
    * A transfer-leader answer: not_leader names the leader to ask (redirect), or
-   * none yet (the retry timer goes on); in_progress (another hand-off runs)
-   * waits like busy; every other code ends the request.
+   * none yet (the retry timer goes on); in_progress (this or another hand-off
+   * runs) polls the same node like busy; every other code ends the request.
    */
   private onTransferReply(r: Extract<ClientReply, { t: 'transfer' }>, from?: number): void {
     const key = `0:${r.nonce}`;
@@ -763,6 +763,10 @@ export class PaxosClient {
     if (r.code === 'not_leader' || r.code === 'in_progress') {
       this.noteSaid(p, idx, r.code);
       if (r.code === 'not_leader') return this.redirect(p, r.leader);
+      // Poll the node that runs it, like busy: the next node may be the new
+      // leader already, which would say "leads already" and lose the report.
+      p.target = idx;
+      p.busy = true;
       p.sentAt = this.timers.now();
       return;
     }

@@ -111,6 +111,9 @@ const OPERATOR_DROPS = new Set([
 /** At most one log line per drop reason and source address per this many ms. */
 const DROP_LOG_EVERY_MS = 10_000;
 
+/** How long a transfer-leader result is kept for the client's polls (well past its timeout). */
+const TRANSFER_RESULT_KEEP_MS = 60_000;
+
 /** Socket buffers (each way, both ports): a burst of a full window of datagrams is not lost. */
 const SOCKET_BUFFER_BYTES = 8 << 20;
 
@@ -271,6 +274,12 @@ export class PaxosNode {
   private limitsNoted = false;
   /** The transfer-leader request being served (one at a time). */
   private transferRunning: { nonce: number; to: number } | null = null;
+  /**
+   * How the last transfer-leader request ended, for its retransmissions (the
+   * client polls until it hears this): kept for TRANSFER_RESULT_KEEP_MS.
+   */
+  private transferDone: { nonce: number; code: TransferCode; message: string; at: number } | null =
+    null;
   /** Snapshot saves being served (paxos-client snapshot save): pinned snapshots. */
   private readonly backups: BackupServer<ReplyTo>;
 
@@ -750,10 +759,13 @@ export class PaxosNode {
 
   /**
    * transfer-leader (an operator's request, authenticated like a put): hand
-   * leadership to `req.to` and answer once, when it leads or the hand-off failed.
-   * The answer is never larger than the request (it is padded for that): the
-   * command needs no token round trip, and a forged source draws no more than it
-   * sent. A retransmission of the running request is ignored (it gets that answer).
+   * leadership to `req.to`. Every request datagram gets one answer at once, never
+   * larger than it (padded for that): in_progress while the hand-off runs, then
+   * how it ended. The client polls the same node until it hears the end; it must
+   * not wander to the next node on silence, where the new leader would answer
+   * "leads already" and the hand-off's report would be lost (CI flake at
+   * 9d4a913: the hand-off outlasted the 20 ms retry). One answer per datagram,
+   * each no larger: a forged source draws no more than it sent.
    */
   private onTransfer(
     req: Extract<ClientRequest, { t: 'transfer' }>,
@@ -791,20 +803,29 @@ export class PaxosNode {
       this.counters.clientOut++;
       this.clientSock.send(out, rinfo.port, rinfo.address);
     };
+    // Checked before the role: after a hand-off this node follows, and the
+    // client's poll must still hear how its own request ended.
+    const done = this.transferDone;
+    if (done && done.nonce === req.nonce && Date.now() - done.at <= TRANSFER_RESULT_KEEP_MS)
+      return answer(done.code, done.message);
     const running = this.transferRunning;
-    if (running) {
-      if (running.nonce !== req.nonce)
-        answer('in_progress', `a hand-off to sid ${running.to} is running`);
-      return;
-    }
+    if (running)
+      return answer(
+        'in_progress',
+        running.nonce === req.nonce
+          ? `handing leadership to sid ${running.to}`
+          : `a hand-off to sid ${running.to} is running`,
+      );
     if (this.replica.role !== 'leader')
       return answer('not_leader', `sid ${this.opts.sid} is not the leader`);
     this.transferRunning = { nonce: req.nonce, to: req.to };
     void this.handOff(req.to, false).then((h) => {
       this.transferRunning = null;
+      this.transferDone = { nonce: req.nonce, code: h.code, message: h.message, at: Date.now() };
       this.log(`sid ${this.opts.sid}: transfer-leader from ${from}: ${h.message}`);
-      answer(h.code, h.message);
     });
+    // Even a refusal is recorded a microtask later (handOff is async): the next poll hears it.
+    answer('in_progress', `handing leadership to sid ${req.to}`);
   }
 
   private onOp(to: ReplyTo, cid: number, seq: number, op: Buffer): void {

@@ -152,4 +152,40 @@ t.test('transfer-leader', async (t) => {
     const back = await exchange(port, small, 500);
     t.ok(back === null || back.length <= small.length, `${back?.length ?? 0} <= ${small.length}`);
   });
+
+  await t.test(
+    'every datagram is answered at once: in_progress while it runs, then its result, also after the node follows',
+    async (t) => {
+      const keys = c.clientKeys()!;
+      const cluster = clusterTag(c.clusterId);
+      const from = await c.waitLeader(2000);
+      const to = c.sids.find((s) => s !== from)!;
+      const port = c.servers[from].clientPort;
+      const req = seal(
+        Kind.ClientRequest,
+        cluster,
+        encodeRequest({ t: 'transfer', nonce: 77, to }),
+        keys,
+      );
+      const ask = async (): Promise<{ code: string; message: string }> => {
+        const reply = await exchange(port, req);
+        t.ok(reply && reply.length <= req.length, 'answered, no larger than the request');
+        const opened = open(reply!, Kind.ClientReply, cluster, keys);
+        if ('error' in opened) throw new Error(opened.error);
+        return decodeReply(opened.body) as unknown as { code: string; message: string };
+      };
+      const first = await ask();
+      t.equal(first.code, 'in_progress', `the first answer: ${first.message}`);
+      let last = first;
+      for (let i = 0; i < 200 && last.code === 'in_progress'; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        last = await ask();
+      }
+      t.equal(last.code, 'ok', last.message);
+      t.match(last.message, new RegExp(`^handed leadership to ${to} in \\d+ ms`));
+      t.equal(await c.waitLeader(2000), to, `sid ${to} leads`);
+      const again = await ask();
+      t.same(again, last, 'a later retransmission hears the same result from the old leader');
+    },
+  );
 });

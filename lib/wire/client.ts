@@ -102,8 +102,8 @@ export const STATUS_REQUEST_BYTES = 64;
  * already); not_leader: ask `leader` (-1: no leader known, retry); unknown_sid:
  * not a member; not_voter: the target does not vote, or the leader has no two-way
  * contact with it; handoff_timeout: the target did not take over in time (not
- * caught up, or cut off), the old leader leads on; in_progress: another hand-off
- * is running.
+ * caught up, or cut off), the old leader leads on; in_progress: this request's
+ * hand-off, or another, is running (ask the same node again).
  */
 export type TransferCode =
   'ok' | 'not_leader' | 'unknown_sid' | 'not_voter' | 'handoff_timeout' | 'in_progress';
