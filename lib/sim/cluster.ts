@@ -126,6 +126,10 @@ class SimNode {
   acked = new Map<number, number>();
   crashes = 0;
   clockRate = 1;
+  /** This replica's clock (its tick() calls since its start), as its `now`. */
+  ticks = 0;
+  /** This replica's process life, as its heartbeats say (-1: none sent yet). */
+  life = -1;
 
   constructor(readonly sid: number) {}
 
@@ -613,10 +617,12 @@ export class Simulation {
 
   private tickNode(n: SimNode): void {
     n.replica!.tick();
+    n.ticks++;
     if (this.handoffWatch?.sid === n.sid) {
       this.checkHandoffWatch(n);
       this.handoffWatch = null;
     }
+    if (this.phx.watch && this.phx.t === n.sid) this.checkPausedTarget(n);
     this.checkFine(n);
   }
 
@@ -1046,6 +1052,8 @@ export class Simulation {
         return this.givenUpHandoff();
       case 'handoff-ballot-reuse':
         return this.handoffReuse();
+      case 'paused-handoff-target':
+        return this.pausedHandoffTarget();
       case 'powerloss-after-campaign':
         // Driven by noteProduced (a prepare); here: power goes at the scheduled step.
         if (f.phase === 1 && this.now >= f.until) {
@@ -1263,6 +1271,7 @@ export class Simulation {
       case 'given-up-handoff':
         return f.phase === 1 || f.phase === 2;
       case 'handoff-ballot-reuse':
+      case 'paused-handoff-target':
         return f.phase >= 1 && f.phase <= 4;
       default:
         return false;
@@ -2537,13 +2546,18 @@ export class Simulation {
 
   /** Is A still the leader of the family's hand-off (same life, same ballot)? */
   private handoffLeaderOn(): boolean {
-    const h = this.hox;
-    const a = this.nodes.get(h.a)!;
+    return this.leadsAt(this.hox.a, this.hox.aLife, this.hox.ballot);
+  }
+
+  /** Is node `sid` up in incarnation `inc` and leading at `ballot`? */
+  private leadsAt(sid: number, inc: number, ballot: number): boolean {
+    const a = this.nodes.get(sid);
     return (
+      a !== undefined &&
       a.up &&
-      a.incarnation === h.aLife &&
+      a.incarnation === inc &&
       a.replica!.role === 'leader' &&
-      a.replica!.ballot === h.ballot
+      a.replica!.ballot === ballot
     );
   }
 
@@ -2828,6 +2842,201 @@ export class Simulation {
     this.afterFamily(() => (f.phase = 0), 10 * this.cfg.timing.electionTicks);
   }
 
+  // ------------------ paused-handoff-target (attack review 4, H2) ------------------
+
+  /**
+   * paused-handoff-target: the leader A (its incarnation, its replica's life as
+   * its heartbeats say, its ballot) and the target T; the schedule (A gave the
+   * hand-off up at `gaveUpAt`, T resumes at `resumeAt`, its queue read in arrival
+   * order or not); and, from the hand-off's start to T's first tick after its
+   * resume (`watch`), T's replica, life and clock at its pause, the newest
+   * hand-off start among the copies T read, whether T read a hand-off of anyone
+   * else, and the newest tick among A's heartbeats that T read and took as fresh.
+   */
+  private phx = {
+    a: -1,
+    t: -1,
+    aInc: 0,
+    aLife: -1,
+    ballot: 0,
+    gaveUpAt: -1,
+    resumeAt: -1,
+    fifo: true,
+    watch: false,
+    replica: null as Replica | null,
+    tLife: -1,
+    tNow: 0,
+    copyTick: -1,
+    foreign: false,
+    beatTick: -1,
+  };
+
+  /**
+   * paused-handoff-target (attack review 4, H2), up to six rounds in the fault
+   * phase, random faults standing aside: the leader A hands off to a voter T
+   * picked at random (as an operator names one); A's copies to T are lost for
+   * 0-5 ticks, then T is paused (SIGSTOP, a stopped VM) with its clock, so the
+   * later copies queue at it, A gives the hand-off up an election timeout after
+   * its start and leads on, and A's heartbeats from after that queue behind the
+   * copies; T resumes from a heartbeat period to three election timeouts after
+   * the give-up and reads its queue, in arrival order (a socket buffer; a
+   * quarter of the rounds in any order). Its first tick is watched
+   * (checkPausedTarget).
+   */
+  private pausedHandoffTarget(): void {
+    const c = this.cfg;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const f = this.fam;
+    const h = this.phx;
+    if (f.phase === 0) {
+      if (f.count >= 6 || h.watch || this.now > c.faultSteps - 12 * e) return;
+      const ls = this.leaders().filter((n) => !n.paused(this.now));
+      if (ls.length !== 1 || ls[0].life < 0) return;
+      const a = ls[0];
+      const ts = this.upNodes().filter((n) => n !== a && !n.paused(this.now) && n.life >= 0);
+      // The first that transferLeadership takes (a two-way voter of A).
+      const t = this.shuffled(ts).find((n) => a.replica!.transferLeadership(n.sid) === null);
+      if (!t) return;
+      this.stats.handoffs++;
+      this.phx = {
+        ...h,
+        a: a.sid,
+        t: t.sid,
+        aInc: a.incarnation,
+        aLife: a.life,
+        ballot: a.replica!.ballot,
+        gaveUpAt: -1,
+        resumeAt: -1,
+        fifo: p.chance(0.75),
+        watch: true,
+        replica: null,
+        tLife: -1,
+        copyTick: -1,
+        foreign: false,
+        beatTick: -1,
+      };
+      const hold = p.chance(0.5) ? 0 : p.range(1, 5);
+      f.count++;
+      f.phase = 1;
+      f.until = this.now + hold;
+      if (hold > 0)
+        this.famDrop = (pk) => {
+          const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
+          return pk.from === this.phx.a && pk.to === this.phx.t && m.t === 'handoff';
+        };
+      if (this.tracing)
+        this.trace(
+          `family ${c.family}: node ${a.sid} hands off to ${t.sid}; its copies lost for ${hold} ticks, then ${t.sid} paused`,
+        );
+    }
+    if (f.phase === 1) {
+      if (this.now >= f.until) this.pauseHandoffTarget();
+    } else if (f.phase === 2) {
+      if (!this.leadsAt(h.a, h.aInc, h.ballot) || this.now >= f.until)
+        return this.endPausedTarget();
+      if (h.gaveUpAt < 0) return;
+      h.resumeAt = this.now + p.range(c.timing.heartbeatTicks + c.net.delayMax, 3 * e);
+      f.phase = 3;
+    } else if (f.phase === 3) {
+      if (!this.leadsAt(h.a, h.aInc, h.ballot)) return this.endPausedTarget();
+      if (this.now >= h.resumeAt) this.resumeHandoffTarget();
+    } else if (f.phase === 4 && this.now >= f.until) this.endPausedTarget();
+  }
+
+  /** T stops with its clock (the hand-off's copies and A's heartbeats queue at it). */
+  private pauseHandoffTarget(): void {
+    const h = this.phx;
+    const t = this.nodes.get(h.t)!;
+    const r = t.replica;
+    this.famDrop = null;
+    if (!t.up || !r || r.role !== 'follower' || r.leader !== h.a || t.paused(this.now))
+      return this.endPausedTarget();
+    if (!this.leadsAt(h.a, h.aInc, h.ballot)) return this.endPausedTarget();
+    const e = this.cfg.timing.electionTicks;
+    this.pause(t, 10 * e);
+    h.replica = r;
+    h.tLife = t.life;
+    h.tNow = t.ticks;
+    this.fam.phase = 2;
+    this.fam.until = this.now + 3 * e;
+  }
+
+  /** T resumes and reads what queued at it (in arrival order, or as step() shuffles it). */
+  private resumeHandoffTarget(): void {
+    const h = this.phx;
+    const t = this.nodes.get(h.t)!;
+    const copies = t.held.filter(
+      (pk) => pk.from === h.a && pk.payload.k === 'peer' && pk.payload.msg.t === 'handoff',
+    ).length;
+    this.fam.phase = 4;
+    this.fam.until = this.now + 2 * this.cfg.timing.electionTicks;
+    t.pausedUntil = this.now;
+    if (copies > 0)
+      this.danger(
+        `node ${t.sid} resumes ${this.now - h.gaveUpAt} ticks after ${h.a} gave its hand-off up, ${copies} copies queued${h.fifo ? ' (read in arrival order)' : ''}`,
+      );
+    if (!h.fifo) return;
+    const held = t.held;
+    t.held = [];
+    for (const pk of held) this.deliver(pk);
+  }
+
+  /** A message T read while watched: hand-off copies, and A's heartbeats fresh for T. */
+  private pausedTargetHeard(from: number, m: Msg): void {
+    const h = this.phx;
+    if (m.t === 'handoff') {
+      if (from !== h.a || m.ballot !== h.ballot) h.foreign = true;
+      else h.copyTick = Math.max(h.copyTick, m.tick);
+      return;
+    }
+    if (m.t !== 'heartbeat' || from !== h.a || h.tLife < 0) return;
+    if (!m.leading || m.promised !== h.ballot || m.life !== h.aLife || m.echoLife !== h.tLife)
+      return;
+    // Replica.isFresh, on T's clock at its pause (it stands still until T's next tick).
+    const at = m.echoTick;
+    if (at === undefined || at > h.tNow || h.tNow - at > this.cfg.timing.electionTicks) return;
+    h.beatTick = Math.max(h.beatTick, m.tick);
+  }
+
+  /**
+   * T's first tick after its resume. Invariant (exact under the rule that a
+   * hand-off is acted on at the target's next tick and re-checked then): if,
+   * before that tick, T read a heartbeat of A (same life, leading at the
+   * hand-off's ballot) that echoes a heartbeat of T's within an election timeout
+   * of T's clock, dated more than an election timeout after every copy's start,
+   * then T does not campaign on a copy. Such a heartbeat is fresh for T (A's
+   * echoes and ticks only grow, and A was in two-way contact with T when it
+   * handed off, so no other life of A echoes a later heartbeat of T), and A,
+   * leading at that ballot now, led at it throughout: it moved T's leaderTick
+   * past the copies' lifetime, so the re-check fails.
+   */
+  private checkPausedTarget(n: SimNode): void {
+    const h = this.phx;
+    if (h.tLife < 0) return; // not paused yet (the copies are still lost)
+    h.watch = false;
+    if (this.fam.phase === 4) this.endPausedTarget();
+    const r = n.replica!;
+    const e = this.cfg.timing.electionTicks;
+    if (r !== h.replica || h.foreign || h.copyTick < 0 || h.beatTick <= h.copyTick + e) return;
+    if (!this.leadsAt(h.a, h.aInc, h.ballot) || r.campaign?.handoff !== true) return;
+    fail(
+      'a given-up hand-off deposes nobody',
+      `node ${n.sid}, paused while the hand-off of leader ${h.a} (started at its tick ${h.copyTick}) was live and resumed after ${h.a} gave it up and led on, campaigned on a copy by its first tick, after a fresh heartbeat of ${h.a} dated ${h.beatTick}`,
+    );
+  }
+
+  private endPausedTarget(): void {
+    const f = this.fam;
+    const t = this.nodes.get(this.phx.t);
+    this.famDrop = null;
+    // Its queue is read by step(), in any order; its first tick is still watched.
+    if (t && t.paused(this.now) && this.phx.tLife >= 0) t.pausedUntil = this.now;
+    if (this.phx.tLife < 0) this.phx.watch = false;
+    f.phase = 5;
+    this.afterFamily(() => (f.phase = 0), 2 * this.cfg.timing.electionTicks);
+  }
+
   // ======================= process model =======================
 
   private start(n: SimNode): void {
@@ -2888,6 +3097,8 @@ export class Simulation {
     n.syncedGen = 0;
     n.sync = null;
     n.pausedUntil = 0;
+    n.ticks = 0;
+    n.life = -1;
     this.mix(0x57a7 + n.sid);
     if (this.tracing)
       this.trace(
@@ -3000,6 +3211,7 @@ export class Simulation {
       if (pl.msg.t === 'heartbeat' && this.dvx.queues.size > 0)
         this.afterLiveHeartbeat(p.from, p.to, pl.msg);
       if (p.from === this.hox.a && p.to === this.hox.b) this.afterLeaderMessage(n, pl.msg, role);
+      if (this.phx.watch && p.to === this.phx.t) this.pausedTargetHeard(p.from, pl.msg);
     } else {
       this.onClientRequest(n, p.from, pl.buf);
     }
@@ -3255,6 +3467,7 @@ export class Simulation {
         if (msg.ballot > n.producedBallot) n.producedBallot = msg.ballot;
       } else if (msg.t === 'prepare') campaign = true;
       else if (msg.t === 'accept') this.onLeaderAccept(n, msg);
+      else if (msg.t === 'heartbeat' && msg.life !== undefined) n.life = msg.life;
     }
     if (campaign) this.onCampaign(n);
   }
@@ -3370,6 +3583,8 @@ export class Simulation {
       if (isDivergenceEvent(e)) this.noteDivergence(n, e);
       if (n.sid === this.hox.a && e.endsWith(`hand-off to ${this.hox.b} timed out; leading on`))
         this.hox.gaveUp = true;
+      if (n.sid === this.phx.a && e.endsWith(`hand-off to ${this.phx.t} timed out; leading on`))
+        this.phx.gaveUpAt = this.now;
     }
   }
 

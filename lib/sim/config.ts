@@ -63,7 +63,15 @@ import type { LinkFaults, ReplayFaults } from './network';
  *   durable, and in its next life hears nothing from P while it follows L
  *   afresh; L hands off to A again, and A campaigns again at its first ballot
  *   (L and P minus G may answer, G never): a candidate that led without its
- *   own durable promise proposes twice at one (slot, ballot) (9.5).
+ *   own durable promise proposes twice at one (slot, ballot) (9.5);
+ * - paused-handoff-target: the leader hands off to a voter picked at random,
+ *   which is paused (its clock stops) at the hand-off's start, after 0-5 ticks
+ *   of lost copies; the later copies queue at it, the leader gives the hand-off
+ *   up and leads on, and its later heartbeats queue behind the copies; the
+ *   target resumes a heartbeat period to three election timeouts after the
+ *   give-up and reads its queue (in arrival order, or any order): at its first
+ *   tick it must not campaign on a copy that a fresh heartbeat read before that
+ *   tick shows given up ('a given-up hand-off deposes nobody', H2).
  */
 export const FAMILIES = [
   'stale-leader',
@@ -81,6 +89,7 @@ export const FAMILIES = [
   'dead-lives-heartbeats',
   'given-up-handoff',
   'handoff-ballot-reuse',
+  'paused-handoff-target',
 ] as const;
 export type Family = (typeof FAMILIES)[number] | 'none';
 
