@@ -15,6 +15,8 @@ interface Parsed {
   entries: Map<string, string>;
   /** slot.index -> digest of the whole command and result (lines that have one). */
   digests: Map<string, string>;
+  /** slot.index -> the version of that digest (1: a bare "[DIGEST]", N: "[vN:DIGEST]"). */
+  versions: Map<string, number>;
   /** Slot -> rolling state hash after it (the periodic "# state hash" lines). */
   hashes: Map<number, string>;
   order: string[];
@@ -32,6 +34,7 @@ interface Parsed {
 export function parseOrderLog(file: string, text: string): Parsed | string {
   const entries = new Map<string, string>();
   const digests = new Map<string, string>();
+  const versions = new Map<string, number>();
   const hashes = new Map<number, string>();
   const order: string[] = [];
   const perSlot = new Map<number, number>();
@@ -70,11 +73,14 @@ export function parseOrderLog(file: string, text: string): Parsed | string {
     lastCommandSlot = slot;
     const key = `${slot}.${idx}`;
     entries.set(key, p.text);
-    if (p.digest !== undefined) digests.set(key, p.digest);
+    if (p.digest !== undefined) {
+      digests.set(key, p.digest);
+      versions.set(key, p.digestVersion ?? 1);
+    }
     order.push(key);
     perSlot.set(slot, (perSlot.get(slot) ?? 0) + 1);
   }
-  return { file, entries, digests, hashes, order, perSlot, lastSlot: lastCommandSlot };
+  return { file, entries, digests, versions, hashes, order, perSlot, lastSlot: lastCommandSlot };
 }
 
 /**
@@ -111,12 +117,15 @@ export function compareLogTexts(logs: { file: string; text: string }[]): LogComp
     parsed.push(p);
   }
   const counts = parsed.map((p) => p.order.length);
+  const notes: string[] = [];
   for (let i = 0; i < parsed.length; i++) {
     for (let j = i + 1; j < parsed.length; j++) {
       const a = parsed[i];
       const b = parsed[j];
-      const d = firstDivergence(a, b);
+      const mixed: VersionMismatch = { lines: 0, first: null };
+      const d = firstDivergence(a, b, mixed);
       if (d) return { ok: false, counts, message: d };
+      if (mixed.first !== null) notes.push(describeMismatch(a, b, mixed));
       const missing = missingLines(a, b);
       if (missing) return { ok: false, counts, message: `lines missing at ${missing}` };
     }
@@ -126,8 +135,42 @@ export function compareLogTexts(logs: { file: string; text: string }[]): LogComp
   return {
     ok: true,
     counts,
-    message: `${logs.length} logs agree (${counts.join(', ')} lines; state hashes at ${hashed.size} slots)`,
+    message:
+      `${logs.length} logs agree (${counts.join(', ')} lines; state hashes at ${hashed.size} slots)` +
+      notes.map((n) => `\n${n}`).join(''),
   };
+}
+
+/** Lines two logs both have, with digests of different versions (compared by text only). */
+interface VersionMismatch {
+  lines: number;
+  /** The first such line (slot.index). */
+  first: string | null;
+}
+
+/** Digest suffix of a line as written: " [DIGEST]" (version 1) or " [vN:DIGEST]". */
+function digestSuffix(p: Parsed, key: string): string {
+  const d = p.digests.get(key);
+  if (d === undefined) return '';
+  const v = p.versions.get(key) ?? 1;
+  return v === 1 ? ` [${d}]` : ` [v${v}:${d}]`;
+}
+
+function versionName(p: Parsed, key: string): string {
+  return `v${p.versions.get(key) ?? 1}`;
+}
+
+/**
+ * The OK line's warning: digests of different versions say nothing about each
+ * other, so those lines were compared by their readable text only, which
+ * misses a difference past a long value's cut.
+ */
+function describeMismatch(a: Parsed, b: Parsed, m: VersionMismatch): string {
+  const k = m.first!;
+  return (
+    `line digest versions differ (${a.file}: ${versionName(a, k)}, ${b.file}: ${versionName(b, k)}` +
+    ` at ${k}) on ${m.lines} lines both have: digests not compared there, only the readable text`
+  );
 }
 
 /** Slot of a "slot.index" key. */
@@ -142,18 +185,26 @@ function slotOf(key: string): number {
  * slot before it too, so logs compare by it even where their lines were rotated
  * away.
  */
-function firstDivergence(a: Parsed, b: Parsed): string | null {
+function firstDivergence(a: Parsed, b: Parsed, mixed: VersionMismatch): string | null {
   let line: string | null = null;
+  let byText = false;
   const [short, long] = a.order.length <= b.order.length ? [a, b] : [b, a];
   for (const key of short.order) {
     const other = long.entries.get(key);
     if (other === undefined) continue;
     const da = short.digests.get(key);
     const db = long.digests.get(key);
-    const same =
-      da !== undefined && db !== undefined ? da === db : other === short.entries.get(key);
+    // Digests compare only when both lines have one, of the same version.
+    const both = da !== undefined && db !== undefined;
+    const comparable = both && short.versions.get(key) === long.versions.get(key);
+    if (both && !comparable) {
+      mixed.lines++;
+      mixed.first ??= key;
+    }
+    const same = comparable ? da === db : other === short.entries.get(key);
     if (!same) {
       line = key;
+      byText = both && !comparable;
       break;
     }
   }
@@ -162,12 +213,13 @@ function firstDivergence(a: Parsed, b: Parsed): string | null {
     const other = b.hashes.get(slot);
     if (other !== undefined && other !== h && slot < hashSlot) hashSlot = slot;
   }
-  const show = (p: Parsed, key: string): string => {
-    const d = p.digests.get(key);
-    return `${p.entries.get(key)}${d === undefined ? '' : ` [${d}]`}`;
-  };
+  const show = (p: Parsed, key: string): string => `${p.entries.get(key)}${digestSuffix(p, key)}`;
+  const how = (key: string): string =>
+    byText
+      ? ` (texts differ; line digest versions ${versionName(a, key)} and ${versionName(b, key)} are not compared)`
+      : '';
   if (line !== null && slotOf(line) <= hashSlot)
-    return `first divergence at ${line} (slot ${slotOf(line)}):\n  ${a.file}: ${show(a, line)}\n  ${b.file}: ${show(b, line)}`;
+    return `first divergence at ${line} (slot ${slotOf(line)})${how(line)}:\n  ${a.file}: ${show(a, line)}\n  ${b.file}: ${show(b, line)}`;
   if (hashSlot !== Infinity)
     return `first divergence at slot ${hashSlot} or before (state hashes differ):\n  ${a.file}: ${a.hashes.get(hashSlot)}\n  ${b.file}: ${b.hashes.get(hashSlot)}`;
   return null;

@@ -148,7 +148,7 @@ export interface OrderCommand {
 export function orderCommands(lines: string[]): OrderCommand[] {
   const out: OrderCommand[] = [];
   for (const l of lines) {
-    const m = /^(\d+)\.\d+ (\d+):(\d+) (.*?)(?: \[[0-9a-f]{16}\])?$/.exec(l);
+    const m = /^(\d+)\.\d+ (\d+):(\d+) (.*?)(?: \[(?:v\d+:)?[0-9a-f]{16}\])?$/.exec(l);
     if (m) out.push({ slot: Number(m[1]), cid: m[2], seq: Number(m[3]), text: m[4] });
   }
   return out;

@@ -59,8 +59,12 @@ t.test(
     const unknown = results.reduce((n, r) => n + r.unknown, 0);
     const failed = results.reduce((n, r) => n + r.failed, 0);
     const lines = c.orderLog(0);
-    const expired = lines.filter((l) => / session expired( \[[0-9a-f]{16}\])?$/.test(l)).length;
-    const registered = lines.filter((l) => / register -> \d+( \[[0-9a-f]{16}\])?$/.test(l)).length;
+    const expired = lines.filter((l) =>
+      / session expired( \[(?:v\d+:)?[0-9a-f]{16}\])?$/.test(l),
+    ).length;
+    const registered = lines.filter((l) =>
+      / register -> \d+( \[(?:v\d+:)?[0-9a-f]{16}\])?$/.test(l),
+    ).length;
     t.comment(
       `proxy ${JSON.stringify(stats)}; ${history.length} ops: ${acked} acked, ${unknown} unknown, ${failed} failed ${JSON.stringify(results.flatMap((r) => r.failures).slice(0, 3))}; ${registered} sessions registered, ${expired} requests refused as session expired; applied through slot ${applied}`,
     );

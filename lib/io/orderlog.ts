@@ -6,17 +6,27 @@ import { fsyncDirectory, mkdirDurable, nodeFs, type Fsys } from './fsys';
 export type OrderLine =
   /**
    * "SLOT.INDEX CID:SEQ TEXT [DIGEST]": `text` is what is readable (without the
-   * digest); `digest` (16 hex digits of the command's and its result's SHA-256)
-   * is absent on lines written before digests existed, and on no-ops.
+   * digest); `digest` (16 hex digits over the whole command and its result) is
+   * absent on lines written before digests existed, and on no-ops.
+   * `digestVersion` says how it was made (lib/sm/statehash.ts: lineDigestOf):
+   * 1 for a bare "[DIGEST]", N for "[vN:DIGEST]". Digests of different versions
+   * say nothing about each other.
    */
-  | { kind: 'command'; slot: number; index: number; text: string; digest?: string }
+  | {
+      kind: 'command';
+      slot: number;
+      index: number;
+      text: string;
+      digest?: string;
+      digestVersion?: number;
+    }
   /** "# state hash at slot N: HEX": the rolling state hash after applying slot N. */
   | { kind: 'hash'; slot: number; hash: string }
   /** "# snapshot installed through slot N" / "# lines missing through slot N": slots <= N may be absent. */
   | { kind: 'gap'; slot: number }
   | { kind: 'comment' };
 
-const COMMAND_RE = /^(\d+)\.(\d+) (.*?)(?: \[([0-9a-f]{16})\])?$/;
+const COMMAND_RE = /^(\d+)\.(\d+) (.*?)(?: \[(?:v([1-9]\d{0,8}):)?([0-9a-f]{16})\])?$/;
 const HASH_RE = /^# state hash at slot (\d+): ([0-9a-f]{64})$/;
 const GAP_RE = /^# (?:snapshot installed|lines missing) through slot (\d+)\b/;
 
@@ -26,7 +36,10 @@ export function parseOrderLine(line: string): OrderLine | null {
   const m = COMMAND_RE.exec(line);
   if (m) {
     const c: OrderLine = { kind: 'command', slot: Number(m[1]), index: Number(m[2]), text: m[3] };
-    if (m[4] !== undefined) c.digest = m[4];
+    if (m[5] !== undefined) {
+      c.digest = m[5];
+      c.digestVersion = m[4] === undefined ? 1 : Number(m[4]);
+    }
     return c;
   }
   const h = HASH_RE.exec(line);
