@@ -4,9 +4,9 @@
 // schedule drives real `Replica` objects (test/helpers/core-net.ts: any datagram
 // ever sent may be re-delivered late and often; pauses, kills, power losses;
 // Outbound.sync honoured; agreement and one value per slot per ballot checked on
-// every step). Two findings (liveness, one needless election each) fail today:
+// every step). Three findings (liveness, one needless election each) fail today:
 // their failing assertions are marked `todo` with the finding's name (H2-LATE,
-// HANDOFF-PREPARE-STALE) so this file passes; drop the `todo` once fixed. Every
+// HANDOFF-PREPARE-STALE, HANDOFF-LIFETIME-CONFIG) so this file passes; drop the `todo` once fixed. Every
 // other assertion was checked to fail on a broken variant (the note on each
 // test says which).
 import t from 'tap';
@@ -25,6 +25,10 @@ const H2_LATE =
 /** Finding HANDOFF-PREPARE-STALE (liveness): see 'an old hand-off prepare' below. */
 const PREPARE_STALE =
   'finding HANDOFF-PREPARE-STALE: a hand-off prepare passes stickiness at any later time';
+
+/** Finding HANDOFF-LIFETIME-CONFIG (liveness, config mismatch): see below. */
+const LIFETIME =
+  "finding HANDOFF-LIFETIME-CONFIG: the target measures the hand-off's lifetime with its own electionTicks";
 
 const DAEMON_TIMING: Partial<CoreOpts> = {
   heartbeatTicks: 5,
@@ -259,6 +263,73 @@ t.test(
         t.ok(r.applied >= 1, `${what}: a later write is chosen`);
         const todo = flag ? { todo: PREPARE_STALE } : {};
         t.equal(r.campaigns, 0, `${what}: nobody campaigns`, todo);
+        t.ok(r.kept, `${what}: A keeps its ballot`, todo);
+      }
+  },
+);
+
+// ------------------------------------------- the lifetime is the leader's
+
+/**
+ * The leader gives a hand-off up electionTicks (its own) after the start; the
+ * target accepts a copy while the leader's newest heartbeat is within ITS OWN
+ * electionTicks of the start. `timing` is per node config (nothing requires it
+ * equal, and a rolling change of it makes them differ for a while): a target
+ * with the longer timeout acts on a copy the leader gave up, and deposes it.
+ * Schedule (core-attack4's late copies, one node's config changed): 3 nodes,
+ * elect A, one command; T restarted (kill) with electionTicks 25, the others
+ * keep 10; 3 election periods; A hands off to T, every copy lost; A gives up at
+ * start + 11 and leads on; 4 more ticks (T hears it: leaderTick 15 past the
+ * start); every copy delivered to T; 3 election timeouts. Property: T does not
+ * campaign, A keeps its ballot. Control: T keeps 10 (passes; it is core-attack4's
+ * schedule; fails with scripts/mutants/9.H-handoff-any-tick.patch). Fix: a copy carries its end (start + the leader's electionTicks)
+ * and the target compares with that.
+ */
+function lifetimeMismatch(
+  seed: number,
+  targetElection: number,
+): { campT: number; kept: boolean; rel: number; violations: string[] } {
+  const { net, A, T } = elected(3, seed);
+  const base = net.opts.electionTicks;
+  net.opts.electionTicks = targetElection;
+  net.restart(T, 'kill');
+  net.opts.electionTicks = base;
+  net.tick(3 * (base + Math.floor(base / 3)));
+  if (net.leader()?.sid !== A) throw new Error('A does not lead after T restarted');
+  net.drop = (e) => e.msg.t === 'handoff';
+  const start = nowOf(net.node(A));
+  if (net.node(A).transferLeadership(T) !== null) throw new Error('no hand-off');
+  net.collect(A);
+  net.tick(base + 1);
+  net.tick(4);
+  const ballot = net.node(A).ballot;
+  const rel = (net.node(T) as unknown as { leaderTick: number }).leaderTick - start;
+  const before = net.node(T).stats.elections;
+  net.drop = () => false;
+  for (const e of net.sent((e) => e.msg.t === 'handoff' && e.to === T)) net.deliver(e);
+  net.tick(3 * base);
+  return {
+    campT: net.node(T).stats.elections - before,
+    kept: net.leader()?.ballot === ballot,
+    rel,
+    violations: net.violations,
+  };
+}
+
+t.test(
+  "hand-off: a target with a longer election timeout than the leader's does not act on a copy the leader gave up",
+  async (t) => {
+    for (const e of [10, 25])
+      for (const seed of [1, 2, 3]) {
+        const r = lifetimeMismatch(seed, e);
+        const what = `seed ${seed}, T's electionTicks ${e}${e === 10 ? ' (control)' : ''}`;
+        const todo = e === 10 ? {} : { todo: LIFETIME };
+        t.ok(
+          r.rel > 11 && r.rel <= 20,
+          `${what}: T heard A lead on, ${r.rel} ticks past the start`,
+        );
+        t.same(r.violations, [], `${what}: no safety violation`);
+        t.equal(r.campT, 0, `${what}: T does not campaign`, todo);
         t.ok(r.kept, `${what}: A keeps its ballot`, todo);
       }
   },
