@@ -212,6 +212,16 @@ t.test(
  * delivered once to A and to the third node (`flag`: as sent, with the hand-off
  * flag; the control strips it); 3 election timeouts with a client write.
  * Property: no node campaigns, A keeps its ballot: nobody asked for a campaign.
+ * Today both fail in seeds 1-3 (todo HANDOFF-PREPARE-STALE); the control passes
+ * and fails with scripts/mutants/16.2-no-leader-stickiness.patch (the first test
+ * to catch it). Checked on scratch copies: T syncing its promise of a hand-off
+ * campaign's ballot before the prepares leave (sync = true) makes the schedule
+ * impossible and passes core-attack3/4, core-handoff, core-regressions; an
+ * acceptor-side check (a hand-off prepare passes stickiness only within 4
+ * election timeouts of the hand-off that asked, by the acceptor's leaderTick)
+ * passes this test but fails core-attack3's 'request delivered after its sender
+ * was deposed' (the refused campaign's own promise still deposes the live
+ * leader, and no command is chosen in that test's window).
  */
 function stalePrepare(
   seed: number,
@@ -258,7 +268,9 @@ t.test(
       for (const seed of [1, 2, 3]) {
         const r = stalePrepare(seed, flag);
         const what = `seed ${seed}, ${flag ? 'as sent' : 'control: flag stripped'}`;
-        t.ok(r.replayed > 0, `${what}: ${r.replayed} old prepares delivered`);
+        // 0: no prepare of the forgotten campaign ever left T (a fix that syncs a
+        // hand-off campaign's ballot before its prepares leaves nothing to replay).
+        t.comment(`${what}: ${r.replayed} old prepares delivered`);
         t.same(r.violations, [], `${what}: no safety violation`);
         t.ok(r.applied >= 1, `${what}: a later write is chosen`);
         const todo = flag ? { todo: PREPARE_STALE } : {};
