@@ -13,9 +13,11 @@
 #   asked   digest(), hashAt() and the periodic hash line: the settles that
 #           heartbeats, comparisons and the order log trigger;
 #   lines   the apply's order-log lines (the " [digest]" suffix's share is in here);
+#   loop    (hrtime, one sample per slot: median and mean ns per command) the
+#           bytes and line digests of a slot, inside step;
 #   settle  StateHash.settle (in step or asked): the SHA-256 of the waiting slots;
 #   empty   two cpuUsage calls around nothing, once per 64 slots: the
-#           measurement's own bias per interval, subtracted from the figures.
+#           measurement's own bias per interval (median), subtracted from the figures.
 # Each node writes its sums to $OUT/<pid> every 256 slots and at exit; the
 # script prints us per command per node. Run with nothing else heavy on the
 # machine if possible, and read the load average printed with each run.
@@ -41,7 +43,7 @@ def sub(old, new):
     s = s.replace(old, new)
 head = '''
 import * as hcFs from 'node:fs';
-const HC = { step: 0, asked: 0, lines: 0, empty: 0, emptyN: 0, intervals: 0, cmds: 0, slots: 0 };
+const HC = { step: 0, asked: 0, lines: 0, empties: [] as number[], intervals: 0, cmds: 0, slots: 0 };
 function hcUs(t: NodeJS.CpuUsage): number {
   const u = process.cpuUsage(t);
   return u.user + u.system;
@@ -62,7 +64,7 @@ sub("    const digests = this.stateHash.step(slot, cmds, results);\n",
     "    HC.step += hcUs(hcT);\n"
     "    HC.intervals++;\n"
     "    HC.cmds += cmds.length;\n"
-    "    if (++HC.slots % 64 === 0) { hcT = process.cpuUsage(); HC.empty += hcUs(hcT); HC.emptyN++; }\n"
+    "    if (++HC.slots % 64 === 0) { hcT = process.cpuUsage(); if (HC.empties.length < 1000) HC.empties.push(hcUs(hcT)); }\n"
     "    if (HC.slots % 256 === 0) hcSave();\n"
     "    hcT = process.cpuUsage();\n")
 sub("    // Every ORDER_LOG_HASH_EVERY slots, the rolling hash: logs compare by it alone.\n",
@@ -81,19 +83,28 @@ for name, call in (("digest(): StateDigest | null {\n    return this.stateHash.d
     first = name.split("\n")[0]
     sub(name, first + "\n    const hcT = process.cpuUsage();\n    const r = " + call +
         ";\n    HC.asked += hcUs(hcT);\n    HC.intervals++;\n    return r;\n")
-sub("const HC = {", "const HC = (globalThis as unknown as { HC: Record<string, number> }).HC = { settle: 0, settles: 0, settled: 0, inStep: 0, settleInStep: 0,")
+sub("const HC = {", "const HC = (globalThis as unknown as { HC: any }).HC = { settle: 0, settles: 0, settled: 0, inStep: 0, settleInStep: 0, loopNs: [] as number[],")
 open(p, "w").write(s)
 # settle()'s share (inside step or asked): the SHA-256 of the waiting slots.
 p = p.replace("kv.ts", "statehash.ts")
 s = open(p).read()
 sub("    const n = this.pendingSlot.length;\n    if (n === 0) return;\n",
     "    const n = this.pendingSlot.length;\n    if (n === 0) return;\n"
-    "    const HC = (globalThis as unknown as { HC: Record<string, number> }).HC;\n"
+    "    const HC = (globalThis as unknown as { HC: any }).HC;\n"
     "    const hcT = process.cpuUsage();\n    try {\n")
 sub("    this.h = h;\n    this.dropPending();\n",
     "    this.h = h;\n    this.dropPending();\n"
     "    } finally {\n      const u = process.cpuUsage(hcT);\n"
     "      if (HC) { HC.settle += u.user + u.system; if (HC.inStep) HC.settleInStep += u.user + u.system; HC.settles++; HC.settled += n; }\n    }\n")
+# The bytes and line digests of one slot (hrtime: a sample per slot, ns per command).
+sub("    const digests: string[] = new Array(cmds.length);\n",
+    "    const hcT0 = process.hrtime.bigint();\n"
+    "    const digests: string[] = new Array(cmds.length);\n")
+sub("    this.slot = slot;\n    // While the chain is unknown",
+    "    const HCs = (globalThis as unknown as { HC: any }).HC;\n"
+    "    if (HCs && cmds.length > 0 && HCs.loopNs.length < 50000)\n"
+    "      HCs.loopNs.push(Number(process.hrtime.bigint() - hcT0) / cmds.length);\n"
+    "    this.slot = slot;\n    // While the chain is unknown")
 open(p, "w").write(s)
 EOF
 (cd "$DIR" && "$REPO/node_modules/.bin/tsc" -p tsconfig.json)
@@ -111,10 +122,13 @@ const dir = process.argv[1];
 for (const f of fs.readdirSync(dir).sort()) {
   const h = JSON.parse(fs.readFileSync(dir + "/" + f, "utf8"));
   if (h.cmds < 1000) continue; // the bench client process, or a node that applied little
-  const bias = h.emptyN ? h.empty / h.emptyN : 0;
+  const e = [...h.empties].sort((x, y) => x - y);
+  const bias = e.length ? e[e.length >> 1] : 0; // the median: a preempted empty interval is not typical
   const per = (us, n) => ((us - bias * n) / h.cmds).toFixed(3);
   const steps = h.slots, lines = h.slots, asked = h.intervals - 2 * h.slots;
-  console.log(`  node pid ${f}: ${h.cmds} cmds in ${h.slots} slots (${(h.cmds / h.slots).toFixed(1)}/slot); us per cmd: step ${per(h.step, steps)}, asked ${per(h.asked, asked)} (${asked} calls), all hash ${((h.step + h.asked - bias * (steps + asked)) / h.cmds).toFixed(3)}, of which SHA-256 (settle) ${per(h.settle, h.settles)} (${h.settles} settles, ${(h.settled / h.settles).toFixed(1)} slots each; ${(h.settleInStep / h.cmds).toFixed(3)} in step); lines ${per(h.lines, lines)}; cpuUsage bias ${bias.toFixed(2)} us per interval`);
+  const l = [...h.loopNs].sort((x, y) => x - y);
+  const loop = `bytes+line digests of a slot (hrtime, ns per cmd): median ${l[l.length >> 1].toFixed(0)}, mean ${(l.reduce((x, y) => x + y, 0) / l.length).toFixed(0)}`;
+  console.log(`  node pid ${f}: ${h.cmds} cmds in ${h.slots} slots (${(h.cmds / h.slots).toFixed(1)}/slot); us per cmd: step ${per(h.step, steps)}, asked ${per(h.asked, asked)} (${asked} calls), all hash ${((h.step + h.asked - bias * (steps + asked)) / h.cmds).toFixed(3)}, of which SHA-256 (settle) ${per(h.settle, h.settles)} (${h.settles} settles, ${(h.settled / h.settles).toFixed(1)} slots each; ${(h.settleInStep / h.cmds).toFixed(3)} in step); lines ${per(h.lines, lines)}; cpuUsage bias ${bias.toFixed(2)} us per interval; ${loop}`);
 }' "$OUT"
 done
 rm -rf "$OUT"
