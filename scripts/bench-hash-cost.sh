@@ -124,14 +124,14 @@ console.log(`on  ${on.join(" ")}  mean ${mean(on).toFixed(0)} median ${median(on
 console.log(`off ${off.join(" ")}  mean ${mean(off).toFixed(0)} median ${median(off).toFixed(0)}`);
 console.log(`on/off: ratio of means ${(mean(on) / mean(off)).toFixed(3)}, ratio of medians ${(median(on) / median(off)).toFixed(3)}, median of pair ratios ${median(ratios).toFixed(3)}; pairs with on slower: ${ratios.filter((r) => r < 1).length} of ${ratios.length}`);
 const cr = onc.map((x, i) => x / offc[i]);
-console.log(`CPU us/op on  ${onc.join(" ")}  mean ${mean(onc).toFixed(0)} median ${median(onc).toFixed(0)}`);
-console.log(`CPU us/op off ${offc.join(" ")}  mean ${mean(offc).toFixed(0)} median ${median(offc).toFixed(0)}`);
+console.log(`CPU us/op on  ${onc.join(" ")}  mean ${mean(onc).toFixed(1)} median ${median(onc).toFixed(1)}`);
+console.log(`CPU us/op off ${offc.join(" ")}  mean ${mean(offc).toFixed(1)} median ${median(offc).toFixed(1)}`);
 console.log(`CPU per op on/off: ratio of means ${(mean(onc) / mean(offc)).toFixed(3)}, ratio of medians ${(median(onc) / median(offc)).toFixed(3)}, median of pair ratios ${median(cr).toFixed(3)}`);
 if (process.argv[5]) {
   const [base, basec] = process.argv.slice(5).map((s) => s.split(" ").map(Number));
   const br = base.map((x, i) => x / off[i]);
   console.log(`base ${base.join(" ")}  mean ${mean(base).toFixed(0)} median ${median(base).toFixed(0)}`);
   console.log(`base/off: ratio of means ${(mean(base) / mean(off)).toFixed(3)}, median of round ratios ${median(br).toFixed(3)}; on/base: ratio of means ${(mean(on) / mean(base)).toFixed(3)}`);
-  console.log(`CPU us/op base ${basec.join(" ")}  mean ${mean(basec).toFixed(0)}; base/off ${(mean(basec) / mean(offc)).toFixed(3)}, on/base ${(mean(onc) / mean(basec)).toFixed(3)}`);
+  console.log(`CPU us/op base ${basec.join(" ")}  mean ${mean(basec).toFixed(1)}; base/off ${(mean(basec) / mean(offc)).toFixed(3)}, on/base ${(mean(onc) / mean(basec)).toFixed(3)}`);
 }
 ' "${on[*]}" "${off[*]}" "${onc[*]}" "${offc[*]}" ${BASE:+"${base[*]}" "${basec[*]}"}
