@@ -5,7 +5,9 @@ const USAGE =
   'usage: paxos-logcmp FILE... (exit 0: all agree, 1: divergence, lines missing or a damaged\n' +
   'line other than a partial last one, 2: usage)\n' +
   '       paxos-logcmp --help | --version\n' +
-  'Compares order logs (learned_ops*.log): each must read as a prefix of one order.';
+  'Compares order logs (learned_ops*.log): each must read as a prefix of one order.\n' +
+  'Line digests compare only at equal versions ([HEX] is v1, [v2:HEX] v2); lines with\n' +
+  'digests of different versions are compared by their text, and the OK line says so.';
 
 const argv = parseFlags(process.argv.slice(2), {
   boolean: ['help', 'version'],
