@@ -78,6 +78,15 @@ export class ClientFront<T> {
     }
     if (parsed.kind === 'limits')
       return { t: 'error', cid, seq, code: 'bad_op', message: 'limits is not a client operation' };
+    // Not yet: the daemon does not learn a new member's address from the log (issue 13).
+    if (parsed.kind === 'member')
+      return {
+        t: 'error',
+        cid,
+        seq,
+        code: 'bad_op',
+        message: 'membership changes are not a client operation yet',
+      };
     const refusal = this.admit(cid, seq, parsed);
     if (refusal) return refusal;
     const r = this.o.replica.submit({ cid, seq, op });

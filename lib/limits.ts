@@ -137,6 +137,14 @@ export const SID_MIN = 0;
  */
 export const SID_MAX = 255;
 
+/**
+ * Alpha of the membership window: a configuration applied at slot i governs
+ * slots from i + ALPHA_SLOTS on. A leader proposes at most this far beyond its
+ * applied prefix, so it is also a pipelining bound (above any window in use).
+ * A protocol constant: every node of a cluster must use the same.
+ */
+export const ALPHA_SLOTS = 256;
+
 /** Servers in one cluster: each needs its own sid. */
 export const SERVERS_MAX = 255;
 

@@ -1,4 +1,4 @@
-import { ECHO_LIVES_MAX, KEEP_SLOTS_MAX, SNAPSHOTS_PINNED_MAX } from '../limits';
+import { ALPHA_SLOTS, ECHO_LIVES_MAX, KEEP_SLOTS_MAX, SNAPSHOTS_PINNED_MAX } from '../limits';
 import { ballotSid, formatBallot, nextBallot } from './ballot';
 import type { Prng } from './prng';
 import { describeDivergence, StateCheck, type Divergence } from './statecheck';
@@ -9,7 +9,9 @@ import {
   type AppliedEntry,
   type Cmd,
   type CmdResult,
+  type Configuration,
   type DurableRecord,
+  type Member,
   type Msg,
   type Outbound,
   type PromiseEntry,
@@ -23,8 +25,25 @@ import {
 /** Settings of one replica; all durations are in ticks. */
 export interface ReplicaOptions {
   sid: number;
-  /** Every SID of the cluster, this one included. Lower SID = higher bully rank. */
+  /**
+   * Every SID that may ever be a member (the config files' servers), this one
+   * included. Lower SID = higher bully rank. Vote tables (incarnations) are
+   * indexed by position in this list, so every node must be given the same one.
+   */
   sids: number[];
+  /**
+   * The bootstrap configuration (default: every sid a voter). Changes are log
+   * commands (lib/sm/kv.ts `member`); a state machine without configurations()
+   * keeps this one for ever.
+   */
+  members?: Member[];
+  /**
+   * Alpha: a configuration applied at slot i governs slots from i + alpha on,
+   * and a leader proposes slot s only when it has applied every slot up to
+   * s - alpha, so it knows who votes on s. Cluster-wide: every node must use the
+   * same (default ALPHA_SLOTS; the simulator makes it small).
+   */
+  alphaSlots?: number;
   prng: Prng;
   sm: StateMachine;
   heartbeatTicks: number;
@@ -223,7 +242,10 @@ export function valueBytes(value: Value): number {
 export class Replica {
   readonly sid: number;
   readonly sids: number[];
-  readonly quorum: number;
+  /** Alpha (ReplicaOptions.alphaSlots). */
+  readonly alpha: number;
+  /** The bootstrap configuration, for a state machine without configurations(). */
+  private readonly bootstrapConfigs: readonly Configuration[];
   private readonly mutations: ReadonlySet<Mutation>;
   private readonly o: ReplicaOptions;
   private readonly keepSlots: number;
@@ -301,6 +323,12 @@ export class Replica {
   private handoffPending: { from: number; m: Extract<Msg, { t: 'handoff' }> } | null = null;
   /** First slot our Phase 1 covered: every slot from here on is ours to propose at `ballot`. */
   private leaderFrom = 1;
+  /** The newest configuration an event line was written for (noteConfiguration). */
+  private configSeen = 0;
+  /** Configurations (by slot) our Phase 1 had a majority of: we propose only slots they govern. */
+  private leaderConfigs = new Set<number>();
+  /** Phase 1 values beyond the alpha window at election (slot order): proposed when it reaches them. */
+  private readonly deferred = new Map<number, Value>();
   /** Newest incarnations named in our quorum's votes (see `incs`). */
   private incView: number[] = [];
   private nextSlot = 1;
@@ -408,8 +436,17 @@ export class Replica {
     this.incs = this.sids.map(() => 0);
     this.reserved = this.sids.map(() => 0);
     this.sids.forEach((s, i) => this.sidIndex.set(s, i));
-    this.quorum =
-      Math.floor(this.sids.length / 2) + (this.mutations.has('minority-quorum') ? 0 : 1);
+    this.alpha = opts.alphaSlots ?? ALPHA_SLOTS;
+    if (!(Number.isSafeInteger(this.alpha) && this.alpha >= 1))
+      throw new Error(`alpha ${this.alpha}: must be an integer >= 1`);
+    const members = (opts.members ?? this.sids.map((sid) => ({ sid, voter: true })))
+      .map((m) => ({ ...m }))
+      .sort((a, b) => a.sid - b.sid);
+    if (!members.some((m) => m.voter)) throw new Error('the bootstrap configuration has no voter');
+    for (const m of members)
+      if (!this.sidIndex.has(m.sid)) throw new Error(`member ${m.sid} is not in the sids`);
+    this.bootstrapConfigs = [{ slot: 0, members }];
+    opts.sm.bootstrapMembers?.(members, this.alpha, this.sids);
     this.slotsAheadMax =
       opts.slotsAheadMax ?? SLOTS_AHEAD_WINDOWS * opts.windowSlots + SLOTS_AHEAD_SLACK;
     this.snapshotWindowChunks = opts.snapshotWindowChunks ?? SNAPSHOT_WINDOW_CHUNKS;
@@ -417,7 +454,8 @@ export class Replica {
       opts.keepSlots ?? Math.min(KEEP_SLOTS_MAX, Math.floor(opts.snapshotEverySlots / 2));
     this.heartbeat = new Timeout('heartbeat', opts.heartbeatTicks);
     this.heartbeat.start();
-    this.stateCheck = new StateCheck(opts.sm, this.quorum);
+    // Outvoted by a majority of the bootstrap voters (membership changes do not move it yet).
+    this.stateCheck = new StateCheck(opts.sm, this.majority(this.bootstrapConfigs[0]));
     this.election = new Timeout('election', opts.electionTicks);
     this.election.jitter(opts.prng, Math.max(1, Math.floor(opts.electionTicks / 3)));
     this.life = opts.prng.int(0x7fffffff) + 1;
@@ -583,9 +621,12 @@ export class Replica {
    * then send, then answer clients.
    */
   ready(): Ready {
+    this.noteConfiguration();
+    this.checkConfigurations();
     if (this.role === 'leader') {
       // Handing off, submit takes nothing new, so the queue and then the in-flight
       // slots drain and the successor's Phase 1 has nothing left to recover.
+      this.proposeDeferred();
       this.proposeQueued();
       this.flushAccepts();
       if (this.readQueue.length > 0) this.startReadRound();
@@ -767,10 +808,107 @@ export class Replica {
     return p !== undefined && p.voter && this.now - p.freshAt <= this.o.electionTicks;
   }
 
-  private twoWayCount(): number {
-    let n = this.voter ? 1 : 0;
-    for (const s of this.sids) if (s !== this.sid && this.twoWay(s) && this.peerVotes(s)) n++;
-    return n;
+  /** Voters (us included) with two-way contact make a quorum of every active configuration. */
+  private twoWayQuorate(): boolean {
+    return this.quorateAll((s) =>
+      s === this.sid ? this.voter : this.twoWay(s) && this.peerVotes(s),
+    );
+  }
+
+  // ======================= membership =======================
+
+  /** The configurations applied so far that may still govern (oldest first). */
+  private configs(): readonly Configuration[] {
+    const c = this.o.sm.configurations?.();
+    return c && c.length > 0 ? c : this.bootstrapConfigs;
+  }
+
+  /** First slot a configuration governs (the bootstrap one: slot 1). */
+  private governsFrom(c: Configuration): number {
+    return c.slot === 0 ? 1 : c.slot + this.alpha;
+  }
+
+  /**
+   * The configuration that governs `slot`: the newest applied at or below
+   * slot - alpha. Known for every slot up to applied + alpha, and only for
+   * those: a change applied later governs from above it.
+   */
+  configOf(slot: number): Configuration {
+    const cs = this.configs();
+    for (let i = cs.length - 1; i > 0; i--) if (this.governsFrom(cs[i]) <= slot) return cs[i];
+    return cs[0];
+  }
+
+  /**
+   * The configurations that govern some slot not yet chosen that we could
+   * propose: from the one of chosenThrough + 1 to the newest. A campaign needs a
+   * majority of each (PMS phase 1 per slot, with every slot's own acceptors).
+   */
+  private activeConfigs(): readonly Configuration[] {
+    const cs = this.configs();
+    const first = this.configOf(this.chosenThrough + 1);
+    return cs.slice(Math.max(0, cs.indexOf(first)));
+  }
+
+  /** The newest configuration applied (it governs from governsFrom on). */
+  get configuration(): Configuration {
+    const cs = this.configs();
+    return cs[cs.length - 1];
+  }
+
+  /** A majority of the newest configuration's voters (for status and tests). */
+  get quorum(): number {
+    return this.majority(this.configuration);
+  }
+
+  private majority(c: Configuration): number {
+    let n = 0;
+    for (const m of c.members) if (m.voter) n++;
+    return Math.floor(n / 2) + (this.mutations.has('minority-quorum') ? 0 : 1);
+  }
+
+  private votesIn(c: Configuration, sid: number): boolean {
+    return c.members.some((m) => m.sid === sid && m.voter);
+  }
+
+  /** Do the voters of `c` for which `has` holds make a majority of it? */
+  private quorate(c: Configuration, has: (sid: number) => boolean): boolean {
+    let n = 0;
+    for (const m of c.members) if (m.voter && has(m.sid)) n++;
+    return n >= this.majority(c);
+  }
+
+  private quorateAll(has: (sid: number) => boolean): boolean {
+    return this.activeConfigs().every((c) => this.quorate(c, has));
+  }
+
+  /**
+   * Does `has` hold for voters enough to meet every majority of every active
+   * configuration (n - quorum + 1 of each)? The rejoin rule's sets.
+   */
+  private blockingAll(has: (sid: number) => boolean): boolean {
+    return this.activeConfigs().every((c) => {
+      let n = 0;
+      let voters = 0;
+      for (const m of c.members)
+        if (m.voter) {
+          voters++;
+          if (has(m.sid)) n++;
+        }
+      return n >= voters - this.majority(c) + 1;
+    });
+  }
+
+  /** May we campaign at all: we vote, in the newest configuration too. */
+  private votesNow(): boolean {
+    return this.voter && this.votesIn(this.configuration, this.sid);
+  }
+
+  /** Members (voters and learners) of the active configurations: who hears broadcasts. */
+  private audience(): number[] {
+    const out = new Set<number>();
+    for (const c of this.activeConfigs()) for (const m of c.members) out.add(m.sid);
+    return this.sids.filter((s) => out.has(s));
   }
 
   /** Highest chosen prefix among two-way peers (a deaf peer's cannot hold us back). */
@@ -787,8 +925,8 @@ export class Replica {
    */
   private eligible(): boolean {
     return (
-      this.voter &&
-      this.twoWayCount() >= this.quorum &&
+      this.votesNow() &&
+      this.twoWayQuorate() &&
       this.chosenThrough + 2 * this.o.windowSlots >= this.maxPeerChosen()
     );
   }
@@ -802,7 +940,7 @@ export class Replica {
    * hearing it within another, after which prepares are promised again.
    */
   private hearsLiveLeader(from: number): boolean {
-    if (this.role === 'leader') return from !== this.sid && this.twoWayCount() >= this.quorum;
+    if (this.role === 'leader') return from !== this.sid && this.twoWayQuorate();
     return (
       this.role === 'follower' &&
       this.leader !== null &&
@@ -823,20 +961,24 @@ export class Replica {
     if (this.now - this.leaderSeenAt <= this.election.after) return;
     // Pre-vote check: campaigning without two-way contact with a majority only
     // inflates ballots (nobody could answer) and disrupts the cluster later.
-    if (!this.voter || this.twoWayCount() < this.quorum) return;
+    if (!this.votesNow() || !this.twoWayQuorate()) return;
     // Pre-vote (etcd): peers that follow a live leader would not promise us, so
     // a campaign they cannot join only raises our own promise, and that raised
     // promise would make us refuse the live leader's accepts when links heal.
-    let support = 1;
-    for (const s of this.sids) {
-      if (s === this.sid || !this.twoWay(s)) continue;
-      const p = this.peers.get(s)!;
-      // Free: its latest fresh statement, of the last two heartbeats, says it
-      // follows no live leader.
-      if (this.peerVotes(s) && p.free && this.now - p.freshAt <= 2 * this.o.heartbeatTicks)
-        support++;
-    }
-    if (support < this.quorum) return;
+    // Free: its latest fresh statement, of the last two heartbeats, says it
+    // follows no live leader.
+    const free = (s: number): boolean => {
+      if (s === this.sid) return true;
+      const p = this.peers.get(s);
+      return (
+        p !== undefined &&
+        this.twoWay(s) &&
+        this.peerVotes(s) &&
+        p.free &&
+        this.now - p.freshAt <= 2 * this.o.heartbeatTicks
+      );
+    };
+    if (!this.quorateAll(free)) return;
     const waited = this.now - Math.max(this.leaderLostAt, this.leaderSeenAt);
     const periods = Math.floor(waited / this.election.after);
     // Bounded wait: after this many periods without a leader, campaign even if
@@ -844,9 +986,14 @@ export class Replica {
     // lagging leader is safe; the eligibility rule is only a preference.
     if (periods > this.sids.length + 1) return this.startPhase1();
     if (!this.eligible()) return;
-    // Phantom candidates are skipped: only two-way peers that say they may lead.
+    // Phantom candidates are skipped: only two-way peers that say they may lead,
+    // voters of the newest configuration (a learner or a removed node never runs).
     const candidates = this.sids.filter(
-      (s) => s === this.sid || (this.twoWay(s) && this.peers.get(s)?.eligible === true),
+      (s) =>
+        s === this.sid ||
+        (this.votesIn(this.configuration, s) &&
+          this.twoWay(s) &&
+          this.peers.get(s)?.eligible === true),
     );
     // Bully: the eligible node of highest rank (lowest SID) runs first. If no
     // leader appears within another election period, the next one runs too.
@@ -874,7 +1021,7 @@ export class Replica {
     };
     this.state = { role: 'candidate', p1 };
     this.trace(`campaign ballot ${formatBallot(this.ballot)} from slot ${p1.from}`);
-    for (const s of this.sids) this.send(s, this.prepareMsg(p1, p1.from));
+    for (const s of this.audience()) this.send(s, this.prepareMsg(p1, p1.from));
   }
 
   private prepareMsg(p1: Phase1, from: number): Msg {
@@ -893,7 +1040,9 @@ export class Replica {
   transferLeadership(to: number): string | null {
     if (this.role !== 'leader') return 'not the leader';
     if (to === this.sid) return 'already the leader';
-    if (!this.sidIndex.has(to)) return `sid ${to} is not a member`;
+    if (!this.sidIndex.has(to) || !this.configuration.members.some((m) => m.sid === to))
+      return `sid ${to} is not a member`;
+    if (!this.votesIn(this.configuration, to)) return `sid ${to} is a learner, not a voter`;
     if (!this.twoWay(to) || !this.peerVotes(to))
       return `sid ${to} is not a voter in two-way contact with the leader`;
     this.handoff = { to, startedAt: this.now, sentAt: -Infinity };
@@ -906,6 +1055,7 @@ export class Replica {
     let best: number | null = null;
     for (const s of this.sids) {
       if (s === this.sid || !this.twoWay(s) || !this.peerVotes(s)) continue;
+      if (!this.votesIn(this.configuration, s)) continue;
       if (best === null || this.peers.get(s)!.chosen > this.peers.get(best)!.chosen) best = s;
     }
     return best;
@@ -950,7 +1100,7 @@ export class Replica {
 
   /** A hand-off copy may make us campaign (checked on arrival and again at the next tick). */
   private handoffValid(from: number, m: Extract<Msg, { t: 'handoff' }>): boolean {
-    if (this.role !== 'follower' || !this.voter) return false;
+    if (this.role !== 'follower' || !this.votesNow()) return false;
     if (ballotSid(m.ballot) !== from || m.ballot !== this.leaderBallot || this.leader !== from)
       return false;
     if (m.ballot < this.promised) return false;
@@ -983,7 +1133,7 @@ export class Replica {
     // Re-ask only from the first slot each acceptor's promise chunks left
     // uncovered: a full re-send would put the missing chunk last in the burst
     // again, where tail drop keeps losing it.
-    for (const s of this.sids) {
+    for (const s of this.audience()) {
       if (p1.complete.has(s)) continue;
       const from = firstUncovered(p1.covered.get(s) ?? [], p1.from);
       this.send(s, this.prepareMsg(p1, from));
@@ -993,7 +1143,7 @@ export class Replica {
   private tickLeader(): void {
     // Check quorum: a leader without two-way contact with a majority steps down
     // so clients look elsewhere and its followers stop refusing prepares.
-    if (this.twoWayCount() < this.quorum) {
+    if (!this.twoWayQuorate()) {
       this.eventsOut.push(`sid ${this.sid}: lost contact with a majority; stepping down`);
       this.stepDown(null);
       return;
@@ -1003,7 +1153,7 @@ export class Replica {
       f.timeout.tick();
       if (!f.timeout.fired()) continue;
       f.timeout.backoff(this.o.prng);
-      for (const s of this.sids) {
+      for (const s of this.audience()) {
         if (f.acks.has(s)) continue;
         let list = resend.get(s);
         if (!list) resend.set(s, (list = []));
@@ -1014,7 +1164,7 @@ export class Replica {
       r.timeout.tick();
       if (!r.timeout.fired()) continue;
       r.timeout.backoff(this.o.prng);
-      for (const s of this.sids)
+      for (const s of this.audience())
         if (!r.acks.has(s)) this.send(s, { t: 'confirm', ballot: this.ballot, round });
     }
     for (const [to, slots] of resend)
@@ -1026,11 +1176,63 @@ export class Replica {
       this.inflight.size === 0 &&
       this.queue.length === 0 &&
       this.rejoinAskedAt > this.lastNoopAt &&
-      this.now - this.lastNoopAt >= this.o.electionTicks
+      this.now - this.lastNoopAt >= this.o.electionTicks &&
+      this.mayPropose(this.nextSlot)
     ) {
       this.lastNoopAt = this.now;
       this.propose(this.nextSlot++, []);
     }
+    // A new configuration governs only from its slot + alpha: when idle, fill the
+    // slots up to there with no-ops, so that a change completes without load.
+    const from = this.governsFrom(this.configuration);
+    while (
+      this.inflight.size < this.o.windowSlots &&
+      this.queue.length === 0 &&
+      this.nextSlot < from &&
+      this.mayPropose(this.nextSlot)
+    )
+      this.propose(this.nextSlot++, []);
+  }
+
+  /** An event line when a newer configuration is applied (and when it removed us). */
+  private noteConfiguration(): void {
+    const c = this.configuration;
+    if (c.slot === this.configSeen) return;
+    this.configSeen = c.slot;
+    const members = c.members.map((m) => (m.voter ? `${m.sid}` : `${m.sid} (learner)`)).join(', ');
+    const self = c.members.find((m) => m.sid === this.sid);
+    this.eventsOut.push(
+      `sid ${this.sid}: configuration of slot ${c.slot} governs from slot ${this.governsFrom(c)}: ${members}${self ? '' : '; this node was removed'}`,
+    );
+  }
+
+  /**
+   * May the leader propose `slot` now? Only if it knows who votes on it (every
+   * slot up to slot - alpha applied: the alpha window) and its Phase 1 had a
+   * majority of that configuration (PMS phase 1 must precede phase 2 with the
+   * slot's own acceptors). A slot beyond waits; a configuration our Phase 1 did
+   * not cover makes us campaign again (checkConfigurations).
+   */
+  private mayPropose(slot: number): boolean {
+    return slot <= this.applied + this.alpha && this.leaderConfigs.has(this.configOf(slot).slot);
+  }
+
+  /**
+   * Leader: a configuration applied since our Phase 1 governs slots we will
+   * propose, and our Phase 1 had no majority of it. Campaign again at a higher
+   * ballot over every active configuration (one round trip of write pause); the
+   * values in flight are found again by that Phase 1. Not a voter any more: step
+   * down (the newest configuration's voters elect a leader among them).
+   */
+  private checkConfigurations(): void {
+    if (this.role !== 'leader') return;
+    if (this.activeConfigs().every((c) => this.leaderConfigs.has(c.slot))) return;
+    const voting = this.votesNow();
+    this.eventsOut.push(
+      `sid ${this.sid}: configuration of slot ${this.configuration.slot} applied; ${voting ? 'campaigning again' : 'not a voter any more; stepping down'}`,
+    );
+    this.stepDown(null);
+    if (voting) this.startPhase1();
   }
 
   private becomeLeader(p1: Phase1): void {
@@ -1041,21 +1243,24 @@ export class Replica {
     this.stats.leaderships++;
     this.leaderFrom = p1.from;
     this.incView = p1.incs;
+    this.leaderConfigs = new Set(this.activeConfigs().map((c) => c.slot));
     // The next slot is above everything chosen or accepted that we know of, by
     // promise or by catch-up during Phase 1: a new command proposed into a slot
     // already chosen would be a second value there (PMMC: a leader proposes only
     // in slots it has no decision for).
     let maxSlot = Math.max(p1.from - 1, this.chosenThrough, this.maxLogSlot());
     for (const s of p1.merged.keys()) if (s > maxSlot) maxSlot = s;
-    // Values reported chosen are learned first (role is already leader: learn()
-    // must not treat them as another leader's choice, so mark them directly).
-    for (const [s, m] of p1.merged) if (m.ballot === Infinity) this.markLearned(s, m.value);
+    // Values reported chosen were learned as their promises came (onPromise).
+    this.deferred.clear();
     for (let s = p1.from; s <= maxSlot; s++) {
       if (s <= this.base || this.log.get(s)?.chosen) continue;
       const m = p1.merged.get(s);
       // The value with the highest accepted ballot must be proposed again;
       // a slot nobody reported accepting is a hole, filled with a no-op.
-      this.propose(s, m && !this.mutations.has('ignore-promise-values') ? m.value : []);
+      const value = m && !this.mutations.has('ignore-promise-values') ? m.value : [];
+      // Beyond the alpha window (its configuration is not known yet): later.
+      if (this.mayPropose(s)) this.propose(s, value);
+      else this.deferred.set(s, value);
     }
     this.nextSlot = maxSlot + 1;
     this.commitSent = 0;
@@ -1073,6 +1278,7 @@ export class Replica {
     this.state = { role: 'follower' };
     this.handoff = null;
     this.inflight.clear();
+    this.deferred.clear();
     this.newAccepts = [];
     this.queue = [];
     this.queuedKeys.clear();
@@ -1298,7 +1504,6 @@ export class Replica {
   private onRejoinResp(from: number, m: Extract<Msg, { t: 'rejoinResp' }>): void {
     const r = this.rejoin;
     if (this.voter || !r || m.nonce !== r.nonce) return;
-    const need = this.sids.length - this.quorum + 1;
     if (m.known > r.known) r.known = m.known;
     // Our lost disk held other nodes' incarnations too: re-learn them, or a node
     // that rejoined before us could later draw one below what we forgot and have
@@ -1319,7 +1524,7 @@ export class Replica {
       // Step 1: n - quorum + 1 answers meet every set that recorded an earlier
       // incarnation of ours in a completed rejoin, so ours goes above all of them.
       r.asked.add(from);
-      if (r.asked.size >= need) this.takeIncarnation(r, r.known);
+      if (this.blockingAll((s) => r.asked.has(s))) this.takeIncarnation(r, r.known);
       return;
     }
     if (m.inc !== r.inc) {
@@ -1332,7 +1537,7 @@ export class Replica {
       // later step 1 (as many answers) sees it and draws above it.
       if (m.act) return;
       r.reservedBy.add(from);
-      if (r.reservedBy.size >= need) {
+      if (this.blockingAll((s) => r.reservedBy.has(s))) {
         r.activating = true;
         for (const s of this.sids)
           if (s !== this.sid)
@@ -1344,7 +1549,7 @@ export class Replica {
     if (!m.act) return;
     // Sampled until enough voters answered, then frozen: a threshold that kept
     // rising with every answer would chase the leader's next slot forever.
-    if (r.promised.size >= need && r.threshold > 0) return;
+    if (this.blockingAll((s) => r.promised.has(s)) && r.threshold > 0) return;
     r.promised.set(from, Math.max(m.promised, r.promised.get(from) ?? 0));
     // Above every slot these voters accepted or a leader among them proposed,
     // sampled after our restart: a slot we voted for before the disk was lost and
@@ -1363,8 +1568,7 @@ export class Replica {
   private checkRejoin(): void {
     const r = this.rejoin;
     if (!r) return;
-    const need = this.sids.length - this.quorum + 1;
-    if (r.promised.size < need) return;
+    if (!this.blockingAll((s) => r.promised.has(s))) return;
     if (r.threshold === 0 || this.chosenThrough < r.threshold) return;
     let max = this.promised;
     for (const b of r.promised.values()) if (b > max) max = b;
@@ -1515,6 +1719,12 @@ export class Replica {
       // accepts up to its own chosen prefix + slotsAheadMax, which may be far past
       // ours, and a value dropped here could be chosen (PMS phase 2a rule).
       if (slot < p1.from) continue;
+      // Known chosen: learned now, so that a configuration it applies is known
+      // before we count this campaign's majorities (the alpha window's slots).
+      if (ballot === CHOSEN_BALLOT) {
+        this.learn(slot, value);
+        continue;
+      }
       const cur = p1.merged.get(slot);
       const b = ballot === CHOSEN_BALLOT ? Infinity : ballot;
       if (!cur || b > cur.ballot) p1.merged.set(slot, { ballot: b, value });
@@ -1523,10 +1733,24 @@ export class Replica {
     if (!ranges) p1.covered.set(from, (ranges = []));
     ranges.push([m.lo, m.hi]);
     if (coversToInfinity(ranges, p1.from)) p1.complete.add(from);
-    // Our own promise must be among them: it reaches us only after it is durable
-    // (Outbound.sync), so a power loss cannot make us forget this ballot and
-    // campaign with it again, proposing a second value per slot at one ballot.
-    if (p1.complete.size >= this.quorum && p1.complete.has(this.sid)) this.becomeLeader(p1);
+    this.advanceChosen();
+    if (this.state.role !== 'candidate' || this.state.p1 !== p1) return;
+    // A change learned just now may have made us a learner, or removed us.
+    if (!this.votesNow()) {
+      this.eventsOut.push(
+        `sid ${this.sid}: not a voter of the newest configuration; campaign ends`,
+      );
+      this.stepDown(null);
+      return;
+    }
+    // A majority of every configuration that governs a slot we may propose (PMS
+    // phase 1 per slot, with that slot's acceptors; new members are asked at the
+    // next retransmission). Our own promise must be among them: it reaches us
+    // only after it is durable (Outbound.sync), so a power loss cannot make us
+    // forget this ballot and campaign with it again, proposing a second value
+    // per slot at one ballot.
+    if (this.quorateAll((s) => p1.complete.has(s)) && p1.complete.has(this.sid))
+      this.becomeLeader(p1);
   }
 
   private onAccepted(from: number, m: Extract<Msg, { t: 'accepted' }>): void {
@@ -1544,7 +1768,8 @@ export class Replica {
       const f = this.inflight.get(slot);
       if (!f) continue;
       f.acks.set(from, fromInc);
-      if (f.acks.size >= this.quorum) {
+      // A majority of the voters of the configuration that governs this slot.
+      if (this.quorate(this.configOf(slot), (s) => f.acks.has(s))) {
         this.inflight.delete(slot);
         this.choose(slot, this.ballot, f.value);
       }
@@ -1561,10 +1786,24 @@ export class Replica {
     this.stats.proposedCmds += value.length;
   }
 
+  /** Phase 1 values beyond the alpha window at election: proposed once it reaches them. */
+  private proposeDeferred(): void {
+    for (const [s, value] of this.deferred) {
+      if (!this.mayPropose(s)) break;
+      this.deferred.delete(s);
+      if (s > this.base && !this.log.get(s)?.chosen) this.propose(s, value);
+    }
+  }
+
   /** Cut the queue into batches, one slot each, while the window has room. */
   private proposeQueued(): void {
     let i = 0;
-    while (i < this.queue.length && this.inflight.size < this.o.windowSlots) {
+    while (
+      i < this.queue.length &&
+      this.inflight.size < this.o.windowSlots &&
+      this.deferred.size === 0 &&
+      this.mayPropose(this.nextSlot)
+    ) {
       const batch: Cmd[] = [];
       let bytes = VALUE_OVERHEAD_BYTES;
       while (i < this.queue.length) {
@@ -1585,12 +1824,13 @@ export class Replica {
       const slots = this.newAccepts;
       this.newAccepts = [];
       // One message object per datagram, sent to every acceptor: encoded once.
-      for (const msg of this.buildAccepts(slots)) for (const s of this.sids) this.send(s, msg);
+      const to = this.audience();
+      for (const msg of this.buildAccepts(slots)) for (const s of to) this.send(s, msg);
       this.commitSent = Math.max(this.commitSent, this.chosenThrough);
     } else if (this.chosenThrough > this.commitSent) {
       // Followers apply as soon as they hear; do not wait for the next heartbeat.
       this.commitSent = this.chosenThrough;
-      for (const s of this.sids)
+      for (const s of this.audience())
         if (s !== this.sid)
           this.send(s, { t: 'commit', ballot: this.ballot, through: this.chosenThrough });
     }
@@ -1626,9 +1866,9 @@ export class Replica {
     this.readQueue = [];
     this.readRounds.set(round, r);
     if (this.mutations.has('read-without-confirm')) return this.confirmRound(round);
-    for (const s of this.sids)
+    for (const s of this.audience())
       if (s !== this.sid) this.send(s, { t: 'confirm', ballot: this.ballot, round });
-    if (r.acks.size >= this.quorum) this.confirmRound(round);
+    if (this.quorateAll((s) => r.acks.has(s))) this.confirmRound(round);
   }
 
   private onConfirm(from: number, m: Extract<Msg, { t: 'confirm' }>): void {
@@ -1646,7 +1886,7 @@ export class Replica {
     const r = this.readRounds.get(m.round);
     if (!r) return;
     r.acks.add(from);
-    if (r.acks.size >= this.quorum) this.confirmRound(m.round);
+    if (this.quorateAll((s) => r.acks.has(s))) this.confirmRound(m.round);
   }
 
   private confirmRound(round: number): void {

@@ -202,6 +202,23 @@ export interface StateDigest {
   hash: Uint8Array;
 }
 
+/** One member of a configuration: a voter, or a learner (receives the log, never counted). */
+export interface Member {
+  sid: number;
+  voter: boolean;
+}
+
+/**
+ * A configuration (membership) as the log decided it: applied at `slot` (0: the
+ * bootstrap one, from the config files). It governs slots from `slot + alpha`
+ * on (ReplicaOptions.alphaSlots), so a leader that knows every chosen slot up
+ * to s - alpha knows who votes on s (Lamport's alpha window, PMS section 3).
+ */
+export interface Configuration {
+  slot: number;
+  members: Member[];
+}
+
 /** The deterministic replicated state machine. */
 export interface StateMachine {
   /** Apply one chosen batch; results[i] answers cmds[i]. */
@@ -222,6 +239,15 @@ export interface StateMachine {
    * take a peer's hash of the last applied `slot`. Returns whether it was taken.
    */
   adoptDigest?(slot: number, hash: Uint8Array): boolean;
+  /**
+   * Membership through the log (optional: without it the bootstrap members
+   * govern for ever). The bootstrap configuration, alpha and every sid that may
+   * ever be a member, set once by the replica before anything is applied or
+   * restored; a snapshot's own configurations win.
+   */
+  bootstrapMembers?(members: Member[], alphaSlots: number, sids: readonly number[]): void;
+  /** The configurations still relevant (oldest first; the last one is the newest applied). */
+  configurations?(): readonly Configuration[];
 }
 
 export interface SnapshotOut {

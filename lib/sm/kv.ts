@@ -1,9 +1,27 @@
 import { Decoder, Encoder } from 'cbor-x';
-import type { Cmd, CmdResult, StateDigest, StateMachine, Value } from '../core/types';
-import { KEY_BYTES_MAX, OP_BYTES_MAX, OP_CBOR_DEPTH_MAX, SESSIONS_MAX_MAX } from '../limits';
+import type {
+  Cmd,
+  CmdResult,
+  Configuration,
+  Member,
+  StateDigest,
+  StateMachine,
+  Value,
+} from '../core/types';
+import {
+  KEY_BYTES_MAX,
+  OP_BYTES_MAX,
+  OP_CBOR_DEPTH_MAX,
+  SESSIONS_MAX_MAX,
+  SID_MAX,
+  SID_MIN,
+} from '../limits';
 import type { ErrorCode } from '../wire/client';
 import { scanCbor } from '../wire/scan';
+import { MembershipTable, type MemberOp } from './membership';
 import { hex, ORDER_LOG_HASH_EVERY, StateHash } from './statehash';
+
+export type { MemberOp };
 
 /** A key-value operation as the client library encodes it (a CBOR array). */
 export type KvOp =
@@ -21,7 +39,9 @@ export type SysOp =
   | { kind: 'register' }
   | { kind: 'limits'; limits: SmLimits }
   /** Was request cid:seq applied, and what was its answer? (through the log: see outcomeOf) */
-  | { kind: 'outcome'; cid: number; seq: number };
+  | { kind: 'outcome'; cid: number; seq: number }
+  /** A membership change (sent in a session, like a write): see MembershipTable.apply. */
+  | MemberOp;
 
 /** What the `outcome` command answers (JSON in its result's value). */
 export type Outcome =
@@ -116,6 +136,11 @@ export function encodeOutcome(cid: number, seq: number): Uint8Array {
   return opEncoder.encode(['outcome', cid, seq]);
 }
 
+/** The body of a membership change (sent in a session, like a write). */
+export function encodeMember(action: MemberOp['action'], sid: number): Uint8Array {
+  return opEncoder.encode(['member', action, sid]);
+}
+
 /** The body of the `limits` command (sent with cid LIMITS_CID, seq 1). */
 export function encodeLimits(l: SmLimits): Uint8Array {
   return opEncoder.encode(['limits', l.sessionsMax, l.valueBytesMax]);
@@ -159,6 +184,20 @@ export function parseCommand(bytes: Uint8Array): KvOp | SysOp | OpError {
     if (raw.length !== 3 || !id(cid) || !id(seq))
       return OpErrors.badOp('outcome takes a client id and a sequence number');
     return { kind, cid, seq };
+  }
+  if (kind === 'member') {
+    const [, action, sid] = raw as unknown[];
+    if (
+      raw.length !== 3 ||
+      (action !== 'add' && action !== 'promote' && action !== 'remove') ||
+      !Number.isSafeInteger(sid) ||
+      (sid as number) < SID_MIN ||
+      (sid as number) > SID_MAX
+    )
+      return OpErrors.badOp(
+        `member takes add, promote or remove and a sid (${SID_MIN}-${SID_MAX})`,
+      );
+    return { kind, action, sid: sid as number };
   }
   if (kind === 'limits') {
     const limits = { sessionsMax: raw[1] as number, valueBytesMax: raw[2] as number };
@@ -230,7 +269,14 @@ export function keyError(op: KvOp): OpError | null {
 export function decodeOp(bytes: Uint8Array, valueBytesMax: number): KvOp | OpError {
   const op = parseCommand(bytes);
   if (isOpError(op)) return op;
-  if (op.kind === 'register' || op.kind === 'limits' || op.kind === 'outcome')
+  // Membership changes are not taken from clients yet: the daemon does not learn
+  // new members' addresses from the log (issue 13 continues).
+  if (
+    op.kind === 'register' ||
+    op.kind === 'limits' ||
+    op.kind === 'outcome' ||
+    op.kind === 'member'
+  )
     return OpErrors.badOp('unknown operation (put, get, del, cas)');
   return admissionError(op, valueBytesMax) ?? op;
 }
@@ -296,6 +342,8 @@ export class KvStateMachine implements StateMachine {
   appliedCommands = 0;
   /** Rolling hash over every applied slot (carried in snapshots from format 5 on). */
   private readonly stateHash = new StateHash();
+  /** Configurations applied (carried in snapshots from format 6 on). */
+  private readonly membership = new MembershipTable();
 
   /**
    * `sessionsMax` and `valueBytesMax`, when given, are the limits the cluster was
@@ -337,7 +385,7 @@ export class KvStateMachine implements StateMachine {
     const results: CmdResult[] = [];
     const texts: string[] = [];
     for (const c of cmds) {
-      const { result, text } = this.applyOne(c);
+      const { result, text } = this.applyOne(c, slot);
       results.push(result);
       texts.push(text);
     }
@@ -368,7 +416,15 @@ export class KvStateMachine implements StateMachine {
     return this.stateHash.adopt(slot, hash);
   }
 
-  private applyOne(c: Cmd): { result: CmdResult; text: string } {
+  bootstrapMembers(members: Member[], alphaSlots: number, sids: readonly number[]): void {
+    this.membership.bootstrap(members, alphaSlots, sids);
+  }
+
+  configurations(): readonly Configuration[] {
+    return this.membership.configurations();
+  }
+
+  private applyOne(c: Cmd, slot: number): { result: CmdResult; text: string } {
     const parsed = parseCommand(c.op);
     const op = isOpError(parsed) ? null : parsed;
     if (op?.kind === 'limits') return this.applyLimits(c, op.limits);
@@ -396,6 +452,8 @@ export class KvStateMachine implements StateMachine {
       const why = (parsed as OpError).message;
       result = { ok: false, err: `bad_op: ${why}` };
       text = `invalid (${why})`;
+    } else if (op.kind === 'member') {
+      ({ result, text } = this.membership.apply(slot, op));
     } else if (op.kind === 'outcome') {
       result = this.outcomeOf(op.cid, op.seq, c.cid);
       text = `outcome ${op.cid}:${op.seq} ${JSON.parse(result.value!).outcome as string}`;
@@ -552,7 +610,7 @@ export class KvStateMachine implements StateMachine {
     const limits = this.limits ? [this.limits.sessionsMax, this.limits.valueBytesMax] : null;
     const h = this.stateHash;
     return opEncoder.encode([
-      5,
+      6,
       this.appliedCommands,
       kv,
       sessions,
@@ -560,6 +618,7 @@ export class KvStateMachine implements StateMachine {
       this.nextSessionId,
       h.slot,
       h.hash === null ? null : Buffer.from(h.hash),
+      this.membership.snapshot(),
     ]);
   }
 
@@ -576,11 +635,11 @@ export class KvStateMachine implements StateMachine {
     const raw = opDecoder.decode(bytes) as unknown;
     if (
       !Array.isArray(raw) ||
-      (raw[0] !== 3 && raw[0] !== 4 && raw[0] !== 5) ||
+      (raw[0] !== 3 && raw[0] !== 4 && raw[0] !== 5 && raw[0] !== 6) ||
       !Array.isArray(raw[2]) ||
       !Array.isArray(raw[3])
     )
-      throw new Error('snapshot: not a version 3, 4 or 5 key-value snapshot');
+      throw new Error('snapshot: not a version 3, 4, 5 or 6 key-value snapshot');
     const v4 = raw[0] >= 4;
     const width = v4 ? 4 : 3;
     const data = new Map<string, string>();
@@ -612,10 +671,12 @@ export class KvStateMachine implements StateMachine {
     const nextSessionId = v4 ? Number(raw[5]) : 1;
     if (!Number.isSafeInteger(nextSessionId) || nextSessionId < 1)
       throw new Error('snapshot: bad next session id');
-    const hashSlot = raw[0] === 5 ? Number(raw[6]) : 0;
-    const hash = raw[0] === 5 ? (raw[7] as unknown) : null;
+    const hashSlot = raw[0] >= 5 ? Number(raw[6]) : 0;
+    const hash = raw[0] >= 5 ? (raw[7] as unknown) : null;
     if (!Number.isSafeInteger(hashSlot) || hashSlot < 0 || !(hash === null || isHash(hash)))
       throw new Error('snapshot: bad state hash');
+    // Before format 6 no change was ever applied: the bootstrap configuration holds.
+    const configs = this.membership.parse(raw[0] === 6 ? raw[8] : null);
     this.data.clear();
     for (const [k, v] of data) this.data.set(k, v);
     this.sessions.clear();
@@ -628,6 +689,7 @@ export class KvStateMachine implements StateMachine {
     this.nextSessionId = nextSessionId;
     this.appliedCommands = Number(raw[1]) || 0;
     this.stateHash.reset(hashSlot, hash === null ? null : new Uint8Array(hash));
+    this.membership.restore(configs);
   }
 }
 

@@ -7,7 +7,17 @@
 // step, so a test fails at the step that broke them.
 import { Prng } from '../../lib/core/prng';
 import { Replica } from '../../lib/core/replica';
-import type { Cmd, CmdResult, DurableRecord, Msg, StateMachine, Value } from '../../lib/core/types';
+import type {
+  Cmd,
+  CmdResult,
+  Configuration,
+  DurableRecord,
+  Member,
+  Msg,
+  StateMachine,
+  Value,
+} from '../../lib/core/types';
+import { MembershipTable, type MemberOp } from '../../lib/sm/membership';
 
 export const CORE_OPTS = {
   heartbeatTicks: 2,
@@ -20,7 +30,12 @@ export const CORE_OPTS = {
   catchupBytesMax: 60000,
   snapshotEverySlots: 1_000_000,
 };
-export type CoreOpts = typeof CORE_OPTS & { keepSlots?: number };
+export type CoreOpts = typeof CORE_OPTS & {
+  keepSlots?: number;
+  /** The bootstrap configuration (default: every sid a voter). */
+  members?: Member[];
+  alphaSlots?: number;
+};
 
 /**
  * A replica of a test cluster. `life` counts the replicas built so far: each
@@ -52,21 +67,42 @@ export function makeReplica(
  */
 export class LogMachine implements StateMachine {
   cmds: string[] = [];
+  /** Commands "member add|promote|remove SID" change the membership (lib/sm/membership.ts). */
+  readonly membership = new MembershipTable();
   apply(slot: number, cmds: Value): { results: CmdResult[]; lines: string[] } {
     const lines = cmds.map((c) => `${slot} ${cmdText(c)}`);
     this.cmds.push(...lines);
-    return { results: cmds.map(() => ({ ok: true })), lines };
+    const results = cmds.map((c) => {
+      const m = /^member (add|promote|remove) (\d+)$/.exec(Buffer.from(c.op).toString('utf8'));
+      if (!m) return { ok: true };
+      const op: MemberOp = {
+        kind: 'member',
+        action: m[1] as MemberOp['action'],
+        sid: Number(m[2]),
+      };
+      return this.membership.apply(slot, op).result;
+    });
+    return { results, lines };
+  }
+  bootstrapMembers(members: Member[], alphaSlots: number, sids: readonly number[]): void {
+    this.membership.bootstrap(members, alphaSlots, sids);
+  }
+  configurations(): readonly Configuration[] {
+    return this.membership.configurations();
   }
   cached(): CmdResult | undefined {
     return undefined;
   }
   snapshot(): Uint8Array {
-    return new TextEncoder().encode(JSON.stringify(this.cmds));
+    const v = { cmds: this.cmds, configs: this.membership.snapshot() };
+    return new TextEncoder().encode(JSON.stringify(v));
   }
   restore(data: Uint8Array): void {
-    const v = JSON.parse(new TextDecoder().decode(data)) as unknown;
-    if (!Array.isArray(v)) throw new Error('not a snapshot');
-    this.cmds = v as string[];
+    const v = JSON.parse(new TextDecoder().decode(data)) as { cmds?: unknown; configs?: unknown };
+    if (!v || !Array.isArray(v.cmds)) throw new Error('not a snapshot');
+    const configs = this.membership.parse(v.configs ?? null);
+    this.cmds = v.cmds as string[];
+    this.membership.restore(configs);
   }
 }
 
