@@ -726,9 +726,11 @@ export class PaxosClient {
   }
 
   /**
-   * A server held back answers too large for an address it has not validated:
-   * keep its token and ask again at once (a retry like any other: the session
-   * table answers a write that already ran from its cache, never runs it again).
+   * A server held back answers too large for an address it has not validated,
+   * or a transfer-leader request (0:nonce) without a valid token for this
+   * address: keep its token and ask again at once (a retry like any other: the
+   * session table answers a write that already ran from its cache, never runs it
+   * again; a transfer is answered from its kept result).
    */
   private onValidate(r: Extract<ClientReply, { t: 'validate' }>): void {
     const idx = this.indexOf.get(r.sid);

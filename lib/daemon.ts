@@ -30,6 +30,7 @@ import {
   type ClientReply,
   type ClientRequest,
   type RequestRef,
+  TOKEN_BUCKET_MS,
   type TransferCode,
 } from './wire/client';
 import {
@@ -111,8 +112,24 @@ const OPERATOR_DROPS = new Set([
 /** At most one log line per drop reason and source address per this many ms. */
 const DROP_LOG_EVERY_MS = 10_000;
 
-/** How long a transfer-leader result is kept for the client's polls (well past its timeout). */
-const TRANSFER_RESULT_KEEP_MS = 60_000;
+/**
+ * How long a transfer-leader request's result is kept, by nonce: well past the
+ * client's timeout (its polls hear it, even after this node follows), and as long
+ * as the address token that let the request start can still be valid (it lives
+ * at most 2 buckets), so a replay of it with that token, from that address, is
+ * answered from here and never starts a second hand-off.
+ */
+const TRANSFER_RESULT_KEEP_MS = 2 * TOKEN_BUCKET_MS;
+
+/**
+ * Transfer-leader results kept at most (memory bound). Only a request that starts
+ * a hand-off adds one (a valid token, and the client key if set; one hand-off at
+ * a time), so an operator never comes near it in TRANSFER_RESULT_KEEP_MS. When
+ * full, the oldest goes first: its client has had the longest to hear it, and its
+ * token is the nearest to expiry (a replay of an evicted request can start at most
+ * one more hand-off, until its token expires).
+ */
+const TRANSFER_RESULTS_MAX = 256;
 
 /** Socket buffers (each way, both ports): a burst of a full window of datagrams is not lost. */
 const SOCKET_BUFFER_BYTES = 8 << 20;
@@ -275,11 +292,15 @@ export class PaxosNode {
   /** The transfer-leader request being served (one at a time). */
   private transferRunning: { nonce: number; to: number } | null = null;
   /**
-   * How the last transfer-leader request ended, for its retransmissions (the
-   * client polls until it hears this): kept for TRANSFER_RESULT_KEEP_MS.
+   * How each transfer-leader request ended, by nonce, for its retransmissions
+   * (the client polls until it hears it) and replays: kept for
+   * TRANSFER_RESULT_KEEP_MS, at most TRANSFER_RESULTS_MAX (in insertion order:
+   * oldest first).
    */
-  private transferDone: { nonce: number; code: TransferCode; message: string; at: number } | null =
-    null;
+  private readonly transferDone = new Map<
+    number,
+    { code: TransferCode; message: string; at: number }
+  >();
   /** Snapshot saves being served (paxos-client snapshot save): pinned snapshots. */
   private readonly backups: BackupServer<ReplyTo>;
 
@@ -803,11 +824,14 @@ export class PaxosNode {
       this.counters.clientOut++;
       this.clientSock.send(out, rinfo.port, rinfo.address);
     };
-    // Checked before the role: after a hand-off this node follows, and the
-    // client's poll must still hear how its own request ended.
-    const done = this.transferDone;
-    if (done && done.nonce === req.nonce && Date.now() - done.at <= TRANSFER_RESULT_KEEP_MS)
-      return answer(done.code, done.message);
+    // The three answers below need no token: each is one answer, no larger than
+    // the request, and starts nothing.
+    // A request that ended is answered from its own result (checked before the
+    // role: after a hand-off this node follows, and the poll must still hear it);
+    // a replay of it within the token's life is answered the same: one hand-off
+    // per request.
+    const done = this.transferResult(req.nonce);
+    if (done) return answer(done.code, done.message);
     const running = this.transferRunning;
     if (running)
       return answer(
@@ -818,14 +842,47 @@ export class PaxosNode {
       );
     if (this.replica.role !== 'leader')
       return answer('not_leader', `sid ${this.opts.sid} is not the leader`);
+    // Only a datagram with a valid token starts a hand-off, client key or not:
+    // the key says who asks, the token that the datagram comes from the address
+    // that asks now, within minutes (QUIC's Retry), so a recording replayed later
+    // or from another address moves nothing. Without one: the validate reply
+    // (request 0:nonce in the client library), smaller than the request.
+    if (!req.token || !this.tokens.check(req.token, rinfo.address, rinfo.port)) {
+      if (req.token) this.counters.tokensRefused++;
+      const to = { address: rinfo.address, port: rinfo.port, allowanceBytes: requestBytes };
+      return this.holdBack(to, [{ cid: 0, seq: req.nonce }], null);
+    }
     this.transferRunning = { nonce: req.nonce, to: req.to };
     void this.handOff(req.to, false).then((h) => {
       this.transferRunning = null;
-      this.transferDone = { nonce: req.nonce, code: h.code, message: h.message, at: Date.now() };
+      this.keepTransferResult(req.nonce, { code: h.code, message: h.message, at: Date.now() });
       this.log(`sid ${this.opts.sid}: transfer-leader from ${from}: ${h.message}`);
     });
     // Even a refusal is recorded a microtask later (handOff is async): the next poll hears it.
     answer('in_progress', `handing leadership to sid ${req.to}`);
+  }
+
+  /** The kept result of transfer-leader request `nonce`, if it ended within TRANSFER_RESULT_KEEP_MS. */
+  private transferResult(nonce: number): { code: TransferCode; message: string } | null {
+    const done = this.transferDone.get(nonce);
+    return done && Date.now() - done.at <= TRANSFER_RESULT_KEEP_MS ? done : null;
+  }
+
+  /** Keep a transfer-leader result: expired ones go, then the oldest while full. */
+  private keepTransferResult(
+    nonce: number,
+    result: { code: TransferCode; message: string; at: number },
+  ): void {
+    for (const [n, r] of this.transferDone) {
+      if (
+        result.at - r.at <= TRANSFER_RESULT_KEEP_MS &&
+        this.transferDone.size < TRANSFER_RESULTS_MAX
+      )
+        break;
+      this.transferDone.delete(n);
+    }
+    this.transferDone.delete(nonce);
+    this.transferDone.set(nonce, result);
   }
 
   private onOp(to: ReplyTo, cid: number, seq: number, op: Buffer): void {

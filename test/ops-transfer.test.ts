@@ -2,7 +2,8 @@
 // 3-node cluster with a client key. The leader hands leadership to a named
 // follower and status shows it leading; an unknown sid, a frozen target and a
 // client without the key are refused by name; a follower redirects; the answer
-// is never larger than the request.
+// is never larger than the request; a request without an address token starts
+// nothing (a validate reply; the client library asks again with the token).
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -21,21 +22,39 @@ const show = (r: RunResult): Record<string, unknown> => ({
   stderr: r.stderr.slice(0, 600),
 });
 
-/** One datagram to `port`; the first reply, or null after `ms`. */
-function exchange(port: number, datagram: Buffer, ms = 1000): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    const sock = dgram.createSocket('udp4');
-    const timer = setTimeout(() => {
-      sock.close();
-      resolve(null);
-    }, ms);
-    sock.on('message', (buf) => {
-      clearTimeout(timer);
-      sock.close();
-      resolve(buf);
+/**
+ * One client socket (one address:port, as a real client's, so that the address
+ * token a node gives it is good for its next datagrams): `ask` sends one datagram
+ * to `port` and resolves with the first reply, or null after `ms`.
+ */
+async function asker(): Promise<{
+  ask: (port: number, datagram: Buffer, ms?: number) => Promise<Buffer | null>;
+  close: () => void;
+}> {
+  const sock = dgram.createSocket('udp4');
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+  let waiting: ((b: Buffer | null) => void) | null = null;
+  sock.on('message', (buf) => waiting?.(buf));
+  const ask = (port: number, datagram: Buffer, ms = 1000): Promise<Buffer | null> =>
+    new Promise((resolve) => {
+      const timer = setTimeout(() => done(null), ms);
+      const done = (b: Buffer | null): void => {
+        clearTimeout(timer);
+        waiting = null;
+        resolve(b);
+      };
+      waiting = done;
+      sock.send(datagram, port, '127.0.0.1');
     });
-    sock.bind(0, '127.0.0.1', () => sock.send(datagram, port, '127.0.0.1'));
-  });
+  return { ask, close: () => sock.close() };
+}
+
+/** One datagram to `port` from a fresh socket; the first reply, or null after `ms`. */
+async function exchange(port: number, datagram: Buffer, ms = 1000): Promise<Buffer | null> {
+  const a = await asker();
+  const reply = await a.ask(port, datagram, ms);
+  a.close();
+  return reply;
 }
 
 t.test('transfer-leader', async (t) => {
@@ -161,14 +180,27 @@ t.test('transfer-leader', async (t) => {
       const from = await c.waitLeader(2000);
       const to = c.sids.find((s) => s !== from)!;
       const port = c.servers[from].clientPort;
-      const req = seal(
-        Kind.ClientRequest,
-        cluster,
-        encodeRequest({ t: 'transfer', nonce: 77, to }),
-        keys,
-      );
+      const request = (token?: Buffer): Buffer =>
+        seal(
+          Kind.ClientRequest,
+          cluster,
+          encodeRequest({ t: 'transfer', nonce: 77, to, token }),
+          keys,
+        );
+      const sock = await asker();
+      t.teardown(() => sock.close());
+      // Without an address token the leader starts nothing: a validate reply, no
+      // larger, naming request 0:77 (the client library sends it again with the token).
+      const bare = request();
+      const v = await sock.ask(port, bare);
+      t.ok(v && v.length <= bare.length, `a validate reply, no larger (${v?.length} bytes)`);
+      const vo = open(v!, Kind.ClientReply, cluster, keys);
+      const validate = 'error' in vo ? vo : decodeReply(vo.body);
+      t.match(validate, { t: 'validate', sid: from, ops: [{ cid: 0, seq: 77 }] }, 'names 0:77');
+      t.equal(await c.waitLeader(2000), from, 'leadership did not move');
+      const req = request((validate as { token: Buffer }).token);
       const ask = async (): Promise<{ code: string; message: string }> => {
-        const reply = await exchange(port, req);
+        const reply = await sock.ask(port, req);
         t.ok(reply && reply.length <= req.length, 'answered, no larger than the request');
         const opened = open(reply!, Kind.ClientReply, cluster, keys);
         if ('error' in opened) throw new Error(opened.error);
