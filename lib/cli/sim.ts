@@ -24,6 +24,11 @@ const USAGE = `usage: npm run sim -- [--seed S | --seeds N [--start S]] [options
   --window N          pin windowSlots
   --wipe / --no-wipe  force / forbid the lost-disk fault
   --family F          pin the targeted schedule family (${['none', ...FAMILIES].join(', ')})
+  --membership / --no-membership   force / forbid membership mode (default: drawn,
+                      a third of the seeds: spares added, promoted, voters removed)
+  --alpha N           pin alpha (membership mode)
+  --no-config-check   membership mode: skip the check that each replica's
+                      configurations are the chosen log's (agreement alone)
   --post-heal S       pin the cuts kept after the heal (${POST_HEAL_SHAPES.join(', ')})
   --branches N        run N continuations from each seed's dangerous state (sweeps)
   --jobs N            worker threads for a sweep (default 1; results are the same,
@@ -59,9 +64,21 @@ const parsed = parseFlags(process.argv.slice(2), {
     'fork-salt',
     'last',
     'jobs',
+    'alpha',
   ],
-  boolean: ['trace', 'quiet', 'help', 'wipe', 'lin', 'wire', 'inject-divergence', 'version'],
-  default: { lin: true },
+  boolean: [
+    'trace',
+    'quiet',
+    'help',
+    'wipe',
+    'lin',
+    'wire',
+    'inject-divergence',
+    'version',
+    'membership',
+    'config-check',
+  ],
+  default: { lin: true, 'config-check': true },
   alias: { h: 'help' },
 });
 // --help, --version and a flag error answer at once (an unknown flag is not a run).
@@ -88,6 +105,7 @@ const opts: SimRunOptions = {
   skipLinearizability: argv.lin === false,
   wire: argv.wire === true ? true : undefined,
   injectDivergence: argv['inject-divergence'] === true ? true : undefined,
+  noConfigCheck: argv['config-check'] === false ? true : undefined,
 };
 if (opts.nodes !== undefined && ![3, 5, 7].includes(opts.nodes)) {
   process.stderr.write(`sim: --nodes must be 3, 5 or 7\n`);
@@ -95,6 +113,13 @@ if (opts.nodes !== undefined && ![3, 5, 7].includes(opts.nodes)) {
 }
 if (process.argv.includes('--wipe')) opts.wipe = true;
 if (process.argv.includes('--no-wipe')) opts.wipe = false;
+if (process.argv.includes('--membership')) opts.membership = true;
+if (process.argv.includes('--no-membership')) opts.membership = false;
+opts.alpha = intArg('alpha');
+if (opts.alpha === 0) {
+  process.stderr.write(`sim: --alpha must be at least 1\n`);
+  process.exit(2);
+}
 opts.sabotage = choice<Sabotage>('sabotage', ['none', ...SABOTAGES]);
 function choice<T extends string>(name: string, allowed: readonly T[]): T | undefined {
   const v = argv[name] as unknown;
@@ -116,7 +141,7 @@ const out = (s: string): boolean => process.stdout.write(s + '\n');
 
 function statsLine(r: SimResult): string {
   const s = r.stats;
-  return `steps=${s.steps} ops=${s.opsCompleted}+${s.opsUnknown}? slots=${s.maxSlot} leaders=${s.leaderships} crashes=${s.crashes} (kills ${s.kills}, power ${s.powerLosses}, in ready ${s.crashesInReady}) restarts=${s.restarts} wipes=${s.wipes} pauses=${s.pauses} partitions=${s.partitions} bursts=${s.bursts} snapshots=${s.snapshotsTaken}/${s.snapshotsInstalled} installed syncs=${s.syncs} packets=${s.packets} replayed=${s.replayed} danger@${s.dangerAt} liveMax=${s.maxLiveLatency}/${r.config.liveBound} hash=${r.hash}${r.fork ? ` fork=${r.fork.step}/${r.fork.salt}` : ''}`;
+  return `steps=${s.steps} ops=${s.opsCompleted}+${s.opsUnknown}? slots=${s.maxSlot} leaders=${s.leaderships} crashes=${s.crashes} (kills ${s.kills}, power ${s.powerLosses}, in ready ${s.crashesInReady}) restarts=${s.restarts} wipes=${s.wipes} pauses=${s.pauses} partitions=${s.partitions} bursts=${s.bursts} snapshots=${s.snapshotsTaken}/${s.snapshotsInstalled} installed syncs=${s.syncs} packets=${s.packets} replayed=${s.replayed} danger@${s.dangerAt}${r.config.membership ? ` changes=${s.memberChanges} refused=${s.memberRefused}` : ''} liveMax=${s.maxLiveLatency}/${r.config.liveBound} hash=${r.hash}${r.fork ? ` fork=${r.fork.step}/${r.fork.salt}` : ''}`;
 }
 
 function reportFailure(r: SimResult): void {

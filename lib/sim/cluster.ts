@@ -8,6 +8,7 @@ import { ClientFront, type FrontAnswer } from '../front';
 import {
   encodeOp,
   KvStateMachine,
+  parseCommand,
   PROTOCOL_LIMITS,
   REGISTER_NONCE_MIN,
   type SmLimits,
@@ -26,6 +27,7 @@ import {
   type SimOverrides,
 } from './config';
 import { CALM, connectedMajority, SimNetwork, type Packet, type Partition } from './network';
+import { MemberOperator } from './operator';
 import { bytesEqual, fail, Oracle, SimFailure } from './oracle';
 import { SIM_CLUSTER_ID, SimWorker, TICK_MS, toKvResult } from './workload';
 
@@ -95,6 +97,8 @@ class SimNode {
   bootstrapOk = true;
   /** Disk lost: the next start rejoins as a non-voter. */
   wiped = false;
+  /** Membership mode: the disk was lost for good; never restarted (the operator replaces it). */
+  lost = false;
   /** Killed, and power will be lost before the restart's open syncs the replayed records. */
   powerBeforeOpen = false;
   restartAt = -1;
@@ -187,6 +191,11 @@ export interface SimStats {
   clientRefused: number;
   /** The cluster's limits as recorded in the log (null: none chosen). */
   clusterLimits: SmLimits | null;
+  /** Membership mode: changes applied by the chosen log, and changes refused (one at a time...). */
+  memberChanges: number;
+  memberRefused: number;
+  /** Membership mode: the operator's applied changes by kind (add, promote, remove, remove-leader, remove-lost). */
+  memberKinds: Record<string, number>;
 }
 
 export interface SimResult {
@@ -219,6 +228,11 @@ export interface SimRunOptions extends SimOverrides {
   injectDivergence?: boolean;
   /** Send every peer message through the real wire codec (encode at send, decode per copy). */
   wire?: boolean;
+  /**
+   * Membership mode: skip the check that every replica's configurations are the
+   * chosen log's (to show what agreement and the other invariants catch alone).
+   */
+  noConfigCheck?: boolean;
   /**
    * Branch the run: at step `step`, skip `salt` draws of the run's PRNG, so that
    * the same prefix continues differently (continuations from a dangerous state).
@@ -301,6 +315,14 @@ export class Simulation {
   /** The first real answer sent for each write (cid:seq): every later one must be the same. */
   private readonly writeAnswers = new Map<string, string>();
   private readonly oracle: Oracle;
+  /** Membership mode (issue 13): who submits the changes. */
+  private readonly operator: MemberOperator | null = null;
+  /** Membership mode: sids whose disk was lost for good. */
+  private readonly lostSids = new Set<number>();
+  /** change-depose: a change was chosen; depose the leader at the next step. */
+  private deposeDue = false;
+  /** Configurations of the chosen log when the faults stopped. */
+  private configsAtHeal = 0;
   /** injectDivergence: the replica and slot of the injected extra command. */
   private readonly diverge: { sid: number; slot: number } | null = null;
   readonly history: HistoryEvent[] = [];
@@ -395,6 +417,9 @@ export class Simulation {
     clientUnknown: 0,
     clientRefused: 0,
     clusterLimits: null,
+    memberChanges: 0,
+    memberRefused: 0,
+    memberKinds: {},
   };
 
   constructor(
@@ -415,7 +440,36 @@ export class Simulation {
     );
     this.net.replay = this.cfg.replay;
     this.quorum = Math.floor(this.cfg.sids.length / 2) + 1;
-    this.oracle = new Oracle(this.quorum);
+    const plan = this.cfg.membership;
+    this.oracle = new Oracle(
+      this.quorum,
+      plan
+        ? {
+            members: plan.voters.map((sid) => ({ sid, voter: true })),
+            alpha: plan.alpha,
+            sids: this.cfg.sids,
+          }
+        : null,
+    );
+    if (plan) {
+      const e = this.cfg.timing.electionTicks;
+      this.operator = new MemberOperator(plan, this.cfg.sids, this.prng, 2 * e, {
+        now: () => this.now,
+        leader: () => {
+          const ls = this.leaders().filter((n) => !n.paused(this.now));
+          return ls.length === 0 ? null : this.prng.pick(ls).replica;
+        },
+        config: () => this.oracle.newestConfig,
+        caughtUp: (sid) => {
+          const r = this.nodes.get(sid)!.replica;
+          return r !== null && r.applied + this.cfg.limits.windowSlots >= this.oracle.ghostThrough;
+        },
+        lost: this.lostSids,
+        trace: (line) => {
+          if (this.tracing) this.trace(line);
+        },
+      });
+    }
     if (opts.injectDivergence) {
       // Its own PRNG: the run's draws, hence its schedule, stay those of the seed.
       const p = new Prng(seed ^ 0x5eed1e);
@@ -532,6 +586,9 @@ export class Simulation {
       this.stats.clientRefused += cl.refused;
     }
     for (const n of this.nodes.values()) if (n.replica) this.addReplicaStats(n.replica);
+    this.stats.memberChanges = Math.max(0, this.oracle.configHistory.length - 1);
+    this.stats.memberRefused = this.operator?.stats.refused ?? 0;
+    this.stats.memberKinds = { ...(this.operator?.stats.kinds ?? {}) };
     this.mixStr(JSON.stringify(this.history));
     return {
       seed: this.seed,
@@ -572,6 +629,7 @@ export class Simulation {
     if (this.faultsOn) {
       if (!this.familyCalm()) this.injectFaults();
       this.runFamily();
+      this.operator?.tick();
     } else {
       // The heal ends the family's losses too.
       if (this.famDrop) this.endFamilyCut();
@@ -653,6 +711,11 @@ export class Simulation {
     this.waitingChoice.clear();
     if (this.cfg.family === 'wipe-after-choice' && this.faultsOn)
       this.wipeAfterChoice(slot, ackers);
+    if (this.cfg.family === 'change-depose' && this.faultsOn) {
+      const v = this.oracle.chosen.get(slot)?.value ?? [];
+      if (v.some((c) => (parseCommand(c.op) as { kind?: string }).kind === 'member'))
+        this.deposeDue = true;
+    }
     void ballot;
   }
 
@@ -717,7 +780,25 @@ export class Simulation {
     const wipeDue =
       (f.wipeAt >= 0 && this.now >= f.wipeAt && this.wipesDone === 0) ||
       (f.wipeAgainAt >= 0 && this.now >= f.wipeAgainAt && this.wipesDone === 1);
-    if (wipeDue && this.allVoters()) {
+    if (wipeDue && this.cfg.membership) {
+      // Membership mode: a voter's disk is lost for good, once the last one
+      // lost was replaced, and only if a majority of each configuration that
+      // may govern an unchosen slot (the newest two: one change at a time) is
+      // left: liveness is demanded after the heal.
+      const h = this.oracle.configHistory;
+      const c = h[h.length - 1];
+      const gone = (s: number, x: number) => s === x || this.lostSids.has(s);
+      const keeps = (x: number) =>
+        h.slice(-2).every((k) => {
+          const v = k.members.filter((m) => m.voter);
+          return v.filter((m) => !gone(m.sid, x)).length >= Math.floor(v.length / 2) + 1;
+        });
+      const voters = c.members.filter((m) => m.voter && keeps(m.sid));
+      if (!c.members.some((m) => this.lostSids.has(m.sid)) && voters.length > 0) {
+        this.wipesDone++;
+        this.wipe(this.nodes.get(p.pick(voters).sid)!, 0);
+      }
+    } else if (wipeDue && this.allVoters()) {
       this.wipesDone++;
       // One lost disk at a time: the rejoin rule (Paxos Made Live) covers a node
       // that forgot its promises, not several forgetting at once.
@@ -767,6 +848,13 @@ export class Simulation {
     n.producedBallot = 0;
     n.acked.clear();
     n.restartAt = this.now + restartIn;
+    if (this.cfg.membership) {
+      // Lost for good: the operator removes it and adds a spare in its place.
+      n.lost = true;
+      n.restartAt = -1;
+      this.lostSids.add(n.sid);
+      if (this.tracing) this.trace(`node ${n.sid} is lost for good (to be replaced)`);
+    }
     this.stats.wipes++;
     this.mix(0xdead);
   }
@@ -906,8 +994,9 @@ export class Simulation {
     for (const n of this.nodes.values()) {
       n.slowUntil = 0;
       n.pausedUntil = 0;
-      if (!n.up) n.restartAt = this.now;
+      if (!n.up && !n.lost) n.restartAt = this.now;
     }
+    this.configsAtHeal = this.oracle.configHistory.length;
     for (const cl of this.clients.values()) cl.liveFrom = this.now;
     for (const n of this.nodes.values())
       if (n.replica) this.leadershipsAtHeal += n.replica.stats.leaderships;
@@ -1054,6 +1143,8 @@ export class Simulation {
         return this.handoffReuse();
       case 'paused-handoff-target':
         return this.pausedHandoffTarget();
+      case 'change-depose':
+        return this.changeDepose();
       case 'powerloss-after-campaign':
         // Driven by noteProduced (a prepare); here: power goes at the scheduled step.
         if (f.phase === 1 && this.now >= f.until) {
@@ -1068,6 +1159,41 @@ export class Simulation {
         }
         return;
     }
+  }
+
+  /**
+   * change-depose (membership mode): a membership change was just chosen, so
+   * its window is open (two configurations active). The leader is paused,
+   * killed, powered off or cut from everyone, its old datagrams come back, and
+   * whoever campaigns next must cover both configurations.
+   */
+  private changeDepose(): void {
+    if (!this.deposeDue) return;
+    this.deposeDue = false;
+    const p = this.prng;
+    const e = this.cfg.timing.electionTicks;
+    const ls = this.leaders();
+    if (ls.length === 0 || p.chance(0.25)) return;
+    const l = p.pick(ls);
+    const how = p.pick(['pause', 'kill', 'power', 'isolate'] as const);
+    if (how === 'pause') this.pause(l, p.range(e, 4 * e));
+    else if (how === 'isolate') {
+      const cut: [number, number][] = [];
+      for (const s of this.cfg.sids) if (s !== l.sid) cut.push([l.sid, s], [s, l.sid]);
+      const until = this.now + p.range(2 * e, 8 * e);
+      const label = `leader ${l.sid} isolated after a change`;
+      this.net.addPartition({
+        kind: 'leader-isolated',
+        label,
+        cut,
+        start: this.now,
+        until,
+        flapTicks: 0,
+      });
+      this.stats.partitions++;
+    } else this.crash(l, how, 'deposed after a membership change');
+    this.replayOld(p.range(1, 10), 4 * e, (x) => x.payload.k === 'peer' && x.from === l.sid);
+    this.danger(`leader ${l.sid} deposed (${how}) while a membership change's window is open`);
   }
 
   /**
@@ -3068,6 +3194,10 @@ export class Simulation {
       mutations: c.mutation === 'none' ? [] : [c.mutation],
       trace: this.tracing ? (line) => this.trace(`  ${line}`) : undefined,
     };
+    if (c.membership) {
+      ro.members = c.membership.voters.map((sid) => ({ sid, voter: true }));
+      ro.alphaSlots = c.membership.alpha;
+    }
     if (c.limits.slotsAheadMax !== undefined) {
       // Small-edge seeds: a small horizon and one snapshot chunk per round trip,
       // so that a snapshot transfer racing new snapshots is reachable.
@@ -3105,7 +3235,15 @@ export class Simulation {
         `node ${n.sid} start #${n.incarnation} (${how}): snapshot=${n.disk.snapshot?.slot ?? 0} records=${n.disk.records.length} promised=${formatBallot(replica.promised)} chosen=${replica.chosenThrough} voter=${replica.voter}`,
       );
     this.checkReplica(n);
+    this.checkConfigurations(n);
     this.flush(n);
+  }
+
+  /** Membership mode: the node's configurations are the chosen log's (Oracle.checkConfigurations). */
+  private checkConfigurations(n: SimNode): void {
+    const r = n.replica;
+    if (!this.cfg.membership || !r || this.opts.noConfigCheck) return;
+    this.oracle.checkConfigurations(n.sid, r.applied, n.sm!.configurations(), (s) => r.configOf(s));
   }
 
   /**
@@ -3514,9 +3652,10 @@ export class Simulation {
     if (injectedAt < 0 || !this.diverge) return;
     const bad = this.nodes.get(this.diverge.sid)!;
     if (this.mustConverge && !this.mustConverge.has(bad.sid)) return; // cut off for good
+    if (bad.lost) return;
     let differs: string | null = null;
     for (const n of this.nodes.values()) {
-      if (n === bad || (this.mustConverge && !this.mustConverge.has(n.sid))) continue;
+      if (n === bad || n.lost || (this.mustConverge && !this.mustConverge.has(n.sid))) continue;
       const slot = Math.min(n.replica!.applied, bad.replica!.applied);
       const a = n.sm!.hashAt(slot);
       const b = bad.sm!.hashAt(slot);
@@ -3551,6 +3690,7 @@ export class Simulation {
         );
       n.lastApplied = a.slot;
       this.oracle.onApplied(n.sid, a);
+      this.operator?.onApplied(a);
       this.mix(n.sid);
       this.mix(a.slot);
       this.mix(a.cmds.length);
@@ -3578,6 +3718,7 @@ export class Simulation {
           `node ${n.sid} ${snap.installed ? 'installed' : 'took'} snapshot ${snap.slot} (${snap.data.length}B, checkpoint ${snap.checkpoint.length} records)`,
         );
     }
+    if (rd.applied.length > 0 || snap) this.checkConfigurations(n);
     for (const e of rd.events) {
       if (this.tracing) this.trace(`node ${n.sid} event: ${e}`);
       if (isDivergenceEvent(e)) this.noteDivergence(n, e);
@@ -3662,18 +3803,23 @@ export class Simulation {
     this.stats.roundsAfterHeal = round - this.roundAtHeal;
     // Campaigns nobody can join must not inflate ballots (issue 16.3): a few
     // elections and duels after the heal, not one raised promise per period.
-    if (this.stats.roundsAfterHeal > ROUNDS_AFTER_HEAL_MAX)
+    // Membership mode: a change applied after the heal (submitted before it)
+    // makes its leader campaign again, or step down when it was removed.
+    const changes = this.oracle.configHistory.length - this.configsAtHeal;
+    const roundsMax = ROUNDS_AFTER_HEAL_MAX + 2 * changes;
+    const leadershipsMax = LEADERSHIPS_AFTER_HEAL_MAX + 2 * changes;
+    if (this.stats.roundsAfterHeal > roundsMax)
       fail(
         'no ballot inflation',
-        `promised ballots rose by ${this.stats.roundsAfterHeal} rounds after the faults stopped (at most ${ROUNDS_AFTER_HEAL_MAX})${this.core ? ` (persistent cut: ${c.postHeal})` : ''}`,
+        `promised ballots rose by ${this.stats.roundsAfterHeal} rounds after the faults stopped (at most ${roundsMax})${this.core ? ` (persistent cut: ${c.postHeal})` : ''}`,
       );
     // Once the faults stop, the cuts kept after the heal leave a connected
     // majority: one election, maybe two (a node restarting at the heal), and the
     // leader stays (issue 16: bridges and one-way links must not cause churn).
-    if (this.stats.leadershipsAfterHeal > LEADERSHIPS_AFTER_HEAL_MAX)
+    if (this.stats.leadershipsAfterHeal > leadershipsMax)
       fail(
         'no leader churn',
-        `${this.stats.leadershipsAfterHeal} leaderships won after the faults stopped (at most ${LEADERSHIPS_AFTER_HEAL_MAX})${this.core ? ` (persistent cut: ${c.postHeal})` : ''}`,
+        `${this.stats.leadershipsAfterHeal} leaderships won after the faults stopped (at most ${leadershipsMax})${this.core ? ` (persistent cut: ${c.postHeal})` : ''}`,
       );
     const cuts = this.core
       ? ` (persistent cut: ${this.cfg.postHeal}, connected majority {${[...this.core].join(',')}})`
@@ -3705,10 +3851,17 @@ export class Simulation {
     let target = 0;
     for (const [slot, at] of this.choiceAt)
       if (at <= this.now - settle && slot > target) target = slot;
+    // Membership mode: the members of the newest configuration must converge
+    // (removed nodes and spares never added get nothing); a lost disk stays lost.
+    const members = this.cfg.membership
+      ? new Set(this.oracle.newestConfig.members.map((m) => m.sid))
+      : null;
     for (const n of this.nodes.values()) {
+      if (n.lost) continue;
       const r = n.replica;
       if (!r) fail('liveness', `node ${n.sid} is down at the end`);
       if (this.mustConverge && !this.mustConverge.has(n.sid)) continue;
+      if (members && !members.has(n.sid)) continue;
       // A node rejoining after a lost disk needs answers from a majority of
       // voters (Paxos Made Live): only demanded when it has two-way contact
       // with that many others.
@@ -3730,6 +3883,7 @@ export class Simulation {
     // State = replay of the chosen log, for every node and every snapshot.
     const bySlot = new Map<number, SimNode[]>();
     for (const n of this.nodes.values()) {
+      if (n.lost) continue;
       const s = n.replica!.applied;
       let l = bySlot.get(s);
       if (!l) bySlot.set(s, (l = []));

@@ -71,7 +71,12 @@ import type { LinkFaults, ReplayFaults } from './network';
  *   target resumes a heartbeat period to three election timeouts after the
  *   give-up and reads its queue (in arrival order, or any order): at its first
  *   tick it must not campaign on a copy that a fresh heartbeat read before that
- *   tick shows given up ('a given-up hand-off deposes nobody', H2).
+ *   tick shows given up ('a given-up hand-off deposes nobody', H2);
+ * - change-depose (membership mode, issue 13): each time a membership change is
+ *   chosen, the leader is paused, killed or cut from the others (the new member
+ *   with them) before the change governs, and its old datagrams come back: a new
+ *   leader must campaign while two configurations are active and the window of
+ *   the change is still open.
  */
 export const FAMILIES = [
   'stale-leader',
@@ -90,6 +95,7 @@ export const FAMILIES = [
   'given-up-handoff',
   'handoff-ballot-reuse',
   'paused-handoff-target',
+  'change-depose',
 ] as const;
 export type Family = (typeof FAMILIES)[number] | 'none';
 
@@ -204,6 +210,27 @@ export interface SimConfig {
    * node per step): it walks the log, so a quarter of the seeds pay for it.
    */
   checkEveryEvent: boolean;
+  /** Membership mode (issue 13), or null: every sid is a voter for the whole run. */
+  membership: MembershipPlan | null;
+}
+
+/**
+ * Membership mode: `sids` is the universe (every server that may ever be a
+ * member), `voters` the bootstrap configuration; during the fault phase an
+ * operator adds spares as learners, promotes them once caught up, removes
+ * voters (the leader too) and replaces a node whose disk was lost for good.
+ */
+export interface MembershipPlan {
+  /** The bootstrap voters (the drawn node set); the other sids are spares. */
+  voters: number[];
+  /** ReplicaOptions.alphaSlots: small, so that the window's edges come in a few slots. */
+  alpha: number;
+  /** Ticks between one change's result and the next submission: uniform in [0, gapMax]. */
+  gapMax: number;
+  /** Chance that a removal targets the leader (else a random voter). */
+  removeLeader: number;
+  /** Chance that the operator submits two or three changes at once (one is refused). */
+  burst: number;
 }
 
 /**
@@ -239,6 +266,10 @@ export interface SimOverrides {
   postHeal?: PostHealShape;
   /** Share of crashes that are power losses (0 = process kills only, also no power loss after a kill). */
   powerLoss?: number;
+  /** Membership mode on or off (default: drawn; on for change-depose). */
+  membership?: boolean;
+  /** Pin alpha in membership mode. */
+  alpha?: number;
 }
 
 export const NODE_COUNTS = [3, 5, 7] as const;
@@ -382,12 +413,58 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
     sabotage: o.sabotage ?? 'none',
     mutation: o.mutation ?? 'none',
     checkEveryEvent: p.chance(0.25),
+    membership: null,
   };
   // Drawn last, so that every draw above stays what it was for the seed.
   drawn.clientNet = clientLinkFaults(p, drawn.clientNet, electionTicks);
   // After that (same reason): an operator's leadership hand-off now and then.
   drawn.faults.handoff = p.chance(0.3) ? p.pick([0.002, 0.01]) : 0;
+  // After that (same reason): membership mode in two thirds of the seeds without
+  // a family (a third of all seeds), and always with change-depose.
+  const members = p.chance(2 / 3);
+  const on2 = o.membership ?? (family === 'change-depose' || (family === 'none' && members));
+  if (on2) return drawMembership(p, drawn, o);
   return shapeForFamily(drawn, o, snapEvery);
+}
+
+/**
+ * Membership mode (issue 13): 2 spare sids (3 if a disk is lost for good: it is
+ * replaced by a spare), a small alpha, the operator's pace. Other families
+ * than change-depose are off (they assume every sid votes for the whole run),
+ * and so are cuts kept after the heal (their connected majority is of all sids);
+ * a lost disk is lost for good (the rejoin rule across a change is not built
+ * yet, see README "Membership changes"): the operator replaces the node.
+ */
+function drawMembership(p: Prng, c: SimConfig, o: SimOverrides): SimConfig {
+  const voters = c.sids;
+  const spares = c.faults.wipeAt >= 0 ? 3 : 2;
+  const all = new Set(voters);
+  const scattered = voters[voters.length - 1] !== voters.length;
+  for (let next = voters.length + 1; all.size < voters.length + spares; next++)
+    all.add(scattered ? p.range(1, 250) : next);
+  const sids = [...all].sort((a, b) => a - b);
+  const drift = c.clockRates.some((r) => r !== 1);
+  const rate = new Map(voters.map((s, i) => [s, c.clockRates[i]]));
+  const limits = new Map(voters.map((s, i) => [s, c.nodeLimits[i]]));
+  const t = c.timing;
+  const family = c.family === 'change-depose' ? c.family : 'none';
+  const plan: MembershipPlan = {
+    voters,
+    alpha: pin(o.alpha, p.pick([1, 2, 3, 4, 4, 6, 8, 16])),
+    gapMax: p.pick([0, t.electionTicks, 6 * t.electionTicks]),
+    removeLeader: p.pick([0.2, 0.5]),
+    burst: p.pick([0, 0.1, 0.3]),
+  };
+  return {
+    ...c,
+    sids,
+    clockRates: sids.map((s) => rate.get(s) ?? (drift ? (80 + p.int(41)) / 100 : 1)),
+    nodeLimits: sids.map((s) => ({ ...(limits.get(s) ?? c.nodeLimits[0]) })),
+    family,
+    postHeal: 'none',
+    liveBound: liveBoundFor(t.electionTicks, t.retransmitMaxTicks, c.clientRetry, 'none'),
+    membership: plan,
+  };
 }
 
 /** Ticks within which, once faults stop, every request must complete (see drawConfig). */
@@ -593,6 +670,11 @@ export function describeConfig(c: SimConfig): string {
     `  net loss=${pct(c.net.loss)} dup=${pct(c.net.dup)} delay=${c.net.delayMin}..${c.net.delayMax} spikes=${pct(c.net.spike)} up to ${c.net.spikeMax} replay=${pct(r.rate)}/step x1..${r.burst} within ${r.delayMax} (archive ${r.archive})`,
     `  faults/step crash=${pct(f.crash)} (power loss ${pct(f.powerLoss)}, then power after kill ${pct(f.powerAfterKill)}) crashInReady=${pct(f.crashInReady)} pause=${pct(f.pause)} slowDisk=${pct(f.slowDisk)} partition=${pct(f.partition)} burst=${pct(f.burst)} wipe=${f.wipeAt >= 0 ? `@${f.wipeAt}${f.wipeAgainAt >= 0 ? `,@${f.wipeAgainAt}` : ''}` : 'no'}`,
     `  family=${c.family}${c.family !== 'none' ? `@${c.familyAt}` : ''} postHeal=${c.postHeal} clock rates ${c.clockRates.some((x) => x !== 1) ? c.clockRates.join(' ') : 'exact'}`,
+    ...(c.membership
+      ? [
+          `  membership voters=[${c.membership.voters.join(',')}] alpha=${c.membership.alpha} gap<=${c.membership.gapMax} removeLeader=${c.membership.removeLeader} burst=${c.membership.burst}`,
+        ]
+      : []),
     `  clients=${c.clients} keys=${c.keys} think<=${c.thinkMax} flushPerMessage=${c.flushPerMessage} invariants=${c.checkEveryEvent ? 'every event' : 'every step'} clientRetry=${c.clientRetry}${c.sabotage !== 'none' ? ` SABOTAGE=${c.sabotage}` : ''}${c.mutation !== 'none' ? ` MUTATION=${c.mutation}` : ''}`,
   ].join('\n');
 }

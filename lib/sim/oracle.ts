@@ -1,5 +1,6 @@
-import type { AppliedEntry, Msg, Value } from '../core/types';
+import type { AppliedEntry, Configuration, Member, Msg, Value } from '../core/types';
 import { KvStateMachine } from '../sm/kv';
+import { describeMembers } from '../sm/membership';
 import { withoutDigest } from '../sm/statehash';
 
 /** An invariant violation: the run stops and the runner reports seed, invariant and trace. */
@@ -27,6 +28,13 @@ export function valueKey(v: Value): string {
   return s;
 }
 
+/** Membership mode: the bootstrap configuration, alpha and the universe of sids (as the replicas get them). */
+export interface OracleMembership {
+  members: Member[];
+  alpha: number;
+  sids: readonly number[];
+}
+
 interface Proposal {
   key: string;
   value: Value;
@@ -46,6 +54,13 @@ interface Chosen {
  *  - a leader proposes one value per (slot, ballot);
  *  - a slot is chosen once a quorum of acceptors has sent `accepted` for one
  *    (slot, ballot); two different values are never chosen for one slot;
+ *    in membership mode (issue 13) the quorum is a majority of the voters of
+ *    the configuration that governs the slot, learned from the chosen log by a
+ *    ghost state machine (the newest configuration applied at or below
+ *    slot - alpha): a slot's acks wait until the chosen prefix reaches
+ *    slot - alpha, and a learner's or a non-member's accept never counts;
+ *  - every replica's configurations are those of the chosen log, and the one it
+ *    says governs its next slots is the log's (checkConfigurations);
  *  - P2b: once V is chosen at ballot c, every proposal at a ballot > c is V;
  *  - one value per (slot, ballot) over the whole run, across restarts and lost
  *    disks: every accept message ever sent is recorded (proposer side);
@@ -81,7 +96,110 @@ export class Oracle {
   /** Slot -> the value first applied there by any node (a value applied is never replaced). */
   private readonly appliedKey = new Map<number, string>();
 
-  constructor(readonly quorum: number) {}
+  /** Membership mode: the ghost state machine that applies the chosen prefix, for the configurations. */
+  private readonly ghost: KvStateMachine | null = null;
+  /** Chosen prefix the ghost applied. */
+  ghostThrough = 0;
+  /** Every configuration of the chosen log, oldest first (the bootstrap one at slot 0). */
+  readonly configHistory: Configuration[] = [];
+  /** Slots with acks whose governing configuration is not known yet. */
+  private readonly waiting = new Set<number>();
+  private advancing = false;
+
+  constructor(
+    readonly quorum: number,
+    readonly membership: OracleMembership | null = null,
+  ) {
+    if (!membership) return;
+    this.ghost = this.newMachine();
+    this.configHistory.push(copyConfig(this.ghost.configurations()[0]));
+  }
+
+  /** A fresh state machine, bootstrapped as the replicas bootstrap theirs. */
+  newMachine(): KvStateMachine {
+    const sm = new KvStateMachine();
+    const m = this.membership;
+    if (m) sm.bootstrapMembers(m.members, m.alpha, m.sids);
+    return sm;
+  }
+
+  /**
+   * The configuration that governs `slot` (undefined: not known yet, the chosen
+   * prefix has not reached slot - alpha), or null outside membership mode.
+   */
+  governing(slot: number): Configuration | null | undefined {
+    const m = this.membership;
+    if (!m) return null;
+    if (slot - m.alpha > this.ghostThrough) return undefined;
+    const h = this.configHistory;
+    for (let i = h.length - 1; i > 0; i--) if (h[i].slot + m.alpha <= slot) return h[i];
+    return h[0];
+  }
+
+  /** The newest configuration of the chosen prefix (membership mode). */
+  get newestConfig(): Configuration {
+    return this.configHistory[this.configHistory.length - 1];
+  }
+
+  /** Has `set` (acceptors of one ballot) a majority of the voters that govern `slot`? */
+  private quorate(slot: number, set: Set<number>): boolean | undefined {
+    const c = this.governing(slot);
+    if (c === undefined) return undefined;
+    if (c === null) return set.size >= this.quorum;
+    let voters = 0;
+    let n = 0;
+    for (const mb of c.members)
+      if (mb.voter) {
+        voters++;
+        if (set.has(mb.sid)) n++;
+      }
+    return n >= Math.floor(voters / 2) + 1;
+  }
+
+  /**
+   * A replica's configurations against the chosen log's: each one it keeps is
+   * the log's of that slot, its newest is the log's newest at or below what it
+   * applied, and the configuration it says governs the slots it may propose or
+   * accept next (applied + 1 .. applied + alpha) is the log's for each of them:
+   * every replica agrees on which configuration governs a slot.
+   */
+  checkConfigurations(
+    sid: number,
+    applied: number,
+    cs: readonly Configuration[],
+    configOf: (slot: number) => Configuration,
+  ): void {
+    const m = this.membership;
+    if (!m || cs.length === 0) return;
+    const h = this.configHistory;
+    const show = (c: Configuration) => `slot ${c.slot}: ${describeMembers(c.members)}`;
+    for (const c of cs) {
+      const log = h.find((x) => x.slot === c.slot);
+      if (!log || describeMembers(log.members) !== describeMembers(c.members))
+        fail(
+          'configurations of the chosen log',
+          `node ${sid} (applied ${applied}) keeps configuration ${show(c)}, the chosen log has ${log ? show(log) : 'no change there'}`,
+        );
+    }
+    let newest = h[0];
+    for (const c of h) if (c.slot <= applied) newest = c;
+    const mine = cs[cs.length - 1];
+    if (mine.slot !== newest.slot)
+      fail(
+        'configurations of the chosen log',
+        `node ${sid} applied ${applied} with newest configuration ${show(mine)}, the chosen log's is ${show(newest)}`,
+      );
+    for (let s = applied + 1; s <= applied + m.alpha; s++) {
+      const want = this.governing(s);
+      if (!want) continue;
+      const got = configOf(s);
+      if (got.slot !== want.slot || describeMembers(got.members) !== describeMembers(want.members))
+        fail(
+          'one configuration per slot',
+          `node ${sid} (applied ${applied}) says ${show(got)} governs slot ${s}; by the chosen log (alpha ${m.alpha}) it is ${show(want)}`,
+        );
+    }
+  }
 
   onAccept(sid: number, m: Extract<Msg, { t: 'accept' }>): void {
     for (const [slot, value] of m.entries) {
@@ -114,17 +232,60 @@ export class Oracle {
       let set = per.get(m.ballot);
       if (!set) per.set(m.ballot, (set = new Set()));
       set.add(sid);
-      if (set.size < this.quorum) continue;
-      if (m.ballot > this.maxChosenBallot) this.maxChosenBallot = m.ballot;
-      const p = this.proposals.get(slot)?.get(m.ballot);
-      if (!p)
-        fail(
-          'acks answer proposals',
-          `slot ${slot} ballot ${m.ballot}: a quorum acked a ballot nobody proposed`,
-        );
-      const fresh = !this.chosen.has(slot);
-      this.markChosen(slot, m.ballot, p);
-      if (fresh) this.onChosen(slot, m.ballot, [...set]);
+      this.judge(slot, m.ballot, set);
+    }
+    this.advance();
+  }
+
+  /** Is (slot, ballot) chosen by the acceptors `set`? Later if its configuration is not known yet. */
+  private judge(slot: number, ballot: number, set: Set<number>): void {
+    const q = this.quorate(slot, set);
+    if (q === undefined) {
+      this.waiting.add(slot);
+      return;
+    }
+    if (!q) return;
+    if (ballot > this.maxChosenBallot) this.maxChosenBallot = ballot;
+    const p = this.proposals.get(slot)?.get(ballot);
+    if (!p)
+      fail(
+        'acks answer proposals',
+        `slot ${slot} ballot ${ballot}: a quorum acked a ballot nobody proposed`,
+      );
+    const fresh = !this.chosen.has(slot);
+    this.markChosen(slot, ballot, p);
+    if (fresh) this.onChosen(slot, ballot, [...set]);
+  }
+
+  /**
+   * Membership mode: the ghost applies the chosen prefix (its configurations are
+   * the log's); slots whose configuration became known are judged again.
+   */
+  private advance(): void {
+    const g = this.ghost;
+    if (!g || this.advancing) return;
+    this.advancing = true;
+    try {
+      for (let progress = true; progress;) {
+        progress = false;
+        for (let ch = this.chosen.get(this.ghostThrough + 1); ch;) {
+          const slot = ++this.ghostThrough;
+          g.apply(slot, ch.value);
+          const cs = g.configurations();
+          const c = cs[cs.length - 1];
+          if (c.slot !== this.newestConfig.slot) this.configHistory.push(copyConfig(c));
+          ch = this.chosen.get(this.ghostThrough + 1);
+          progress = true;
+        }
+        for (const slot of [...this.waiting]) {
+          if (this.governing(slot) === undefined) continue;
+          this.waiting.delete(slot);
+          progress = true;
+          for (const [ballot, set] of this.acks.get(slot) ?? []) this.judge(slot, ballot, set);
+        }
+      }
+    } finally {
+      this.advancing = false;
     }
   }
 
@@ -207,7 +368,7 @@ export class Oracle {
    */
   replay(through: number, at: (slot: number, sm: KvStateMachine) => void): KvStateMachine {
     // No limits given: the replay learns them from the log's `limits` command, as every node does.
-    const sm = new KvStateMachine();
+    const sm = this.newMachine();
     const effect = new Set<string>();
     at(0, sm);
     for (let s = 1; s <= through; s++) {
@@ -242,6 +403,10 @@ export class Oracle {
     }
     return sm;
   }
+}
+
+function copyConfig(c: Configuration): Configuration {
+  return { slot: c.slot, members: c.members.map((m) => ({ ...m })) };
 }
 
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {

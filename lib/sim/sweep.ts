@@ -114,6 +114,10 @@ export function replayCommand(r: SimResult, opts: SimRunOptions = {}): string {
     extra.push(`--snapshot-every ${opts.snapshotEverySlots}`);
   if (opts.windowSlots !== undefined) extra.push(`--window ${opts.windowSlots}`);
   if (opts.wipe !== undefined) extra.push(opts.wipe ? '--wipe' : '--no-wipe');
+  if (opts.membership !== undefined)
+    extra.push(opts.membership ? '--membership' : '--no-membership');
+  if (opts.alpha !== undefined) extra.push(`--alpha ${opts.alpha}`);
+  if (opts.noConfigCheck) extra.push('--no-config-check');
   if (opts.wire) extra.push('--wire');
   if (opts.injectDivergence) extra.push('--inject-divergence');
   if (opts.sabotage !== undefined && opts.sabotage !== 'none')
