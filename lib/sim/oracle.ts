@@ -173,7 +173,11 @@ export class Oracle {
     if (!m || cs.length === 0) return;
     const h = this.configHistory;
     const show = (c: Configuration) => `slot ${c.slot}: ${describeMembers(c.members)}`;
-    for (const c of cs) {
+    for (let i = 0; i < cs.length; i++) {
+      const c = cs[i];
+      // Superseded within its own slot (two changes applied at one slot: only the
+      // last one can govern; the one-at-a-time rule refuses the second).
+      if (cs[i + 1]?.slot === c.slot) continue;
       const log = h.find((x) => x.slot === c.slot);
       if (!log || describeMembers(log.members) !== describeMembers(c.members))
         fail(
