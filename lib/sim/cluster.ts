@@ -234,6 +234,12 @@ export interface SimRunOptions extends SimOverrides {
    */
   noConfigCheck?: boolean;
   /**
+   * Membership mode, evidence runs only: chosen = a majority of the governing
+   * configuration or of a later one (Oracle.lenient), without the configuration
+   * check: only a real disagreement fails.
+   */
+  lenientQuorum?: boolean;
+  /**
    * Branch the run: at step `step`, skip `salt` draws of the run's PRNG, so that
    * the same prefix continues differently (continuations from a dangerous state).
    */
@@ -470,6 +476,7 @@ export class Simulation {
         },
       });
     }
+    this.oracle.lenient = opts.lenientQuorum === true;
     if (opts.injectDivergence) {
       // Its own PRNG: the run's draws, hence its schedule, stay those of the seed.
       const p = new Prng(seed ^ 0x5eed1e);
@@ -2826,8 +2833,8 @@ export class Simulation {
   /**
    * handoff-ballot-reuse (issue 9.5; 5 or 7 nodes, up to three rounds in the
    * fault phase, random faults standing aside): the leader L hands off to A,
-   * whose disk is slow. What A sends L is lost (L leads on below A's ballot b1:
-   * a follower's promise deposes no leader) and so are the clients' requests to
+   * whose disk is slow. What A sends L but heartbeats is lost (L leads on below
+   * A's ballot b1: a follower's promise deposes no leader) and so are the clients' requests to
    * L (it proposes nothing a promiser would nack); A's accepts and commits
    * reach only G; the peers P do not hear each other (a campaign needs fresh
    * two-way contact with a majority: none of them can run). A loses power
@@ -2911,7 +2918,8 @@ export class Simulation {
     const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
     const firstLife = h.crashAt < 0 || pk.sentAt <= h.crashAt;
     if (pk.from === h.a) {
-      if (pk.to === h.l) return firstLife && pk.sentAt >= h.at;
+      // A's heartbeats pass: a target campaigns only on a copy echoing one (H2-LATE).
+      if (pk.to === h.l) return firstLife && pk.sentAt >= h.at && m.t !== 'heartbeat';
       if (h.g.includes(pk.to) || !h.p.includes(pk.to)) return false;
       return firstLife && (m.t === 'accept' || m.t === 'commit');
     }
@@ -3242,7 +3250,7 @@ export class Simulation {
   /** Membership mode: the node's configurations are the chosen log's (Oracle.checkConfigurations). */
   private checkConfigurations(n: SimNode): void {
     const r = n.replica;
-    if (!this.cfg.membership || !r || this.opts.noConfigCheck) return;
+    if (!this.cfg.membership || !r || this.opts.noConfigCheck || this.opts.lenientQuorum) return;
     this.oracle.checkConfigurations(n.sid, r.applied, n.sm!.configurations(), (s) => r.configOf(s));
   }
 

@@ -146,15 +146,21 @@ export class Oracle {
     const c = this.governing(slot);
     if (c === undefined) return undefined;
     if (c === null) return set.size >= this.quorum;
-    let voters = 0;
-    let n = 0;
-    for (const mb of c.members)
-      if (mb.voter) {
-        voters++;
-        if (set.has(mb.sid)) n++;
-      }
-    return n >= Math.floor(voters / 2) + 1;
+    if (!this.lenient) return majorityOf(c, set);
+    // Lenient: a majority of the governing configuration or of any later one.
+    const h = this.configHistory;
+    return h.slice(h.indexOf(c)).some((k) => majorityOf(k, set));
   }
+
+  /**
+   * Evidence runs only (SimRunOptions.lenientQuorum): a slot counts as chosen
+   * with a majority of its governing configuration or of any configuration
+   * applied after it, the ones a broken window could use. Then 'apply only
+   * chosen values' no longer flags a value decided with the wrong (adjacent)
+   * configuration, and only a real disagreement (two values chosen, P2b, a
+   * value replaced) fails: what single-member changes alone protect.
+   */
+  lenient = false;
 
   /**
    * A replica's configurations against the chosen log's: each one it keeps is
@@ -407,6 +413,17 @@ export class Oracle {
     }
     return sm;
   }
+}
+
+function majorityOf(c: Configuration, set: Set<number>): boolean {
+  let voters = 0;
+  let n = 0;
+  for (const mb of c.members)
+    if (mb.voter) {
+      voters++;
+      if (set.has(mb.sid)) n++;
+    }
+  return n >= Math.floor(voters / 2) + 1;
 }
 
 function copyConfig(c: Configuration): Configuration {
