@@ -234,8 +234,8 @@ export interface SimRunOptions extends SimOverrides {
    */
   noConfigCheck?: boolean;
   /**
-   * Membership mode, evidence runs only: chosen = a majority of the governing
-   * configuration or of a later one (Oracle.lenient), without the configuration
+   * Membership mode, evidence runs only: chosen = a majority of any
+   * configuration of the log (Oracle.lenient), without the configuration
    * check: only a real disagreement fails.
    */
   lenientQuorum?: boolean;

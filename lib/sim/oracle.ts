@@ -147,18 +147,17 @@ export class Oracle {
     if (c === undefined) return undefined;
     if (c === null) return set.size >= this.quorum;
     if (!this.lenient) return majorityOf(c, set);
-    // Lenient: a majority of the governing configuration or of any later one.
-    const h = this.configHistory;
-    return h.slice(h.indexOf(c)).some((k) => majorityOf(k, set));
+    // Lenient: a majority of any configuration of the log so far.
+    return this.configHistory.some((k) => majorityOf(k, set));
   }
 
   /**
    * Evidence runs only (SimRunOptions.lenientQuorum): a slot counts as chosen
-   * with a majority of its governing configuration or of any configuration
-   * applied after it, the ones a broken window could use. Then 'apply only
-   * chosen values' no longer flags a value decided with the wrong (adjacent)
-   * configuration, and only a real disagreement (two values chosen, P2b, a
-   * value replaced) fails: what single-member changes alone protect.
+   * with a majority of any configuration of the log so far (the ones a broken
+   * window could use: a lagging leader an older one, a leader ahead a newer
+   * one). Then 'apply only chosen values' no longer flags a value decided with
+   * the wrong configuration, and only a real disagreement (two values chosen,
+   * P2b, a value replaced) fails: what single-member changes alone protect.
    */
   lenient = false;
 
