@@ -298,20 +298,24 @@ t.test(
  * cut from 1, 2, 3, its hand-off times out, it steps down (check quorum); 1, 2,
  * 3 elect C and choose three commands (only C knows the third is chosen). B
  * resumes believing A leads (its clock stood still), the links heal (C is slow
- * to answer for two ticks), and the old request arrives. B campaigns once: its
- * ballot (round 2, sid 4) is above C's (round 2, sid 1), so C is deposed once (a
- * bounded cost of skipping pre-vote on a hand-off; see the review notes). The
- * rules that keep it safe and bounded: B's Phase 1 recovers C's third command
- * from D's or E's report (PMS), and B's own promise then voids every copy.
- * Returns the violations, B's campaigns, and the campaigns after the request
- * (plus 100 if no command is chosen after). Control: with 'ignore-promise-values'
- * B proposes a no-op over C's third command and agreement breaks (the assertion
- * can fail).
+ * to answer for two ticks), and the old request arrives. Since attack review 5
+ * (H2-LATE) B does not campaign: it acts only on a copy echoing a heartbeat it
+ * sent after it first saw the request, and the deposed A sends none. Before, B
+ * campaigned once (its ballot above C's: C deposed once), and its Phase 1 had to
+ * recover C's third command from D's or E's report (PMS; the control, with
+ * 'ignore-promise-values', broke agreement then). Were a copy to pass (`forge`:
+ * the test forges the echo A would have sent), D and E now refuse B's hand-off
+ * prepare (HANDOFF-PREPARE-STALE: they follow C, a newer leadership than the
+ * one that asked), so B cannot win with them. Returns the violations, B's
+ * campaigns, the campaigns after the request (plus 100 if no command is chosen
+ * after) and the prepares D and E refused for a live leader. (A forged campaign
+ * still deposes C through B's promise, so the forged run asserts no liveness.)
  */
 function lateHandoff(
   t: Test,
   mutations: string[] = [],
-): { violations: string[]; campaignsB: number; after: number } {
+  forge = false,
+): { violations: string[]; campaignsB: number; after: number; refused: number } {
   const net = new CoreNet([0, 1, 2, 3, 4], { mutations } as Partial<CoreOpts>, 1);
   const [A, B, rest] = [elect(net), 4, [1, 2, 3]];
   t.equal(A, 0, 'A leads');
@@ -343,8 +347,23 @@ function lateHandoff(
   net.resume(B);
   t.equal(net.node(B).leader, A, 'B resumes following A');
   const before = campaigns(net);
+  const refusedAt = (): number =>
+    rest
+      .filter((s) => s !== C)
+      .reduce((n, s) => n + net.node(s).stats.preparesRefusedLiveLeader, 0);
+  const refusedBefore = refusedAt();
   for (const e of copies) net.deliver(e);
-  net.tick(2);
+  if (forge) {
+    // A's heartbeats parked for B are lost (they would void the copies).
+    net.queue = net.queue.filter((e) => !(e.from === A && e.to === B));
+    net.tick(1); // B sends the heartbeat a copy must echo
+    const b = net.node(B) as unknown as { life: number; now: number };
+    for (const e of copies) {
+      const m = e.msg as Extract<Msg, { t: 'handoff' }>;
+      net.deliver({ ...e, msg: { ...m, echoLife: b.life, echoTick: b.now } });
+    }
+    net.tick(1);
+  } else net.tick(2);
   net.drop = () => false;
   net.tick(2 * PERIOD);
   for (const e of copies) net.deliver(e);
@@ -356,6 +375,7 @@ function lateHandoff(
     violations: net.violations,
     campaignsB: net.node(B).stats.elections,
     after: campaigns(net) - before + (appliedOf(net, 1, 4) === 1 ? 0 : 100),
+    refused: refusedAt() - refusedBefore,
   };
 }
 
@@ -363,11 +383,13 @@ t.test(
   'hand-off: a request delivered after its sender was deposed costs at most one election and loses nothing',
   async (t) => {
     const r = lateHandoff(t);
-    t.same(r.violations, [], 'no safety violation: B recovers what C chose');
-    t.ok(r.campaignsB <= 1, `B campaigns at most once (${r.campaignsB})`);
+    t.same(r.violations, [], 'no safety violation');
+    t.equal(r.campaignsB, 0, "B does not campaign on the deposed leader's request");
     t.ok(r.after <= 2, `at most two campaigns in all, and a command chosen after (${r.after})`);
-    const m = lateHandoff(t, ['ignore-promise-values']);
-    t.ok(m.violations.length > 0, "control: with 'ignore-promise-values' agreement breaks");
+    const f = lateHandoff(t, [], true);
+    t.same(f.violations, [], 'forged echo: no safety violation');
+    t.equal(f.campaignsB, 1, 'forged echo: B campaigns once');
+    t.ok(f.refused > 0, `forged echo: D and E refuse its hand-off prepare (${f.refused})`);
   },
 );
 

@@ -4,11 +4,14 @@
 // schedule drives real `Replica` objects (test/helpers/core-net.ts: any datagram
 // ever sent may be re-delivered late and often; pauses, kills, power losses;
 // Outbound.sync honoured; agreement and one value per slot per ballot checked on
-// every step). Three findings (liveness, one needless election each) fail today:
-// their failing assertions are marked `todo` with the finding's name (H2-LATE,
-// HANDOFF-PREPARE-STALE, HANDOFF-LIFETIME-CONFIG) so this file passes; drop the `todo` once fixed. Every
-// other assertion was checked to fail on a broken variant (the note on each
-// test says which).
+// every step). Three findings (liveness, one needless election each) failed at
+// 11634d8 and are fixed (lib/core/replica.ts): H2-LATE (a target acts only on a
+// copy echoing a heartbeat it sent after it first saw the hand-off),
+// HANDOFF-PREPARE-STALE (a hand-off prepare passes stickiness only while the
+// hand-off that asked is live: it names the asking ballot and the end),
+// HANDOFF-LIFETIME-CONFIG (a copy carries the hand-off's end by
+// the leader's clock). Every assertion was checked to fail on a broken variant
+// (the note on each test says which).
 import t from 'tap';
 import { PaxosClient, type ClientTimers, type ClientTransport } from '../lib/client';
 import { Prng } from '../lib/core/prng';
@@ -19,17 +22,6 @@ import type { Msg } from '../lib/core/types';
 import { cmd, CoreNet, type CoreOpts, type Env } from './helpers/core-net';
 
 /** The daemon's default timing (lib/io/config.ts: tick 10 ms). */
-/** Finding H2-LATE (liveness): see 'hand-off (H2 residue)' below. */
-const H2_LATE =
-  'finding H2-LATE: a copy read before the voiding heartbeats makes the target campaign';
-/** Finding HANDOFF-PREPARE-STALE (liveness): see 'an old hand-off prepare' below. */
-const PREPARE_STALE =
-  'finding HANDOFF-PREPARE-STALE: a hand-off prepare passes stickiness at any later time';
-
-/** Finding HANDOFF-LIFETIME-CONFIG (liveness, config mismatch): see below. */
-const LIFETIME =
-  "finding HANDOFF-LIFETIME-CONFIG: the target measures the hand-off's lifetime with its own electionTicks";
-
 const DAEMON_TIMING: Partial<CoreOpts> = {
   heartbeatTicks: 5,
   electionTicks: 30,
@@ -113,8 +105,9 @@ function unpark(net: CoreNet, sid: number): Env[] {
  * interrupts epoll_wait and the tick then runs before any read); then 3
  * election timeouts with a client write.
  * Property: T does not campaign, the leader keeps its ballot (the operator was
- * told "handoff_timeout: the leader leads on" long before). Today T campaigns in
- * every case (todo H2-LATE). (The control's assertions pass today and fail with
+ * told "handoff_timeout: the leader leads on" long before). T campaigned in
+ * every case at 11634d8 (H2-LATE); it fails again if onHandoff takes any valid
+ * copy as pending (no echo required). (The control's assertions fail with
  * scripts/mutants/9.H2-handoff-at-once.patch.)
  */
 function pausedTargetLateVoid(
@@ -186,8 +179,8 @@ t.test(
         t.same(r.violations, [], `${what}: no safety violation`);
         t.ok(r.firstBatchCopies > 0, `${what}: ${r.firstBatchCopies} copies read before the tick`);
         t.notOk(r.firstBatchVoids, `${what}: no voiding heartbeat read before the tick`);
-        t.equal(r.campT, 0, `${what}: T does not campaign`, { todo: H2_LATE });
-        t.ok(r.kept, `${what}: the leader keeps its ballot`, { todo: H2_LATE });
+        t.equal(r.campT, 0, `${what}: T does not campaign`);
+        t.ok(r.kept, `${what}: the leader keeps its ballot`);
         t.ok(r.applied >= 1, `${what}: a later write is chosen`);
       }
   },
@@ -212,16 +205,17 @@ t.test(
  * delivered once to A and to the third node (`flag`: as sent, with the hand-off
  * flag; the control strips it); 3 election timeouts with a client write.
  * Property: no node campaigns, A keeps its ballot: nobody asked for a campaign.
- * Today both fail in seeds 1-3 (todo HANDOFF-PREPARE-STALE); the control passes
- * and fails with scripts/mutants/16.2-no-leader-stickiness.patch (the first test
- * to catch it). Checked on scratch copies: T syncing its promise of a hand-off
- * campaign's ballot before the prepares leave (sync = true) makes the schedule
- * impossible and passes core-attack3/4, core-handoff, core-regressions; an
- * acceptor-side check (a hand-off prepare passes stickiness only within 4
- * election timeouts of the hand-off that asked, by the acceptor's leaderTick)
- * passes this test but fails core-attack3's 'request delivered after its sender
- * was deposed' (the refused campaign's own promise still deposes the live
- * leader, and no command is chosen in that test's window).
+ * Both failed in seeds 1-3 at 11634d8 (HANDOFF-PREPARE-STALE) and fail again
+ * if the flag alone bypasses stickiness (checked on a scratch copy); the control
+ * passes and fails with scripts/mutants/16.2-no-leader-stickiness.patch (the
+ * first test to catch it). The fix (Replica.handoffLive): the prepare names the
+ * asking leader's ballot and the hand-off's end by its clock; A no longer hands
+ * off, its followers hear it past the end: stickiness applies. Rejected: syncing
+ * the target's promise before its hand-off prepares leave (also passes, but makes
+ * the sim family handoff-ballot-reuse, the one path to 9.5's hazard, unreachable,
+ * and costs an fsync per hand-off). (The review found an acceptor-side check
+ * failing core-attack3's 'request delivered after its sender was deposed': since
+ * H2-LATE's fix the target no longer campaigns there.)
  */
 function stalePrepare(
   seed: number,
@@ -273,9 +267,8 @@ t.test(
         t.comment(`${what}: ${r.replayed} old prepares delivered`);
         t.same(r.violations, [], `${what}: no safety violation`);
         t.ok(r.applied >= 1, `${what}: a later write is chosen`);
-        const todo = flag ? { todo: PREPARE_STALE } : {};
-        t.equal(r.campaigns, 0, `${what}: nobody campaigns`, todo);
-        t.ok(r.kept, `${what}: A keeps its ballot`, todo);
+        t.equal(r.campaigns, 0, `${what}: nobody campaigns`);
+        t.ok(r.kept, `${what}: A keeps its ballot`);
       }
   },
 );
@@ -293,14 +286,18 @@ t.test(
  * keep 10; 3 election periods; A hands off to T, every copy lost; A gives up at
  * start + 11 and leads on; 4 more ticks (T hears it: leaderTick 15 past the
  * start); every copy delivered to T; 3 election timeouts. Property: T does not
- * campaign, A keeps its ballot. Control: T keeps 10 (passes; it is core-attack4's
- * schedule; fails with scripts/mutants/9.H-handoff-any-tick.patch). Fix: a copy carries its end (start + the leader's electionTicks)
- * and the target compares with that.
+ * campaign, A keeps its ballot. Control: T keeps 10 (it is core-attack4's
+ * schedule; fails with scripts/mutants/9.H-handoff-any-tick.patch). Fixed: a copy
+ * carries its end (start + the leader's electionTicks), the target compares with
+ * that. Since H2-LATE's fix, no copy in this schedule echoes a heartbeat T sent
+ * after it saw the hand-off, so this test passes on that fix alone; the next one
+ * needs the carried end.
  */
-function lifetimeMismatch(
+/** 3 nodes, A elected, T restarted (kill) with its own electionTicks; A leads on. */
+function targetTimedApart(
   seed: number,
   targetElection: number,
-): { campT: number; kept: boolean; rel: number; violations: string[] } {
+): { net: CoreNet; A: number; T: number; base: number } {
   const { net, A, T } = elected(3, seed);
   const base = net.opts.electionTicks;
   net.opts.electionTicks = targetElection;
@@ -308,6 +305,14 @@ function lifetimeMismatch(
   net.opts.electionTicks = base;
   net.tick(3 * (base + Math.floor(base / 3)));
   if (net.leader()?.sid !== A) throw new Error('A does not lead after T restarted');
+  return { net, A, T, base };
+}
+
+function lifetimeMismatch(
+  seed: number,
+  targetElection: number,
+): { campT: number; kept: boolean; rel: number; violations: string[] } {
+  const { net, A, T, base } = targetTimedApart(seed, targetElection);
   net.drop = (e) => e.msg.t === 'handoff';
   const start = nowOf(net.node(A));
   if (net.node(A).transferLeadership(T) !== null) throw new Error('no hand-off');
@@ -319,30 +324,79 @@ function lifetimeMismatch(
   const before = net.node(T).stats.elections;
   net.drop = () => false;
   for (const e of net.sent((e) => e.msg.t === 'handoff' && e.to === T)) net.deliver(e);
-  net.tick(3 * base);
+  return { ...threeTimeouts(net, T, before, ballot), rel };
+}
+
+/** 3 election timeouts; then T's campaigns since `before`, whether `ballot` still leads. */
+function threeTimeouts(
+  net: CoreNet,
+  T: number,
+  before: number,
+  ballot: number,
+): { campT: number; kept: boolean; violations: string[] } {
+  net.tick(3 * net.opts.electionTicks);
   return {
     campT: net.node(T).stats.elections - before,
     kept: net.leader()?.ballot === ballot,
-    rel,
     violations: net.violations,
   };
 }
 
+/**
+ * The same mismatch where the echo round trip completes: T sees the hand-off,
+ * sends the heartbeat a copy must echo, and is paused right then (SIGSTOP); A's
+ * echoing copy and its later heartbeats park in T's socket buffer; A gives the
+ * hand-off up at start + 11 and leads on; 4 ticks later T resumes and reads
+ * everything parked, in order, before its next tick. The echoing copy is fresh
+ * (A sent it while the hand-off was live): only A's later heartbeats, read before
+ * the tick, void it, and only if T measures the hand-off's end by A's clock.
+ * Property: T does not campaign, A keeps its ballot. Control: T's electionTicks
+ * 10. Fails for 25 if handoffValid compares with m.tick + this.o.electionTicks
+ * (checked on a scratch copy).
+ */
+function lifetimeAfterAsk(
+  seed: number,
+  targetElection: number,
+): { campT: number; kept: boolean; echoing: number; violations: string[] } {
+  const { net, A, T, base } = targetTimedApart(seed, targetElection);
+  type Seen = { handoffSeen: { asked: boolean } | null };
+  if (net.node(A).transferLeadership(T) !== null) throw new Error('no hand-off');
+  net.collect(A);
+  // One delivery round per tick: T's asking heartbeat is still queued when T stops.
+  const asked = () => (net.node(T) as unknown as Seen).handoffSeen?.asked === true;
+  if (net.tickUntil(asked, base, true) > base) throw new Error('T never asked');
+  net.pause(T);
+  net.tick(base + 1 + 4);
+  const ballot = net.node(A).ballot;
+  const before = net.node(T).stats.elections;
+  const parked = unpark(net, T);
+  const tLife = (net.node(T) as unknown as { life: number }).life;
+  const echoing = parked.filter((e) => e.msg.t === 'handoff' && e.msg.echoLife === tLife).length;
+  for (const e of parked) net.deliver(e);
+  return { ...threeTimeouts(net, T, before, ballot), echoing };
+}
+
 t.test(
-  "hand-off: a target with a longer election timeout than the leader's does not act on a copy the leader gave up",
+  "hand-off: a target with a longer election timeout than the leader's does not act on a copy the leader gave up, late or fresh",
   async (t) => {
     for (const e of [10, 25])
       for (const seed of [1, 2, 3]) {
-        const r = lifetimeMismatch(seed, e);
         const what = `seed ${seed}, T's electionTicks ${e}${e === 10 ? ' (control)' : ''}`;
-        const todo = e === 10 ? {} : { todo: LIFETIME };
+        const r = lifetimeMismatch(seed, e);
         t.ok(
           r.rel > 11 && r.rel <= 20,
           `${what}: T heard A lead on, ${r.rel} ticks past the start`,
         );
-        t.same(r.violations, [], `${what}: no safety violation`);
-        t.equal(r.campT, 0, `${what}: T does not campaign`, todo);
-        t.ok(r.kept, `${what}: A keeps its ballot`, todo);
+        const f = lifetimeAfterAsk(seed, e);
+        t.ok(f.echoing > 0, `${what}: ${f.echoing} parked copies echo T's asking heartbeat`);
+        for (const [how, x] of [
+          ['late copies', r],
+          ['fresh copy read late', f],
+        ] as const) {
+          t.same(x.violations, [], `${what}, ${how}: no safety violation`);
+          t.equal(x.campT, 0, `${what}, ${how}: T does not campaign`);
+          t.ok(x.kept, `${what}, ${how}: A keeps its ballot`);
+        }
       }
   },
 );

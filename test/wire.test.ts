@@ -14,7 +14,7 @@ const value = [{ cid: 2 ** 40 + 3, seq: 7, op }];
 
 const SAMPLES: Msg[] = [
   { t: 'prepare', ballot: 513, from: 4 },
-  { t: 'handoff', ballot: 513, chosen: 40, tick: 9000 },
+  { t: 'handoff', ballot: 513, chosen: 40, tick: 9000, until: 9030, echoLife: 77, echoTick: 8990 },
   {
     t: 'promise',
     ballot: 513,

@@ -130,6 +130,9 @@ interface Phase1 {
   timeout: Timeout;
   /** Asked for by the previous leader (its prepares bypass leader stickiness). */
   handoff: boolean;
+  /** handoff: the asking leader's ballot and the hand-off's end by its clock (onPrepare). */
+  handoffOf: number;
+  handoffUntil: number;
 }
 
 /**
@@ -321,6 +324,18 @@ export class Replica {
   private handoff: { to: number; startedAt: number; sentAt: number } | null = null;
   /** A hand-off to us, received since the last tick: acted on at the next one (actOnHandoff). */
   private handoffPending: { from: number; m: Extract<Msg, { t: 'handoff' }> } | null = null;
+  /**
+   * The hand-off to us we saw last (its leader, ballot and start) and our tick
+   * when we first saw it: we act only on a copy echoing a heartbeat of ours sent
+   * after that tick (asked: that heartbeat went out).
+   */
+  private handoffSeen: {
+    from: number;
+    ballot: number;
+    tick: number;
+    at: number;
+    asked: boolean;
+  } | null = null;
   /** First slot our Phase 1 covered: every slot from here on is ours to propose at `ballot`. */
   private leaderFrom = 1;
   /** The newest configuration an event line was written for (noteConfiguration). */
@@ -1001,7 +1016,7 @@ export class Replica {
     if (candidates.indexOf(this.sid) <= idx) this.startPhase1();
   }
 
-  private startPhase1(handoff = false): void {
+  private startPhase1(handoff: { of: number; until: number } | null = null): void {
     this.ballot = nextBallot(Math.max(this.promised, this.maxBallotSeen), this.sid);
     this.maxBallotSeen = this.ballot;
     this.stats.elections++;
@@ -1017,7 +1032,9 @@ export class Replica {
       incs: [...this.incs],
       promiseInc: new Map(),
       timeout,
-      handoff,
+      handoff: handoff !== null,
+      handoffOf: handoff?.of ?? 0,
+      handoffUntil: handoff?.until ?? 0,
     };
     this.state = { role: 'candidate', p1 };
     this.trace(`campaign ballot ${formatBallot(this.ballot)} from slot ${p1.from}`);
@@ -1026,7 +1043,14 @@ export class Replica {
 
   private prepareMsg(p1: Phase1, from: number): Msg {
     return p1.handoff
-      ? { t: 'prepare', ballot: p1.ballot, from, handoff: true }
+      ? {
+          t: 'prepare',
+          ballot: p1.ballot,
+          from,
+          handoff: true,
+          of: p1.handoffOf,
+          until: p1.handoffUntil,
+        }
       : { t: 'prepare', ballot: p1.ballot, from };
   }
 
@@ -1069,16 +1093,27 @@ export class Replica {
       this.handoff = null;
       return;
     }
+    if (this.now - h.sentAt >= this.o.retransmitTicks) this.sendHandoff();
+  }
+
+  /** A copy of our hand-off to its target, once the in-flight slots are chosen. */
+  private sendHandoff(): void {
+    const h = this.handoff!;
     if (this.inflight.size > 0 || this.queue.length > 0) return;
-    if (this.now - h.sentAt < this.o.retransmitTicks) return;
     h.sentAt = this.now;
-    // Every copy carries the hand-off's start: the target can tell from our
-    // heartbeats when we gave it up (an election timeout later).
+    const e = this.peers.get(h.to)?.echo;
+    // Every copy carries the hand-off's end by our clock (the target compares our
+    // heartbeats' ticks with it: it cannot know our election timeout) and the echo
+    // of the target's newest heartbeat (it acts only on an echo of one sent after
+    // it first saw the hand-off: see onHandoff).
     this.send(h.to, {
       t: 'handoff',
       ballot: this.ballot,
       chosen: this.chosenThrough,
       tick: h.startedAt,
+      until: h.startedAt + this.o.electionTicks,
+      echoLife: e?.life ?? 0,
+      echoTick: e?.tick ?? 0,
     });
   }
 
@@ -1090,12 +1125,26 @@ export class Replica {
    * everything it chose (it re-sends until then), so the pause is one round trip.
    */
   private onHandoff(from: number, m: Extract<Msg, { t: 'handoff' }>): void {
-    // Acted on at our next tick, not now (attack review 4, H2): a target paused
-    // (SIGSTOP, a VM stall) inside the hand-off's lifetime resumes with its clock
-    // where it stopped, and reads the copies parked in its socket buffer before the
-    // leader's later heartbeats; those heartbeats, read before the next tick, show
-    // the leader led on past the hand-off's lifetime and void it then.
-    if (this.handoffValid(from, m)) this.handoffPending = { from, m };
+    if (!this.handoffValid(from, m)) return;
+    // A copy read now may have waited in our socket buffer for a minute (we were
+    // paused: SIGSTOP, a VM stall; our clock stood still) or in the network, and
+    // the leader's later heartbeats that void it may come after our next tick
+    // (attack review 5, H2-LATE). Nothing in the copy or our clock tells its age;
+    // an answer to something we send now does: we act only on a copy that echoes
+    // a heartbeat of ours sent after we first saw this hand-off, so the leader
+    // sent it after that moment, with the hand-off still live (one round trip).
+    let seen = this.handoffSeen;
+    if (!seen || seen.from !== from || seen.ballot !== m.ballot || seen.tick !== m.tick)
+      seen = this.handoffSeen = {
+        from,
+        ballot: m.ballot,
+        tick: m.tick,
+        at: this.now,
+        asked: false,
+      };
+    // Acted on at our next tick, not now (attack review 4, H2): the leader's
+    // heartbeats read before then may still void it (handoffValid again).
+    if (m.echoLife === this.life && m.echoTick > seen.at) this.handoffPending = { from, m };
   }
 
   /** A hand-off copy may make us campaign (checked on arrival and again at the next tick). */
@@ -1108,17 +1157,23 @@ export class Replica {
     // heartbeat (one that echoes ours of this process life) tells: after a restart,
     // or when an accept alone made us follow it (leaderTick -1), an old copy could
     // depose a leader that gave the hand-off up and led on.
-    if (this.leaderTick < 0 || this.leaderTick > m.tick + this.o.electionTicks) return false;
+    if (this.leaderTick < 0 || this.leaderTick > m.until) return false;
     return this.chosenThrough >= m.chosen;
   }
 
   /** Campaign on the hand-off received since the last tick, if it still holds. */
   private actOnHandoff(): void {
+    const seen = this.handoffSeen;
+    if (seen && !seen.asked && this.now > seen.at) {
+      // The heartbeat a copy must echo (onHandoff): at once, not at the next period.
+      seen.asked = true;
+      if (this.role === 'follower' && this.leader === seen.from) this.broadcastHeartbeat(seen.from);
+    }
     const h = this.handoffPending;
     this.handoffPending = null;
     if (!h || !this.handoffValid(h.from, h.m)) return;
     this.eventsOut.push(`sid ${this.sid}: leader ${h.from} handed off; campaigning`);
-    this.startPhase1(true);
+    this.startPhase1({ of: h.m.ballot, until: h.m.until });
   }
 
   private tickCandidate(p1: Phase1): void {
@@ -1408,6 +1463,9 @@ export class Replica {
     // heartbeat, so echo the news at once: the live life's heartbeat is always
     // answered by an echo of itself (a heartbeat response, as in Raft).
     if (switched) this.broadcastHeartbeat(from);
+    // Our hand-off target's heartbeat: the copy that echoes it lets it campaign
+    // (onHandoff); send it now rather than at the next retransmission.
+    if (this.role === 'leader' && this.handoff?.to === from) this.sendHandoff();
   }
 
   /**
@@ -1586,6 +1644,25 @@ export class Replica {
 
   // ======================= acceptor =======================
 
+  /**
+   * A hand-off prepare passes stickiness only while the hand-off that asked for it
+   * is live as far as we know: at its leader, while it still hands off to the
+   * sender; at a follower of that leadership, while the leader's newest heartbeat
+   * is not past the hand-off's end (its clock). A copy re-delivered after the
+   * leader gave the hand-off up and led on is an ordinary campaign (attack review
+   * 5, HANDOFF-PREPARE-STALE: its target had lost the promise in a power loss, and
+   * the old prepares deposed a healthy leader much later).
+   */
+  private handoffLive(from: number, m: Extract<Msg, { t: 'prepare' }>): boolean {
+    if (!m.handoff) return false;
+    if (this.role === 'leader') return this.handoff?.to === from && this.ballot === m.of;
+    if (m.of === undefined || m.until === undefined) return false;
+    // A newer leadership than the one we follow asked: we cannot judge it, and the
+    // one we follow is stale. An older one is not ours to obey.
+    if (m.of !== this.leaderBallot) return m.of > this.leaderBallot;
+    return this.leaderTick <= m.until;
+  }
+
   private onPrepare(from: number, m: Extract<Msg, { t: 'prepare' }>): void {
     if (!this.voter) {
       this.stats.ignoredNotVoter++;
@@ -1594,7 +1671,7 @@ export class Replica {
     // Stickiness protects a live leader from campaigns it did not ask for; a
     // hand-off campaign was asked for by the leader itself. Safety never rests on
     // stickiness: any ballot may run Phase 1 (PMS).
-    if (m.ballot > this.promised && !m.handoff && this.hearsLiveLeader(from)) {
+    if (m.ballot > this.promised && !this.handoffLive(from, m) && this.hearsLiveLeader(from)) {
       this.stats.preparesRefusedLiveLeader++;
       return;
     }

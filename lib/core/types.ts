@@ -24,16 +24,36 @@ export type PromiseEntry = [number, number, Value];
 export type Msg =
   /**
    * Phase 1a for every slot >= from. handoff: the campaign was asked for by the
-   * live leader itself (leadership transfer), so leader stickiness does not apply.
+   * live leader itself (leadership transfer), so leader stickiness does not apply
+   * while that hand-off is live: of is the asking leader's ballot, until the
+   * hand-off's end by its clock (absent: an older sender; stickiness applies).
    */
-  | { t: 'prepare'; ballot: number; from: number; handoff?: boolean }
+  | {
+      t: 'prepare';
+      ballot: number;
+      from: number;
+      handoff?: boolean;
+      of?: number;
+      until?: number;
+    }
   /**
    * Leadership transfer: the leader of `ballot` asks the receiver to campaign at
    * once; it has stopped proposing and everything it chose is <= chosen. tick: the
-   * leader's tick when the hand-off started (it gives up an election timeout
-   * later; an old copy is not acted on).
+   * leader's tick when the hand-off started; until: the leader's tick when it gives
+   * the hand-off up (its own election timeout later: the target's may differ).
+   * echoLife/echoTick: the receiver's newest heartbeat the leader had when it sent
+   * this copy (the receiver acts only on a copy echoing a heartbeat it sent after
+   * it first saw this hand-off: proof the hand-off was live after that moment).
    */
-  | { t: 'handoff'; ballot: number; chosen: number; tick: number }
+  | {
+      t: 'handoff';
+      ballot: number;
+      chosen: number;
+      tick: number;
+      until: number;
+      echoLife: number;
+      echoTick: number;
+    }
   /**
    * Phase 1b, possibly in several chunks; each chunk covers slots [lo, hi)
    * (hi = 0 means "to infinity"). base: slots <= base are chosen and compacted.

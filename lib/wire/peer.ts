@@ -93,8 +93,10 @@ export const SCHEMA = {
       ['ballot', 'uint'],
       ['from', 'uint'],
       ['handoff', 'bool'],
+      ['of', 'uint'],
+      ['until', 'uint'],
     ],
-    optional: 1,
+    optional: 3,
   },
   handoff: {
     code: 16,
@@ -102,6 +104,9 @@ export const SCHEMA = {
       ['ballot', 'uint'],
       ['chosen', 'uint'],
       ['tick', 'uint'],
+      ['until', 'uint'],
+      ['echoLife', 'uint'],
+      ['echoTick', 'uint'],
     ],
   },
   promise: {

@@ -101,9 +101,10 @@ function promiseEntry([slot, b, v]: PromiseEntry): string {
 export function msgStr(m: Msg): string {
   switch (m.t) {
     case 'prepare':
-      return `prepare ${ballot(m.ballot)} from=${m.from}${m.handoff ? ' handoff' : ''}`;
+      return `prepare ${ballot(m.ballot)} from=${m.from}${m.handoff ? ` handoff of=${ballot(m.of ?? 0)} until=${m.until}` : ''}`;
     case 'handoff':
-      return `handoff ${ballot(m.ballot)} chosen=${m.chosen} tick=${m.tick}`;
+      // echo: the tick of the target's newest heartbeat the leader had (its life is random).
+      return `handoff ${ballot(m.ballot)} chosen=${m.chosen} tick=${m.tick} until=${m.until} echo=${m.echoTick}`;
     case 'promise': {
       const hi = m.hi === 0 ? 'inf' : String(m.hi);
       const es = m.entries.length === 0 ? 'none' : m.entries.map(promiseEntry).join(', ');
