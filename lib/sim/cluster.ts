@@ -234,9 +234,9 @@ export interface SimRunOptions extends SimOverrides {
    */
   noConfigCheck?: boolean;
   /**
-   * Membership mode, evidence runs only: chosen = a majority of any
-   * configuration of the log (Oracle.lenient), without the configuration
-   * check: only a real disagreement fails.
+   * Membership mode, evidence runs only: what is chosen is not judged, the
+   * applied log is the chosen log (Oracle.lenient), no configuration check:
+   * only a real disagreement (two values applied at one slot) fails.
    */
   lenientQuorum?: boolean;
   /**
