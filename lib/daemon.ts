@@ -7,7 +7,7 @@ import createDebug from 'debug';
 import { Prng } from './core/prng';
 import { Replica, type ReplicaOptions, type ReplicaStatus } from './core/replica';
 import { isDivergenceEvent } from './core/statecheck';
-import type { AppliedEntry, CmdResult, Msg, Outbound, Ready } from './core/types';
+import type { AppliedEntry, CmdResult, Member, Msg, Outbound, Ready } from './core/types';
 import type { NodeConfig, ServerAddr } from './io/config';
 import { DirLock } from './io/dirlock';
 import { OrderLog } from './io/orderlog';
@@ -17,7 +17,8 @@ import { NodeMetrics, serveMetrics } from './metrics';
 import { BackupServer } from './backup';
 import { ClientFront } from './front';
 import { DROP_LOG_KEYS_MAX, RATE_LIMITED_SOURCES_MAX } from './limits';
-import { KvStateMachine } from './sm/kv';
+import { isOpError, KvStateMachine, parseCommand, type MemberOp } from './sm/kv';
+import { describeMembers } from './sm/membership';
 import { hex } from './sm/statehash';
 import {
   AddressTokens,
@@ -71,6 +72,11 @@ export interface NodeOptions {
   log?: (line: string, level: LogLevel) => void;
   /** Called once if the node stops itself (disk failure). Default: log only. */
   onFatal?: (err: Error) => void;
+  /**
+   * Called once after the node stopped itself because the log removed it from
+   * the configuration and the new one governs (see checkRemoved). Default: log only.
+   */
+  onRemoved?: () => void;
   /** Seed of the core's PRNG (election jitter). Default: derived from sid and time. */
   seed?: number;
   /** Serve Prometheus metrics at http://HOST:PORT/metrics (off when absent). */
@@ -182,6 +188,7 @@ export function replicaOptions(
   return {
     sid,
     sids: cfg.servers.map((s) => s.sid),
+    members: bootstrapMembers(cfg),
     heartbeatTicks: t.heartbeatTicks,
     electionTicks: t.electionTicks,
     retransmitTicks: t.retransmitTicks,
@@ -193,6 +200,16 @@ export function replicaOptions(
     snapshotEverySlots: cfg.storage.snapshotEverySlots,
     snapshotEveryBytes: cfg.storage.snapshotEveryBytes,
   };
+}
+
+/**
+ * The bootstrap configuration a node config gives: every server not marked
+ * spare, as a voter. Only what slot 0 holds: the log's member commands change
+ * it from there, alike on every node, so every node's config file must give the
+ * same one (it is not recorded in the log).
+ */
+export function bootstrapMembers(cfg: NodeConfig): Member[] {
+  return cfg.servers.filter((s) => !s.spare).map((s) => ({ sid: s.sid, voter: true }));
 }
 
 /** Bytes of results packed into one reply datagram (below DATAGRAM_BYTES_MAX). */
@@ -289,6 +306,10 @@ export class PaxosNode {
   private syncWaiters: (() => void)[] = [];
   private clock = 0;
   private limitsNoted = false;
+  /** Set once checkRemoved found this node removed: it is stopping. */
+  private removed = false;
+  /** The hand-off a leader asked to remove itself runs first (see onMemberOp). */
+  private selfRemoval: { state: 'running' | 'failed'; at: number } | null = null;
   /** The transfer-leader request being served (one at a time). */
   private transferRunning: { nonce: number; to: number } | null = null;
   /**
@@ -416,6 +437,7 @@ export class PaxosNode {
         );
     }
     this.noteLimits();
+    this.noteBootstrapDiffers();
     await this.bind();
     if (this.opts.metrics) {
       const { host, port } = this.opts.metrics;
@@ -553,6 +575,49 @@ export class PaxosNode {
     return diffs.length === 0 ? null : `config file ${diffs.join(', ')}`;
   }
 
+  /**
+   * At start: say if the live configuration (from the log and snapshot) is not
+   * the config file's bootstrap one. Normal after a member change: the live one
+   * holds; the file's spare marks only say what slot 0 held.
+   */
+  private noteBootstrapDiffers(): void {
+    const live = this.replica.configuration;
+    const boot = describeMembers(bootstrapMembers(this.opts.config));
+    const now = describeMembers(live.members);
+    if (live.slot === 0 && boot === now) return;
+    this.log(
+      `sid ${this.opts.sid}: the live configuration (slot ${live.slot}: ${now}) is not the config file's bootstrap one (${boot}); the live one holds (config files are bootstrap input: keep their spare marks as they were when the cluster was created)`,
+    );
+  }
+
+  /**
+   * Stop for good once the log removed this node and the new configuration
+   * governs. Not at once when the change is applied at slot j: slots j+1 ..
+   * j+alpha-1 are still decided by the old configuration, which counts this
+   * node; leaving early takes a vote from them (removing one of two voters,
+   * the other alone could never choose them, and the change would never come
+   * into force). Here every slot up to j+alpha-1 is chosen and applied: no slot
+   * this node votes on is left. A node never in a kept configuration (a spare
+   * not yet added) is not removed: it waits for its `member add`.
+   */
+  private checkRemoved(): void {
+    if (this.stopped || this.removed) return;
+    const r = this.replica;
+    const live = r.configuration;
+    const self = this.opts.sid;
+    if (live.members.some((m) => m.sid === self)) return;
+    const configs = this.sm.configurations();
+    if (!configs.some((c) => c.members.some((m) => m.sid === self))) return;
+    const from = live.slot + r.alpha;
+    const st = r.status();
+    if (r.applied < from - 1 || st.known > r.applied) return;
+    this.removed = true;
+    this.log(
+      `sid ${self}: removed from the configuration (member change at slot ${live.slot}, governing from slot ${from}: ${describeMembers(live.members)}); applied ${r.applied}: every slot this node votes on is chosen; exiting`,
+    );
+    void this.stop().then(() => this.opts.onRemoved?.());
+  }
+
   /** Say once, when the cluster's limits become known here, if the config file disagrees. */
   private noteLimits(): void {
     const l = this.sm.limits;
@@ -627,6 +692,8 @@ export class PaxosNode {
     if (this.stopped) return;
     this.clock++;
     this.replica.tick();
+    this.checkRemoved();
+    if (this.stopped) return;
     if (this.clock % EXPIRE_WAITERS_EVERY_TICKS === 0) {
       this.expireWaiters();
       this.backups.sweep(Date.now());
@@ -693,6 +760,7 @@ export class PaxosNode {
   private statusRow(): Record<string, string | number | boolean | null> {
     const s = this.status();
     const digest = this.sm.digest();
+    const cfg = this.replica.configuration;
     return {
       sid: s.sid,
       role: s.role,
@@ -702,6 +770,17 @@ export class PaxosNode {
       chosen: s.chosen,
       applied: s.applied,
       base: s.base,
+      // The newest configuration applied: its members ("0 1 2 +3", a learner
+      // after a plus), the slot its change was applied at (0: bootstrap) and the
+      // first slot it governs; member says what this node is in it.
+      configuration: describeMembers(cfg.members),
+      configurationSlot: cfg.slot,
+      configurationFrom: cfg.slot === 0 ? 1 : cfg.slot + this.replica.alpha,
+      member: cfg.members.find((m) => m.sid === s.sid)?.voter
+        ? 'voter'
+        : cfg.members.some((m) => m.sid === s.sid)
+          ? 'learner'
+          : 'none',
       dataBytes: s.dataBytes,
       // Group commit: records made durable per fdatasync = recordsSynced / syncs.
       syncs: this.counters.syncs,
@@ -887,10 +966,55 @@ export class PaxosNode {
 
   private onOp(to: ReplyTo, cid: number, seq: number, op: Buffer): void {
     this.metrics.requestIn(`${cid}:${seq}`, Date.now());
+    const parsed = parseCommand(op);
+    if (!isOpError(parsed) && parsed.kind === 'member') {
+      const answered = this.onMemberOp(to, cid, seq, parsed);
+      if (answered) return;
+    }
     const r = this.front.request(to, cid, seq, op, this.clock);
     debugClient('%d: %d:%d -> %s', this.opts.sid, cid, seq, r?.t ?? 'queued');
     if (r) this.reply(to, r);
     else this.scheduleFlush();
+  }
+
+  /**
+   * A membership change, before the front submits it. Like transfer-leader, it
+   * comes only from an authenticated client (client key set: every datagram is)
+   * or with a valid address token (QUIC's Retry: the validate reply, which the
+   * client library answers at once), never from a forged source. A leader asked
+   * to remove itself hands leadership to the best caught-up voter first and
+   * answers busy meanwhile: the client retries, the new leader proposes the
+   * change, and the write pause is a hand-off's round trip instead of an
+   * election timeout (the core steps a removed leader down at once). If the
+   * hand-off fails, the change is proposed here (the core steps down). True if
+   * answered here.
+   */
+  private onMemberOp(to: ReplyTo, cid: number, seq: number, op: MemberOp): boolean {
+    if (to.allowanceBytes !== Infinity) {
+      this.holdBack(to, [{ cid, seq }], null);
+      return true;
+    }
+    const r = this.replica;
+    if (op.action !== 'remove' || op.sid !== this.opts.sid || r.role !== 'leader') return false;
+    const sr = this.selfRemoval;
+    const { tickMs, electionTicks } = this.opts.config.timing;
+    // A failed hand-off is not tried again for an election timeout: propose it here.
+    if (sr?.state === 'failed' && Date.now() - sr.at <= electionTicks * tickMs) return false;
+    if (sr?.state !== 'running') {
+      this.selfRemoval = { state: 'running', at: Date.now() };
+      void this.handOff(undefined, false).then((h) => {
+        this.log(`sid ${this.opts.sid}: hand-off before removing this node: ${h.message}`);
+        this.selfRemoval = h.ok ? null : { state: 'failed', at: Date.now() };
+      });
+    }
+    this.reply(to, {
+      t: 'error',
+      cid,
+      seq,
+      code: 'busy',
+      message: 'handing leadership over before removing this node',
+    });
+    return true;
   }
 
   /**

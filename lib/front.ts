@@ -78,15 +78,11 @@ export class ClientFront<T> {
     }
     if (parsed.kind === 'limits')
       return { t: 'error', cid, seq, code: 'bad_op', message: 'limits is not a client operation' };
-    // Not yet: the daemon does not learn a new member's address from the log (issue 13).
-    if (parsed.kind === 'member')
-      return {
-        t: 'error',
-        cid,
-        seq,
-        code: 'bad_op',
-        message: 'membership changes are not a client operation yet',
-      };
+    // A membership change (member add/promote/remove SID) goes through the log
+    // in a session like a write; the state machine refuses what it must (not in
+    // the servers list, a member already, not a learner, the last voter, one
+    // change at a time) alike on every node, and that refusal is the answer.
+    // Who may ask is the daemon's rule (an authenticated or validated client).
     const refusal = this.admit(cid, seq, parsed);
     if (refusal) return refusal;
     const r = this.o.replica.submit({ cid, seq, op });
@@ -156,7 +152,7 @@ export class ClientFront<T> {
   private admit(
     cid: number,
     seq: number,
-    op: KvOp | Extract<SysOp, { kind: 'register' | 'outcome' }>,
+    op: KvOp | Extract<SysOp, { kind: 'register' | 'outcome' | 'member' }>,
   ): FrontReply | null {
     const limits = this.o.sm.limits;
     if (!limits) {
@@ -173,7 +169,10 @@ export class ClientFront<T> {
       return null;
     }
     // An outcome query goes through the log like a write (its answer is final there).
-    const tooBig = op.kind === 'outcome' ? null : admissionError(op, limits.valueBytesMax);
+    const tooBig =
+      op.kind === 'outcome' || op.kind === 'member'
+        ? null
+        : admissionError(op, limits.valueBytesMax);
     if (tooBig) return { t: 'error', cid, seq, ...tooBig };
     // Evicted for good (ids are never reused): the state machine would refuse it
     // too, so it need not take a slot.

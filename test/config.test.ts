@@ -15,6 +15,7 @@ import {
   parseNodeConfig,
   resolveSid,
 } from '../lib/io/config';
+import { bootstrapMembers } from '../lib/daemon';
 
 // Compiled to dist/test/config.test.js; conf/ lives at the repo root.
 const CONF = path.resolve(__dirname, '..', '..', 'conf');
@@ -445,4 +446,72 @@ t.test('load errors', async (tt) => {
   const typo = path.join(dir, 'typo.json');
   fs.writeFileSync(typo, JSON.stringify({ ...base(), dataDri: 'x' }));
   expectErr(tt, () => loadNodeConfig(typo), 'dataDri', /unknown top-level/, typo);
+});
+
+t.test('spare servers (not in the bootstrap configuration)', async (tt) => {
+  const c = parseNodeConfig(F, {
+    ...base(),
+    servers: [srv(0), srv(1), { ...srv(2), spare: true }, { ...srv(3), spare: false }],
+  });
+  tt.same(
+    c.servers.map((s) => [s.sid, s.spare === true]),
+    [
+      [0, false],
+      [1, false],
+      [2, true],
+      [3, false],
+    ],
+    'spare: true marks a spare; false or absent a bootstrap voter',
+  );
+  tt.same(
+    bootstrapMembers(c),
+    [0, 1, 3].map((sid) => ({ sid, voter: true })),
+    'the bootstrap configuration: the non-spare servers, as voters',
+  );
+  tt.same(
+    bootstrapMembers(parseNodeConfig(F, base())),
+    [0, 1, 2].map((sid) => ({ sid, voter: true })),
+    'without spares: every server',
+  );
+  // A spare may be named as the file's own sid (it is started like any node).
+  tt.equal(
+    parseNodeConfig(F, { ...base(), sid: 2, servers: [srv(0), { ...srv(2), spare: true }] }).sid,
+    2,
+  );
+  nodeErr(
+    tt,
+    { ...base(), servers: [{ ...srv(0), spare: 'yes' }] },
+    'servers[0].spare',
+    /expected a boolean/,
+  );
+  nodeErr(
+    tt,
+    { ...base(), servers: [{ ...srv(0), spare: 1 }] },
+    'servers[0].spare',
+    /expected a boolean/,
+  );
+  nodeErr(
+    tt,
+    {
+      ...base(),
+      servers: [
+        { ...srv(0), spare: true },
+        { ...srv(1), spare: true },
+      ],
+    },
+    'servers',
+    /every server is a spare: the bootstrap configuration needs a voter/,
+  );
+  // Clients need no spare marks: the client config stays addresses only.
+  const cc = clientConfigFromNode(c);
+  tt.same(
+    cc.servers.map((s) => Object.keys(s)),
+    [0, 1, 2, 3].map(() => ['sid', 'host', 'clientPort']),
+  );
+  clientErr(
+    tt,
+    { servers: [{ sid: 0, host: 'h', clientPort: 1, spare: true }] },
+    'servers[0].spare',
+    /unknown/,
+  );
 });

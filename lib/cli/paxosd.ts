@@ -24,12 +24,20 @@ const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data
   --init      bootstrap a NEW cluster: a node with an empty data directory may
               vote at once. Without it an empty node waits until it is safe
               (it may have lost a disk holding promises).
+
+A server marked "spare": true in the config's servers is not in the bootstrap
+configuration: started, it follows the log as a non-member until
+\`paxos-client member add SID\` (a learner) and \`member promote SID\` (a voter).
+The config files give the configuration at slot 0 only; after that the log's
+member changes hold (keep every file's spare marks as at the cluster's creation).
   --metrics   serve Prometheus metrics at http://HOST:PORT/metrics (off by default)
   --log-format  text (default: ISO time, level, sid, message) or json (one
               object per line: ts, level, sid, msg)
   --no-sync   skip fdatasync (benchmarks only: acknowledged writes can be lost)
 
-exit codes: 0 stopped by signal (SIGTERM/SIGINT), 1 runtime/storage failure or
+exit codes: 0 stopped by signal (SIGTERM/SIGINT), or removed from the configuration
+            (paxos-client member remove: once the new configuration governs),
+            1 runtime/storage failure or
             cannot bind, 2 usage or config error, or the data directory is in
             use by another process (its lock names the pid)`;
 
@@ -83,6 +91,9 @@ async function main(): Promise<number> {
         ? loadKeyring(config.clientKeyFile, config.file, 'clientKeyFile')
         : undefined,
       onFatal: () => setTimeout(() => process.exit(1), 50),
+      // Removed from the configuration and the new one governs: the node has
+      // stopped (and said why); exit 0, as after SIGTERM.
+      onRemoved: () => process.exit(0),
     });
   } catch (e) {
     return startFailure(e, sid, logFormat);

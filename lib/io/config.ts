@@ -51,12 +51,19 @@ export class ConfigError extends Error {
   }
 }
 
-/** One cluster member as the node config names it: its SID and both UDP ports. */
+/** One server as the node config names it: its SID and both UDP ports. */
 export interface ServerAddr {
   sid: number;
   host: string;
   peerPort: number;
   clientPort: number;
+  /**
+   * Not in the bootstrap configuration (`"spare": true`): listed so that every
+   * node knows its address and sid (vote tables are indexed by the servers
+   * list), a member only once `paxos-client member add` is chosen. Bootstrap
+   * input only: after the first start the configuration in the log wins.
+   */
+  spare?: boolean;
 }
 
 /**
@@ -314,7 +321,7 @@ const NODE_KEYS = [
   'keyFile',
   'clientKeyFile',
 ] as const;
-const SERVER_KEYS = ['sid', 'host', 'peerPort', 'clientPort'] as const;
+const SERVER_KEYS = ['sid', 'host', 'peerPort', 'clientPort', 'spare'] as const;
 const TIMING_KEYS = [
   'tickMs',
   'heartbeatTicks',
@@ -364,8 +371,13 @@ function parseServers(v: Validator, raw: unknown): ServerAddr[] {
       }
       endpoints.set(ep, field);
     }
-    servers.push({ sid, host, peerPort, clientPort });
+    const spare = getOwn(o, 'spare');
+    const server: ServerAddr = { sid, host, peerPort, clientPort };
+    if (spare !== undefined && v.bool(`${p}.spare`, spare)) server.spare = true;
+    servers.push(server);
   });
+  if (servers.every((s) => s.spare))
+    v.fail('servers', 'every server is a spare: the bootstrap configuration needs a voter');
   return servers;
 }
 
