@@ -4,17 +4,47 @@ import createDebug from 'debug';
 import type { CmdResult } from './core/types';
 import type { ClientConfig, ClientServerAddr } from './io/config';
 import {
+  encodeMember,
   encodeOp,
   encodeOutcome,
   encodeRegister,
   REGISTER_NONCE_MIN,
   type KvOp,
+  type MemberOp,
   type Outcome,
   type SysOp,
 } from './sm/kv';
 
 /** An `outcome` query (asked in a session like a write; see PaxosClient.outcome). */
 type OutcomeQuery = Extract<SysOp, { kind: 'outcome' }>;
+
+/** What a session sends through the log: a key-value operation, an outcome query, a member change. */
+type SessionOp = KvOp | OutcomeQuery | MemberOp;
+
+/** What PaxosClient.members answers: the newest configuration a node applied. */
+export interface MembersReport {
+  /** The node that answered (the leader when one is known). */
+  sid: number;
+  /** Who leads, as that node knows it (null: unknown). */
+  leader: number | null;
+  /** Members in sid order. */
+  members: { sid: number; voter: boolean }[];
+  /** The slot its change was applied at (0: the bootstrap configuration). */
+  slot: number;
+  /** The first slot it governs. */
+  from: number;
+}
+
+/** "0 1 2 +3" (status field configuration) as members; null if malformed. */
+export function parseMembers(text: string): { sid: number; voter: boolean }[] | null {
+  const out: { sid: number; voter: boolean }[] = [];
+  for (const w of text.split(' ').filter((x) => x !== '')) {
+    const m = /^(\+?)(\d{1,3})$/.exec(w);
+    if (!m) return null;
+    out.push({ sid: Number(m[2]), voter: m[1] === '' });
+  }
+  return out;
+}
 
 /** What PaxosClient.outcome answers about a request `cid:seq`. */
 export type OutcomeReport = Outcome & { request: string };
@@ -277,7 +307,7 @@ export class Session {
   cid: number | null = null;
   seq = 0;
   /** Operations waiting for the one in flight. */
-  private readonly queue: { op: KvOp | OutcomeQuery; done: Done }[] = [];
+  private readonly queue: { op: SessionOp; done: Done }[] = [];
   private busy = false;
 
   constructor(private readonly client: PaxosClient) {}
@@ -306,7 +336,7 @@ export class Session {
    * once, synchronously from the event that ends the operation (the simulator
    * drives the client this way, without promises).
    */
-  submit(op: KvOp | OutcomeQuery, done: Done): void {
+  submit(op: SessionOp, done: Done): void {
     this.queue.push({ op, done });
     if (!this.busy) this.next();
   }
@@ -448,6 +478,60 @@ export class PaxosClient {
   }
 
   /**
+   * A membership change through the log (paxos-client member add|promote|remove):
+   * `add` makes `sid` a learner, `promote` a learner a voter, `remove` drops a
+   * member. Resolves with the state machine's answer: ok with "configuration of
+   * slot J governs from slot J+alpha", or err "member: WHY" (not in the servers
+   * list, a member already, not a member, a voter already, the last voter, one
+   * change at a time). Sent in a new session like a write (exactly once); the
+   * servers take it only from an authenticated or validated client. Rejects
+   * with PaxosClientError('unknown') if no answer came in time (the change may
+   * or may not be in the log: `member list` tells).
+   */
+  member(action: MemberOp['action'], sid: number): Promise<OpResult> {
+    if (!Number.isSafeInteger(sid) || sid < 0)
+      return Promise.reject(new Error(`not a sid: ${sid}`));
+    const op: MemberOp = { kind: 'member', action, sid };
+    return new Promise((resolve, reject) =>
+      this.session().submit(op, (err, r) => (err ? reject(err) : resolve(r!))),
+    );
+  }
+
+  /**
+   * The configuration as the leader applied it (the first node that answers
+   * status names the leader; the leader is asked then), or null if no node
+   * answered within `timeoutMs` each. A follower's may be a few slots behind.
+   */
+  async members(timeoutMs = 500): Promise<MembersReport | null> {
+    const order = [...this.servers.keys()].map(
+      (k) => this.servers[(k + this.preferred) % this.servers.length].sid,
+    );
+    for (const sid of order) {
+      let st = await this.status(sid, timeoutMs);
+      if (!st) continue;
+      let from = sid;
+      const leader = typeof st.leader === 'number' ? st.leader : null;
+      if (leader !== null && leader !== sid) {
+        const ls = await this.status(leader, timeoutMs);
+        if (ls) {
+          st = ls;
+          from = leader;
+        }
+      }
+      const members = parseMembers(String(st.configuration ?? ''));
+      if (!members || typeof st.configurationSlot !== 'number') continue;
+      return {
+        sid: from,
+        leader: typeof st.leader === 'number' ? st.leader : null,
+        members,
+        slot: st.configurationSlot,
+        from: Number(st.configurationFrom),
+      };
+    }
+    return null;
+  }
+
+  /**
    * Ask the leader to hand leadership to `sid` (etcd's move-leader), and wait
    * until it did or refused: code 'ok' (sid leads now, or led already),
    * 'unknown_sid', 'not_voter', 'handoff_timeout' (sid did not take over in
@@ -487,9 +571,14 @@ export class PaxosClient {
   }
 
   /** @internal used by Session */
-  send(session: Session, op: KvOp | OutcomeQuery, done: Done): void {
+  send(session: Session, op: SessionOp, done: Done): void {
     if (this.closed) return done(new PaxosClientError('closed', 'client is closed'));
-    const opBytes = op.kind === 'outcome' ? encodeOutcome(op.cid, op.seq) : encodeOp(op);
+    const opBytes =
+      op.kind === 'outcome'
+        ? encodeOutcome(op.cid, op.seq)
+        : op.kind === 'member'
+          ? encodeMember(op.action, op.sid)
+          : encodeOp(op);
     // A request that cannot fit in one datagram certainly never ran: say so now.
     if (opBytes.length > OP_BYTES_MAX)
       return done(null, {

@@ -3,6 +3,7 @@ import * as readline from 'node:readline';
 import { encodeBackupFile, writeBackupFile } from '../backup';
 import {
   describeHeard,
+  parseMembers,
   PaxosClient,
   PaxosClientError,
   SnapshotSaveError,
@@ -27,8 +28,12 @@ const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [
                          bytes; get prints them back as they were, --json as
                          {"base64": ...} when they are not UTF-8 text
   status                 one row per server: sid, role, ballot, leader, chosen, applied,
-                         lag (slots behind the leader's chosen), syncs, drops;
-                         exit 3 with "no quorum" / "no leader" when the cluster cannot commit
+                         lag (slots behind the leader's chosen), syncs, drops; then the
+                         configuration unless it is every server as a voter (--json:
+                         per row configuration "0 1 2 +3" (+: learner),
+                         configurationSlot, configurationFrom, member);
+                         exit 3 with "no quorum" / "no leader" when the cluster cannot
+                         commit (a majority of the configuration's voters)
   status --watch [S]     the same table, refreshed every S seconds (default 1) until Ctrl-C
   health                 exit 0 only if a majority names one leader and a linearizable
                          read completes within the timeout; else exit 3 with the reason
@@ -39,6 +44,16 @@ const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [
   transfer-leader SID    hand leadership to SID (etcd's move-leader): exit 0 once SID
                          leads; 1 refused (unknown_sid, not_voter, handoff_timeout:
                          SID did not take over in time, the leader leads on)
+  member list            the configuration as the leader applied it: each member, voter
+                         or learner, and the slot it governs from
+  member add SID [--learner]
+                         make SID (a server of the config files, e.g. "spare": true)
+                         a learner: it gets the log, never votes (the only mode)
+  member promote SID     make learner SID a voter (once it caught up: status lag)
+  member remove SID      drop member SID; it exits once the change governs (a leader
+                         hands leadership over first). One change at a time: each
+                         governs from its slot + alpha (256); exit 0 done, 1
+                         refused (member: why), 3 no answer (member list tells)
   snapshot save FILE     write a consistent snapshot of the cluster (every write
                          acknowledged before the save began, its slot and state
                          hash) to FILE, atomically; --max-bytes N refuses a larger
@@ -245,27 +260,51 @@ async function runOne(
   return code;
 }
 
+/** The status row with the newest configuration (highest configurationSlot), or null (older nodes). */
+function newestConfiguration(rows: StatusRow[]): Record<string, unknown> | null {
+  let best: Record<string, unknown> | null = null;
+  for (const r of rows)
+    if (
+      r &&
+      typeof r.configurationSlot === 'number' &&
+      (!best || r.configurationSlot > (best.configurationSlot as number))
+    )
+      best = r;
+  return best;
+}
+
 /**
  * The cluster as the servers' answers show it: the leader a majority of the
- * configured servers names (null if none), and why the cluster cannot commit
- * (null if it can). A quorum is a majority of the configured servers (Paxos
- * Made Simple); a leader counts only if a majority names it.
+ * voters names (null if none), and why the cluster cannot commit (null if it
+ * can). The voters are those of the newest configuration a server reports
+ * (spares and learners do not count; nodes of an older build report none: then
+ * every configured server). A quorum is a majority of them (Paxos Made Simple);
+ * a leader counts only if a majority of them names it.
  */
-function clusterView(rows: ({ leader?: unknown } | null)[]): {
+function clusterView(
+  rows: StatusRow[],
+  sids: number[],
+): {
   leader: number | null;
   problem: string | null;
 } {
-  const majority = Math.floor(rows.length / 2) + 1;
-  const up = rows.filter((r) => r !== null).length;
+  const newest = newestConfiguration(rows);
+  const members = newest ? parseMembers(String(newest.configuration ?? '')) : null;
+  const voters = members ? members.filter((m) => m.voter).map((m) => m.sid) : sids;
+  const counted = rows.filter((r, i) => r !== null && voters.includes(sids[i]));
+  const majority = Math.floor(voters.length / 2) + 1;
+  const up = counted.length;
   const votes = new Map<number, number>();
-  for (const r of rows)
+  for (const r of counted)
     if (r && typeof r.leader === 'number') votes.set(r.leader, (votes.get(r.leader) ?? 0) + 1);
   const leader = [...votes].find(([, n]) => n >= majority)?.[0] ?? null;
+  // "servers" while every configured server votes (the wording of older builds).
+  const who = voters.length === sids.length ? 'servers' : 'voters';
   let problem: string | null = null;
   if (up < majority)
-    problem = `no quorum: ${up} of ${rows.length} servers answered (a majority is ${majority})`;
+    problem = `no quorum: ${up} of ${voters.length} ${who} answered (a majority is ${majority})`;
   else if (leader === null)
-    problem = `no leader: no sid is named leader by a majority (${majority}) of the servers`;
+    problem = `no leader: no sid is named leader by a majority (${majority}) of the ${who}`;
   return { leader, problem };
 }
 
@@ -284,7 +323,10 @@ async function health(
   timeoutMs: number,
 ): Promise<number> {
   const rows = await Promise.all(cfg.servers.map((s) => client.status(s.sid)));
-  const view = clusterView(rows);
+  const view = clusterView(
+    rows,
+    cfg.servers.map((s) => s.sid),
+  );
   let problem = refusalMessage(client, cfg) ?? view.problem;
   let readMs: number | null = null;
   if (!problem) {
@@ -346,6 +388,74 @@ async function status(client: PaxosClient, cfg: ClientConfig, json: boolean): Pr
   return code;
 }
 
+/** A `member` command's words, checked: list, or an action and a sid. */
+type MemberWords = { action: 'list' } | { action: 'add' | 'promote' | 'remove'; sid: number };
+
+function memberArgs(words: string[]): MemberWords | string {
+  const [, action, sid, ...rest] = words;
+  if (action === 'list')
+    return rest.length > 0 || sid !== undefined ? 'member list takes no argument' : { action };
+  if (action !== 'add' && action !== 'promote' && action !== 'remove')
+    return 'member takes list, add SID, promote SID or remove SID';
+  if (!/^\d{1,3}$/.test(sid ?? '') || Number(sid) > 255)
+    return `member ${action} takes a sid (0-255)`;
+  if (rest.length > 0) return `unexpected argument ${rest[0]}`;
+  return { action, sid: Number(sid) };
+}
+
+/** `member list|add|promote|remove`: exit 0 done, 1 refused, 3 no answer. */
+async function member(
+  client: PaxosClient,
+  cfg: ClientConfig,
+  w: MemberWords,
+  json: boolean,
+): Promise<number> {
+  if (w.action === 'list') {
+    const m = await client.members();
+    if (!m) {
+      const msg = refusalMessage(client, cfg) ?? 'no server answered status';
+      if (json) process.stdout.write(JSON.stringify({ error: msg }) + '\n');
+      else process.stderr.write(`paxos-client: ${msg}\n`);
+      return EXIT.unknown;
+    }
+    if (json) {
+      process.stdout.write(JSON.stringify(m) + '\n');
+      return EXIT.ok;
+    }
+    const addr = new Map(cfg.servers.map((s) => [s.sid, `${s.host}:${s.clientPort}`]));
+    const applied = m.slot === 0 ? 'the bootstrap configuration' : `applied at slot ${m.slot}`;
+    process.stdout.write(
+      `configuration ${applied}, governs from slot ${m.from} (as sid ${m.sid} knows it; leader ${m.leader ?? '-'})\n`,
+    );
+    for (const x of m.members)
+      process.stdout.write(
+        `${String(x.sid).padEnd(4)}${(x.voter ? 'voter' : 'learner').padEnd(9)}${addr.get(x.sid) ?? '(not in this client config)'}\n`,
+      );
+    return EXIT.ok;
+  }
+  let r: OpResult;
+  try {
+    r = await client.member(w.action, w.sid);
+  } catch (e) {
+    const servers = e instanceof PaxosClientError ? e.servers : [];
+    const refused = refusalMessage(client, cfg);
+    const msg = refused
+      ? `${refused} (${describeHeard(servers, cfg.servers.length)})`
+      : `member ${w.action} ${w.sid} got no answer: ${(e as Error).message}; the change may or may not be in the log (member list tells)`;
+    if (json) process.stdout.write(JSON.stringify({ ...w, ok: null, error: msg, servers }) + '\n');
+    else process.stderr.write(`${refused ? 'paxos-client: ' : 'OUTCOME UNKNOWN: '}${msg}\n`);
+    return refused ? EXIT.usage : EXIT.unknown;
+  }
+  if (json)
+    process.stdout.write(
+      JSON.stringify({ ...w, ok: r.ok, value: r.value ?? null, error: r.err ?? null, sid: r.sid }) +
+        '\n',
+    );
+  else if (r.ok) process.stdout.write(`member ${w.action} ${w.sid}: ${r.value}\n`);
+  else process.stderr.write(`paxos-client: member ${w.action} ${w.sid} refused: ${r.err}\n`);
+  return r.ok ? EXIT.ok : EXIT.refused;
+}
+
 /** `transfer-leader SID`: exit 0 once SID leads, 1 refused, 3 no answer. */
 async function transferLeader(
   client: PaxosClient,
@@ -380,7 +490,10 @@ function printStatus(
   client?: PaxosClient,
 ): number {
   const servers = cfg.servers;
-  const problem = clusterView(rows).problem;
+  const problem = clusterView(
+    rows,
+    servers.map((s) => s.sid),
+  ).problem;
   const refused = client && rows.every((r) => r === null) ? refusalMessage(client, cfg) : null;
   // Lag: slots behind the highest chosen slot any server reports (the leader's, normally).
   const top = Math.max(0, ...rows.map((r) => (r && typeof r.chosen === 'number' ? r.chosen : 0)));
@@ -423,6 +536,17 @@ function printStatus(
     const widths = head.map((h, c) => Math.max(h.length, ...table.map((row) => row[c].length)));
     for (const row of [head, ...table])
       process.stdout.write(row.map((v, c) => v.padEnd(widths[c])).join('  ') + '\n');
+    // The configuration, once it is not simply every configured server as a
+    // voter (spares, learners, a change): the table alone does not show it.
+    const cfgRow = newestConfiguration(rows);
+    const everyone = servers
+      .map((x) => x.sid)
+      .sort((a, b) => a - b)
+      .join(' ');
+    if (cfgRow && (cfgRow.configurationSlot !== 0 || cfgRow.configuration !== everyone))
+      process.stdout.write(
+        `configuration: ${String(cfgRow.configuration) || '-'} (slot ${String(cfgRow.configurationSlot)}, governs from slot ${String(cfgRow.configurationFrom)}; +SID: learner; not listed: not a member)\n`,
+      );
     // The cluster's limits decide (they are in the log); a config file that
     // disagrees is an operator's mistake or a change in progress: show it.
     for (const [i, r] of rows.entries())
@@ -595,7 +719,7 @@ async function batch(client: PaxosClient, cfg: ClientConfig, json: boolean): Pro
 async function main(): Promise<number> {
   const argv = parseFlags(process.argv.slice(2), {
     string: ['config', 'timeout', 'watch', 'value-file', 'max-bytes'],
-    boolean: ['json', 'help', 'absent', 'version'],
+    boolean: ['json', 'help', 'absent', 'version', 'learner'],
     alias: { h: 'help' },
     default: { config: process.env.PAXOS_CLIENT_CONFIG || 'conf/client.config.json' },
   });
@@ -612,7 +736,16 @@ async function main(): Promise<number> {
     return EXIT.usage;
   }
   let op: KvOp | null = null;
-  const admin = ['status', 'health', 'outcome', 'transfer-leader', 'snapshot'].includes(words[0]);
+  const admin = ['status', 'health', 'outcome', 'transfer-leader', 'snapshot', 'member'].includes(
+    words[0],
+  );
+  const memberWords = words[0] === 'member' ? memberArgs(words) : null;
+  if (typeof memberWords === 'string') {
+    process.stderr.write(`paxos-client: ${memberWords}
+${USAGE}
+`);
+    return EXIT.usage;
+  }
   const maxBytes = snapshotArgs(words, argv['max-bytes']);
   if (maxBytes === null) return EXIT.usage;
   if (words[0] === 'outcome' && !/^\d+:\d+$/.test(words[1] ?? '')) {
@@ -647,6 +780,7 @@ async function main(): Promise<number> {
     op = parsed;
   } else if (
     words[0] !== 'snapshot' &&
+    words[0] !== 'member' &&
     words.length > (words[0] === 'outcome' || words[0] === 'transfer-leader' ? 2 : 1)
   ) {
     process.stderr.write(`paxos-client: unexpected argument ${words.at(-1)}\n${USAGE}\n`);
@@ -678,6 +812,7 @@ async function main(): Promise<number> {
     if (words[0] === 'outcome') return await outcome(client, words[1], argv.json);
     if (words[0] === 'transfer-leader')
       return await transferLeader(client, cfg, Number(words[1]), argv.json);
+    if (memberWords) return await member(client, cfg, memberWords, argv.json);
     if (words[0] === 'snapshot')
       return await snapshotSave(client, cfg, words[2], maxBytes, argv.json);
     if (op) return await runOne(client, cfg, op, argv.json);
