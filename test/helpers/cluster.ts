@@ -134,6 +134,12 @@ export interface ClusterOptions {
   wrapper?: string[];
   /** Extra paxosd arguments for node `sid` (e.g. --metrics HOST:PORT). */
   nodeArgs?: (sid: number) => string[];
+  /**
+   * Sids marked `"spare": true` in the config (not in the bootstrap
+   * configuration; see `paxos-client member add`). start() does not start
+   * them: start one with restart(sid) (no --init), as an operator would.
+   */
+  spares?: number[];
 }
 
 interface NodeProc {
@@ -192,7 +198,7 @@ export class Cluster {
   readonly dataDir: string;
   readonly logDir: string;
   readonly sids: number[];
-  servers: ServerEntry[] = [];
+  servers: (ServerEntry & { spare?: boolean })[] = [];
   clusterId: string;
   private readonly procs = new Map<number, NodeProc>();
   /** Exits we did not cause, e.g. a crash: [sid, code, signal]. */
@@ -230,7 +236,10 @@ export class Cluster {
     for (let attempt = 1; ; attempt++) {
       await c.writeConfigs();
       try {
-        await Promise.all(c.sids.map((sid) => c.spawnNode(sid, true)));
+        const spares = opts.spares ?? [];
+        await Promise.all(
+          c.sids.filter((s) => !spares.includes(s)).map((sid) => c.spawnNode(sid, true)),
+        );
         return c;
       } catch (e) {
         const bind = /cannot bind|EADDRINUSE/.test(String(e));
@@ -254,6 +263,7 @@ export class Cluster {
       host: '127.0.0.1',
       peerPort: ports[2 * sid],
       clientPort: ports[2 * sid + 1],
+      ...(this.opts.spares?.includes(sid) ? { spare: true } : {}),
     }));
     this.relayPorts.clear();
     let next = 2 * n;
