@@ -3134,8 +3134,9 @@ export class Simulation {
   }
 
   /**
-   * T's first tick after its resume. Invariant (exact under the rule that a
-   * hand-off is acted on at the target's next tick and re-checked then): if,
+   * T's first tick after its resume. Invariant: T does not campaign on a copy
+   * (H2-LATE: see the check). Before attack review 5 it was (exact under the
+   * rule that a hand-off is acted on at the target's next tick and re-checked then): if,
    * before that tick, T read a heartbeat of A (same life, leading at the
    * hand-off's ballot) that echoes a heartbeat of T's within an election timeout
    * of T's clock, dated more than an election timeout after every copy's start,
@@ -3152,11 +3153,17 @@ export class Simulation {
     if (this.fam.phase === 4) this.endPausedTarget();
     const r = n.replica!;
     const e = this.cfg.timing.electionTicks;
-    if (r !== h.replica || h.foreign || h.copyTick < 0 || h.beatTick <= h.copyTick + e) return;
+    if (r !== h.replica || h.foreign || h.copyTick < 0) return;
     if (!this.leadsAt(h.a, h.aInc, h.ballot) || r.campaign?.handoff !== true) return;
+    // Without a fresh voiding heartbeat read first, still exact since attack
+    // review 5 (H2-LATE): T read no copy before its pause (they were lost or not
+    // sent yet) and A gave up before T resumed, while T acts only on a copy echoing
+    // a heartbeat it sent after it first saw one, i.e. after its resume: A, no
+    // longer handing off, sends no such copy.
+    const late = h.beatTick <= h.copyTick + e;
     fail(
       'a given-up hand-off deposes nobody',
-      `node ${n.sid}, paused while the hand-off of leader ${h.a} (started at its tick ${h.copyTick}) was live and resumed after ${h.a} gave it up and led on, campaigned on a copy by its first tick, after a fresh heartbeat of ${h.a} dated ${h.beatTick}`,
+      `node ${n.sid}, paused while the hand-off of leader ${h.a} (started at its tick ${h.copyTick}) was live and resumed after ${h.a} gave it up and led on, campaigned on a copy by its first tick, ${late ? 'before any fresh heartbeat of it showed the hand-off given up (H2-LATE)' : `after a fresh heartbeat of ${h.a} dated ${h.beatTick}`}`,
     );
   }
 
