@@ -14,12 +14,16 @@
 // that exits gets no answer from it; the client retries the same request (same
 // session and sequence: exactly once) at the next server, so it is acknowledged
 // late, not failed. The pauses below are those late acknowledgements.
+import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
 import { compareLogs } from '../lib/logcmp';
 import { parseOrderLine } from '../lib/io/orderlog';
+import { encodeMember } from '../lib/sm/kv';
+import { decodeReply, encodeRequest } from '../lib/wire/client';
+import { clusterTag, Kind, NO_KEYS, open, seal } from '../lib/wire/envelope';
 import {
   BIN,
   Cluster,
@@ -144,6 +148,30 @@ t.test('membership changes under a write load', async (t) => {
     t.equal(r.code, 1, `${args.join(' ')}: exit 1`, show(r));
     t.match(r.stderr, why, `${args.join(' ')}: says why`);
   }
+  // From an address that never proved it receives (no token, no client key): a
+  // validate reply, nothing submitted (the library answers it with the token).
+  const leader0 = await c.waitLeader();
+  const raw = dgram.createSocket('udp4');
+  await new Promise<void>((r) => raw.bind(0, '127.0.0.1', () => r()));
+  const cluster = clusterTag(c.clusterId);
+  const got = new Promise<Buffer | null>((r) => {
+    raw.once('message', (b) => r(b));
+    setTimeout(() => r(null), 1000);
+  });
+  const body = encodeRequest({ t: 'op', cid: 1, seq: 1, op: Buffer.from(encodeMember('add', 3)) });
+  raw.send(
+    seal(Kind.ClientRequest, cluster, body, NO_KEYS),
+    c.servers[leader0].clientPort,
+    '127.0.0.1',
+  );
+  const reply = await got;
+  raw.close();
+  const opened = reply && open(reply, Kind.ClientReply, cluster, NO_KEYS);
+  t.match(
+    opened && !('error' in opened) ? decodeReply(opened.body) : opened,
+    { t: 'validate', ops: [{ cid: 1, seq: 1 }] },
+    'a member command without a token: a validate reply only',
+  );
   const usage = await cli(['member', 'add', 'x']);
   t.equal(usage.code, 2, 'member add x: usage error', show(usage));
 
