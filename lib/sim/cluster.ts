@@ -3,7 +3,7 @@ import { ballotRound, formatBallot, nextBallot } from '../core/ballot';
 import { Prng } from '../core/prng';
 import { Replica, type ReplicaOptions } from '../core/replica';
 import { isDivergenceEvent } from '../core/statecheck';
-import type { CmdResult, DurableRecord, Msg, Outbound, Ready } from '../core/types';
+import type { Cmd, CmdResult, DurableRecord, Msg, Outbound, Ready } from '../core/types';
 import { ClientFront, type FrontAnswer } from '../front';
 import {
   encodeOp,
@@ -62,6 +62,9 @@ const ROUNDS_AFTER_HEAL_MAX = 20;
 const LEADERSHIPS_AFTER_HEAL_MAX = 4;
 
 export const CLIENT_BASE = 1000;
+
+/** The membership operator's address for front answers (no simulated client listens there: its results come from the log). */
+const OPERATOR_ADDR = CLIENT_BASE + 999;
 
 /**
  * Heartbeat periods from the later of an injected divergence and the heal to
@@ -461,10 +464,8 @@ export class Simulation {
       const e = this.cfg.timing.electionTicks;
       this.operator = new MemberOperator(plan, this.cfg.sids, this.prng, 2 * e, {
         now: () => this.now,
-        leader: () => {
-          const ls = this.leaders().filter((n) => !n.paused(this.now));
-          return ls.length === 0 ? null : this.prng.pick(ls).replica;
-        },
+        leader: () => this.operatorLeader()?.sid ?? null,
+        submit: (cmd) => this.operatorSubmit(cmd),
         config: () => this.oracle.newestConfig,
         caughtUp: (sid) => {
           const r = this.nodes.get(sid)!.replica;
@@ -3252,6 +3253,27 @@ export class Simulation {
     this.checkReplica(n);
     this.checkConfigurations(n);
     this.flush(n);
+  }
+
+  /** Membership mode: a live, unpaused leader for the operator (any of them, if several believe they lead). */
+  private operatorLeader(): SimNode | null {
+    const ls = this.leaders().filter((n) => !n.paused(this.now));
+    return ls.length === 0 ? null : this.prng.pick(ls);
+  }
+
+  /** Membership mode: the operator's command at a leader's client front (see MemberOperator). */
+  private operatorSubmit(cmd: Cmd): CmdResult | 'sent' | null {
+    const n = this.operatorLeader();
+    if (!n) return null;
+    const to: SimReplyTo = { from: OPERATOR_ADDR, chosenBallot: this.oracle.maxChosenBallot };
+    const rep = n.front!.request(to, cmd.cid, cmd.seq, cmd.op, this.now);
+    this.checkFine(n);
+    if (this.tracing)
+      this.trace(`node ${n.sid} <- operator ${cmd.cid}:${cmd.seq}: ${rep ? rep.t : 'queued'}`);
+    if (!rep) return 'sent';
+    if (rep.t !== 'result') return null;
+    this.checkAnswer(rep.cid, rep.seq, rep.result);
+    return rep.result;
   }
 
   /** Membership mode: the node's configurations are the chosen log's (Oracle.checkConfigurations). */

@@ -1,5 +1,4 @@
 import type { Prng } from '../core/prng';
-import type { Replica } from '../core/replica';
 import type { AppliedEntry, Cmd, CmdResult, Configuration } from '../core/types';
 import { encodeMember, encodeRegister, REGISTER_NONCE_MIN, type MemberOp } from '../sm/kv';
 import type { MembershipPlan } from './config';
@@ -7,8 +6,15 @@ import type { MembershipPlan } from './config';
 /** What the operator may look at (the simulation's view of the run). */
 export interface OperatorHooks {
   now(): number;
-  /** A live, unpaused leader to submit to (the one the operator found), or null. */
-  leader(): Replica | null;
+  /** The sid of a live, unpaused leader, or null. */
+  leader(): number | null;
+  /**
+   * Send a command to a live, unpaused leader's client front (ClientFront.request,
+   * as the daemon does for `paxos-client member`): its immediate result, 'sent'
+   * (queued: the result comes from the applied log), or null (no leader,
+   * redirected, busy).
+   */
+  submit(cmd: Cmd): CmdResult | 'sent' | null;
   /** The newest configuration of the chosen log (the oracle's). */
   config(): Configuration;
   /** Has `sid` applied (about) everything chosen so far? */
@@ -35,10 +41,10 @@ interface Pending extends Change {
  * whichever node leads, retrying a lost submission with the same (cid, seq) as
  * a client would. Each result comes from the applied log.
  *
- * The path is the leader's Replica.submit of the encoded command, the one the
- * daemon's client front will use: the front still refuses `member` (the daemon
- * does not learn a new member's address from the log yet, and paxos-client
- * has no `member` command), so the operator calls submit itself.
+ * The path is the leader's client front (ClientFront.request, then
+ * Replica.submit), as the daemon takes `paxos-client member`; the datagram and
+ * the daemon's gate on who may ask (an authenticated or validated client) are
+ * left out: the operator hands the request to the front directly.
  */
 export class MemberOperator {
   private session: number | null = null;
@@ -96,7 +102,7 @@ export class MemberOperator {
     for (const c of batch) {
       const p: Pending = { ...c, seq: ++this.seq, at: now };
       if (c.action === 'remove' && this.hooks.lost.has(c.sid)) p.of = 'lost';
-      else if (c.action === 'remove' && l?.sid === c.sid) p.of = 'leader';
+      else if (c.action === 'remove' && l === c.sid) p.of = 'leader';
       this.pending.push(p);
       this.stats.submitted++;
       this.hooks.trace(`operator: member ${c.action} ${c.sid} (seq ${p.seq})`);
@@ -128,11 +134,9 @@ export class MemberOperator {
       this.nonce = REGISTER_NONCE_MIN + hi * 2 ** 32 + (this.prng.nextU32() >>> 0);
       this.stats.registers++;
     }
-    const l = this.hooks.leader();
     this.registerAt = now;
-    if (!l) return;
-    const r = l.submit({ cid: this.nonce, seq: 1, op: encodeRegister() });
-    if (r.kind === 'cached') this.registered(r.result);
+    const r = this.hooks.submit({ cid: this.nonce, seq: 1, op: encodeRegister() });
+    if (r !== null && r !== 'sent') this.registered(r);
   }
 
   private registered(r: CmdResult): void {
@@ -145,13 +149,12 @@ export class MemberOperator {
 
   private submit(p: Pending, now: number): void {
     p.at = now;
-    const l = this.hooks.leader();
-    if (!l || this.session === null) return;
+    if (this.session === null) return;
     const cmd: Cmd = { cid: this.session, seq: p.seq, op: encodeMember(p.action, p.sid) };
-    const r = l.submit(cmd);
-    if (r.kind === 'cached') {
+    const r = this.hooks.submit(cmd);
+    if (r !== null && r !== 'sent') {
       this.pending = this.pending.filter((q) => q !== p);
-      this.result(p, r.result, -1);
+      this.result(p, r, -1);
     }
   }
 
@@ -207,7 +210,7 @@ export class MemberOperator {
       return { action: 'add', sid: p.pick(spares) };
     if (!canRemove) return null;
     const l = h.leader();
-    const leader = l && voters.includes(l.sid) ? l.sid : null;
+    const leader = l !== null && voters.includes(l) ? l : null;
     const sid = leader !== null && p.chance(this.plan.removeLeader) ? leader : p.pick(voters);
     return { action: 'remove', sid };
   }
