@@ -791,13 +791,18 @@ export class Simulation {
     if (wipeDue && this.cfg.membership) {
       // Membership mode: a voter's disk is lost for good, once the last one
       // lost was replaced, and only if a majority of each configuration that
-      // may govern an unchosen slot (the newest two: one change at a time) is
-      // left: liveness is demanded after the heal.
+      // may govern a slot some member does not know chosen yet is left (a
+      // campaign needs a majority of each): liveness is demanded after the heal.
       const h = this.oracle.configHistory;
       const c = h[h.length - 1];
+      let known = Infinity;
+      for (const m of c.members)
+        if (!this.lostSids.has(m.sid))
+          known = Math.min(known, this.nodes.get(m.sid)!.replica?.chosenThrough ?? 0);
+      const from = Math.max(0, h.indexOf(this.oracle.governing(known + 1) ?? h[0]));
       const gone = (s: number, x: number) => s === x || this.lostSids.has(s);
       const keeps = (x: number) =>
-        h.slice(-2).every((k) => {
+        h.slice(from).every((k) => {
           const v = k.members.filter((m) => m.voter);
           return v.filter((m) => !gone(m.sid, x)).length >= Math.floor(v.length / 2) + 1;
         });
