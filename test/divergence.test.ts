@@ -189,6 +189,41 @@ t.test('StateCheck: compares at the same slot, waits for slots not applied yet',
   t.same(out?.outvotedBy, [1, 2]);
 });
 
+t.test(
+  'StateCheck: outvoted by a majority of the newest configuration, voters only (issue 13)',
+  async (t) => {
+    const mine = machine();
+    const other = machine();
+    mine.apply(2, [put(1, 'k', 'a')]);
+    other.apply(2, [put(1, 'k', 'b')]);
+    // Bootstrap {0,1,2}, grown to five voters {0..4}; 5 is a learner.
+    let quorum = 2;
+    const voters = new Set([0, 1, 2]);
+    const check = new StateCheck(
+      mine,
+      () => quorum,
+      (s) => voters.has(s),
+    );
+    quorum = 3;
+    for (const s of [3, 4]) voters.add(s);
+    t.ok(check.heard(5, false, 2, other.hashAt(2)!, 2), "a learner's differing report: listed");
+    check.heard(1, false, 2, other.hashAt(2)!, 2);
+    t.equal(
+      check.heard(2, false, 2, other.hashAt(2)!, 2)?.self,
+      false,
+      'two voters of five differ',
+    );
+    t.equal(
+      check.self,
+      null,
+      'two voters and a learner: not outvoted (the bootstrap majority was)',
+    );
+    const out = check.heard(3, false, 2, other.hashAt(2)!, 2);
+    t.ok(out?.self, 'three voters of five: outvoted');
+    t.same(out?.outvotedBy, [1, 2, 3], 'the voters that differ, not the learner');
+  },
+);
+
 t.test('paxos-logcmp compares digests and state hashes', async (t) => {
   const a = machine();
   const b = machine();

@@ -470,7 +470,13 @@ export class Replica {
     this.heartbeat = new Timeout('heartbeat', opts.heartbeatTicks);
     this.heartbeat.start();
     // Outvoted by a majority of the bootstrap voters (membership changes do not move it yet).
-    this.stateCheck = new StateCheck(opts.sm, this.majority(this.bootstrapConfigs[0]));
+    // Outvoted by a majority of the newest configuration's voters (issue 13): after
+    // 3 grow to 5, two differing peers no longer make this node distrust itself.
+    this.stateCheck = new StateCheck(
+      opts.sm,
+      () => this.majority(this.configuration),
+      (sid) => this.votesIn(this.configuration, sid),
+    );
     this.election = new Timeout('election', opts.electionTicks);
     this.election.jitter(opts.prng, Math.max(1, Math.floor(opts.electionTicks / 3)));
     this.life = opts.prng.int(0x7fffffff) + 1;

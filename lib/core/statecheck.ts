@@ -47,13 +47,16 @@ export class StateCheck {
   >();
 
   /**
-   * `quorum`: a node whose hash differs from this many peers' is in the
+   * `quorum`: a node whose hash differs from this many voters' is in the
    * minority (with itself, fewer than a quorum agree with it): it distrusts
-   * itself rather than them.
+   * itself rather than them. A function when the membership can change: the
+   * majority of the newest configuration, and `votes` says who is a voter in it
+   * (a learner's or a removed node's report is kept, never counted).
    */
   constructor(
     private readonly sm: StateMachine,
-    private readonly quorum: number,
+    private readonly quorum: number | (() => number),
+    private readonly votes: (sid: number) => boolean = () => true,
   ) {}
 
   /** Our (slot, hash) for a heartbeat; empty while unknown. */
@@ -129,8 +132,10 @@ export class StateCheck {
     if (fromLeader) return (this.self = d);
     if (this.peers.has(from)) return null;
     this.peers.set(from, d);
-    if (this.peers.size < this.quorum) return d;
-    return (this.self = { ...d, self: true, outvotedBy: [...this.peers.keys()] });
+    const against = [...this.peers.keys()].filter(this.votes);
+    const quorum = typeof this.quorum === 'number' ? this.quorum : this.quorum();
+    if (against.length < quorum) return d;
+    return (this.self = { ...d, self: true, outvotedBy: against });
   }
 }
 
