@@ -7,7 +7,7 @@ import { DirLock } from './io/dirlock';
 import { writeFileAtomic } from './io/recordlog';
 import { DurableStore } from './io/storage';
 import { BACKUPS_PINNED_MAX } from './limits';
-import { KvStateMachine } from './sm/kv';
+import { KvStateMachine, withoutMembership } from './sm/kv';
 import { hex } from './sm/statehash';
 import { SNAPSHOT_CHUNK_BYTES, type SnapshotReply } from './wire/client';
 
@@ -232,7 +232,8 @@ export function restoreDataDir(
     try {
       const opened = DurableStore.open(dataDir, sync, undefined, clusterId);
       try {
-        opened.store.saveSnapshot(f.slot, f.data, [
+        // A new cluster: its members are its config file's, not the source's.
+        opened.store.saveSnapshot(f.slot, withoutMembership(f.data), [
           { t: 'snapshot', slot: f.slot },
           { t: 'voter' },
         ]);

@@ -693,6 +693,20 @@ export class KvStateMachine implements StateMachine {
   }
 }
 
+/**
+ * A key-value snapshot with its membership history dropped (format 6's
+ * configurations set to null; older formats have none): what a restore into a
+ * new cluster seeds, whose configuration is its own config file's bootstrap one
+ * (as etcd's `snapshot restore` takes the membership from --initial-cluster).
+ * Everything else, the state hash included, is the source's.
+ */
+export function withoutMembership(bytes: Uint8Array): Uint8Array {
+  const raw = opDecoder.decode(bytes) as unknown;
+  if (!Array.isArray(raw) || raw[0] !== 6 || raw[8] === null) return bytes;
+  raw[8] = null;
+  return opEncoder.encode(raw);
+}
+
 function isHash(x: unknown): x is Uint8Array {
   return x instanceof Uint8Array && x.length === 32;
 }
