@@ -608,7 +608,7 @@ export class PaxosNode {
     if (live.members.some((m) => m.sid === self)) return;
     const configs = this.sm.configurations();
     if (!configs.some((c) => c.members.some((m) => m.sid === self))) return;
-    const from = live.slot + r.alpha;
+    const from = r.governsFrom(live);
     const st = r.status();
     if (r.applied < from - 1 || st.known > r.applied) return;
     this.removed = true;
@@ -775,7 +775,7 @@ export class PaxosNode {
       // first slot it governs; member says what this node is in it.
       configuration: describeMembers(cfg.members),
       configurationSlot: cfg.slot,
-      configurationFrom: cfg.slot === 0 ? 1 : cfg.slot + this.replica.alpha,
+      configurationFrom: this.replica.governsFrom(cfg),
       member: cfg.members.find((m) => m.sid === s.sid)?.voter
         ? 'voter'
         : cfg.members.some((m) => m.sid === s.sid)

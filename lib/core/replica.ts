@@ -121,7 +121,7 @@ interface Phase1 {
   /** Per acceptor: the [lo, hi) slot ranges its promise chunks covered (hi 0 = infinity). */
   covered: Map<number, [number, number][]>;
   complete: Set<number>;
-  /** Highest-ballot accepted value per slot seen in promises (Infinity = known chosen). */
+  /** Highest-ballot accepted value per slot seen in promises (known chosen ones are learned at once). */
   merged: Map<number, { ballot: number; value: Value }>;
   /** Newest incarnation of every node named in any promise so far (by sid index). */
   incs: number[];
@@ -469,7 +469,6 @@ export class Replica {
       opts.keepSlots ?? Math.min(KEEP_SLOTS_MAX, Math.floor(opts.snapshotEverySlots / 2));
     this.heartbeat = new Timeout('heartbeat', opts.heartbeatTicks);
     this.heartbeat.start();
-    // Outvoted by a majority of the bootstrap voters (membership changes do not move it yet).
     // Outvoted by a majority of the newest configuration's voters (issue 13): after
     // 3 grow to 5, two differing peers no longer make this node distrust itself.
     this.stateCheck = new StateCheck(
@@ -845,7 +844,7 @@ export class Replica {
   }
 
   /** First slot a configuration governs (the bootstrap one: slot 1). */
-  private governsFrom(c: Configuration): number {
+  governsFrom(c: Configuration): number {
     return c.slot === 0 ? 1 : c.slot + this.alpha;
   }
 
@@ -1125,9 +1124,9 @@ export class Replica {
 
   /**
    * Asked by our leader to campaign now. Acted on only if it comes from the leader
-   * we follow at the ballot we follow, and is recent (its tick within an election
-   * timeout of that leader's newest heartbeat): an old or re-delivered copy must
-   * not depose a leader that never asked. We campaign only once we have chosen
+   * we follow at the ballot we follow, that leader's newest heartbeat is not past
+   * the hand-off's end, and it echoes a heartbeat we sent after we first saw the
+   * hand-off: an old or re-delivered copy must not depose a leader that never asked. We campaign only once we have chosen
    * everything it chose (it re-sends until then), so the pause is one round trip.
    */
   private onHandoff(from: number, m: Extract<Msg, { t: 'handoff' }>): void {
@@ -1809,8 +1808,7 @@ export class Replica {
         continue;
       }
       const cur = p1.merged.get(slot);
-      const b = ballot === CHOSEN_BALLOT ? Infinity : ballot;
-      if (!cur || b > cur.ballot) p1.merged.set(slot, { ballot: b, value });
+      if (!cur || ballot > cur.ballot) p1.merged.set(slot, { ballot, value });
     }
     let ranges = p1.covered.get(from);
     if (!ranges) p1.covered.set(from, (ranges = []));
