@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import t from 'tap';
 import { runSimulation, type SimResult } from '../lib/sim/cluster';
-import { FAMILIES, POST_HEAL_SHAPES } from '../lib/sim/config';
+import { drawConfig, FAMILIES, POST_HEAL_SHAPES, runPrng } from '../lib/sim/config';
 import { connectedMajority } from '../lib/sim/network';
 import { encodeOp, encodeRegister, KvStateMachine, REGISTER_NONCE_MIN } from '../lib/sm/kv';
 import { firstChoiceLines, replayCommand, runSweep } from '../lib/sim/sweep';
@@ -182,6 +182,38 @@ t.test('the adversary fires: faults, families and persistent cuts', async (t) =>
       `${postHeal}: time to the next choice after the heal measured`,
     );
   }
+});
+
+// Election timeouts of each node's own (HANDOFF-LIFETIME-CONFIG: a target whose
+// timeout is longer than its leader's) come from a PRNG of the seed's own: with
+// them on or off, the rest of the configuration and the run's PRNG stream stay
+// the same (drawn from the run's PRNG, the stream after the draw would move);
+// the run's timeout, hence the live bound, is the largest node's.
+t.test('per-node election timeouts: drawn aside, bounds from the largest', async (t) => {
+  let differ = 0;
+  for (let seed = 1; seed <= 200; seed++) {
+    const [pOn, pOff] = [runPrng(seed), runPrng(seed)];
+    const on = drawConfig(pOn, seed, { nodeTiming: true });
+    const off = drawConfig(pOff, seed, { nodeTiming: false });
+    if (pOn.nextU32() !== pOff.nextU32()) t.fail(`seed ${seed}: the run's stream moved`);
+    for (const k of ['sids', 'net', 'replay', 'limits', 'nodeLimits', 'family', 'clockRates'])
+      if (JSON.stringify(on[k as keyof typeof on]) !== JSON.stringify(off[k as keyof typeof off]))
+        t.fail(`seed ${seed}: ${k} differs with per-node timeouts`);
+    const e = on.nodeElectionTicks;
+    if (
+      e.length !== on.sids.length ||
+      new Set(e).size < 2 ||
+      Math.max(...e) !== on.timing.electionTicks
+    )
+      t.fail(`seed ${seed}: per-node timeouts ${e.join(' ')}, run's ${on.timing.electionTicks}`);
+    if (on.liveBound < 12 * on.timing.electionTicks)
+      t.fail(`seed ${seed}: live bound ${on.liveBound}`);
+    if (off.nodeElectionTicks.some((x) => x !== off.timing.electionTicks))
+      t.fail(`seed ${seed}: timeouts differ with per-node timing off`);
+    const drawn = drawConfig(runPrng(seed), seed).nodeElectionTicks;
+    if (new Set(drawn).size > 1) differ++;
+  }
+  t.ok(differ >= 20 && differ <= 80, `timeouts differ between nodes in ${differ}/200 seeds`);
 });
 
 // Catch-up under load is demanded, not only reached at the end: in the

@@ -751,6 +751,11 @@ export class Simulation {
     return true;
   }
 
+  /** Node `sid`'s own election timeout (they differ in some seeds: SimConfig.nodeElectionTicks). */
+  private electionOf(sid: number): number {
+    return this.cfg.nodeElectionTicks[this.cfg.sids.indexOf(sid)];
+  }
+
   private upNodes(): SimNode[] {
     return [...this.nodes.values()].filter((n) => n.up);
   }
@@ -1156,6 +1161,8 @@ export class Simulation {
         return this.handoffReuse();
       case 'paused-handoff-target':
         return this.pausedHandoffTarget();
+      case 'forgotten-handoff-prepare':
+        return this.forgottenHandoffPrepare();
       case 'change-depose':
         return this.changeDepose();
       case 'powerloss-after-campaign':
@@ -1374,6 +1381,7 @@ export class Simulation {
     if (this.cfg.family === 'powerloss-leader-reuse') return this.reuseCampaign(n);
     if (this.cfg.family === 'learning-candidate') return this.learningCampaign(n);
     if (this.cfg.family === 'handoff-ballot-reuse') return this.handoffReuseCampaign(n);
+    if (this.cfg.family === 'forgotten-handoff-prepare') return this.forgottenCampaign(n);
     if (this.cfg.family !== 'powerloss-after-campaign' || !this.faultsOn) return;
     if (f.phase !== 0 || this.now < this.cfg.familyAt) return;
     f.sid = n.sid;
@@ -1412,6 +1420,8 @@ export class Simulation {
       case 'handoff-ballot-reuse':
       case 'paused-handoff-target':
         return f.phase >= 1 && f.phase <= 4;
+      case 'forgotten-handoff-prepare':
+        return f.phase >= 1 && f.phase <= 5;
       default:
         return false;
     }
@@ -2127,7 +2137,7 @@ export class Simulation {
 
   /** Z's own incarnation as its replica knows it (0: none yet). */
   private ownInc(n: SimNode): number {
-    return n.replica ? n.replica.incs[this.cfg.sids.indexOf(n.sid)] : 0;
+    return n.replica ? n.replica.incs[n.sid] : 0;
   }
 
   /**
@@ -2883,16 +2893,12 @@ export class Simulation {
         again: false,
         reqLost: l.sid,
       };
-      a.slowUntil = this.now + 100 * e;
-      a.slowDelay = p.range(6 * e, 10 * e);
-      this.famDrop = (pk) => this.handoffReuseDrop(pk);
-      f.count++;
-      f.phase = 1;
-      f.until = this.now + 2 * e;
-      if (this.tracing)
-        this.trace(
-          `family ${c.family}: node ${l.sid} hands off to ${a.sid} (disk slow); what ${a.sid} sends ${l.sid} is lost, its accepts reach only {${this.hrx.g.join(',')}}, {${peers.join(',')}} do not hear each other`,
-        );
+      this.slowTargetRound(
+        a,
+        (pk) => this.handoffReuseDrop(pk),
+        () =>
+          `node ${l.sid} hands off to ${a.sid} (disk slow); what ${a.sid} sends ${l.sid} is lost, its accepts reach only {${this.hrx.g.join(',')}}, {${peers.join(',')}} do not hear each other`,
+      );
     } else if (f.phase === 1) {
       // Waiting for A's campaign (handoffReuseCampaign).
       if (this.now >= f.until || !this.hrLeaderOn()) this.endHandoffReuse();
@@ -2916,6 +2922,27 @@ export class Simulation {
       this.stats.handoffs++;
       if (this.tracing) this.trace(`family ${c.family}: node ${h.l} hands off to ${h.a} again`);
     } else if (f.phase === 4 && this.now >= f.until) this.endHandoffReuse();
+  }
+
+  /**
+   * A hand-off round whose target's disk is slow (its own promise is not durable
+   * for 6-10 election timeouts) starts, under the family's losses `drop`; phase 1
+   * waits up to two election timeouts for the target's campaign.
+   */
+  private slowTargetRound(
+    target: SimNode,
+    drop: (pk: Packet<Payload>) => boolean,
+    what: () => string,
+  ): void {
+    const e = this.cfg.timing.electionTicks;
+    const f = this.fam;
+    target.slowUntil = this.now + 100 * e;
+    target.slowDelay = this.prng.range(6 * e, 10 * e);
+    this.famDrop = drop;
+    f.count++;
+    f.phase = 1;
+    f.until = this.now + 2 * e;
+    if (this.tracing) this.trace(`family ${this.cfg.family}: ${what()}`);
   }
 
   /** The family's losses (see handoffReuse), decided when a datagram arrives. */
@@ -2991,7 +3018,9 @@ export class Simulation {
    * order or not); and, from the hand-off's start to T's first tick after its
    * resume (`watch`), T's replica, life and clock at its pause, the newest
    * hand-off start among the copies T read, whether T read a hand-off of anyone
-   * else, and the newest tick among A's heartbeats that T read and took as fresh.
+   * else, and the newest tick among A's heartbeats that T read and took as fresh;
+   * whether T is paused once it asks (`asking`: right after it sends the
+   * heartbeat a copy must echo) and its clock when it read its first copy.
    */
   private phx = {
     a: -1,
@@ -3009,6 +3038,8 @@ export class Simulation {
     copyTick: -1,
     foreign: false,
     beatTick: -1,
+    asking: false,
+    readAt: -1,
   };
 
   /**
@@ -3021,7 +3052,11 @@ export class Simulation {
    * copies; T resumes from a heartbeat period to three election timeouts after
    * the give-up and reads its queue, in arrival order (a socket buffer; a
    * quarter of the rounds in any order). Its first tick is watched
-   * (checkPausedTarget).
+   * (checkPausedTarget). In half the rounds (asking) no copy is lost and T is
+   * paused right after it asks (targetAsked): the copies that queue at it echo
+   * that heartbeat, and it resumes within its own election timeout of the
+   * give-up (where a target with a longer one than A's would still judge the
+   * hand-off live by its own clock).
    */
   private pausedHandoffTarget(): void {
     const c = this.cfg;
@@ -3056,10 +3091,13 @@ export class Simulation {
         foreign: false,
         beatTick: -1,
       };
-      const hold = p.chance(0.5) ? 0 : p.range(1, 5);
+      const asking = p.chance(0.5);
+      const hold = asking || p.chance(0.5) ? 0 : p.range(1, 5);
+      this.phx.asking = asking;
+      this.phx.readAt = -1;
       f.count++;
       f.phase = 1;
-      f.until = this.now + hold;
+      f.until = this.now + (asking ? this.electionOf(a.sid) : hold);
       if (hold > 0)
         this.famDrop = (pk) => {
           const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
@@ -3067,16 +3105,20 @@ export class Simulation {
         };
       if (this.tracing)
         this.trace(
-          `family ${c.family}: node ${a.sid} hands off to ${t.sid}; its copies lost for ${hold} ticks, then ${t.sid} paused`,
+          `family ${c.family}: node ${a.sid} hands off to ${t.sid}; ${asking ? `${t.sid} paused once it asks` : `its copies lost for ${hold} ticks, then ${t.sid} paused`}`,
         );
     }
     if (f.phase === 1) {
-      if (this.now >= f.until) this.pauseHandoffTarget();
+      // Asking: paused by targetAsked, or the round ends.
+      if (this.now < f.until) return;
+      if (h.asking) this.endPausedTarget();
+      else this.pauseHandoffTarget();
     } else if (f.phase === 2) {
       if (!this.leadsAt(h.a, h.aInc, h.ballot) || this.now >= f.until)
         return this.endPausedTarget();
       if (h.gaveUpAt < 0) return;
-      h.resumeAt = this.now + p.range(c.timing.heartbeatTicks + c.net.delayMax, 3 * e);
+      const lo = c.timing.heartbeatTicks + c.net.delayMax;
+      h.resumeAt = this.now + p.range(lo, h.asking ? Math.max(lo, this.electionOf(h.t)) : 3 * e);
       f.phase = 3;
     } else if (f.phase === 3) {
       if (!this.leadsAt(h.a, h.aInc, h.ballot)) return this.endPausedTarget();
@@ -3100,6 +3142,13 @@ export class Simulation {
     h.tNow = t.ticks;
     this.fam.phase = 2;
     this.fam.until = this.now + 3 * e;
+  }
+
+  /** T sent A a heartbeat: in an asking round, the first after a tick past its first copy asks. */
+  private targetAsked(t: SimNode): void {
+    const h = this.phx;
+    if (this.fam.phase !== 1 || h.readAt < 0 || t.ticks <= h.readAt) return;
+    this.pauseHandoffTarget();
   }
 
   /** T resumes and reads what queued at it (in arrival order, or as step() shuffles it). */
@@ -3128,6 +3177,7 @@ export class Simulation {
     if (m.t === 'handoff') {
       if (from !== h.a || m.ballot !== h.ballot) h.foreign = true;
       else h.copyTick = Math.max(h.copyTick, m.tick);
+      if (h.readAt < 0 && h.tLife < 0) h.readAt = this.nodes.get(h.t)!.ticks;
       return;
     }
     if (m.t !== 'heartbeat' || from !== h.a || h.tLife < 0) return;
@@ -3135,7 +3185,7 @@ export class Simulation {
       return;
     // Replica.isFresh, on T's clock at its pause (it stands still until T's next tick).
     const at = m.echoTick;
-    if (at === undefined || at > h.tNow || h.tNow - at > this.cfg.timing.electionTicks) return;
+    if (at === undefined || at > h.tNow || h.tNow - at > this.electionOf(h.t)) return;
     h.beatTick = Math.max(h.beatTick, m.tick);
   }
 
@@ -3158,9 +3208,20 @@ export class Simulation {
     h.watch = false;
     if (this.fam.phase === 4) this.endPausedTarget();
     const r = n.replica!;
-    const e = this.cfg.timing.electionTicks;
+    // The hand-off's end is by A's clock and A's own election timeout.
+    const e = this.electionOf(h.a);
     if (r !== h.replica || h.foreign || h.copyTick < 0) return;
     if (!this.leadsAt(h.a, h.aInc, h.ballot) || r.campaign?.handoff !== true) return;
+    // Asking: T may act on a parked copy echoing its asking heartbeat unless a
+    // fresh heartbeat of A read first is dated past the hand-off's end (A leads
+    // at the hand-off's ballot now, so it led at it throughout: that heartbeat
+    // moved T's leaderTick past the copy's end, and Replica.handoffValid says no).
+    if (h.asking && h.beatTick <= h.copyTick + e) return;
+    if (h.asking)
+      fail(
+        'a given-up hand-off deposes nobody',
+        `node ${n.sid} (election timeout ${this.electionOf(n.sid)}), paused right after it asked for the hand-off of leader ${h.a} (election timeout ${e}, started at its tick ${h.copyTick}), resumed after ${h.a} gave it up and led on, and campaigned on a parked copy by its first tick after reading a fresh heartbeat of ${h.a} dated ${h.beatTick}, past the hand-off's end ${h.copyTick + e}`,
+      );
     // Without a fresh voiding heartbeat read first, still exact since attack
     // review 5 (H2-LATE): T read no copy before its pause (they were lost or not
     // sent yet) and A gave up before T resumed, while T acts only on a copy echoing
@@ -3181,6 +3242,193 @@ export class Simulation {
     if (t && t.paused(this.now) && this.phx.tLife >= 0) t.pausedUntil = this.now;
     if (this.phx.tLife < 0) this.phx.watch = false;
     f.phase = 5;
+    this.afterFamily(() => (f.phase = 0), 2 * this.cfg.timing.electionTicks);
+  }
+
+  // ------------- forgotten-handoff-prepare (attack review 5, HANDOFF-PREPARE-STALE) -------------
+
+  /**
+   * forgotten-handoff-prepare: the leader A (its incarnation and ballot), the
+   * target T (its incarnation at the hand-off), T's hand-off campaign ballot,
+   * when T lost power (-1: not yet), when A gave the hand-off up (-1: not yet),
+   * whether A handed off again since, when the held prepares arrive, and the
+   * held prepares of T's forgotten campaign (with their destinations).
+   */
+  private fpx = {
+    a: -1,
+    t: -1,
+    aInc: 0,
+    ballot: 0,
+    tInc: 0,
+    b: 0,
+    crashAt: -1,
+    gaveUpAt: -1,
+    again: false,
+    deliverAt: -1,
+    held: [] as Packet<Payload>[],
+  };
+
+  /**
+   * forgotten-handoff-prepare (attack review 5, HANDOFF-PREPARE-STALE), up to
+   * four rounds in the fault phase, random faults standing aside: A hands off to
+   * a voter T picked at random, whose disk is slow; T's prepares and nacks to
+   * the others are held (hpsDrop); T campaigns (forgottenCampaign) and loses
+   * power 0-2 ticks later, before its own promise is durable, so that nothing
+   * but the held prepares says it ever ran; A's copies to the restarted T are
+   * lost until A gives the hand-off up; a heartbeat period plus the network's
+   * delay to ten election timeouts after the give-up, the held prepares arrive,
+   * shuffled (forgottenDeliver). Over 60 lines: one schedule, phase by phase.
+   */
+  private forgottenHandoffPrepare(): void {
+    const c = this.cfg;
+    const p = this.prng;
+    const e = c.timing.electionTicks;
+    const f = this.fam;
+    const h = this.fpx;
+    if (f.phase === 0) {
+      if (f.count >= 4 || this.now > c.faultSteps - 20 * e) return;
+      if (!this.allVoters() || this.upNodes().length < c.sids.length) return;
+      const ls = this.leaders().filter((n) => !n.paused(this.now));
+      if (ls.length !== 1) return;
+      const a = ls[0];
+      const ts = this.upNodes().filter((n) => n !== a && !n.paused(this.now));
+      const t = this.shuffled(ts).find((n) => a.replica!.transferLeadership(n.sid) === null);
+      if (!t) return;
+      this.stats.handoffs++;
+      this.fpx = {
+        a: a.sid,
+        t: t.sid,
+        aInc: a.incarnation,
+        ballot: a.replica!.ballot,
+        tInc: t.incarnation,
+        b: 0,
+        crashAt: -1,
+        gaveUpAt: -1,
+        again: false,
+        deliverAt: -1,
+        held: [],
+      };
+      this.slowTargetRound(
+        t,
+        (pk) => this.hpsDrop(pk),
+        () => `node ${a.sid} hands off to ${t.sid} (disk slow); ${t.sid}'s prepares and nacks held`,
+      );
+    } else if (f.phase > 5) {
+      return; // ended: the next round waits (afterFamily)
+    } else if (!this.leadsAt(h.a, h.aInc, h.ballot) || h.again) {
+      this.endForgotten();
+    } else if (f.phase === 1) {
+      // Waiting for T's hand-off campaign (forgottenCampaign).
+      if (this.now >= f.until) this.endForgotten();
+    } else if (f.phase === 2) {
+      if (this.now < f.until) return;
+      const t = this.nodes.get(h.t)!;
+      if (!t.up || t.incarnation !== h.tInc) return this.endForgotten();
+      this.crash(
+        t,
+        'power',
+        'power loss right after its hand-off campaign, before its disk synced',
+      );
+      t.slowUntil = 0;
+      t.restartAt = this.now + p.range(1, c.timing.heartbeatTicks);
+      h.crashAt = this.now;
+      f.phase = 3;
+      f.until = this.now + 3 * e;
+    } else if (f.phase === 3) {
+      // Until A gives the hand-off up (forgottenLeaderEvent).
+      if (h.gaveUpAt >= 0) {
+        h.deliverAt = this.now + p.range(c.timing.heartbeatTicks + c.net.delayMax, 10 * e);
+        f.phase = 4;
+      } else if (this.now >= f.until) this.endForgotten();
+    } else if (f.phase === 4 && this.now >= h.deliverAt) {
+      this.forgottenDeliver();
+      f.phase = 5;
+      f.until = this.now + 3 * e;
+    } else if (f.phase === 5 && this.now >= f.until) this.endForgotten();
+  }
+
+  /**
+   * The family's losses, decided when a datagram arrives: T's prepares (held)
+   * and nacks (its promise of the campaign would depose A) of its first life to
+   * the others, and from T's power loss to A's give-up, A's copies to T (the
+   * restarted T must not run a fresh campaign on the same hand-off).
+   */
+  private hpsDrop(pk: Packet<Payload>): boolean {
+    const h = this.fpx;
+    const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
+    if (pk.from === h.t && pk.to !== h.t && (h.crashAt < 0 || pk.sentAt <= h.crashAt)) {
+      if (m.t === 'prepare' && m.handoff === true) h.held.push(pk);
+      return m.t === 'prepare' || m.t === 'nack';
+    }
+    return (
+      pk.from === h.a && pk.to === h.t && m.t === 'handoff' && h.crashAt >= 0 && h.gaveUpAt < 0
+    );
+  }
+
+  /** A prepare left `n`: T's hand-off campaign in its life of the hand-off. */
+  private forgottenCampaign(n: SimNode): void {
+    const f = this.fam;
+    const h = this.fpx;
+    const r = n.replica;
+    if (!this.faultsOn || f.phase !== 1 || n.sid !== h.t || n.incarnation !== h.tInc) return;
+    if (!r || r.campaign?.handoff !== true) return;
+    h.b = r.ballot;
+    f.phase = 2;
+    f.until = this.now + this.prng.range(0, 2);
+  }
+
+  /** An event of A: the hand-off to T given up, or another one started. */
+  private forgottenLeaderEvent(e: string): void {
+    const h = this.fpx;
+    if (this.fam.phase < 1 || this.fam.phase > 5) return;
+    if (e.endsWith(`hand-off to ${h.t} timed out; leading on`)) h.gaveUpAt = this.now;
+    else if (h.gaveUpAt >= 0 && e.includes('handing leadership to')) h.again = true;
+  }
+
+  /**
+   * The held prepares arrive, shuffled, each at its destination. Invariant
+   * ('a given-up hand-off deposes nobody'), exact: A leads at the ballot it
+   * handed off from (same process), gave that hand-off up and started none
+   * since, every node votes, and A checked its two-way contact with a majority
+   * at its last tick (a leader steps down at a tick without it, and between
+   * ticks contact only grows): a prepare above its promise does not pass
+   * stickiness (Replica.handoffLive: no hand-off of A's is live), so A must
+   * still lead at that ballot after it.
+   */
+  private forgottenDeliver(): void {
+    const h = this.fpx;
+    const held = this.shuffled(h.held);
+    h.held = [];
+    this.famDrop = null;
+    const a = this.nodes.get(h.a)!;
+    for (const pk of held) {
+      const m = (pk.payload as { k: 'peer'; msg: Msg }).msg as Extract<Msg, { t: 'prepare' }>;
+      const judged =
+        pk.to === h.a &&
+        this.leadsAt(h.a, h.aInc, h.ballot) &&
+        !a.paused(this.now) &&
+        this.allVoters() &&
+        m.ballot > a.replica!.status().promised;
+      if (judged)
+        this.danger(
+          `node ${h.t}'s held prepare at ${formatBallot(m.ballot)} (hand-off of ${h.a}, forgotten in a power loss ${this.now - h.crashAt} ticks ago) reaches ${h.a}, which gave the hand-off up ${this.now - h.gaveUpAt} ticks ago and leads on`,
+        );
+      this.deliver(pk);
+      if (judged && !this.leadsAt(h.a, h.aInc, h.ballot))
+        fail(
+          'a given-up hand-off deposes nobody',
+          `leader ${h.a} gave its hand-off to ${h.t} up at tick ${h.gaveUpAt} and led on at ${formatBallot(h.ballot)}; a held prepare at ${formatBallot(m.ballot)} of ${h.t}'s hand-off campaign, forgotten in a power loss at tick ${h.crashAt}, arrived at tick ${this.now} and ${h.a} stepped down`,
+        );
+    }
+  }
+
+  private endForgotten(): void {
+    const f = this.fam;
+    const t = this.nodes.get(this.fpx.t);
+    this.famDrop = null;
+    this.fpx.held = [];
+    if (t) t.slowUntil = 0;
+    f.phase = 6;
     this.afterFamily(() => (f.phase = 0), 2 * this.cfg.timing.electionTicks);
   }
 
@@ -3206,6 +3454,7 @@ export class Simulation {
       prng: new Prng(this.prng.nextU32()),
       sm,
       ...c.timing,
+      electionTicks: this.electionOf(n.sid),
       windowSlots: c.limits.windowSlots,
       batchBytesMax: c.limits.batchBytesMax,
       pendingMax: c.limits.pendingMax,
@@ -3550,6 +3799,8 @@ export class Simulation {
     let lastBody: Buffer | null = null;
     for (const { to, msg } of messages) {
       this.noteSent(n, msg);
+      if (msg.t === 'heartbeat' && this.phx.asking && n.sid === this.phx.t && to === this.phx.a)
+        this.targetAsked(n);
       if (msg.t === 'heartbeat' && this.cfg.family === 'powerloss-leader-reuse')
         this.noteHeartbeat(n.sid, to, msg);
       else if (msg.t === 'heartbeat' && this.recordsHeartbeats)
@@ -3768,6 +4019,7 @@ export class Simulation {
         this.hox.gaveUp = true;
       if (n.sid === this.phx.a && e.endsWith(`hand-off to ${this.phx.t} timed out; leading on`))
         this.phx.gaveUpAt = this.now;
+      if (n.sid === this.fpx.a) this.forgottenLeaderEvent(e);
     }
   }
 

@@ -71,7 +71,19 @@ import type { LinkFaults, ReplayFaults } from './network';
  *   target resumes a heartbeat period to three election timeouts after the
  *   give-up and reads its queue (in arrival order, or any order): at its first
  *   tick it must not campaign on a copy that a fresh heartbeat read before that
- *   tick shows given up ('a given-up hand-off deposes nobody', H2);
+ *   tick shows given up ('a given-up hand-off deposes nobody', H2); in half the
+ *   rounds (asking) T is paused instead right after it sends the heartbeat a
+ *   copy must echo, so that the copies parked at it echo it: then it must not
+ *   campaign if such a heartbeat is dated past the hand-off's end by the
+ *   leader's own election timeout (HANDOFF-LIFETIME-CONFIG, with nodeElectionTicks);
+ * - forgotten-handoff-prepare: the leader A hands off to a voter T whose disk
+ *   is slow; T's prepares and nacks to the others are held (lost and kept); T
+ *   campaigns and loses power before its own promise is durable (it forgets
+ *   the campaign); A's copies to the restarted T are lost until A gives the
+ *   hand-off up and leads on; a heartbeat period to ten election timeouts later
+ *   the held prepares arrive, in any order: A, leading with no hand-off under
+ *   way, must not step down for one ('a given-up hand-off deposes nobody',
+ *   HANDOFF-PREPARE-STALE);
  * - change-depose (membership mode, issue 13): each time a membership change is
  *   chosen, the leader is paused, killed or cut from the others (the new member
  *   with them) before the change governs, and its old datagrams come back: a new
@@ -95,6 +107,7 @@ export const FAMILIES = [
   'given-up-handoff',
   'handoff-ballot-reuse',
   'paused-handoff-target',
+  'forgotten-handoff-prepare',
   'change-depose',
 ] as const;
 export type Family = (typeof FAMILIES)[number] | 'none';
@@ -137,6 +150,13 @@ export interface SimConfig {
     retransmitTicks: number;
     retransmitMaxTicks: number;
   };
+  /**
+   * Each node's own election timeout (same order as sids): in some seeds they
+   * differ, as during a rolling change of the timing config (HANDOFF-LIFETIME-CONFIG).
+   * timing.electionTicks is then the largest of them, so every bound and
+   * schedule length drawn from it fits the slowest node.
+   */
+  nodeElectionTicks: number[];
   limits: {
     windowSlots: number;
     batchBytesMax: number;
@@ -270,6 +290,8 @@ export interface SimOverrides {
   membership?: boolean;
   /** Pin alpha in membership mode. */
   alpha?: number;
+  /** Election timeouts that differ between nodes (default: drawn, see drawNodeTiming). */
+  nodeTiming?: boolean;
 }
 
 export const NODE_COUNTS = [3, 5, 7] as const;
@@ -372,6 +394,7 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
     liveSteps: pin(o.liveSteps, p.range(100, 300)),
     liveBound,
     timing: { heartbeatTicks, electionTicks, retransmitTicks, retransmitMaxTicks },
+    nodeElectionTicks: sids.map(() => electionTicks),
     limits: {
       windowSlots,
       batchBytesMax: p.pick([120, 300, 1000, 60000]),
@@ -419,6 +442,7 @@ export function drawConfig(p: Prng, seed: number, o: SimOverrides = {}): SimConf
   drawn.clientNet = clientLinkFaults(p, drawn.clientNet, electionTicks);
   // After that (same reason): an operator's leadership hand-off now and then.
   drawn.faults.handoff = p.chance(0.3) ? p.pick([0.002, 0.01]) : 0;
+  drawNodeTiming(drawn, o);
   // After that (same reason): membership mode in two thirds of the seeds without
   // a family (a third of all seeds), and always with change-depose.
   const members = p.chance(2 / 3);
@@ -448,6 +472,8 @@ function drawMembership(p: Prng, c: SimConfig, o: SimOverrides): SimConfig {
   const limits = new Map(voters.map((s, i) => [s, c.nodeLimits[i]]));
   const t = c.timing;
   const family = c.family === 'change-depose' ? c.family : 'none';
+  const election = new Map(voters.map((s, i) => [s, c.nodeElectionTicks[i]]));
+  const shortest = Math.min(...c.nodeElectionTicks);
   const plan: MembershipPlan = {
     voters,
     alpha: pin(o.alpha, p.pick([1, 2, 3, 4, 4, 6, 8, 16])),
@@ -460,11 +486,32 @@ function drawMembership(p: Prng, c: SimConfig, o: SimOverrides): SimConfig {
     sids,
     clockRates: sids.map((s) => rate.get(s) ?? (drift ? (80 + p.int(41)) / 100 : 1)),
     nodeLimits: sids.map((s) => ({ ...(limits.get(s) ?? c.nodeLimits[0]) })),
+    nodeElectionTicks: sids.map((s) => election.get(s) ?? shortest),
     family,
     postHeal: 'none',
     liveBound: liveBoundFor(t.electionTicks, t.retransmitMaxTicks, c.clientRetry, 'none'),
     membership: plan,
   };
+}
+
+/**
+ * Election timeouts of their own per node (HANDOFF-LIFETIME-CONFIG): in a fifth
+ * of the seeds (half of paused-handoff-target's), each node's is the drawn one
+ * times 1, 1.5, 2 or 2.5, at least two differing. Drawn from a PRNG of the seed's
+ * own (not the run's), so that no other draw of any seed moves; the run's
+ * timing.electionTicks becomes the largest, and the live bound with it.
+ */
+function drawNodeTiming(c: SimConfig, o: SimOverrides): void {
+  const q = new Prng((c.seed ^ 0x5eed7e1c) >>> 0);
+  const share = c.family === 'paused-handoff-target' ? 0.5 : 0.2;
+  if (!pin(o.nodeTiming, q.chance(share))) return;
+  const t = c.timing;
+  const base = t.electionTicks;
+  const own = c.sids.map(() => Math.round(base * q.pick([1, 1, 1.5, 2, 2.5])));
+  if (own.every((x) => x === own[0])) own[q.int(own.length)] = own[0] === base ? 2 * base : base;
+  c.nodeElectionTicks = own;
+  t.electionTicks = Math.max(...own);
+  c.liveBound = liveBoundFor(t.electionTicks, t.retransmitMaxTicks, c.clientRetry, c.postHeal);
 }
 
 /** Ticks within which, once faults stop, every request must complete (see drawConfig). */
@@ -664,7 +711,7 @@ export function describeConfig(c: SimConfig): string {
   const r = c.replay;
   return [
     `seed=${c.seed} nodes=${c.sids.length} sids=[${c.sids.join(',')}] steps=${c.faultSteps}+${c.liveSteps}+${c.liveBound}`,
-    `  timing hb=${c.timing.heartbeatTicks} election=${c.timing.electionTicks} rtx=${c.timing.retransmitTicks}..${c.timing.retransmitMaxTicks} sync=${c.syncTicks.join('..')} ticks`,
+    `  timing hb=${c.timing.heartbeatTicks} election=${c.nodeElectionTicks.some((x) => x !== c.timing.electionTicks) ? `per node ${c.nodeElectionTicks.join(' ')}` : c.timing.electionTicks} rtx=${c.timing.retransmitTicks}..${c.timing.retransmitMaxTicks} sync=${c.syncTicks.join('..')} ticks`,
     `  limits window=${c.limits.windowSlots} batch=${c.limits.batchBytesMax}B pending=${c.limits.pendingMax} catchup=${c.limits.catchupBytesMax}B snapshotEvery=${c.limits.snapshotEverySlots >= 1 << 30 ? 'never' : c.limits.snapshotEverySlots} keep=${c.limits.keepSlots ?? 'default'} slotsAhead=${c.limits.slotsAheadMax ?? 'default'}`,
     `  node limits (sessionsMax/valueBytesMax) ${c.nodeLimits.map((l) => `${l.sessionsMax}/${l.valueBytesMax}`).join(' ')}${c.bigValues > 0 ? ` big values ${pct(c.bigValues)} of ${c.bigValueBytes.join('..')}B` : ''}`,
     `  net loss=${pct(c.net.loss)} dup=${pct(c.net.dup)} delay=${c.net.delayMin}..${c.net.delayMax} spikes=${pct(c.net.spike)} up to ${c.net.spikeMax} replay=${pct(r.rate)}/step x1..${r.burst} within ${r.delayMax} (archive ${r.archive})`,
