@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import createDebug from 'debug';
-import type { CmdResult } from './core/types';
+import type { CmdResult, MemberAddr } from './core/types';
 import type { ClientConfig, ClientServerAddr } from './io/config';
 import {
   encodeMember,
@@ -33,6 +33,8 @@ export interface MembersReport {
   slot: number;
   /** The first slot it governs. */
   from: number;
+  /** Addresses the answering node knows: sid -> "host:peerPort:clientPort". */
+  addresses: Map<number, string>;
 }
 
 /** "0 1 2 +3" (status field configuration) as members; null if malformed. */
@@ -42,6 +44,17 @@ export function parseMembers(text: string): { sid: number; voter: boolean }[] | 
     const m = /^(\+?)(\d{1,3})$/.exec(w);
     if (!m) return null;
     out.push({ sid: Number(m[2]), voter: m[1] === '' });
+  }
+  return out;
+}
+
+/** Status field servers ("sid=host:peer:client ...") as sid -> "host:peer:client". */
+function parseAddresses(raw: unknown): Map<number, string> {
+  const out = new Map<number, string>();
+  if (typeof raw !== 'string') return out;
+  for (const w of raw.split(' ')) {
+    const m = /^(\d{1,3})=(\S+)$/.exec(w);
+    if (m) out.set(Number(m[1]), m[2]);
   }
   return out;
 }
@@ -479,7 +492,8 @@ export class PaxosClient {
 
   /**
    * A membership change through the log (paxos-client member add|promote|remove):
-   * `add` makes `sid` a learner, `promote` a learner a voter, `remove` drops a
+   * `add` makes `sid` a learner (`addr`: where it listens, carried by the log to
+   * every node; needed for a sid the config files do not list), `promote` a learner a voter, `remove` drops a
    * member. Resolves with the state machine's answer: ok with "configuration of
    * slot J governs from slot J+alpha", or err "member: WHY" (not in the servers
    * list, a member already, not a member, a voter already, the last voter, one
@@ -488,10 +502,11 @@ export class PaxosClient {
    * with PaxosClientError('unknown') if no answer came in time (the change may
    * or may not be in the log: `member list` tells).
    */
-  member(action: MemberOp['action'], sid: number): Promise<OpResult> {
+  member(action: MemberOp['action'], sid: number, addr?: MemberAddr): Promise<OpResult> {
     if (!Number.isSafeInteger(sid) || sid < 0)
       return Promise.reject(new Error(`not a sid: ${sid}`));
     const op: MemberOp = { kind: 'member', action, sid };
+    if (addr) op.addr = addr;
     return new Promise((resolve, reject) =>
       this.session().submit(op, (err, r) => (err ? reject(err) : resolve(r!))),
     );
@@ -526,6 +541,7 @@ export class PaxosClient {
         members,
         slot: st.configurationSlot,
         from: Number(st.configurationFrom),
+        addresses: parseAddresses(st.servers),
       };
     }
     return null;
@@ -577,7 +593,7 @@ export class PaxosClient {
       op.kind === 'outcome'
         ? encodeOutcome(op.cid, op.seq)
         : op.kind === 'member'
-          ? encodeMember(op.action, op.sid)
+          ? encodeMember(op.action, op.sid, op.addr)
           : encodeOp(op);
     // A request that cannot fit in one datagram certainly never ran: say so now.
     if (opBytes.length > OP_BYTES_MAX)
@@ -804,7 +820,7 @@ export class PaxosClient {
       for (const x of r.results) this.onReply({ t: 'result', ...x }, idx);
       return;
     }
-    if (r.t === 'validate') return this.onValidate(r);
+    if (r.t === 'validate') return this.onValidate(r, idx);
     if (r.t === 'transfer') return this.onTransferReply(r, idx);
     if (r.t === 'snapinfo' || r.t === 'snapchunk' || r.t === 'snaperr')
       return this.snapshotWaiters.get(r.nonce)?.(r, idx);
@@ -821,8 +837,10 @@ export class PaxosClient {
    * session table answers a write that already ran from its cache, never runs it
    * again; a transfer is answered from its kept result).
    */
-  private onValidate(r: Extract<ClientReply, { t: 'validate' }>): void {
-    const idx = this.indexOf.get(r.sid);
+  private onValidate(r: Extract<ClientReply, { t: 'validate' }>, from?: number): void {
+    // By its sid, else by the address it answered from (paxosd --join asks a
+    // member whose sid it does not know yet).
+    const idx = this.indexOf.get(r.sid) ?? from;
     if (idx === undefined) return;
     this.stats.validations++;
     this.tokens[idx] = r.token;

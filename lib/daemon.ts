@@ -187,7 +187,9 @@ export function replicaOptions(
   const l = cfg.limits;
   return {
     sid,
-    sids: cfg.servers.map((s) => s.sid),
+    // The config files' servers (alike on every node): not what a joined node
+    // learned from the log (see ServerAddr.fromLog).
+    sids: cfg.servers.filter((s) => !s.fromLog).map((s) => s.sid),
     members: bootstrapMembers(cfg),
     heartbeatTicks: t.heartbeatTicks,
     electionTicks: t.electionTicks,
@@ -263,6 +265,8 @@ export class PaxosNode {
   private readonly clientSock: dgram.Socket;
   private readonly byAddr = new Map<string, number>();
   private readonly addrOf = new Map<number, ServerAddr>();
+  /** The configuration (by slot) the address book last took addresses from. */
+  private addressesFrom = -1;
   private readonly cluster: number;
   private readonly peerKeys: Keyring;
   private readonly clientKeys: Keyring;
@@ -438,6 +442,7 @@ export class PaxosNode {
     }
     this.noteLimits();
     this.noteBootstrapDiffers();
+    this.learnAddresses();
     await this.bind();
     if (this.opts.metrics) {
       const { host, port } = this.opts.metrics;
@@ -591,6 +596,40 @@ export class PaxosNode {
   }
 
   /**
+   * Addresses from the log: a member whose `member add` gave an address is
+   * reached there (it may be in no config file: paxosd --join), and the log's
+   * address wins over a config file's (a sid removed and added again at a new
+   * address). Peers' datagrams are taken only from their owner's address
+   * (onPeer), so a new member is heard from the tick its change is applied.
+   */
+  private learnAddresses(): void {
+    const cs = this.sm.configurations();
+    const newest = cs[cs.length - 1];
+    if (!newest || newest.slot === this.addressesFrom) return;
+    this.addressesFrom = newest.slot;
+    for (const c of cs)
+      for (const m of c.members) {
+        if (!m.addr || m.sid === this.opts.sid) continue;
+        const old = this.addrOf.get(m.sid);
+        const a = m.addr;
+        if (
+          old &&
+          old.host === a.host &&
+          old.peerPort === a.peerPort &&
+          old.clientPort === a.clientPort
+        )
+          continue;
+        if (old && this.byAddr.get(`${old.host}:${old.peerPort}`) === m.sid)
+          this.byAddr.delete(`${old.host}:${old.peerPort}`);
+        this.addrOf.set(m.sid, { sid: m.sid, ...a, spare: old?.spare });
+        this.byAddr.set(`${a.host}:${a.peerPort}`, m.sid);
+        this.log(
+          `sid ${this.opts.sid}: sid ${m.sid} is at ${a.host} (peer port ${a.peerPort}, client port ${a.clientPort}) by the log (configuration of slot ${c.slot})${old ? `, was ${old.host}:${old.peerPort}` : ''}`,
+        );
+      }
+  }
+
+  /**
    * Stop for good once the log removed this node and the new configuration
    * governs. Not at once when the change is applied at slot j: slots j+1 ..
    * j+alpha-1 are still decided by the old configuration, which counts this
@@ -692,6 +731,7 @@ export class PaxosNode {
     if (this.stopped) return;
     this.clock++;
     this.replica.tick();
+    this.learnAddresses();
     this.checkRemoved();
     if (this.stopped) return;
     if (this.clock % EXPIRE_WAITERS_EVERY_TICKS === 0) {
@@ -775,6 +815,17 @@ export class PaxosNode {
       // first slot it governs; member says what this node is in it.
       configuration: describeMembers(cfg.members),
       configurationSlot: cfg.slot,
+      // What paxosd --join needs: the bootstrap configuration (config files'
+      // non-spare servers) and every address this node knows ("sid=host:peer:client").
+      bootstrap: describeMembers(bootstrapMembers(this.opts.config)),
+      configServers: this.opts.config.servers
+        .filter((s) => !s.fromLog)
+        .map((s) => s.sid)
+        .join(' '),
+      servers: [...this.addrOf.values()]
+        .sort((a, b) => a.sid - b.sid)
+        .map((a) => `${a.sid}=${a.host}:${a.peerPort}:${a.clientPort}`)
+        .join(' '),
       configurationFrom: this.replica.governsFrom(cfg),
       member: cfg.members.find((m) => m.sid === s.sid)?.voter
         ? 'voter'

@@ -168,7 +168,7 @@ t.test(
 );
 
 function incOf(net: CoreNet, holder: number, sid: number): number {
-  return net.node(holder).incs[net.sids.indexOf(sid)];
+  return net.node(holder).incs[sid];
 }
 
 t.test(

@@ -429,8 +429,7 @@ t.test('hand-off: a target that lost its disk meanwhile does not campaign', asyn
 
 function incAt(net: CoreNet, holder: number, sid: number): { active: number; reserved: number } {
   const r = net.node(holder);
-  const i = net.sids.indexOf(sid);
-  return { active: r.incs[i], reserved: r.reserved[i] };
+  return { active: r.incs[sid], reserved: r.reserved[sid] };
 }
 
 /** Ticks until a command submitted through whoever leads is applied at `at` (max + 1 if never). */

@@ -224,3 +224,41 @@ t.test(
     t.ok(changed > seeds / 2, `${changed} of ${seeds} seeds ended in a changed configuration`);
   },
 );
+
+t.test(
+  'a node in nobody servers list joins through the log: added with its address, caught up, promoted, it votes',
+  async (t) => {
+    for (const seed of [11, 12, 13]) {
+      const net = new CoreNet([1, 2, 3], { members: voters(1, 2, 3), alphaSlots: ALPHA }, seed);
+      t.ok(net.tickUntil(() => net.leader() !== undefined, 200) <= 200, `seed ${seed}: a leader`);
+      writes(net, 10);
+      const j = net.join(9);
+      t.notOk(j.voter, `seed ${seed}: the joiner starts as a non-voter (empty disk)`);
+      t.notOk(net.node(1).sids.includes(9), `seed ${seed}: before the add, nobody talks to 9`);
+      t.ok(change(net, 'member add 9 10.0.0.9 7009 8009') > 0, `seed ${seed}: 9 added`);
+      for (const s of [1, 2, 3]) {
+        t.ok(net.node(s).sids.includes(9), `seed ${seed}: sid ${s} now talks to 9`);
+        const m = net.node(s).configuration.members.find((x) => x.sid === 9);
+        t.same(
+          m?.addr,
+          { host: '10.0.0.9', peerPort: 7009, clientPort: 8009 },
+          `seed ${seed}: sid ${s} has 9's address from the log`,
+        );
+      }
+      writes(net, 10);
+      const l = net.leader()!;
+      t.ok(j.chosenThrough >= l.chosenThrough - 4, `seed ${seed}: the joiner caught up`);
+      t.ok(change(net, 'member promote 9') > 0, `seed ${seed}: 9 promoted`);
+      t.ok(net.tickUntil(() => j.voter, 400) <= 400, `seed ${seed}: 9 passed the rejoin rule`);
+      t.equal(describe(net.node(l.sid)), '1 2 3 9');
+      // Four voters: a majority is three. With one of 1..3 down, the other two
+      // choose only with 9's votes.
+      const down = [1, 2, 3].find((s) => s !== net.leader()!.sid)!;
+      net.crash(down);
+      t.ok(progress(net, 600) > 0, `seed ${seed}: with ${down} down, 9's vote makes the majority`);
+      net.crash(9);
+      t.equal(progress(net, 300), 0, `seed ${seed}: control: with 9 down too, no majority`);
+      t.same(net.violations, [], `seed ${seed}: no safety violation`);
+    }
+  },
+);

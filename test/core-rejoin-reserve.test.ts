@@ -11,8 +11,7 @@ const PERIOD = 10 + Math.floor(10 / 3);
 /** The newest incarnation of `sid` that `holder` knows, active or reserved. */
 function knownInc(net: CoreNet, holder: number, sid: number): number {
   const r = net.node(holder);
-  const i = net.sids.indexOf(sid);
-  return Math.max(r.incs[i], r.reserved[i]);
+  return Math.max(r.incs[sid], r.reserved[sid]);
 }
 
 const isIncReq = (e: Env, from: number): boolean =>

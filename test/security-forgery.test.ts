@@ -64,7 +64,7 @@ function forgedMessages(from: number, chosen: number, liveBallot: number): Msg[]
       hi: 0,
       base: chosen + 1000,
       entries: future.map((s, i) => [s, huge, bogus(200 + i)]),
-      incs: [0, 0, 0],
+      incs: [],
     },
     {
       t: 'promise',
@@ -74,10 +74,10 @@ function forgedMessages(from: number, chosen: number, liveBallot: number): Msg[]
       hi: 0,
       base: 0,
       entries: future.map((s, i) => [s, liveBallot, bogus(300 + i)]),
-      incs: [0, 0, 0],
+      incs: [],
     },
-    { t: 'accepted', ballot: liveBallot, slots: future, incs: [0, 0, 0] },
-    { t: 'accepted', ballot: huge, slots: future, incs: [0, 0, 0] },
+    { t: 'accepted', ballot: liveBallot, slots: future, incs: [] },
+    { t: 'accepted', ballot: huge, slots: future, incs: [] },
     { t: 'nack', ballot: liveBallot, promised: huge },
     {
       t: 'heartbeat',

@@ -333,7 +333,7 @@ function peerSeed(g: Gen, from: number, chosen: number, ballot: number): Buffer 
         [slot, ballot, fuzzValue(g)],
         [slot + 1, -1, []],
       ],
-      incs: [0, 0, 0],
+      incs: [],
     },
     {
       t: 'accept',
@@ -344,7 +344,7 @@ function peerSeed(g: Gen, from: number, chosen: number, ballot: number): Buffer 
       ],
       commit: chosen,
     },
-    { t: 'accepted', ballot, slots: [slot, slot + 1, slot + 2], incs: [0, 0, 0] },
+    { t: 'accepted', ballot, slots: [slot, slot + 1, slot + 2], incs: [] },
     { t: 'nack', ballot, promised: ballot + 512 },
     { t: 'commit', ballot, through: slot },
     {

@@ -26,7 +26,7 @@ const SAMPLES: Msg[] = [
       [5, 257, value],
       [6, -1, []],
     ],
-    incs: [0, 1048577, 0],
+    incs: [1, 1048577],
   },
   {
     t: 'accept',
@@ -37,7 +37,7 @@ const SAMPLES: Msg[] = [
     ],
     commit: 4,
   },
-  { t: 'accepted', ballot: 513, slots: [5, 6], incs: [0, 0, 0] },
+  { t: 'accepted', ballot: 513, slots: [5, 6], incs: [] },
   { t: 'nack', ballot: 513, promised: 770 },
   { t: 'commit', ballot: 513, through: 6 },
   {
@@ -60,7 +60,7 @@ const SAMPLES: Msg[] = [
     known: 1048577,
     promised: 770,
     next: 42,
-    incs: [0, 0, 1048577],
+    incs: [2, 1048577],
   },
   { t: 'catchupReq', from: 1, to: 6 },
   { t: 'confirm', ballot: 513, round: 9 },

@@ -14,7 +14,9 @@ import {
 } from '../client';
 import { ConfigError, loadClientConfig, type ClientConfig } from '../io/config';
 import { loadKeyring } from '../io/keys';
+import type { MemberAddr } from '../core/types';
 import type { KvOp } from '../sm/kv';
+import { badMemberAddr, memberAddr } from '../sm/membership';
 import { handleCommonFlags, parseFlags } from './common';
 
 const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [--timeout MS] COMMAND
@@ -46,9 +48,11 @@ const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [
                          SID did not take over in time, the leader leads on)
   member list            the configuration as the leader applied it: each member, voter
                          or learner, and the slot it governs from
-  member add SID [--learner]
-                         make SID (a server of the config files, e.g. "spare": true)
-                         a learner: it gets the log, never votes (the only mode)
+  member add SID [HOST PEERPORT CLIENTPORT] [--learner]
+                         make SID a learner: it gets the log, never votes (the only
+                         mode). A sid the config files do not list needs its
+                         address: the log carries it to every node; then start
+                         it with paxosd --join (a "spare": true server needs none)
   member promote SID     make learner SID a voter (once it caught up: status lag)
   member remove SID      drop member SID; it exits once the change governs (a leader
                          hands leadership over first). One change at a time: each
@@ -389,16 +393,28 @@ async function status(client: PaxosClient, cfg: ClientConfig, json: boolean): Pr
 }
 
 /** A `member` command's words, checked: list, or an action and a sid. */
-type MemberWords = { action: 'list' } | { action: 'add' | 'promote' | 'remove'; sid: number };
+type MemberWords =
+  { action: 'list' } | { action: 'add' | 'promote' | 'remove'; sid: number; addr?: MemberAddr };
 
 function memberArgs(words: string[]): MemberWords | string {
   const [, action, sid, ...rest] = words;
   if (action === 'list')
     return rest.length > 0 || sid !== undefined ? 'member list takes no argument' : { action };
   if (action !== 'add' && action !== 'promote' && action !== 'remove')
-    return 'member takes list, add SID, promote SID or remove SID';
+    return 'member takes list, add SID [HOST PEERPORT CLIENTPORT], promote SID or remove SID';
   if (!/^\d{1,3}$/.test(sid ?? '') || Number(sid) > 255)
     return `member ${action} takes a sid (0-255)`;
+  if (action === 'add' && rest.length > 0) {
+    const [host, peerPort, clientPort, ...more] = rest;
+    if (clientPort === undefined)
+      return 'member add SID takes HOST PEERPORT CLIENTPORT, or nothing';
+    if (more.length > 0) return `unexpected argument ${more[0]}`;
+    const num = (x: string) => (/^\d{1,5}$/.test(x) ? Number(x) : NaN);
+    const raw = [host, num(peerPort), num(clientPort)];
+    const why = badMemberAddr(raw);
+    if (why) return `member add ${sid}: ${why}`;
+    return { action, sid: Number(sid), addr: memberAddr(raw) };
+  }
   if (rest.length > 0) return `unexpected argument ${rest[0]}`;
   return { action, sid: Number(sid) };
 }
@@ -422,7 +438,12 @@ async function member(
       process.stdout.write(JSON.stringify(m) + '\n');
       return EXIT.ok;
     }
+    // The cluster's addresses first (the log's, then the node's config), this config's after.
     const addr = new Map(cfg.servers.map((s) => [s.sid, `${s.host}:${s.clientPort}`]));
+    for (const [sid, a] of m.addresses) {
+      const [host, peer, client] = a.split(':');
+      addr.set(sid, `${host}:${client} (peer port ${peer})`);
+    }
     const applied = m.slot === 0 ? 'the bootstrap configuration' : `applied at slot ${m.slot}`;
     process.stdout.write(
       `configuration ${applied}, governs from slot ${m.from} (as sid ${m.sid} knows it; leader ${m.leader ?? '-'})\n`,
@@ -435,7 +456,7 @@ async function member(
   }
   let r: OpResult;
   try {
-    r = await client.member(w.action, w.sid);
+    r = await client.member(w.action, w.sid, w.addr);
   } catch (e) {
     const servers = e instanceof PaxosClientError ? e.servers : [];
     const refused = refusalMessage(client, cfg);

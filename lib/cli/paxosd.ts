@@ -1,4 +1,13 @@
-import { ConfigError, loadNodeConfig, resolveSid } from '../io/config';
+import * as path from 'node:path';
+import {
+  ConfigError,
+  loadNodeConfig,
+  resolveSid,
+  type NodeConfig,
+  type ServerAddr,
+} from '../io/config';
+import { fetchServers, JoinError, loadJoined, parsePeer, saveJoined, withServers } from '../join';
+import { SID_MAX, SID_MIN } from '../limits';
 import { StorageError } from '../io/recordlog';
 import { ClusterMismatchError } from '../io/storage';
 import { BackupError, restoreDataDir } from '../backup';
@@ -10,7 +19,7 @@ import { parseListen } from '../metrics';
 
 const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data-dir DIR]
               [--log-dir DIR] [--init] [--no-sync] [--metrics HOST:PORT]
-              [--log-format text|json]
+              [--log-format text|json] [--join HOST:CLIENTPORT]
        paxosd keygen FILE      write a fresh cluster key file (mode 0600)
        paxosd restore FILE --data-dir DIR [--cluster-id ID] [--no-sync]
                                seed an empty data directory from a snapshot file
@@ -21,6 +30,14 @@ const USAGE = `usage: paxosd [--config conf/paxos.config.json] [--sid N] [--data
        paxosd --help | --version
 
   --sid       this node's SID (else $PAXOS_SID, else the config's "sid")
+  --join      start a node that is in no config file's servers: first run
+              \`paxos-client member add SID HOST PEERPORT CLIENTPORT\` (the log
+              carries the address to every node), then \`paxosd --join
+              HOST:CLIENTPORT --sid SID\` with any member's client address and a
+              config file of the cluster (clusterId, keys, timing). The node takes
+              the member's servers list, keeps it in its data directory (later
+              starts need no --join) and follows as a learner until \`member
+              promote SID\`.
   --init      bootstrap a NEW cluster: a node with an empty data directory may
               vote at once. Without it an empty node waits until it is safe
               (it may have lost a disk holding promises).
@@ -43,7 +60,7 @@ exit codes: 0 stopped by signal (SIGTERM/SIGINT), or removed from the configurat
 
 async function main(): Promise<number> {
   const argv = parseFlags(process.argv.slice(2), {
-    string: ['config', 'data-dir', 'log-dir', 'sid', 'metrics', 'log-format', 'cluster-id'],
+    string: ['config', 'data-dir', 'log-dir', 'sid', 'metrics', 'log-format', 'cluster-id', 'join'],
     boolean: ['init', 'sync', 'help', 'version'],
     alias: { h: 'help' },
     default: { config: 'conf/paxos.config.json', sync: true },
@@ -73,8 +90,33 @@ async function main(): Promise<number> {
   }
   let node: PaxosNode;
   let sid = -1;
+  let joined: ServerAddr[] | null = null;
   try {
-    const config = loadNodeConfig(argv.config);
+    let config = loadNodeConfig(argv.config);
+    // A node in no config file: its servers list from a member (--join) or from
+    // its data directory (kept by an earlier join).
+    const outside = outsideSid(config, argv.sid);
+    if (argv.join !== undefined) {
+      if (outside === null) {
+        process.stderr.write(
+          `paxosd: --join takes --sid N of a node the config's servers do not list\n${USAGE}\n`,
+        );
+        return 2;
+      }
+      const peer = parsePeer(argv.join);
+      if (typeof peer === 'string') {
+        process.stderr.write(`paxosd: ${peer}\n${USAGE}\n`);
+        return 2;
+      }
+      const keys = config.clientKeyFile
+        ? loadKeyring(config.clientKeyFile, config.file, 'clientKeyFile')
+        : undefined;
+      joined = await fetchServers(config, outside, peer, keys, JOIN_TIMEOUT_MS);
+      config = withServers(config, joined);
+    } else if (outside !== null) {
+      const kept = loadJoined(argv['data-dir'] || path.join(config.dataDir, String(outside)));
+      if (kept) config = withServers(config, kept);
+    }
     sid = resolveSid(config, argv.sid, process.env);
     node = await PaxosNode.start({
       config,
@@ -95,6 +137,7 @@ async function main(): Promise<number> {
       // stopped (and said why); exit 0, as after SIGTERM.
       onRemoved: () => process.exit(0),
     });
+    if (joined) saveJoined(node.dataDir, joined);
   } catch (e) {
     return startFailure(e, sid, logFormat);
   }
@@ -147,8 +190,23 @@ function restore(
   }
 }
 
+/** How long --join waits for the member's answer. */
+const JOIN_TIMEOUT_MS = 5000;
+
+/** --sid as a number when the config's servers do not list it (a joining node), else null. */
+function outsideSid(config: NodeConfig, raw: unknown): number | null {
+  if (typeof raw !== 'string' || !/^[0-9]{1,3}$/.test(raw.trim())) return null;
+  const sid = Number(raw.trim());
+  if (sid < SID_MIN || sid > SID_MAX) return null;
+  return config.servers.some((s) => s.sid === sid) ? null : sid;
+}
+
 /** Say why the node could not start; its exit code (see USAGE). Rethrows what is unexpected. */
 function startFailure(e: unknown, sid: number, logFormat: LogFormat): number {
+  if (e instanceof JoinError) {
+    process.stderr.write(`paxosd: join: ${e.message}\n`);
+    return 2;
+  }
   if (e instanceof ConfigError) {
     process.stderr.write(`paxosd: bad config: ${e.message}\n`);
     return 2;

@@ -1,4 +1,11 @@
-import { ALPHA_SLOTS, ECHO_LIVES_MAX, KEEP_SLOTS_MAX, SNAPSHOTS_PINNED_MAX } from '../limits';
+import {
+  ALPHA_SLOTS,
+  ECHO_LIVES_MAX,
+  KEEP_SLOTS_MAX,
+  SID_MAX,
+  SID_MIN,
+  SNAPSHOTS_PINNED_MAX,
+} from '../limits';
 import { ballotSid, formatBallot, nextBallot } from './ballot';
 import type { Prng } from './prng';
 import { describeDivergence, StateCheck, type Divergence } from './statecheck';
@@ -26,9 +33,11 @@ import {
 export interface ReplicaOptions {
   sid: number;
   /**
-   * Every SID that may ever be a member (the config files' servers), this one
-   * included. Lower SID = higher bully rank. Vote tables (incarnations) are
-   * indexed by position in this list, so every node must be given the same one.
+   * The config files' servers: the same list on every node (a `member add` of a
+   * sid outside it needs an address, and the state machine decides that alike
+   * everywhere). This node may be outside it (paxosd --join). Lower SID =
+   * higher bully rank. The nodes this replica talks to are these, itself and
+   * every member of a kept configuration; vote tables name SIDs, not positions.
    */
   sids: number[];
   /**
@@ -244,7 +253,10 @@ export function valueBytes(value: Value): number {
  */
 export class Replica {
   readonly sid: number;
-  readonly sids: number[];
+  /** The config files' servers (ReplicaOptions.sids), sorted. */
+  private readonly bootSids: readonly number[];
+  /** bootSids and every member of a kept configuration, sorted (refreshSids). */
+  private universe: number[] = [];
   /** Alpha (ReplicaOptions.alphaSlots). */
   readonly alpha: number;
   /** The bootstrap configuration, for a state machine without configurations(). */
@@ -267,8 +279,8 @@ export class Replica {
   /** Slots <= base are chosen, applied and only held in the snapshot. */
   base = 0;
   /**
-   * Incarnation of every node as far as we know (index = position in `sids`; 0 =
-   * the original one). A node that lost its disk takes a new, higher one and
+   * Incarnation of every node as far as we know (index = SID; 0 = the original
+   * one; messages carry the nonzero ones as [sid, inc, ...] pairs). A node that lost its disk takes a new, higher one and
    * every voter that answers its rejoin records it before answering; promises and
    * accepteds carry this table, and a proposer discards a vote from an older
    * incarnation of a node once any vote names a newer one (crash-consistent
@@ -285,7 +297,6 @@ export class Replica {
    * a replay or by a minority, cannot void a later life's votes for good.
    */
   readonly reserved: number[];
-  private readonly sidIndex = new Map<number, number>();
 
   // ---- learner ----
   /** Every slot <= chosenThrough is known chosen (contiguous prefix). */
@@ -445,23 +456,27 @@ export class Replica {
   constructor(opts: ReplicaOptions) {
     this.o = opts;
     this.sid = opts.sid;
-    this.sids = [...opts.sids].sort((a, b) => a - b);
-    if (!this.sids.includes(opts.sid)) throw new Error(`sid ${opts.sid} is not in the cluster`);
+    // A node may be outside the servers list (paxosd --join): a member only
+    // through a `member add` with its address.
+    this.bootSids = [...opts.sids].sort((a, b) => a - b);
+    for (const s of this.bootSids)
+      if (!Number.isSafeInteger(s) || s < SID_MIN || s > SID_MAX)
+        throw new Error(`sid ${s}: must be an integer in ${SID_MIN}..${SID_MAX}`);
     this.mutations = new Set(opts.mutations ?? []);
-    this.incs = this.sids.map(() => 0);
-    this.reserved = this.sids.map(() => 0);
-    this.sids.forEach((s, i) => this.sidIndex.set(s, i));
+    this.incs = new Array<number>(SID_MAX + 1).fill(0);
+    this.reserved = new Array<number>(SID_MAX + 1).fill(0);
     this.alpha = opts.alphaSlots ?? ALPHA_SLOTS;
     if (!(Number.isSafeInteger(this.alpha) && this.alpha >= 1))
       throw new Error(`alpha ${this.alpha}: must be an integer >= 1`);
-    const members = (opts.members ?? this.sids.map((sid) => ({ sid, voter: true })))
+    const members = (opts.members ?? this.bootSids.map((sid) => ({ sid, voter: true })))
       .map((m) => ({ ...m }))
       .sort((a, b) => a.sid - b.sid);
     if (!members.some((m) => m.voter)) throw new Error('the bootstrap configuration has no voter');
     for (const m of members)
-      if (!this.sidIndex.has(m.sid)) throw new Error(`member ${m.sid} is not in the sids`);
+      if (!this.bootSids.includes(m.sid)) throw new Error(`member ${m.sid} is not in the sids`);
     this.bootstrapConfigs = [{ slot: 0, members }];
-    opts.sm.bootstrapMembers?.(members, this.alpha, this.sids);
+    opts.sm.bootstrapMembers?.(members, this.alpha, this.bootSids);
+    this.refreshSids();
     this.slotsAheadMax =
       opts.slotsAheadMax ?? SLOTS_AHEAD_WINDOWS * opts.windowSlots + SLOTS_AHEAD_SLACK;
     this.snapshotWindowChunks = opts.snapshotWindowChunks ?? SNAPSHOT_WINDOW_CHUNKS;
@@ -503,8 +518,8 @@ export class Replica {
           this.voter = true;
           break;
         case 'incarnation': {
-          const i = this.sidIndex.get(r.sid);
-          if (i === undefined) break;
+          const i = r.sid;
+          if (!(i >= SID_MIN && i <= SID_MAX)) break;
           if (r.inc > this.reserved[i]) this.reserved[i] = r.inc;
           if (!r.reserve && r.inc > this.incs[i]) this.incs[i] = r.inc;
           break;
@@ -535,6 +550,7 @@ export class Replica {
     this.maxBallotSeen = this.promised;
     this.nextSlot = Math.max(this.nextSlot, this.maxLogSlot() + 1);
     this.advanceChosen();
+    this.refreshSids();
   }
 
   /** Make a fresh node a voter (cluster bootstrap); persisted by the next ready(). */
@@ -653,7 +669,7 @@ export class Replica {
       this.releaseReads();
     }
     for (const [to, a] of this.acceptedOut)
-      this.send(to, { t: 'accepted', ballot: a.ballot, slots: a.slots, incs: [...this.incs] });
+      this.send(to, { t: 'accepted', ballot: a.ballot, slots: a.slots, incs: incPairs(this.incs) });
     this.acceptedOut.clear();
     // The driver rotates the WAL to the checkpoint after persisting this turn's
     // records: it must include what was recorded after the snapshot was taken.
@@ -779,11 +795,11 @@ export class Replica {
   /** Records that rebuild everything above the snapshot: the WAL head after rotation. */
   checkpoint(slot: number): DurableRecord[] {
     const out: DurableRecord[] = [{ t: 'snapshot', slot }];
-    this.sids.forEach((sid, i) => {
-      if (this.reserved[i] > 0)
-        out.push({ t: 'incarnation', sid, inc: this.reserved[i], reserve: true });
-      if (this.incs[i] > 0) out.push({ t: 'incarnation', sid, inc: this.incs[i] });
-    });
+    for (let sid = SID_MIN; sid <= SID_MAX; sid++) {
+      if (this.reserved[sid] > 0)
+        out.push({ t: 'incarnation', sid, inc: this.reserved[sid], reserve: true });
+      if (this.incs[sid] > 0) out.push({ t: 'incarnation', sid, inc: this.incs[sid] });
+    }
     if (this.voter) out.push({ t: 'voter' });
     if (this.promised > 0) out.push({ t: 'promise', ballot: this.promised });
     const slots = [...this.log.keys()].filter((s) => s > this.base).sort((a, b) => a - b);
@@ -1069,8 +1085,7 @@ export class Replica {
   transferLeadership(to: number): string | null {
     if (this.role !== 'leader') return 'not the leader';
     if (to === this.sid) return 'already the leader';
-    if (!this.sidIndex.has(to) || !this.configuration.members.some((m) => m.sid === to))
-      return `sid ${to} is not a member`;
+    if (!this.configuration.members.some((m) => m.sid === to)) return `sid ${to} is not a member`;
     if (!this.votesIn(this.configuration, to)) return `sid ${to} is a learner, not a voter`;
     if (!this.twoWay(to) || !this.peerVotes(to))
       return `sid ${to} is not a voter in two-way contact with the leader`;
@@ -1254,11 +1269,28 @@ export class Replica {
       this.propose(this.nextSlot++, []);
   }
 
+  /**
+   * Every node we talk to: the config files' servers and the members of every
+   * kept configuration (a learner added through the log is heard and sent to
+   * from the turn its change is applied; a removed one stops being sent to once
+   * no kept configuration names it).
+   */
+  get sids(): readonly number[] {
+    return this.universe;
+  }
+
+  private refreshSids(): void {
+    const all = new Set([...this.bootSids, this.sid]);
+    for (const c of this.configs()) for (const m of c.members) all.add(m.sid);
+    this.universe = [...all].sort((a, b) => a - b);
+  }
+
   /** An event line when a newer configuration is applied (and when it removed us). */
   private noteConfiguration(): void {
     const c = this.configuration;
     if (c.slot === this.configSeen) return;
     this.configSeen = c.slot;
+    this.refreshSids();
     const members = c.members.map((m) => (m.voter ? `${m.sid}` : `${m.sid} (learner)`)).join(', ');
     const self = c.members.find((m) => m.sid === this.sid);
     this.eventsOut.push(
@@ -1516,13 +1548,12 @@ export class Replica {
 
   /** The newest incarnation of `sid` we know, active or reserved. */
   private knownInc(sid: number): number {
-    const i = this.sidIndex.get(sid)!;
-    return Math.max(this.incs[i], this.reserved[i]);
+    return Math.max(this.incs[sid], this.reserved[sid]);
   }
 
   private onRejoinReq(from: number, m: Extract<Msg, { t: 'rejoinReq' }>): void {
     if (!this.voter) return;
-    const i = this.sidIndex.get(from)!;
+    const i = from;
     if (m.inc > 0) this.rejoinAskedAt = this.now;
     // Durable before the answer (rejoinResp is a sync message). A reservation
     // voids nothing; an activation (sent only after n - quorum + 1 reservations)
@@ -1544,8 +1575,8 @@ export class Replica {
       known: this.knownInc(from),
       promised: this.promised,
       next: Math.max(this.role === 'leader' ? this.nextSlot : 0, this.maxLogSlot() + 1),
-      incs: [...this.incs],
-      res: [...this.reserved],
+      incs: incPairs(this.incs),
+      res: incPairs(this.reserved),
     });
   }
 
@@ -1557,8 +1588,8 @@ export class Replica {
     r.threshold = 0;
     r.activating = false;
     r.reservedBy.clear();
-    this.incs[this.sidIndex.get(this.sid)!] = r.inc;
-    this.reserved[this.sidIndex.get(this.sid)!] = r.inc;
+    this.incs[this.sid] = r.inc;
+    this.reserved[this.sid] = r.inc;
     this.persistOut.push({ t: 'incarnation', sid: this.sid, inc: r.inc });
     for (const s of this.sids)
       if (s !== this.sid) this.send(s, { t: 'rejoinReq', nonce: r.nonce, inc: r.inc, act: false });
@@ -1571,18 +1602,18 @@ export class Replica {
     // Our lost disk held other nodes' incarnations too: re-learn them, or a node
     // that rejoined before us could later draw one below what we forgot and have
     // its votes voided for good by those who still remember.
-    const self = this.sidIndex.get(this.sid)!;
-    for (let i = 0; i < this.incs.length && i < m.incs.length; i++)
-      if (i !== self && m.incs[i] > this.incs[i]) {
-        this.incs[i] = m.incs[i];
-        this.persistOut.push({ t: 'incarnation', sid: this.sids[i], inc: m.incs[i] });
+    forPairs(m.incs, (sid, inc) => {
+      if (sid !== this.sid && inc > this.incs[sid]) {
+        this.incs[sid] = inc;
+        this.persistOut.push({ t: 'incarnation', sid, inc });
       }
-    const res = m.res ?? [];
-    for (let i = 0; i < this.reserved.length && i < res.length; i++)
-      if (i !== self && res[i] > this.reserved[i]) {
-        this.reserved[i] = res[i];
-        this.persistOut.push({ t: 'incarnation', sid: this.sids[i], inc: res[i], reserve: true });
+    });
+    forPairs(m.res ?? [], (sid, inc) => {
+      if (sid !== this.sid && inc > this.reserved[sid]) {
+        this.reserved[sid] = inc;
+        this.persistOut.push({ t: 'incarnation', sid, inc, reserve: true });
       }
+    });
     if (r.inc === 0) {
       // Step 1: n - quorum + 1 answers meet every set that recorded an earlier
       // incarnation of ours in a completed rejoin, so ours goes above all of them.
@@ -1722,7 +1753,7 @@ export class Replica {
       hi,
       base: this.base,
       entries,
-      incs: [...this.incs],
+      incs: incPairs(this.incs),
     };
   }
 
@@ -1786,13 +1817,13 @@ export class Replica {
     // value above the chosen ballot is the chosen value (PMS P2b), so extra
     // reports cannot mislead.
     for (const sid of this.mergeIncs(p1.incs, m.incs))
-      if ((p1.promiseInc.get(sid) ?? Infinity) < p1.incs[this.sidIndex.get(sid)!]) {
+      if ((p1.promiseInc.get(sid) ?? Infinity) < p1.incs[sid]) {
         p1.complete.delete(sid);
         p1.covered.delete(sid);
         p1.promiseInc.delete(sid);
       }
-    const fromInc = m.incs[this.sidIndex.get(from)!] ?? 0;
-    if (fromInc < p1.incs[this.sidIndex.get(from)!]) return;
+    const fromInc = pairValue(m.incs, from);
+    if (fromInc < p1.incs[from]) return;
     const prevInc = p1.promiseInc.get(from);
     if (prevInc !== undefined && prevInc !== fromInc) p1.covered.delete(from);
     p1.promiseInc.set(from, fromInc);
@@ -1839,12 +1870,12 @@ export class Replica {
     // Crash-consistent quorums (see `incs`): drop acks from incarnations older
     // than one this accepted names, and ignore this one if it is itself older.
     for (const sid of this.mergeIncs(this.incView, m.incs)) {
-      const newest = this.incView[this.sidIndex.get(sid)!];
+      const newest = this.incView[sid];
       for (const f of this.inflight.values())
         if ((f.acks.get(sid) ?? Infinity) < newest) f.acks.delete(sid);
     }
-    const fromInc = m.incs[this.sidIndex.get(from)!] ?? 0;
-    if (fromInc < this.incView[this.sidIndex.get(from)!]) return;
+    const fromInc = pairValue(m.incs, from);
+    if (fromInc < this.incView[from]) return;
     for (const slot of m.slots) {
       const f = this.inflight.get(slot);
       if (!f) continue;
@@ -2236,14 +2267,15 @@ export class Replica {
     }
   }
 
-  /** Raise `into` to the newest incarnations in `from`; returns the SIDs raised. */
-  private mergeIncs(into: number[], from: number[]): number[] {
+  /** Raise table `into` to the newest incarnations in wire pairs `from`; returns the SIDs raised. */
+  private mergeIncs(into: number[], from: readonly number[]): number[] {
     const raised: number[] = [];
-    for (let i = 0; i < into.length && i < from.length; i++)
-      if (from[i] > into[i]) {
-        into[i] = from[i];
-        raised.push(this.sids[i]);
+    forPairs(from, (sid, inc) => {
+      if (inc > into[sid]) {
+        into[sid] = inc;
+        raised.push(sid);
       }
+    });
     return raised;
   }
 
@@ -2462,4 +2494,35 @@ function noteEcho(p: PeerInfo, m: Extract<Msg, { t: 'heartbeat' }>, period: numb
     p.echo.tick = m.tick;
   } else p.echo = { life: m.life, tick: m.tick };
   return switched;
+}
+
+/** An incarnation table (index = SID) as wire pairs [sid, inc, ...], nonzero entries only. */
+function incPairs(table: readonly number[]): number[] {
+  const out: number[] = [];
+  for (let sid = SID_MIN; sid <= SID_MAX; sid++) if (table[sid] > 0) out.push(sid, table[sid]);
+  return out;
+}
+
+/**
+ * Each (sid, inc) of wire pairs. A pair naming no valid SID, or a negative or
+ * non-integer incarnation, is skipped: it can only come from a broken or
+ * hostile peer, and an unknown incarnation is 0 (the original one).
+ */
+function forPairs(pairs: readonly number[], f: (sid: number, inc: number) => void): void {
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    const sid = pairs[i];
+    const inc = pairs[i + 1];
+    if (!Number.isSafeInteger(sid) || sid < SID_MIN || sid > SID_MAX) continue;
+    if (!Number.isSafeInteger(inc) || inc < 0) continue;
+    f(sid, inc);
+  }
+}
+
+/** The incarnation wire pairs name for `sid` (0: not named). */
+function pairValue(pairs: readonly number[], sid: number): number {
+  let v = 0;
+  forPairs(pairs, (s, inc) => {
+    if (s === sid) v = inc;
+  });
+  return v;
 }

@@ -66,7 +66,7 @@ export type Msg =
       hi: number;
       base: number;
       entries: PromiseEntry[];
-      /** The sender's view of every node's incarnation (index = position in sorted sids). */
+      /** The sender's view of every node's incarnation: [sid, inc, ...], nonzero ones only. */
       incs: number[];
     }
   /** Phase 2a for several slots, with the leader's contiguous chosen prefix. */
@@ -142,7 +142,7 @@ export type Msg =
       incs: number[];
       /** Answers an activation (else a reservation or step 1). */
       act?: boolean;
-      /** The sender's reserved incarnations (same indexing as incs). */
+      /** The sender's reserved incarnations ([sid, inc, ...] as incs). */
       res?: number[];
     }
   /** Read index: is `ballot` still the highest this acceptor promised? (batched reads) */
@@ -226,6 +226,18 @@ export interface StateDigest {
 export interface Member {
   sid: number;
   voter: boolean;
+  /**
+   * Where it listens, when a `member add` gave it (the log then carries it to
+   * every node: a node not in the config files is reached through it).
+   */
+  addr?: MemberAddr;
+}
+
+/** A member's address, as `member add SID HOST PEERPORT CLIENTPORT` gives it. */
+export interface MemberAddr {
+  host: string;
+  peerPort: number;
+  clientPort: number;
 }
 
 /**

@@ -59,11 +59,17 @@ export interface ServerAddr {
   clientPort: number;
   /**
    * Not in the bootstrap configuration (`"spare": true`): listed so that every
-   * node knows its address and sid (vote tables are indexed by the servers
-   * list), a member only once `paxos-client member add` is chosen. Bootstrap
+   * node knows its address and sid (`member add SID` needs no address for it),
+   * a member only once `paxos-client member add` is chosen. Bootstrap
    * input only: after the first start the configuration in the log wins.
    */
   spare?: boolean;
+  /**
+   * Known from the log only (a `member add` with an address), not a config
+   * file's server: set by paxosd --join for itself and other added nodes. The
+   * servers list every node must share is the others (membership decides by it).
+   */
+  fromLog?: boolean;
 }
 
 /**

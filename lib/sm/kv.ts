@@ -4,6 +4,7 @@ import type {
   CmdResult,
   Configuration,
   Member,
+  MemberAddr,
   StateDigest,
   StateMachine,
   Value,
@@ -18,7 +19,7 @@ import {
 } from '../limits';
 import type { ErrorCode } from '../wire/client';
 import { scanCbor } from '../wire/scan';
-import { MembershipTable, type MemberOp } from './membership';
+import { badMemberAddr, memberAddr, MembershipTable, type MemberOp } from './membership';
 import { hex, ORDER_LOG_HASH_EVERY, StateHash } from './statehash';
 
 export type { MemberOp };
@@ -137,7 +138,13 @@ export function encodeOutcome(cid: number, seq: number): Uint8Array {
 }
 
 /** The body of a membership change (sent in a session, like a write). */
-export function encodeMember(action: MemberOp['action'], sid: number): Uint8Array {
+export function encodeMember(
+  action: MemberOp['action'],
+  sid: number,
+  addr?: MemberAddr,
+): Uint8Array {
+  if (addr)
+    return opEncoder.encode(['member', action, sid, addr.host, addr.peerPort, addr.clientPort]);
   return opEncoder.encode(['member', action, sid]);
 }
 
@@ -173,7 +180,8 @@ export function parseCommand(bytes: Uint8Array): KvOp | SysOp | OpError {
   } catch {
     return OpErrors.badOp('operation is not valid CBOR');
   }
-  if (!Array.isArray(raw) || raw.length < 1 || raw.length > 4)
+  // `member add SID HOST PEERPORT CLIENTPORT` is the longest command.
+  if (!Array.isArray(raw) || raw.length < 1 || raw.length > (raw[0] === 'member' ? 6 : 4))
     return OpErrors.badOp('operation must be an array');
   const kind = raw[0] as unknown;
   if (kind === 'register')
@@ -188,16 +196,19 @@ export function parseCommand(bytes: Uint8Array): KvOp | SysOp | OpError {
   if (kind === 'member') {
     const [, action, sid] = raw as unknown[];
     if (
-      raw.length !== 3 ||
+      (raw.length !== 3 && !(raw.length === 6 && action === 'add')) ||
       (action !== 'add' && action !== 'promote' && action !== 'remove') ||
       !Number.isSafeInteger(sid) ||
       (sid as number) < SID_MIN ||
       (sid as number) > SID_MAX
     )
       return OpErrors.badOp(
-        `member takes add, promote or remove and a sid (${SID_MIN}-${SID_MAX})`,
+        `member takes add, promote or remove and a sid (${SID_MIN}-${SID_MAX}); add may give HOST PEERPORT CLIENTPORT`,
       );
-    return { kind, action, sid: sid as number };
+    if (raw.length === 3) return { kind, action, sid: sid as number };
+    const why = badMemberAddr(raw.slice(3));
+    if (why) return OpErrors.badOp(`member add ${sid as number}: ${why}`);
+    return { kind, action, sid: sid as number, addr: memberAddr(raw.slice(3)) };
   }
   if (kind === 'limits') {
     const limits = { sessionsMax: raw[1] as number, valueBytesMax: raw[2] as number };
@@ -579,8 +590,9 @@ export class KvStateMachine implements StateMachine {
   }
 
   /**
-   * Format 5: [5, appliedCommands, kvChunks, sessionChunks, limits, nextSessionId,
-   * hashSlot, hash] (format 4 without the last two), with sessions as (cid, seq, result, nonce) and limits [sessionsMax,
+   * Format 7: [7, appliedCommands, kvChunks, sessionChunks, limits, nextSessionId,
+   * hashSlot, hash, configurations] (6: members without addresses; 5: without
+   * configurations; 4: without the hash either), with sessions as (cid, seq, result, nonce) and limits [sessionsMax,
    * valueBytesMax] or null. Both tables are split into chunks of at most
    * SNAPSHOT_CHUNK_ITEMS items, because the CBOR decoder's array-size limit (set
    * low for hostile datagrams) applies to every array. Results are arrays [ok,
@@ -610,7 +622,7 @@ export class KvStateMachine implements StateMachine {
     const limits = this.limits ? [this.limits.sessionsMax, this.limits.valueBytesMax] : null;
     const h = this.stateHash;
     return opEncoder.encode([
-      6,
+      7,
       this.appliedCommands,
       kv,
       sessions,
@@ -635,11 +647,11 @@ export class KvStateMachine implements StateMachine {
     const raw = opDecoder.decode(bytes) as unknown;
     if (
       !Array.isArray(raw) ||
-      (raw[0] !== 3 && raw[0] !== 4 && raw[0] !== 5 && raw[0] !== 6) ||
+      (raw[0] !== 3 && raw[0] !== 4 && raw[0] !== 5 && raw[0] !== 6 && raw[0] !== 7) ||
       !Array.isArray(raw[2]) ||
       !Array.isArray(raw[3])
     )
-      throw new Error('snapshot: not a version 3, 4, 5 or 6 key-value snapshot');
+      throw new Error('snapshot: not a version 3, 4, 5, 6 or 7 key-value snapshot');
     const v4 = raw[0] >= 4;
     const width = v4 ? 4 : 3;
     const data = new Map<string, string>();
@@ -675,8 +687,9 @@ export class KvStateMachine implements StateMachine {
     const hash = raw[0] >= 5 ? (raw[7] as unknown) : null;
     if (!Number.isSafeInteger(hashSlot) || hashSlot < 0 || !(hash === null || isHash(hash)))
       throw new Error('snapshot: bad state hash');
-    // Before format 6 no change was ever applied: the bootstrap configuration holds.
-    const configs = this.membership.parse(raw[0] === 6 ? raw[8] : null);
+    // Before format 6 no change was ever applied: the bootstrap configuration holds;
+    // format 7 added members' addresses.
+    const configs = this.membership.parse(raw[0] >= 6 ? raw[8] : null, raw[0] === 6 ? 2 : 3);
     this.data.clear();
     for (const [k, v] of data) this.data.set(k, v);
     this.sessions.clear();
@@ -702,7 +715,7 @@ export class KvStateMachine implements StateMachine {
  */
 export function withoutMembership(bytes: Uint8Array): Uint8Array {
   const raw = opDecoder.decode(bytes) as unknown;
-  if (!Array.isArray(raw) || raw[0] !== 6 || raw[8] === null) return bytes;
+  if (!Array.isArray(raw) || !(raw[0] === 6 || raw[0] === 7) || raw[8] === null) return bytes;
   raw[8] = null;
   return opEncoder.encode(raw);
 }

@@ -67,19 +67,25 @@ export function makeReplica(
  */
 export class LogMachine implements StateMachine {
   cmds: string[] = [];
-  /** Commands "member add|promote|remove SID" change the membership (lib/sm/membership.ts). */
+  /**
+   * Commands "member add|promote|remove SID" (add may end "HOST PEERPORT
+   * CLIENTPORT") change the membership (lib/sm/membership.ts).
+   */
   readonly membership = new MembershipTable();
   apply(slot: number, cmds: Value): { results: CmdResult[]; lines: string[] } {
     const lines = cmds.map((c) => `${slot} ${cmdText(c)}`);
     this.cmds.push(...lines);
     const results = cmds.map((c) => {
-      const m = /^member (add|promote|remove) (\d+)$/.exec(Buffer.from(c.op).toString('utf8'));
+      const m = /^member (add|promote|remove) (\d+)(?: (\S+) (\d+) (\d+))?$/.exec(
+        Buffer.from(c.op).toString('utf8'),
+      );
       if (!m) return { ok: true };
       const op: MemberOp = {
         kind: 'member',
         action: m[1] as MemberOp['action'],
         sid: Number(m[2]),
       };
+      if (m[3]) op.addr = { host: m[3], peerPort: Number(m[4]), clientPort: Number(m[5]) };
       return this.membership.apply(slot, op).result;
     });
     return { results, lines };
@@ -191,8 +197,29 @@ export class CoreNet {
     for (const s of sids) this.sync(s);
   }
 
+  /** Nodes started with a servers list of their own (join): sid -> that list. */
+  private readonly ownSids = new Map<number, number[]>();
+
   private make(sid: number): Replica {
-    return makeReplica(sid, this.sids, this.seed, this.built++, this.opts);
+    return makeReplica(sid, this.ownSids.get(sid) ?? this.sids, this.seed, this.built++, this.opts);
+  }
+
+  /**
+   * Start a node that is in nobody's servers list (paxosd --join): empty disk,
+   * not a voter until the rejoin rule passes, given the cluster's servers list
+   * (without itself, as every node has it); the others learn of it only through
+   * a `member add` with its address.
+   */
+  join(sid: number): Replica {
+    this.ownSids.set(sid, [...this.sids]);
+    this.disk.set(sid, { snapshot: null, records: [], synced: 0 });
+    this.held.set(sid, []);
+    this.applied.set(sid, new Map());
+    const r = this.make(sid);
+    r.restore(null, []);
+    this.nodes.set(sid, r);
+    this.collect(sid);
+    return r;
   }
 
   node(sid: number): Replica {
@@ -338,7 +365,7 @@ export class CoreNet {
       this.node(env.to).step(env.from, env.msg);
       touched.add(env.to);
     }
-    for (const s of this.sids) if (touched.has(s)) this.collect(s);
+    for (const s of this.nodes.keys()) if (touched.has(s)) this.collect(s);
   }
 
   private tickNodes(): void {

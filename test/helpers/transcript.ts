@@ -85,6 +85,13 @@ export function valueStr(v: Value): string {
   return v.length === 0 ? 'no-op' : `[${v.map(cmdStr).join('; ')}]`;
 }
 
+/** Incarnation pairs [sid, inc, ...] as "sid:inc,..." ("-": every node's original one). */
+function incs(pairs: readonly number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < pairs.length; i += 2) out.push(`${pairs[i]}:${pairs[i + 1]}`);
+  return out.length === 0 ? '-' : out.join(',');
+}
+
 function list(xs: readonly number[]): string {
   return xs.join(',');
 }
@@ -108,14 +115,14 @@ export function msgStr(m: Msg): string {
     case 'promise': {
       const hi = m.hi === 0 ? 'inf' : String(m.hi);
       const es = m.entries.length === 0 ? 'none' : m.entries.map(promiseEntry).join(', ');
-      return `promise ${ballot(m.ballot)} from=${m.from} slots=[${m.lo},${hi}) base=${m.base} incs=${list(m.incs)} entries: ${es}`;
+      return `promise ${ballot(m.ballot)} from=${m.from} slots=[${m.lo},${hi}) base=${m.base} incs=${incs(m.incs)} entries: ${es}`;
     }
     case 'accept': {
       const es = m.entries.map(([s, v]) => `${s}=${valueStr(v)}`).join(', ');
       return `accept ${ballot(m.ballot)} commit=${m.commit} ${es}`;
     }
     case 'accepted':
-      return `accepted ${ballot(m.ballot)} slots=${list(m.slots)} incs=${list(m.incs)}`;
+      return `accepted ${ballot(m.ballot)} slots=${list(m.slots)} incs=${incs(m.incs)}`;
     case 'nack':
       return `nack ${ballot(m.ballot)} promised=${ballot(m.promised)}`;
     case 'commit':
@@ -135,7 +142,7 @@ export function msgStr(m: Msg): string {
     case 'rejoinResp':
       return (
         `rejoinResp nonce=${m.nonce} inc=${m.inc}${m.act ? ' act' : ''} known=${m.known}` +
-        ` promised=${ballot(m.promised)} next=${m.next} incs=${list(m.incs)} res=${list(m.res ?? [])}`
+        ` promised=${ballot(m.promised)} next=${m.next} incs=${incs(m.incs)} res=${incs(m.res ?? [])}`
       );
     case 'confirm':
     case 'confirmed':
