@@ -548,6 +548,57 @@ export class PaxosClient {
   }
 
   /**
+   * Wait until the configuration applied at `slot` is in force on every one of
+   * its voters: each reports it and has applied every slot before the first one
+   * it governs (`from`). Until then a campaign still needs a majority of the
+   * outgoing configuration too (it governs the window's slots), so losing
+   * outgoing voters could stall the cluster; after it, a majority of the new
+   * configuration is enough. Resolves with the voters that are not there yet
+   * (empty: in force everywhere) once in force or after `timeoutMs`.
+   */
+  async memberInForce(
+    slot: number,
+    timeoutMs: number,
+  ): Promise<{ from: number; lagging: { sid: number; applied: number | null }[] }> {
+    const deadline = this.timers.now() + timeoutMs;
+    let from = 0;
+    let lagging: { sid: number; applied: number | null }[] = [];
+    let asker: PaxosClient = this;
+    try {
+      for (;;) {
+        const m = await this.members();
+        if (m && m.slot >= slot) {
+          from = m.from;
+          // Voters the client config does not list (added through the log) are
+          // asked at the address the log gave them.
+          const extra = [...m.addresses]
+            .filter(([sid]) => !this.indexOf.has(sid))
+            .map(([sid, a]) => ({
+              sid,
+              host: a.split(':')[0],
+              clientPort: Number(a.split(':')[2]),
+            }));
+          if (extra.length > 0 && asker === this)
+            asker = new PaxosClient({ ...this.opts, servers: [...this.servers, ...extra] });
+          lagging = [];
+          for (const v of m.members.filter((x) => x.voter)) {
+            const st = await asker.status(v.sid, 300);
+            const applied = st && typeof st.applied === 'number' ? st.applied : null;
+            const seen = st && typeof st.configurationSlot === 'number' ? st.configurationSlot : -1;
+            if (applied === null || applied < m.from - 1 || seen < m.slot)
+              lagging.push({ sid: v.sid, applied });
+          }
+          if (lagging.length === 0) return { from, lagging };
+        }
+        if (this.timers.now() >= deadline) return { from, lagging };
+        await new Promise<void>((r) => this.timers.setTimeout(() => r(), 50));
+      }
+    } finally {
+      if (asker !== this) asker.close();
+    }
+  }
+
+  /**
    * Ask the leader to hand leadership to `sid` (etcd's move-leader), and wait
    * until it did or refused: code 'ok' (sid leads now, or led already),
    * 'unknown_sid', 'not_voter', 'handoff_timeout' (sid did not take over in

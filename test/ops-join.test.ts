@@ -149,6 +149,7 @@ t.test('a node in no config file joins through the log and votes', async (t) => 
   await governs();
   const promote = await cli(['member', 'promote', String(NEW)]);
   t.equal(promote.code, 0, `member promote ${NEW}`, show(promote));
+  t.match(promote.stdout, /; in force on every voter\n$/, 'promote returns once in force');
   await governs();
   const voter = await waitFor(
     `sid ${NEW} to vote`,
@@ -191,6 +192,28 @@ t.test('a node in no config file joins through the log and votes', async (t) => 
   );
   t.equal(back.member, 'voter', `sid ${NEW} restarted from its kept servers list`);
   await c.restart(down);
+
+  // A change is done only once it is in force on every voter of the new
+  // configuration: with a voter frozen, member add returns 5 and names it.
+  await governs();
+  const current = await c.waitLeader();
+  const frozen = [0, 1, 2].find((s) => s !== current)!;
+  const [p2, c2] = await freeUdpPorts(2);
+  c.stop(frozen);
+  const notYet = await cli([
+    'member',
+    'add',
+    '10',
+    '127.0.0.1',
+    String(p2),
+    String(c2),
+    '--wait-ms',
+    '1500',
+  ]);
+  c.cont(frozen);
+  t.equal(notYet.code, 5, 'applied, not in force on a frozen voter: exit 5', show(notYet));
+  t.match(notYet.stderr, new RegExp(`not in force on sid ${frozen} \\(applied `));
+  t.match(notYet.stderr, /keep a majority of the previous configuration up/);
 
   load.stop();
   const res = await load.done;

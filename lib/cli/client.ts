@@ -56,8 +56,14 @@ const USAGE = `usage: paxos-client [--config conf/client.config.json] [--json] [
   member promote SID     make learner SID a voter (once it caught up: status lag)
   member remove SID      drop member SID; it exits once the change governs (a leader
                          hands leadership over first). One change at a time: each
-                         governs from its slot + alpha (256); exit 0 done, 1
-                         refused (member: why), 3 no answer (member list tells)
+                         governs from its slot + alpha (256). add, promote and
+                         remove return once the change is in force on every voter
+                         of the new configuration (each applied up to the slot it
+                         governs from; at most --wait-ms, default 30000;
+                         --no-wait: once applied);
+                         only then may voters of the previous one be lost. Exit 0
+                         done, 1 refused (member: why), 3 no answer (member list
+                         tells), 5 applied but not in force on every voter in time
   snapshot save FILE     write a consistent snapshot of the cluster (every write
                          acknowledged before the save began, its slot and state
                          hash) to FILE, atomically; --max-bytes N refuses a larger
@@ -76,7 +82,7 @@ exit codes: 0 success, 1 refused (cas mismatch, invalid operation),
             request cid:seq to look up in the order logs) or NOT SENT (no
             server answered before the write could be sent), 4 not found`;
 
-const EXIT = { ok: 0, refused: 1, usage: 2, unknown: 3, notFound: 4 } as const;
+const EXIT = { ok: 0, refused: 1, usage: 2, unknown: 3, notFound: 4, notInForce: 5 } as const;
 
 /**
  * Split a stdin line into words as a shell would for simple cases: blanks
@@ -419,12 +425,17 @@ function memberArgs(words: string[]): MemberWords | string {
   return { action, sid: Number(sid) };
 }
 
-/** `member list|add|promote|remove`: exit 0 done, 1 refused, 3 no answer. */
+/** How long `member add|promote|remove` waits for the change to be in force on every voter. */
+const MEMBER_IN_FORCE_WAIT_MS = 30_000;
+
+/** `member list|add|promote|remove`: exit 0 done, 1 refused, 3 no answer, 5 applied but not in force in time. */
 async function member(
   client: PaxosClient,
   cfg: ClientConfig,
   w: MemberWords,
   json: boolean,
+  wait: boolean,
+  waitMs: number,
 ): Promise<number> {
   if (w.action === 'list') {
     const m = await client.members();
@@ -438,11 +449,12 @@ async function member(
       process.stdout.write(JSON.stringify(m) + '\n');
       return EXIT.ok;
     }
-    // The cluster's addresses first (the log's, then the node's config), this config's after.
+    // This client config's addresses; a member it does not list (added through
+    // the log) at the address the cluster knows.
     const addr = new Map(cfg.servers.map((s) => [s.sid, `${s.host}:${s.clientPort}`]));
     for (const [sid, a] of m.addresses) {
       const [host, peer, client] = a.split(':');
-      addr.set(sid, `${host}:${client} (peer port ${peer})`);
+      if (!addr.has(sid)) addr.set(sid, `${host}:${client} (peer port ${peer})`);
     }
     const applied = m.slot === 0 ? 'the bootstrap configuration' : `applied at slot ${m.slot}`;
     process.stdout.write(
@@ -467,14 +479,38 @@ async function member(
     else process.stderr.write(`${refused ? 'paxos-client: ' : 'OUTCOME UNKNOWN: '}${msg}\n`);
     return refused ? EXIT.usage : EXIT.unknown;
   }
+  // Done only once the change is in force on every voter of the new
+  // configuration (memberInForce): then losing outgoing voters cannot stall a
+  // majority of the new one. --no-wait returns when the change is applied.
+  const slot = r.ok ? /configuration of slot (\d+)/.exec(r.value ?? '') : null;
+  const inForce =
+    slot && wait
+      ? await client.memberInForce(Number(slot[1]), waitMs)
+      : { from: null, lagging: [] };
+  const ok = r.ok && inForce.lagging.length === 0;
   if (json)
     process.stdout.write(
-      JSON.stringify({ ...w, ok: r.ok, value: r.value ?? null, error: r.err ?? null, sid: r.sid }) +
-        '\n',
+      JSON.stringify({
+        ...w,
+        ok: r.ok,
+        value: r.value ?? null,
+        error: r.err ?? null,
+        sid: r.sid,
+        inForce: r.ok && wait ? ok : null,
+        lagging: inForce.lagging,
+      }) + '\n',
     );
-  else if (r.ok) process.stdout.write(`member ${w.action} ${w.sid}: ${r.value}\n`);
-  else process.stderr.write(`paxos-client: member ${w.action} ${w.sid} refused: ${r.err}\n`);
-  return r.ok ? EXIT.ok : EXIT.refused;
+  else if (!r.ok)
+    process.stderr.write(`paxos-client: member ${w.action} ${w.sid} refused: ${r.err}\n`);
+  else if (ok)
+    process.stdout.write(
+      `member ${w.action} ${w.sid}: ${r.value}${wait ? '; in force on every voter' : ''}\n`,
+    );
+  else
+    process.stderr.write(
+      `paxos-client: member ${w.action} ${w.sid}: ${r.value}, but after ${waitMs} ms not in force on ${inForce.lagging.map((x) => `sid ${x.sid} (applied ${x.applied ?? 'no answer'})`).join(', ')}: until it is, keep a majority of the previous configuration up (member list and status tell)\n`,
+    );
+  return !r.ok ? EXIT.refused : ok ? EXIT.ok : EXIT.notInForce;
 }
 
 /** `transfer-leader SID`: exit 0 once SID leads, 1 refused, 3 no answer. */
@@ -739,10 +775,10 @@ async function batch(client: PaxosClient, cfg: ClientConfig, json: boolean): Pro
 
 async function main(): Promise<number> {
   const argv = parseFlags(process.argv.slice(2), {
-    string: ['config', 'timeout', 'watch', 'value-file', 'max-bytes'],
-    boolean: ['json', 'help', 'absent', 'version', 'learner'],
+    string: ['config', 'timeout', 'watch', 'value-file', 'max-bytes', 'wait-ms'],
+    boolean: ['json', 'help', 'absent', 'version', 'learner', 'wait'],
     alias: { h: 'help' },
-    default: { config: process.env.PAXOS_CLIENT_CONFIG || 'conf/client.config.json' },
+    default: { config: process.env.PAXOS_CLIENT_CONFIG || 'conf/client.config.json', wait: true },
   });
   const early = handleCommonFlags('paxos-client', USAGE, argv);
   if (early !== null || typeof argv === 'string') return early ?? EXIT.usage;
@@ -833,7 +869,15 @@ ${USAGE}
     if (words[0] === 'outcome') return await outcome(client, words[1], argv.json);
     if (words[0] === 'transfer-leader')
       return await transferLeader(client, cfg, Number(words[1]), argv.json);
-    if (memberWords) return await member(client, cfg, memberWords, argv.json);
+    if (memberWords) {
+      const waitMs =
+        argv['wait-ms'] === undefined ? MEMBER_IN_FORCE_WAIT_MS : Number(argv['wait-ms']);
+      if (!Number.isSafeInteger(waitMs) || waitMs < 0) {
+        process.stderr.write(`paxos-client: --wait-ms takes milliseconds\n${USAGE}\n`);
+        return EXIT.usage;
+      }
+      return await member(client, cfg, memberWords, argv.json, argv.wait !== false, waitMs);
+    }
     if (words[0] === 'snapshot')
       return await snapshotSave(client, cfg, words[2], maxBytes, argv.json);
     if (op) return await runOne(client, cfg, op, argv.json);
