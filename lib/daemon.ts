@@ -630,29 +630,27 @@ export class PaxosNode {
   }
 
   /**
-   * Stop for good once the log removed this node and the new configuration
-   * governs. Not at once when the change is applied at slot j: slots j+1 ..
-   * j+alpha-1 are still decided by the old configuration, which counts this
-   * node; leaving early takes a vote from them (removing one of two voters,
-   * the other alone could never choose them, and the change would never come
-   * into force). Here every slot up to j+alpha-1 is chosen and applied: no slot
-   * this node votes on is left. A node never in a kept configuration (a spare
-   * not yet added) is not removed: it waits for its `member add`.
+   * Stop for good once the log removed this node and the new configuration is
+   * settled (Replica.mayLeave). Not at once when the change is applied at slot
+   * j: slots j+1 .. j+alpha-1 are still decided by the old configuration, which
+   * counts this node; leaving early takes a vote from them (removing one of two
+   * voters, the other alone could never choose them, and the change would never
+   * come into force). Nor when only this node knows them chosen: a majority of
+   * the new configuration must know them for good, or after a lost commit or a
+   * power loss they would need this node's vote again. A node never in a kept
+   * configuration (a spare not yet added) is not removed: it waits for its
+   * `member add`.
    */
   private checkRemoved(): void {
     if (this.stopped || this.removed) return;
     const r = this.replica;
+    if (!r.mayLeave()) return;
     const live = r.configuration;
     const self = this.opts.sid;
-    if (live.members.some((m) => m.sid === self)) return;
-    const configs = this.sm.configurations();
-    if (!configs.some((c) => c.members.some((m) => m.sid === self))) return;
     const from = r.governsFrom(live);
-    const st = r.status();
-    if (r.applied < from - 1 || st.known > r.applied) return;
     this.removed = true;
     this.log(
-      `sid ${self}: removed from the configuration (member change at slot ${live.slot}, governing from slot ${from}: ${describeMembers(live.members)}); applied ${r.applied}: every slot this node votes on is chosen; exiting`,
+      `sid ${self}: removed from the configuration (member change at slot ${live.slot}, governing from slot ${from}: ${describeMembers(live.members)}); applied ${r.applied}, and a majority of the new configuration's voters know every slot before ${from} chosen for good; exiting`,
     );
     void this.stop().then(() => this.opts.onRemoved?.());
   }

@@ -65,6 +65,7 @@ const SAMPLES: Msg[] = [
   { t: 'catchupReq', from: 1, to: 6 },
   { t: 'confirm', ballot: 513, round: 9 },
   { t: 'confirmed', ballot: 513, round: 9 },
+  { t: 'settled', slot: 1234 },
   { t: 'catchupResp', from: 1, entries: [value, []], snapshot: 0, snapshotBytes: 0 },
   { t: 'snapshotReq', slot: 100, offset: 0 },
   { t: 'snapshotResp', slot: 100, offset: 0, total: 3, data: Buffer.from([1, 2, 3]) },

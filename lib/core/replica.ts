@@ -364,6 +364,10 @@ export class Replica {
   private newAccepts: number[] = [];
   private commitSent = 0;
   private lastNoopAt = 0;
+  /** Removed peer -> when we last told it the newest configuration is settled here. */
+  private readonly settledSentAt = new Map<number, number>();
+  /** Voters of the configuration applied at `slot` that told us it is settled there. */
+  private settled: { slot: number; from: Set<number> } = { slot: -1, from: new Set() };
   /** When a rejoining peer last asked us to record its incarnation. */
   private rejoinAskedAt = -1;
 
@@ -594,7 +598,7 @@ export class Replica {
       case 'accepted':
         return this.onAccepted(from, msg);
       case 'nack':
-        return this.onNack(msg);
+        return this.onNack(from, msg);
       case 'commit':
         this.noteLeader(msg.ballot);
         return this.learnCommit(msg.ballot, msg.through, from);
@@ -604,6 +608,8 @@ export class Replica {
         return this.onConfirm(from, msg);
       case 'confirmed':
         return this.onConfirmed(from, msg);
+      case 'settled':
+        return this.onSettled(from, msg);
       case 'catchupReq':
         return this.onCatchupReq(from, msg);
       case 'catchupResp':
@@ -1503,6 +1509,55 @@ export class Replica {
     // Our hand-off target's heartbeat: the copy that echoes it lets it campaign
     // (onHandoff); send it now rather than at the next retransmission.
     if (this.role === 'leader' && this.handoff?.to === from) this.sendHandoff();
+    this.answerRemoved(from);
+  }
+
+  /**
+   * A removed node's heartbeat: once the newest configuration is in force here
+   * (every slot before the one it governs from is chosen), say so, durably (a
+   * settled message waits for the sync of those chosen records). Slots below it
+   * are the old configuration's to decide, and a node that does not know them
+   * chosen needs a majority of the old configuration, which counts the removed
+   * node, to learn them: so the removed node leaves only once a majority of the
+   * new configuration knows them for good (mayLeave); a later campaign of new
+   * voters then learns them chosen from the promise of one of that majority
+   * (PMS: any two majorities of a configuration meet). Attack review 6,
+   * REMOVED-EXIT-EARLY: a removed node that left when it alone knew them made a
+   * healthy majority of the new configuration stall for ever.
+   */
+  private answerRemoved(from: number): void {
+    const c = this.configuration;
+    if (c.slot === 0 || !this.voter || !this.votesIn(c, this.sid)) return;
+    if (c.members.some((m) => m.sid === from)) return;
+    if (!this.configs().some((x) => x.members.some((m) => m.sid === from))) return;
+    if (this.chosenThrough < this.governsFrom(c) - 1) return;
+    // One per election timeout per removed node: each costs a sync.
+    const at = this.settledSentAt.get(from);
+    if (at !== undefined && this.now - at < this.o.electionTicks) return;
+    this.settledSentAt.set(from, this.now);
+    this.send(from, { t: 'settled', slot: c.slot });
+  }
+
+  private onSettled(from: number, m: Extract<Msg, { t: 'settled' }>): void {
+    const c = this.configuration;
+    if (m.slot !== c.slot || !this.votesIn(c, from)) return;
+    if (this.settled.slot !== c.slot) this.settled = { slot: c.slot, from: new Set() };
+    this.settled.from.add(from);
+  }
+
+  /**
+   * May this node stop for good? Only once the newest configuration removed it,
+   * it applied every slot that configuration does not govern (it may still be
+   * needed to vote on them), and a majority of the new configuration's voters
+   * said the configuration is settled there (answerRemoved). A node in no kept
+   * configuration (a spare never added) waits for its add instead.
+   */
+  mayLeave(): boolean {
+    const c = this.configuration;
+    const self = (x: Configuration) => x.members.some((m) => m.sid === this.sid);
+    if (self(c) || !this.configs().some(self)) return false;
+    if (this.applied < this.governsFrom(c) - 1) return false;
+    return this.settled.slot === c.slot && this.quorate(c, (s) => this.settled.from.has(s));
   }
 
   /**
@@ -1792,7 +1847,14 @@ export class Replica {
     this.learnCommit(m.ballot, m.commit, from);
   }
 
-  private onNack(m: Extract<Msg, { t: 'nack' }>): void {
+  private onNack(from: number, m: Extract<Msg, { t: 'nack' }>): void {
+    // A nack from a node that votes in no active configuration (a learner, a
+    // removed node) cannot block any quorum we need: note its ballot (our next
+    // one goes above it) and keep leading. Safety never rests on nacks.
+    if (!this.activeConfigs().some((c) => this.votesIn(c, from))) {
+      if (m.promised > this.maxBallotSeen) this.maxBallotSeen = m.promised;
+      return;
+    }
     this.noteBallot(m.promised);
   }
 

@@ -148,6 +148,11 @@ export type Msg =
   /** Read index: is `ballot` still the highest this acceptor promised? (batched reads) */
   | { t: 'confirm'; ballot: number; round: number }
   | { t: 'confirmed'; ballot: number; round: number }
+  /**
+   * To a removed node: the configuration applied at `slot` is in force here,
+   * durably (every slot before the one it governs from is chosen and synced).
+   */
+  | { t: 'settled'; slot: number }
   | { t: 'catchupReq'; from: number; to: number }
   /** Chosen values from `from` on; snapshot > 0 means "below that, ask for the snapshot". */
   | { t: 'catchupResp'; from: number; entries: Value[]; snapshot: number; snapshotBytes: number }
@@ -197,6 +202,9 @@ export const SYNC_BEFORE_SEND: ReadonlySet<Msg['t']> = new Set([
   'promise',
   'accepted',
   'confirmed',
+  // "The old configuration's slots are chosen here, for good": a removed node
+  // leaves on a majority of these (Replica.mayLeave).
+  'settled',
   // "I recorded your new incarnation": from then on my votes name it.
   'rejoinResp',
 ]);

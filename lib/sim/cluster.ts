@@ -264,6 +264,8 @@ function msgNumber(m: Msg): number {
       return m.nonce;
     case 'rejoinResp':
       return m.nonce * 31 + m.promised;
+    case 'settled':
+      return m.slot;
     default:
       return m.ballot;
   }

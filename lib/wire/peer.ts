@@ -208,6 +208,10 @@ export const SCHEMA = {
       ['round', 'uint'],
     ],
   },
+  settled: {
+    code: 17,
+    fields: [['slot', 'uint']],
+  },
   catchupReq: {
     code: 8,
     fields: [

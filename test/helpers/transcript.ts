@@ -125,6 +125,8 @@ export function msgStr(m: Msg): string {
       return `accepted ${ballot(m.ballot)} slots=${list(m.slots)} incs=${incs(m.incs)}`;
     case 'nack':
       return `nack ${ballot(m.ballot)} promised=${ballot(m.promised)}`;
+    case 'settled':
+      return `settled ${m.slot}`;
     case 'commit':
       return `commit ${ballot(m.ballot)} through=${m.through}`;
     case 'heartbeat': {
