@@ -9,7 +9,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 if [ $# -eq 0 ]; then set -- "$HERE"/*.patch; fi
-TESTS=(core-regressions core-attack core-rejoin-reserve core-freshness core-attack3 core-attack4 core-attack5 core-membership sim-membership)
+TESTS=(core-regressions core-attack core-rejoin-reserve core-freshness core-attack3 core-attack4 core-attack5 core-attack6 core-membership sim-membership)
 
 SCRATCH=$(mktemp -d /tmp/mutant-regressions.XXXXXX)
 trap 'rm -rf "$SCRATCH"' EXIT
