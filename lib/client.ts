@@ -990,7 +990,8 @@ export class PaxosClient {
         return this.redirect(p, r.leader);
       case 'error':
         if (r.code === 'busy') {
-          this.noteSaid(p, idx, 'busy');
+          // The reason too (a queue full, or a member change the leader holds back).
+          this.noteSaid(p, idx, r.message ? `busy: ${r.message}` : 'busy');
           p.sentAt = this.timers.now();
           p.busy = true;
           return;

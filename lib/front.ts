@@ -85,6 +85,14 @@ export class ClientFront<T> {
     // Who may ask is the daemon's rule (an authenticated or validated client).
     const refusal = this.admit(cid, seq, parsed);
     if (refusal) return refusal;
+    // Strict reconfiguration check (a liveness guard, the leader's own view):
+    // answered busy, never refused, because a late copy of this request reaching
+    // a leader that passes the check may still run: the client retries and its
+    // outcome stays what the log says (member list tells).
+    if (parsed.kind === 'member' && !this.o.sm.cached(cid, seq)) {
+      const why = this.o.replica.reconfigRefusal(parsed.action, parsed.sid);
+      if (why) return { t: 'error', cid, seq, code: 'busy', message: why };
+    }
     const r = this.o.replica.submit({ cid, seq, op });
     switch (r.kind) {
       case 'queued': {

@@ -262,3 +262,35 @@ t.test(
     }
   },
 );
+
+t.test(
+  'strict reconfiguration check: a remove or promote that would leave the new configuration without a majority in contact waits',
+  async (t) => {
+    const net = cluster(21);
+    t.ok(net.tickUntil(() => net.leader() !== undefined, 200) <= 200, 'a leader');
+    t.ok(change(net, 'member add 4') > 0, '4 added as a learner');
+    writes(net, 5);
+    const l = net.leader()!;
+    const [a, b] = [1, 2, 3].filter((s) => s !== l.sid);
+    net.crash(b);
+    net.crash(4);
+    net.tick(3 * net.opts.electionTicks);
+    t.equal(net.leader()?.sid, l.sid, 'the leader leads on with one follower');
+    t.match(
+      l.reconfigRefusal('remove', a),
+      new RegExp(
+        `member remove ${a} refused for now: .* 1 in contact with the leader, 2 needed \\(not in contact: ${b}\\)`,
+      ),
+      `removing live ${a} would leave ${l.sid} and down ${b}: refused`,
+    );
+    t.equal(l.reconfigRefusal('remove', b), null, `removing down ${b} is fine`);
+    t.match(
+      l.reconfigRefusal('promote', 4),
+      /3 needed/,
+      'promoting a learner that is down: refused',
+    );
+    t.equal(l.reconfigRefusal('add', 5), null, 'an add changes no voter');
+    t.equal(net.node(a).reconfigRefusal('remove', b), null, 'a follower does not judge');
+    t.same(net.violations, []);
+  },
+);

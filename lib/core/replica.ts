@@ -1546,6 +1546,30 @@ export class Replica {
   }
 
   /**
+   * The leader's strict reconfiguration check (etcd's --strict-reconfig-check):
+   * why `action sid` should not be proposed now, or null. A promote or remove
+   * whose new configuration would have fewer voters in two-way contact with us
+   * (us included) than its majority could never choose a slot it governs until
+   * those voters are back; a liveness guard for the operator, not a safety rule
+   * (the state machine decides the change alike everywhere; this view is ours).
+   */
+  reconfigRefusal(action: 'add' | 'promote' | 'remove', sid: number): string | null {
+    if (this.role !== 'leader' || action === 'add') return null;
+    const c = this.configuration;
+    const m = c.members.find((x) => x.sid === sid);
+    if (!m || (action === 'promote' && m.voter)) return null; // the state machine refuses it
+    const voters = c.members
+      .filter((x) => (x.sid === sid ? action === 'promote' : x.voter))
+      .map((x) => x.sid);
+    const reach = (s: number) =>
+      s === this.sid ? this.voter : this.twoWay(s) && this.peerVotes(s);
+    const out = voters.filter((s) => !reach(s));
+    const need = Math.floor(voters.length / 2) + 1;
+    if (voters.length - out.length >= need) return null;
+    return `member ${action} ${sid} refused for now: the new configuration's voters (${voters.join(' ')}) would have ${voters.length - out.length} in contact with the leader, ${need} needed (not in contact: ${out.join(' ')}); bring them back or remove them first (strict reconfiguration check)`;
+  }
+
+  /**
    * May this node stop for good? Only once the newest configuration removed it,
    * it applied every slot that configuration does not govern (it may still be
    * needed to vote on them), and a majority of the new configuration's voters
