@@ -3054,7 +3054,8 @@ export class Simulation {
    * copies; T resumes from a heartbeat period to three election timeouts after
    * the give-up and reads its queue, in arrival order (a socket buffer; a
    * quarter of the rounds in any order). Its first tick is watched
-   * (checkPausedTarget). In half the rounds (asking) no copy is lost and T is
+   * (checkPausedTarget). In some rounds (asking: three in four where T's election
+   * timeout is longer than A's, one in five otherwise) no copy is lost and T is
    * paused right after it asks (targetAsked): the copies that queue at it echo
    * that heartbeat, and it resumes within its own election timeout of the
    * give-up (where a target with a longer one than A's would still judge the
@@ -3093,7 +3094,9 @@ export class Simulation {
         foreign: false,
         beatTick: -1,
       };
-      const asking = p.chance(0.5);
+      // Asking rounds mostly where the target's timeout is the longer (where the
+      // lifetime's clock matters); the others mostly judge H2-LATE.
+      const asking = p.chance(this.electionOf(t.sid) > this.electionOf(a.sid) ? 0.75 : 0.2);
       const hold = asking || p.chance(0.5) ? 0 : p.range(1, 5);
       this.phx.asking = asking;
       this.phx.readAt = -1;

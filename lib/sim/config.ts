@@ -71,11 +71,12 @@ import type { LinkFaults, ReplayFaults } from './network';
  *   target resumes a heartbeat period to three election timeouts after the
  *   give-up and reads its queue (in arrival order, or any order): at its first
  *   tick it must not campaign on a copy that a fresh heartbeat read before that
- *   tick shows given up ('a given-up hand-off deposes nobody', H2); in half the
- *   rounds (asking) T is paused instead right after it sends the heartbeat a
- *   copy must echo, so that the copies parked at it echo it: then it must not
- *   campaign if such a heartbeat is dated past the hand-off's end by the
- *   leader's own election timeout (HANDOFF-LIFETIME-CONFIG, with nodeElectionTicks);
+ *   tick shows given up ('a given-up hand-off deposes nobody', H2); in some
+ *   rounds (asking: most where T's election timeout is longer than A's) T is
+ *   paused instead right after it sends the heartbeat a copy must echo, so
+ *   that the copies parked at it echo it: then it must not campaign if a fresh
+ *   heartbeat read before its tick is dated past the hand-off's end by the
+ *   leader's own election timeout (HANDOFF-LIFETIME-CONFIG, nodeElectionTicks);
  * - forgotten-handoff-prepare: the leader A hands off to a voter T whose disk
  *   is slow; T's prepares and nacks to the others are held (lost and kept); T
  *   campaigns and loses power before its own promise is durable (it forgets
@@ -499,7 +500,8 @@ function drawMembership(p: Prng, c: SimConfig, o: SimOverrides): SimConfig {
  * of the seeds (half of paused-handoff-target's), each node's is the drawn one
  * times 1, 1.5, 2 or 2.5, at least two differing. Drawn from a PRNG of the seed's
  * own (not the run's), so that no other draw of any seed moves; the run's
- * timing.electionTicks becomes the largest, and the live bound with it.
+ * timing.electionTicks becomes the largest, and the live bound and the fault
+ * phase's length with it.
  */
 function drawNodeTiming(c: SimConfig, o: SimOverrides): void {
   const q = new Prng((c.seed ^ 0x5eed7e1c) >>> 0);
@@ -511,6 +513,9 @@ function drawNodeTiming(c: SimConfig, o: SimOverrides): void {
   if (own.every((x) => x === own[0])) own[q.int(own.length)] = own[0] === base ? 2 * base : base;
   c.nodeElectionTicks = own;
   t.electionTicks = Math.max(...own);
+  // As many of the longest election periods with faults as drawn of the base one
+  // (fewer would leave the families fewer rounds: paused-handoff-target's, 9.H2L).
+  c.faultSteps = pin(o.faultSteps, Math.round((c.faultSteps * t.electionTicks) / base));
   c.liveBound = liveBoundFor(t.electionTicks, t.retransmitMaxTicks, c.clientRetry, c.postHeal);
 }
 
