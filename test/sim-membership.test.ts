@@ -27,6 +27,9 @@ t.test('membership seeds: every invariant holds, changes of every kind applied',
   let changes = 0;
   let refused = 0;
   let lin = 0;
+  let exits = 0;
+  let outside = 0;
+  let outsideVoted = 0;
   for (let seed = 1; seed <= SEEDS; seed++) {
     // The linearizability check (no acknowledged write lost) on half of them.
     const skip = seed % 2 === 0;
@@ -37,10 +40,17 @@ t.test('membership seeds: every invariant holds, changes of every kind applied',
     changes += r.stats.memberChanges;
     refused += r.stats.memberRefused;
     for (const [k, n] of Object.entries(r.stats.memberKinds)) kinds[k] = (kinds[k] ?? 0) + n;
+    exits += r.stats.memberExits.length;
+    if (r.config.membership!.outside.length > 0) outside++;
+    if (r.stats.outsideVoters.length > 0) outsideVoted++;
   }
   t.comment(
-    `${SEEDS} seeds (${lin} with linearizability): ${changes} changes applied (${JSON.stringify(kinds)}), ${refused} refused`,
+    `${SEEDS} seeds (${lin} with linearizability): ${changes} changes applied (${JSON.stringify(kinds)}), ${refused} refused; ${exits} removed nodes left; ${outside} seeds with spares outside the servers list, in ${outsideVoted} one voted`,
   );
+  // Removed nodes leave (the daemon's exit rule), and spares outside the servers
+  // list are added with their address, promoted, and vote.
+  t.ok(exits > 0, `removed nodes left (${exits})`);
+  t.ok(outsideVoted > 0, `an outside spare voted in ${outsideVoted} of ${outside} seeds`);
   // The schedule must reach what it claims to: otherwise the passes say little.
   for (const k of ['add', 'promote', 'remove', 'remove-leader', 'remove-lost'])
     t.ok((kinds[k] ?? 0) > 0, `some ${k} applied (${kinds[k] ?? 0})`);
@@ -58,6 +68,21 @@ t.test('change-depose: the leader deposed inside a change window, invariants hol
   }
   t.ok(reached >= 4, `dangerous state reached in ${reached}/8 seeds`);
 });
+
+t.test(
+  'seed 1: removed 123 leaves; 88, outside the servers list, is added, promoted and votes',
+  async (t) => {
+    // 7 voters, spares 7 and 88; 88 is in no replica's servers list (paxosd --join):
+    // its add carries an address, and the others talk to it once their log has it.
+    const opts = { membership: true, skipLinearizability: true };
+    const r = runSimulation(1, opts);
+    t.ok(r.ok, explain(r, opts));
+    t.same(r.config.membership!.outside, [88], 'sid 88 is outside the servers list');
+    t.same(r.stats.memberExits, [123], 'removed 123 left once the new configuration was settled');
+    t.same(r.stats.outsideVoters, [88], '88 is among the voters that chose some slots');
+    t.ok(r.stats.outsideVotes > 10, `88 voted in ${r.stats.outsideVotes} chosen slots`);
+  },
+);
 
 t.test('a seed without membership mode keeps every sid a voter', async (t) => {
   const r = runSimulation(3, { membership: false, skipLinearizability: true });

@@ -3,7 +3,16 @@ import { ballotRound, formatBallot, nextBallot } from '../core/ballot';
 import { Prng } from '../core/prng';
 import { Replica, type ReplicaOptions } from '../core/replica';
 import { isDivergenceEvent } from '../core/statecheck';
-import type { Cmd, CmdResult, DurableRecord, Msg, Outbound, Ready } from '../core/types';
+import type {
+  Cmd,
+  CmdResult,
+  Configuration,
+  DurableRecord,
+  MemberAddr,
+  Msg,
+  Outbound,
+  Ready,
+} from '../core/types';
 import { ClientFront, type FrontAnswer } from '../front';
 import {
   encodeOp,
@@ -63,6 +72,11 @@ const LEADERSHIPS_AFTER_HEAL_MAX = 4;
 
 export const CLIENT_BASE = 1000;
 
+/** The address a `member add` of a spare outside the servers list carries (unique per sid). */
+function outsideAddr(sid: number): MemberAddr {
+  return { host: `10.13.${sid >> 8}.${sid & 255}`, peerPort: 7000, clientPort: 7100 };
+}
+
 /** The membership operator's address for front answers (no simulated client listens there: its results come from the log). */
 const OPERATOR_ADDR = CLIENT_BASE + 999;
 
@@ -102,6 +116,13 @@ class SimNode {
   wiped = false;
   /** Membership mode: the disk was lost for good; never restarted (the operator replaces it). */
   lost = false;
+  /**
+   * Membership mode: removed, and it left (Replica.mayLeave, as the daemon's
+   * checkRemoved exits): stopped for good, never restarted nor added again.
+   */
+  gone = false;
+  /** Sids whose peer address this incarnation learned from its log (PaxosNode.learnAddresses). */
+  learned = new Set<number>();
   /** Killed, and power will be lost before the restart's open syncs the replayed records. */
   powerBeforeOpen = false;
   restartAt = -1;
@@ -199,6 +220,12 @@ export interface SimStats {
   memberRefused: number;
   /** Membership mode: the operator's applied changes by kind (add, promote, remove, remove-leader, remove-lost). */
   memberKinds: Record<string, number>;
+  /** Membership mode: sids that left once removed (Replica.mayLeave), in order. */
+  memberExits: number[];
+  /** Membership mode: chosen slots with a spare outside the servers list among the governing configuration's voters that accepted. */
+  outsideVotes: number;
+  /** Membership mode: the outside spares that counted so (added, promoted, and voted), sorted. */
+  outsideVoters: number[];
 }
 
 export interface SimResult {
@@ -330,6 +357,13 @@ export class Simulation {
   private readonly operator: MemberOperator | null = null;
   /** Membership mode: sids whose disk was lost for good. */
   private readonly lostSids = new Set<number>();
+  /**
+   * The config files' servers list, alike on every replica (membership mode:
+   * without the spares outside it, MembershipPlan.outside).
+   */
+  private readonly servers: number[];
+  /** Membership mode: the spares outside the servers list. */
+  private readonly outside: ReadonlySet<number>;
   /** change-depose: a change was chosen; depose the leader at the next step. */
   private deposeDue = false;
   /** Configurations of the chosen log when the faults stopped. */
@@ -431,6 +465,9 @@ export class Simulation {
     memberChanges: 0,
     memberRefused: 0,
     memberKinds: {},
+    memberExits: [],
+    outsideVotes: 0,
+    outsideVoters: [],
   };
 
   constructor(
@@ -452,13 +489,15 @@ export class Simulation {
     this.net.replay = this.cfg.replay;
     this.quorum = Math.floor(this.cfg.sids.length / 2) + 1;
     const plan = this.cfg.membership;
+    this.outside = new Set(plan?.outside ?? []);
+    this.servers = this.cfg.sids.filter((s) => !this.outside.has(s));
     this.oracle = new Oracle(
       this.quorum,
       plan
         ? {
             members: plan.voters.map((sid) => ({ sid, voter: true })),
             alpha: plan.alpha,
-            sids: this.cfg.sids,
+            sids: this.servers,
           }
         : null,
     );
@@ -474,6 +513,12 @@ export class Simulation {
           return r !== null && r.applied + this.cfg.limits.windowSlots >= this.oracle.ghostThrough;
         },
         lost: this.lostSids,
+        retired: (sid) => {
+          const h = this.oracle.configHistory;
+          const member = (c: Configuration) => c.members.some((m) => m.sid === sid);
+          return !member(h[h.length - 1]) && h.some(member);
+        },
+        addr: (sid) => (this.outside.has(sid) ? outsideAddr(sid) : undefined),
         trace: (line) => {
           if (this.tracing) this.trace(line);
         },
@@ -491,6 +536,9 @@ export class Simulation {
       const n = new SimNode(sid);
       n.clockRate = this.cfg.clockRates[i];
       n.limits = this.cfg.nodeLimits[i];
+      // A spare outside the servers list starts as paxosd --join does: an empty
+      // disk and no --init, so it votes only once the lost-disk rule lets it.
+      n.bootstrapOk = !this.outside.has(sid);
       this.nodes.set(sid, n);
     });
     const keys = Array.from({ length: this.cfg.keys }, (_, i) => `k${i}`);
@@ -501,6 +549,9 @@ export class Simulation {
         new SimWorker(
           100 + i,
           addr,
+          // Every sid, the outside spares too: a client given only the config
+          // files' servers cannot follow a redirect to a joined leader (the
+          // redirect names a sid, no address), and stalls while it leads.
           this.cfg.sids,
           this.prng,
           {
@@ -560,11 +611,10 @@ export class Simulation {
     const c = this.cfg;
     const healAt = c.faultSteps;
     const stopAt = healAt + c.liveSteps;
-    const end = stopAt + c.liveBound;
     let failure: SimResult['failure'];
     try {
       for (const node of this.nodes.values()) this.start(node);
-      while (this.now < end) {
+      while (this.now < stopAt + this.liveBound()) {
         if (this.now === healAt) this.heal();
         if (this.now === stopAt) for (const cl of this.clients.values()) cl.stopped = true;
         this.step();
@@ -686,6 +736,7 @@ export class Simulation {
   private tickNode(n: SimNode): void {
     n.replica!.tick();
     n.ticks++;
+    this.learnAddresses(n);
     if (this.handoffWatch?.sid === n.sid) {
       this.checkHandoffWatch(n);
       this.handoffWatch = null;
@@ -711,6 +762,7 @@ export class Simulation {
   /** A value was chosen (as the oracle sees the accepted messages). */
   private onChosen(slot: number, ballot: number, ackers: number[]): void {
     this.chosenCount++;
+    if (this.outside.size > 0) this.noteOutsideVotes(slot, ackers);
     this.lastChoiceAt = this.now;
     this.choiceAt.set(slot, this.now);
     for (const [shape, start] of this.waitingChoice) {
@@ -727,6 +779,18 @@ export class Simulation {
         this.deposeDue = true;
     }
     void ballot;
+  }
+
+  /** Membership mode: an outside spare among the voters that chose `slot` (it was added, promoted, and talked to). */
+  private noteOutsideVotes(slot: number, ackers: number[]): void {
+    const c = this.oracle.governing(slot);
+    const voted = ackers.filter(
+      (s) => this.outside.has(s) && c?.members.some((m) => m.sid === s && m.voter),
+    );
+    if (voted.length === 0) return;
+    this.stats.outsideVotes++;
+    const all = new Set([...this.stats.outsideVoters, ...voted]);
+    this.stats.outsideVoters = [...all].sort((a, b) => a - b);
   }
 
   /** Waits with no choice by the end of the run count as long as the run lasted (a lower bound). */
@@ -1014,7 +1078,7 @@ export class Simulation {
     for (const n of this.nodes.values()) {
       n.slowUntil = 0;
       n.pausedUntil = 0;
-      if (!n.up && !n.lost) n.restartAt = this.now;
+      if (!n.up && !n.lost && !n.gone) n.restartAt = this.now;
     }
     this.configsAtHeal = this.oracle.configHistory.length;
     for (const cl of this.clients.values()) cl.liveFrom = this.now;
@@ -3455,7 +3519,8 @@ export class Simulation {
     const sm = new KvStateMachine();
     const ro: ReplicaOptions & { slotsAheadMax?: number } = {
       sid: n.sid,
-      sids: c.sids,
+      // The config files' servers (a spare outside them gets the list without itself).
+      sids: this.servers,
       prng: new Prng(this.prng.nextU32()),
       sm,
       ...c.timing,
@@ -3504,6 +3569,8 @@ export class Simulation {
     n.pausedUntil = 0;
     n.ticks = 0;
     n.life = -1;
+    n.learned.clear();
+    this.learnAddresses(n);
     this.mix(0x57a7 + n.sid);
     if (this.tracing)
       this.trace(
@@ -3512,6 +3579,42 @@ export class Simulation {
     this.checkReplica(n);
     this.checkConfigurations(n);
     this.flush(n);
+  }
+
+  /**
+   * Membership mode, the daemon's removal rule (PaxosNode.checkRemoved): a node
+   * the newest configuration removed stops for good once Replica.mayLeave()
+   * holds (it applied every slot the old configuration decides, and a majority
+   * of the new one's voters said so durably). No more input or output; never
+   * restarted, never added again. Its disk is not lost: the lost-disk schedule
+   * counts it as there (a majority of the new configuration knows every slot
+   * it could still be asked to vote on chosen).
+   */
+  private leaves(n: SimNode): boolean {
+    if (!this.cfg.membership || !n.replica!.mayLeave()) return false;
+    const r = n.replica!;
+    this.stop(n);
+    n.gone = true;
+    n.restartAt = -1;
+    this.stats.memberExits.push(n.sid);
+    this.mix(0x9011 + n.sid);
+    if (this.tracing)
+      this.trace(
+        `node ${n.sid} removed (configuration of slot ${r.configuration.slot}, applied ${r.applied}): the new configuration is settled, it exits`,
+      );
+    return true;
+  }
+
+  /** Has node `n` an address for `sid` (the servers list, or learned from its log)? */
+  private knows(n: SimNode, sid: number): boolean {
+    return this.outside.size === 0 || !this.outside.has(sid) || n.learned.has(sid);
+  }
+
+  /** PaxosNode.learnAddresses: every member address in the log's configurations (at each tick and start). */
+  private learnAddresses(n: SimNode): void {
+    if (this.outside.size === 0) return;
+    for (const c of n.sm!.configurations())
+      for (const m of c.members) if (m.addr && m.sid !== n.sid) n.learned.add(m.sid);
   }
 
   /** Membership mode: a live, unpaused leader for the operator (any of them, if several believe they lead). */
@@ -3540,6 +3643,18 @@ export class Simulation {
     const r = n.replica;
     if (!this.cfg.membership || !r || this.opts.noConfigCheck || this.opts.lenientQuorum) return;
     this.oracle.checkConfigurations(n.sid, r.applied, n.sm!.configurations(), (s) => r.configOf(s));
+  }
+
+  /** The process is gone: no replica, no input or output, nothing queued or syncing. */
+  private stop(n: SimNode): void {
+    n.up = false;
+    if (n.replica) this.addReplicaStats(n.replica);
+    n.replica = null;
+    n.sm = null;
+    n.front = null;
+    n.sync = null;
+    n.pipeline = [];
+    n.held = [];
   }
 
   /**
@@ -3576,14 +3691,7 @@ export class Simulation {
    */
   private crash(n: SimNode, kind: CrashKind, why: string): void {
     if (!n.up) return;
-    n.up = false;
-    if (n.replica) this.addReplicaStats(n.replica);
-    n.replica = null;
-    n.sm = null;
-    n.front = null;
-    n.sync = null;
-    n.pipeline = [];
-    n.held = [];
+    this.stop(n);
     n.crashes++;
     this.stats.crashes++;
     if (kind === 'power') {
@@ -3627,6 +3735,8 @@ export class Simulation {
     const n = this.nodes.get(p.to);
     if (!n || !n.up) return;
     if (pl.k === 'peer' && this.famDrop?.(p)) return;
+    // The daemon drops a datagram from an address it does not know (peer_wrong_source).
+    if (pl.k === 'peer' && !this.knows(n, p.from)) return;
     if (pl.k === 'req' && p.to === this.hrx.reqLost) return;
     if (n.paused(this.now)) {
       n.held.push(p);
@@ -3709,6 +3819,8 @@ export class Simulation {
   private flush(n: SimNode): void {
     for (let round = 0; round < 64; round++) {
       if (!n.up || n.paused(this.now)) return;
+      // After each turn, tick and message (the daemon checks at each tick).
+      if (this.leaves(n)) return;
       const rd = n.replica!.ready();
       this.checkFine(n);
       if (
@@ -3803,6 +3915,8 @@ export class Simulation {
     let lastMsg: Msg | null = null;
     let lastBody: Buffer | null = null;
     for (const { to, msg } of messages) {
+      // No address for `to` (not in the servers list, none learned from the log): not sent.
+      if (to !== n.sid && !this.knows(n, to)) continue;
       this.noteSent(n, msg);
       if (msg.t === 'heartbeat' && this.phx.asking && n.sid === this.phx.t && to === this.phx.a)
         this.targetAsked(n);
@@ -3950,10 +4064,11 @@ export class Simulation {
     if (injectedAt < 0 || !this.diverge) return;
     const bad = this.nodes.get(this.diverge.sid)!;
     if (this.mustConverge && !this.mustConverge.has(bad.sid)) return; // cut off for good
-    if (bad.lost) return;
+    if (bad.lost || bad.gone) return;
     let differs: string | null = null;
     for (const n of this.nodes.values()) {
-      if (n === bad || n.lost || (this.mustConverge && !this.mustConverge.has(n.sid))) continue;
+      if (n === bad || n.lost || n.gone) continue;
+      if (this.mustConverge && !this.mustConverge.has(n.sid)) continue;
       const slot = Math.min(n.replica!.applied, bad.replica!.applied);
       const a = n.sm!.hashAt(slot);
       const b = bad.sm!.hashAt(slot);
@@ -4080,6 +4195,21 @@ export class Simulation {
     return null;
   }
 
+  /**
+   * Ticks within which every request completes once the faults stop. Membership
+   * mode: a client's servers list (its config file) still names the nodes that
+   * left or were lost for good (and the outside spares, which know no leader
+   * before their add); a request may walk past each of them, one retry period at
+   * the backoff's cap (PaxosClient: 4 x retry) per server, and walk again when
+   * the leader it reached is deposed before it answers (seed 421: 2 of 10 left).
+   */
+  private liveBound(): number {
+    const m = this.cfg.membership;
+    if (!m) return this.cfg.liveBound;
+    const dead = this.stats.memberExits.length + this.lostSids.size + m.outside.length;
+    return this.cfg.liveBound + 2 * dead * 4 * this.cfg.clientRetry;
+  }
+
   /** Nodes other than `sid` with both links to it working after the heal. */
   private twoWayPeers(sid: number): number {
     return this.cfg.sids.filter(
@@ -4124,16 +4254,18 @@ export class Simulation {
       ? ` (persistent cut: ${this.cfg.postHeal}, connected majority {${[...this.core].join(',')}})`
       : '';
     // Liveness: once faults stopped, every request completed within the bound.
+    const bound = this.liveBound();
+    const walk = bound > c.liveBound ? ` + ${bound - c.liveBound} for servers gone` : '';
     for (const cl of this.clients.values()) {
       if (cl.cur)
         fail(
           'liveness',
-          `client ${cl.cid} request ${JSON.stringify(cl.cur.op)} still pending ${this.now - Math.max(cl.cur.callTick, c.faultSteps)} ticks after the faults stopped (bound ${c.liveBound})${cuts}`,
+          `client ${cl.cid} request ${JSON.stringify(cl.cur.op)} still pending ${this.now - Math.max(cl.cur.callTick, c.faultSteps)} ticks after the faults stopped (bound ${c.liveBound}${walk})${cuts}`,
         );
-      if (cl.maxLiveLatency > c.liveBound)
+      if (cl.maxLiveLatency > bound)
         fail(
           'liveness',
-          `client ${cl.cid}: a request took ${cl.maxLiveLatency} ticks after the faults stopped (bound ${c.liveBound})${cuts}`,
+          `client ${cl.cid}: a request took ${cl.maxLiveLatency} ticks after the faults stopped (bound ${c.liveBound}${walk})${cuts}`,
         );
     }
     // Convergence: every node is up and has applied the same prefix; every node
@@ -4151,12 +4283,13 @@ export class Simulation {
     for (const [slot, at] of this.choiceAt)
       if (at <= this.now - settle && slot > target) target = slot;
     // Membership mode: the members of the newest configuration must converge
-    // (removed nodes and spares never added get nothing); a lost disk stays lost.
+    // (removed nodes and spares never added get nothing); a lost disk stays lost,
+    // a removed node that left is gone.
     const members = this.cfg.membership
       ? new Set(this.oracle.newestConfig.members.map((m) => m.sid))
       : null;
     for (const n of this.nodes.values()) {
-      if (n.lost) continue;
+      if (n.lost || n.gone) continue;
       const r = n.replica;
       if (!r) fail('liveness', `node ${n.sid} is down at the end`);
       if (this.mustConverge && !this.mustConverge.has(n.sid)) continue;
@@ -4165,7 +4298,10 @@ export class Simulation {
       // voters (Paxos Made Live): only demanded when it has two-way contact
       // with that many others.
       if (!r.voter && this.twoWayPeers(n.sid) >= this.quorum)
-        fail('liveness', `node ${n.sid} never rejoined as a voter after losing its disk${cuts}`);
+        fail(
+          'liveness',
+          `node ${n.sid} never rejoined as a voter after ${this.outside.has(n.sid) ? 'joining with an empty disk' : 'losing its disk'}${cuts}`,
+        );
       if (r.applied < target || r.chosenThrough < target)
         fail(
           'liveness',
@@ -4182,7 +4318,7 @@ export class Simulation {
     // State = replay of the chosen log, for every node and every snapshot.
     const bySlot = new Map<number, SimNode[]>();
     for (const n of this.nodes.values()) {
-      if (n.lost) continue;
+      if (n.lost || n.gone) continue;
       const s = n.replica!.applied;
       let l = bySlot.get(s);
       if (!l) bySlot.set(s, (l = []));

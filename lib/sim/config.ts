@@ -252,6 +252,14 @@ export interface MembershipPlan {
   removeLeader: number;
   /** Chance that the operator submits two or three changes at once (one is refused). */
   burst: number;
+  /**
+   * Spares outside the config files' servers list (`paxosd --join`, issue 13): every
+   * replica's servers list leaves them out (theirs is the cluster's, without
+   * themselves), they start with an empty disk and no vote (no --init), their
+   * `member add` carries an address, and a peer drops their datagrams until its
+   * log gave it that address (PaxosNode.learnAddresses).
+   */
+  outside: number[];
 }
 
 /**
@@ -293,6 +301,8 @@ export interface SimOverrides {
   alpha?: number;
   /** Election timeouts that differ between nodes (default: drawn, see drawNodeTiming). */
   nodeTiming?: boolean;
+  /** Membership mode: some spares outside the servers list (default: drawn, see drawOutside). */
+  outside?: boolean;
 }
 
 export const NODE_COUNTS = [3, 5, 7] as const;
@@ -481,6 +491,7 @@ function drawMembership(p: Prng, c: SimConfig, o: SimOverrides): SimConfig {
     gapMax: p.pick([0, t.electionTicks, 6 * t.electionTicks]),
     removeLeader: p.pick([0.2, 0.5]),
     burst: p.pick([0, 0.1, 0.3]),
+    outside: drawOutside(c.seed, voters, sids, o),
   };
   return {
     ...c,
@@ -493,6 +504,24 @@ function drawMembership(p: Prng, c: SimConfig, o: SimOverrides): SimConfig {
     liveBound: liveBoundFor(t.electionTicks, t.retransmitMaxTicks, c.clientRetry, 'none'),
     membership: plan,
   };
+}
+
+/**
+ * Membership mode: in a third of the seeds, one or more spares are outside the
+ * servers list (MembershipPlan.outside). Drawn from a PRNG of the seed's own, so
+ * that no other draw of any seed moves.
+ */
+function drawOutside(
+  seed: number,
+  voters: readonly number[],
+  sids: readonly number[],
+  o: SimOverrides,
+): number[] {
+  const q = new Prng((seed ^ 0x0b751de5) >>> 0);
+  const spares = sids.filter((s) => !voters.includes(s));
+  if (!pin(o.outside, q.chance(1 / 3))) return [];
+  const out = spares.filter(() => q.chance(0.5));
+  return out.length > 0 ? out : [q.pick(spares)];
 }
 
 /**
@@ -724,7 +753,7 @@ export function describeConfig(c: SimConfig): string {
     `  family=${c.family}${c.family !== 'none' ? `@${c.familyAt}` : ''} postHeal=${c.postHeal} clock rates ${c.clockRates.some((x) => x !== 1) ? c.clockRates.join(' ') : 'exact'}`,
     ...(c.membership
       ? [
-          `  membership voters=[${c.membership.voters.join(',')}] alpha=${c.membership.alpha} gap<=${c.membership.gapMax} removeLeader=${c.membership.removeLeader} burst=${c.membership.burst}`,
+          `  membership voters=[${c.membership.voters.join(',')}] alpha=${c.membership.alpha} gap<=${c.membership.gapMax} removeLeader=${c.membership.removeLeader} burst=${c.membership.burst}${c.membership.outside.length > 0 ? ` outside=[${c.membership.outside.join(',')}]` : ''}`,
         ]
       : []),
     `  clients=${c.clients} keys=${c.keys} think<=${c.thinkMax} flushPerMessage=${c.flushPerMessage} invariants=${c.checkEveryEvent ? 'every event' : 'every step'} clientRetry=${c.clientRetry}${c.sabotage !== 'none' ? ` SABOTAGE=${c.sabotage}` : ''}${c.mutation !== 'none' ? ` MUTATION=${c.mutation}` : ''}`,

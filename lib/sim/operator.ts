@@ -1,5 +1,5 @@
 import type { Prng } from '../core/prng';
-import type { AppliedEntry, Cmd, CmdResult, Configuration } from '../core/types';
+import type { AppliedEntry, Cmd, CmdResult, Configuration, MemberAddr } from '../core/types';
 import { encodeMember, encodeRegister, REGISTER_NONCE_MIN, type MemberOp } from '../sm/kv';
 import type { MembershipPlan } from './config';
 
@@ -21,6 +21,14 @@ export interface OperatorHooks {
   caughtUp(sid: number): boolean;
   /** Sids whose disk was lost for good: never a member again, removed first. */
   lost: ReadonlySet<number>;
+  /**
+   * Was `sid` a member of a chosen configuration that the newest one removed? It
+   * leaves once the removal is settled (Replica.mayLeave, as the daemon exits):
+   * never added again, even before it left (it may leave before it applies the add).
+   */
+  retired(sid: number): boolean;
+  /** The address a `member add` carries: a sid outside the servers list needs one (else none). */
+  addr(sid: number): MemberAddr | undefined;
   trace(line: string): void;
 }
 
@@ -45,6 +53,11 @@ interface Pending extends Change {
  * Replica.submit), as the daemon takes `paxos-client member`; the datagram and
  * the daemon's gate on who may ask (an authenticated or validated client) are
  * left out: the operator hands the request to the front directly.
+ *
+ * A removed node leaves once the new configuration is settled (the daemon's
+ * exit, Replica.mayLeave), so a removed sid is never added again; a spare
+ * outside the servers list is added with its address (`member add SID HOST
+ * PEERPORT CLIENTPORT`, as before `paxosd --join`).
  */
 export class MemberOperator {
   private session: number | null = null;
@@ -150,7 +163,8 @@ export class MemberOperator {
   private submit(p: Pending, now: number): void {
     p.at = now;
     if (this.session === null) return;
-    const cmd: Cmd = { cid: this.session, seq: p.seq, op: encodeMember(p.action, p.sid) };
+    const addr = p.action === 'add' ? this.hooks.addr(p.sid) : undefined;
+    const cmd: Cmd = { cid: this.session, seq: p.seq, op: encodeMember(p.action, p.sid, addr) };
     const r = this.hooks.submit(cmd);
     if (r !== null && r !== 'sent') {
       this.pending = this.pending.filter((q) => q !== p);
@@ -189,7 +203,7 @@ export class MemberOperator {
     const member = (s: number) => c.members.some((m) => m.sid === s);
     const voters = c.members.filter((m) => m.voter).map((m) => m.sid);
     const learners = c.members.filter((m) => !m.voter).map((m) => m.sid);
-    const spares = this.sids.filter((s) => !member(s) && !h.lost.has(s));
+    const spares = this.sids.filter((s) => !member(s) && this.available(s));
     // Replace a node whose disk was lost for good: remove it, then add a spare.
     const gone = c.members.find((m) => h.lost.has(m.sid));
     if (gone && (voters.length > 1 || !gone.voter)) return { action: 'remove', sid: gone.sid };
@@ -215,6 +229,11 @@ export class MemberOperator {
     return { action: 'remove', sid };
   }
 
+  /** May `sid` be added: neither lost for good nor removed (it leaves)? */
+  private available(sid: number): boolean {
+    return !this.hooks.lost.has(sid) && !this.hooks.retired(sid);
+  }
+
   /** A change submitted with `c` (refused while `c` is inside its window). */
   private followUp(c: Change): Change | null {
     const h = this.hooks;
@@ -222,7 +241,7 @@ export class MemberOperator {
     const cfg = h.config();
     if (c.action === 'remove') {
       const spare = this.sids.find(
-        (s) => s !== c.sid && !h.lost.has(s) && !cfg.members.some((m) => m.sid === s),
+        (s) => s !== c.sid && this.available(s) && !cfg.members.some((m) => m.sid === s),
       );
       return spare === undefined ? null : { action: 'add', sid: spare };
     }
