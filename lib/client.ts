@@ -410,7 +410,8 @@ export class PaxosClient {
 
   constructor(readonly opts: ClientOptions) {
     if (opts.servers.length === 0) throw new Error('no servers configured');
-    this.servers = opts.servers;
+    // A copy: servers a redirect names are added to it (learnServer).
+    this.servers = [...opts.servers];
     opts.servers.forEach((s, i) => {
       this.indexOf.set(s.sid, i);
       this.byAddress.set(`${s.host}:${s.clientPort}`, i);
@@ -946,6 +947,7 @@ export class PaxosClient {
     p.redirects++;
     this.stats.redirects++;
     const idx = leader >= 0 ? this.indexOf.get(leader) : undefined;
+    if (idx === undefined && leader >= 0) this.learnServer(leader, p.target);
     if (idx !== undefined && idx !== p.target) {
       p.target = idx;
       this.preferred = idx;
@@ -955,6 +957,32 @@ export class PaxosClient {
       // then go on to the next server.
       p.sentAt = this.timers.now();
     }
+  }
+
+  /** Sids a redirect named that this client is looking up (learnServer). */
+  private readonly learning = new Set<number>();
+
+  /**
+   * A redirect to a leader this client's servers do not list (added through the
+   * log: paxosd --join): ask the server that named it for the addresses it
+   * knows (status field servers) and add it, so the retry reaches the leader
+   * (without it the client would walk between followers that all redirect to
+   * a node it cannot address, for as long as that node leads).
+   */
+  private learnServer(sid: number, via: number): void {
+    if (this.learning.has(sid) || this.indexOf.has(sid)) return;
+    this.learning.add(sid);
+    void this.status(this.servers[via].sid, 500).then((st) => {
+      this.learning.delete(sid);
+      const a = st ? parseAddresses(st.servers).get(sid) : undefined;
+      if (!a || this.indexOf.has(sid)) return;
+      const [host, , clientPort] = a.split(':');
+      const i = this.servers.length;
+      this.servers.push({ sid, host, clientPort: Number(clientPort) });
+      this.indexOf.set(sid, i);
+      this.byAddress.set(`${host}:${clientPort}`, i);
+      this.refusedAt.push(new Map());
+    });
   }
 
   private onReply(

@@ -166,6 +166,28 @@ t.test('a node in no config file joins through the log and votes', async (t) => 
     new RegExp(`\\n${NEW} +voter +127\\.0\\.0\\.1:${clientPort} \\(peer port ${peerPort}\\)`),
   );
 
+  // The joined node leads: clients whose config lists only 0..2 follow the
+  // redirect to it (they learn its address from the redirecting node's status).
+  const moved = await cli(['transfer-leader', String(NEW)]);
+  t.equal(moved.code, 0, `transfer-leader ${NEW}`, show(moved));
+  const acks0 = load.acks();
+  const through = await waitFor(
+    `writes with ${NEW} leading`,
+    async () => {
+      const r = await statusOf(NEW);
+      return r && r.role === 'leader' && load.acks() > acks0 + 50 ? r : undefined;
+    },
+    15_000,
+  );
+  t.equal(
+    through.role,
+    'leader',
+    `writes go on with ${NEW} leading (clients not configured with it)`,
+  );
+  // Back to a node the harness addresses (its waitLeader asks 0..2).
+  const back0 = await cli(['transfer-leader', '0']);
+  t.equal(back0.code, 0, 'transfer-leader 0', show(back0));
+
   // Four voters, a majority is three: with a follower of 0..2 killed, writes go
   // on only with 9's votes.
   const leader = await c.waitLeader();
