@@ -2757,7 +2757,23 @@ export class Simulation {
     copies: Extract<Msg, { t: 'handoff' }>[];
     gaveUp: boolean;
     heard: boolean;
-  } = { a: -1, b: -1, aLife: 0, ballot: 0, copies: [], gaveUp: false, heard: false };
+    /** B restarts while the hand-off is live (9.H's round); restarted: it did. */
+    early: boolean;
+    restarted: boolean;
+    /** B's process life after the restart, from its heartbeats (0: none seen yet). */
+    bLife: number;
+  } = {
+    a: -1,
+    b: -1,
+    aLife: 0,
+    ballot: 0,
+    copies: [],
+    gaveUp: false,
+    heard: false,
+    early: false,
+    restarted: false,
+    bLife: 0,
+  };
 
   /** Is A still the leader of the family's hand-off (same life, same ballot)? */
   private handoffLeaderOn(): boolean {
@@ -2783,6 +2799,15 @@ export class Simulation {
    * later and leads on; then B is killed and restarts, A's heartbeats to it are
    * lost for a while, and right after a message of A (an accept, a commit) makes
    * B follow A again, a held copy arrives (afterLeaderMessage).
+   *
+   * In half the rounds (early, 9.H) B is killed while the hand-off is still live:
+   * in its new life the copies that echo no heartbeat of it reach it (it sees the
+   * hand-off), those that echo one are held (A answers B's heartbeat with one:
+   * the echo rule's round trip), and every heartbeat of A to it is lost; A gives
+   * up, B follows A again by an accept alone (no heartbeat of A in this life),
+   * and a held copy echoing its new life arrives. Only the recency test (no
+   * heartbeat of the leader in this life: no proof the copy is not stale) stops
+   * B from campaigning on it.
    */
   private givenUpHandoff(): void {
     const c = this.cfg;
@@ -2805,11 +2830,20 @@ export class Simulation {
         copies: [],
         gaveUp: false,
         heard: false,
+        early: p.chance(0.5),
+        restarted: false,
+        bLife: 0,
       };
       this.famDrop = (pk) => {
-        const m = (pk.payload as { k: 'peer'; msg: Msg }).msg;
-        if (pk.from !== this.hox.a || pk.to !== this.hox.b || m.t !== 'handoff') return false;
-        this.hox.copies.push(m);
+        if (pk.payload.k !== 'peer') return false;
+        const m = pk.payload.msg;
+        const x = this.hox;
+        if (x.restarted && pk.from === x.b && m.t === 'heartbeat' && m.life !== undefined)
+          x.bLife = m.life;
+        if (pk.from !== x.a || pk.to !== x.b || m.t !== 'handoff') return false;
+        // Early rounds, B's new life: a copy that echoes no heartbeat of it passes.
+        if (x.early && x.restarted && !(x.bLife !== 0 && m.echoLife === x.bLife)) return false;
+        x.copies.push(m);
         return true;
       };
       f.count++;
@@ -2819,7 +2853,35 @@ export class Simulation {
         this.trace(`family ${c.family}: node ${a.sid} hands off to ${b.sid}; every request held`);
     } else if (f.phase === 1) {
       if (!this.handoffLeaderOn() || this.now >= f.until) return this.endHandoffRound();
+      if (h.early && !h.restarted) {
+        if (h.copies.length === 0 || h.gaveUp) return;
+        const b = this.nodes.get(h.b)!;
+        this.crash(b, 'kill', 'crash (target of a live hand-off)');
+        b.restartAt = this.now + p.range(1, c.timing.heartbeatTicks);
+        this.loseTypes(h.a, [h.b], ['heartbeat'], b.restartAt - this.now + 2 * e + p.range(1, e));
+        h.restarted = true;
+        h.copies = [];
+        return;
+      }
+      if (h.early && h.restarted && !h.gaveUp) {
+        // UDP re-delivers an old accept or commit of A (this ballot): B follows A
+        // again by it, with no heartbeat of A in this life, while the hand-off is
+        // live, so the copies that reach it show it the hand-off.
+        const b = this.nodes.get(h.b)!;
+        if (b.up && b.replica!.leader !== h.a)
+          this.replayOld(1, 20 * e, (x) => {
+            if (x.payload.k !== 'peer' || x.from !== h.a || x.to !== h.b) return false;
+            const m = x.payload.msg;
+            return (m.t === 'accept' || m.t === 'commit') && m.ballot === h.ballot;
+          });
+      }
       if (!h.gaveUp) return;
+      if (h.early) {
+        if (!h.copies.some((x) => x.echoLife === h.bLife)) return this.endHandoffRound();
+        f.phase = 2;
+        f.until = this.now + 3 * e;
+        return;
+      }
       if (h.copies.length === 0) return this.endHandoffRound();
       const b = this.nodes.get(h.b)!;
       this.crash(b, 'kill', 'crash (target of a given-up hand-off)');
@@ -2848,7 +2910,9 @@ export class Simulation {
     const r = b.replica!;
     if (h.heard || role !== 'follower' || r.role !== 'follower' || !r.voter) return;
     if (r.leader !== h.a || !this.handoffLeaderOn()) return;
-    const copy = h.copies.reduce((x, y) => (y.chosen < x.chosen ? y : x));
+    const pool = h.early ? h.copies.filter((x) => x.echoLife === h.bLife) : h.copies;
+    if (pool.length === 0) return;
+    const copy = pool.reduce((x, y) => (y.chosen < x.chosen ? y : x));
     if (r.chosenThrough < copy.chosen) return;
     // The round ends first: the copy's own delivery comes back here.
     this.endHandoffRound();
