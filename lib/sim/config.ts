@@ -55,7 +55,10 @@ import type { LinkFaults, ReplayFaults } from './network';
  * - given-up-handoff: a hand-off whose every request is held times out (the
  *   leader leads on); its target is restarted, an accept makes it follow the
  *   leader again before a fresh heartbeat, and a held copy then arrives; it
- *   must not campaign ('a given-up hand-off deposes nobody', H);
+ *   must not campaign ('a given-up hand-off deposes nobody', H); in half the
+ *   rounds the target restarts while the hand-off is live, follows again by a
+ *   re-delivered accept or commit with no heartbeat of the leader in its new
+ *   life, and the held copy echoes that life (9.Hr);
  * - handoff-ballot-reuse (5 or 7 nodes; with 3 it does nothing): the leader L
  *   hands off to A, whose disk is slow; what A sends L is lost, its accepts
  *   reach one group G of the other peers P only, and the peers P do not hear
