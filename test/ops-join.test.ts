@@ -8,6 +8,7 @@
 // killed, writes go on only because 9 votes. Then 9 restarts without --join
 // (its servers list is kept in its data directory). Checked: no failed or
 // unknown write, every acknowledged write reads back, order logs agree.
+import * as dgram from 'node:dgram';
 import * as os from 'node:os';
 import t from 'tap';
 import { PaxosClient } from '../lib/client';
@@ -35,6 +36,24 @@ const show = (r: RunResult): Record<string, unknown> => ({
 
 const NEW = 9;
 
+/** `count` free UDP ports on 127.0.0.1 below the ephemeral range (32768 on Linux). */
+async function freeFixedPorts(count: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let tries = 0; out.length < count && tries < 200; tries++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (out.includes(port)) continue;
+    const s = dgram.createSocket('udp4');
+    const ok = await new Promise<boolean>((resolve) => {
+      s.once('error', () => resolve(false));
+      s.bind(port, '127.0.0.1', () => resolve(true));
+    });
+    await new Promise<void>((r) => s.close(() => r()));
+    if (ok) out.push(port);
+  }
+  if (out.length < count) throw new Error('no free UDP ports in 20000-32000');
+  return out;
+}
+
 t.test('a node in no config file joins through the log and votes', async (t) => {
   let joinArgs: string[] = [];
   const c = await Cluster.start(t, {
@@ -48,7 +67,10 @@ t.test('a node in no config file joins through the log and votes', async (t) => 
     runBin(BIN.client, ['--config', c.clientConfigFile, '--timeout', '4000', ...args], {
       timeoutMs: 20_000,
     });
-  const [peerPort, clientPort] = await freeUdpPorts(2);
+  // Outside the kernel's ephemeral range: the clients this test starts later
+  // bind ephemeral ports, and one of them could take the joiner's before it
+  // starts (CI saw EADDRINUSE on all five attempts once).
+  const [peerPort, clientPort] = await freeFixedPorts(2);
   // A client that also knows the new node's client port (its config file does not).
   const admin = new PaxosClient({
     ...c.clientConfig({ timeoutMs: 4000 }),
