@@ -810,3 +810,80 @@ t.test(
     t.ok(r.reqs.length >= 20, 'it kept polling');
   },
 );
+
+// ------------------------------- a follower by an accept alone (9.Hr)
+
+/**
+ * The recency test's no-heartbeat case: a target that follows the leader by an
+ * accept alone (no heartbeat of it in this process life: leaderTick -1) has no
+ * proof that a copy is not stale. Schedule: 3 nodes, A hands off to T; T is
+ * killed at once and restarts; every heartbeat of A to T is lost from then on;
+ * a re-delivered old accept of A makes T follow A while the hand-off is live;
+ * the copies that echo no heartbeat of T's new life reach it (it sees the
+ * hand-off and asks), those that echo one are held; A gives the hand-off up
+ * and leads on; T follows A again by a re-delivered accept; the held copies
+ * arrive. Property: T does not campaign, A keeps its ballot. Fails with
+ * scripts/mutants/9.Hr-handoff-recency-no-heartbeat.patch (the simulator's
+ * given-up-handoff early rounds find it too: seed 471 in 51 s).
+ */
+function acceptOnlyFollower(seed: number): {
+  held: number;
+  campaigned: boolean;
+  kept: boolean;
+  violations: string[];
+} {
+  const { net, A, T } = elected(3, seed);
+  const ballot = net.node(A).ballot;
+  if (net.node(A).transferLeadership(T) !== null) throw new Error('no hand-off');
+  net.collect(A);
+  // From T's restart on: no heartbeat of A reaches it, and a copy echoing a
+  // heartbeat of its new life is held (lost now, delivered at the end).
+  let mark = Infinity;
+  const newLife = (): number | undefined => {
+    const hb = net.history
+      .slice(mark === Infinity ? net.history.length : mark)
+      .find((e) => e.from === T && e.msg.t === 'heartbeat');
+    return hb && hb.msg.t === 'heartbeat' ? hb.msg.life : undefined;
+  };
+  const echoesNewLife = (m: Msg) =>
+    m.t === 'handoff' && newLife() !== undefined && m.echoLife === newLife();
+  net.restart(T, 'kill');
+  mark = net.history.length;
+  net.drop = (e) => e.from === A && e.to === T && (e.msg.t === 'heartbeat' || echoesNewLife(e.msg));
+  const oldAccept = () => {
+    const a = net
+      .sent((e) => e.from === A && e.to === T && e.msg.t === 'accept' && e.msg.ballot === ballot)
+      .at(-1);
+    if (a) net.deliver({ ...a });
+  };
+  oldAccept();
+  const givenUp = () => net.events.some((e) => e.includes(`hand-off to ${T} timed out`));
+  net.tickUntil(givenUp, 3 * net.opts.electionTicks);
+  oldAccept();
+  const held = net.sent((e) => e.from === A && e.to === T && echoesNewLife(e.msg));
+  const handedOff = () => net.events.filter((e) => e.includes(`sid ${T}: leader ${A} handed off`));
+  const before = handedOff().length;
+  for (const e of held) net.deliver({ ...e });
+  net.tick(3);
+  return {
+    held: held.length,
+    // A hand-off campaign (its election timer may fire too: A's heartbeats to it
+    // are lost; that one the others refuse while they hear A).
+    campaigned: handedOff().length > before,
+    kept: net.leader()?.sid === A && net.node(A).ballot === ballot,
+    violations: net.violations,
+  };
+}
+
+t.test(
+  'hand-off: a target that follows the leader by an accept alone does not act on a held copy after the give-up (9.Hr)',
+  async (t) => {
+    for (const seed of [1, 2, 3]) {
+      const r = acceptOnlyFollower(seed);
+      t.ok(r.held > 0, `seed ${seed}: ${r.held} copies echoing the target's new life were held`);
+      t.notOk(r.campaigned, `seed ${seed}: the target does not campaign`);
+      t.ok(r.kept, `seed ${seed}: the leader keeps its ballot`);
+      t.same(r.violations, [], `seed ${seed}: no safety violation`);
+    }
+  },
+);
