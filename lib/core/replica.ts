@@ -1558,6 +1558,12 @@ export class Replica {
     const c = this.configuration;
     const m = c.members.find((x) => x.sid === sid);
     if (!m || (action === 'promote' && m.voter)) return null; // the state machine refuses it
+    // A learner that cannot vote yet (an empty disk: the lost-disk rule has not let
+    // it) would count in the new majority without voting: one more failure could
+    // then stall the configuration (the simulator's seed 2828: {1,2,3,4} with 4
+    // still rejoining and 3's disk lost).
+    if (action === 'promote' && !this.peerVotes(sid))
+      return `member promote ${sid} refused for now: sid ${sid} does not vote yet (its lost-disk rule has not passed, or it is not in contact); promote it once status shows it a voter (strict reconfiguration check)`;
     const voters = c.members
       .filter((x) => (x.sid === sid ? action === 'promote' : x.voter))
       .map((x) => x.sid);
